@@ -1,0 +1,132 @@
+"""Citizen self-service: register, the account page (profile, password, systems, history)."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from tongban.errors import TongbanError
+from tongban.extensions import db
+from tongban.i18n import safe_next
+from tongban.masking import mask_number
+
+from . import accounts, consents, sessions
+from . import clients as registry
+from .forms import ConfirmForm, PasswordChangeForm, RegisterForm
+
+bp = Blueprint("account", __name__)
+
+
+def login_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if sessions.current_session() is None:
+            return redirect(url_for("idp.login", next=request.full_path))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    if not current_app.config["TONGBAN_PUBLIC_REGISTRATION"]:
+        abort(404)
+    form = RegisterForm()
+    if request.method == "GET":
+        form.next.data = safe_next(request.args.get("next"), "")
+    if form.validate_on_submit():
+        try:
+            user = accounts.create_user(form.id_number.data, form.name.data, form.password.data,
+                                        form.phone.data)
+        except TongbanError as e:
+            db.session.rollback()
+            return render_template("idp/register.html", form=form, error=e.message), 400
+        cookie: dict = {}
+        sessions.start(user, cookie)
+        db.session.commit()
+        flash(_("Your account is ready. You are logged in."), "success")
+        response = redirect(safe_next(form.next.data, url_for("account.account")))
+        sessions.set_cookie(response, cookie["value"])
+        return response
+    status = 400 if request.method == "POST" else 200
+    return render_template("idp/register.html", form=form), status
+
+
+@bp.route("/account")
+@login_required
+def account():
+    sess = sessions.current_session()
+    user = sess.user
+    granted = []
+    for c in consents.list_for(user):
+        client = registry.get_client(c.client_id)
+        granted.append({"consent": c, "client": client})
+    return render_template(
+        "idp/account.html", user=user, masked_id=mask_number(user.id_number),
+        masked_phone=mask_number(user.phone) if user.phone else "", granted=granted,
+        logins=accounts.recent_logins(user), sessions=sessions.active_sessions(user), current_sid=sess.sid,
+        password_form=PasswordChangeForm(), confirm=ConfirmForm(),
+    )
+
+
+@bp.route("/account/password", methods=["POST"])
+@login_required
+def change_password():
+    user = sessions.current_user()
+    form = PasswordChangeForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(user, form.current.data, form.new.data)
+        except TongbanError as e:
+            db.session.commit()  # the failed attempt stays in the audit log
+            flash(e.message, "error")
+            return redirect(url_for("account.account") + "#password")
+        db.session.commit()
+        flash(_("Your password has been changed."), "success")
+    else:
+        for errors in form.errors.values():
+            for err in errors:
+                flash(str(err), "error")
+    return redirect(url_for("account.account") + "#password")
+
+
+@bp.route("/account/verify-identity", methods=["POST"])
+@login_required
+def verify_identity():
+    user = sessions.current_user()
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    ok = accounts.verify_identity(user)
+    db.session.commit()
+    if ok:
+        flash(_("Your name and ID number were confirmed by the population register (level L3)."), "success")
+    else:
+        flash(_("The population register could not confirm your name and ID number."), "error")
+    return redirect(url_for("account.account"))
+
+
+@bp.route("/account/consents/<client_id>/revoke", methods=["POST"])
+@login_required
+def revoke_consent(client_id: str):
+    user = sessions.current_user()
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    if consents.revoke(user, client_id):
+        flash(_("Access withdrawn."), "success")
+    db.session.commit()
+    return redirect(url_for("account.account") + "#systems")
+
+
+@bp.route("/account/sessions/<sid>/end", methods=["POST"])
+@login_required
+def end_session(sid: str):
+    user = sessions.current_user()
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    for s in sessions.active_sessions(user):
+        if s.sid == sid:
+            sessions.end(s, "ended_by_user", f"user:{user.sub}")
+    db.session.commit()
+    return redirect(url_for("account.account") + "#sessions")

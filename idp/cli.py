@@ -1,0 +1,182 @@
+"""``users``, ``orgs``, ``staff`` and ``clients`` command groups."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date
+
+import click
+from flask.cli import AppGroup
+
+from tongban.cli import command_errors, emit, read_password_stdin
+from tongban.errors import ValidationError
+
+from . import accounts
+from . import clients as registry
+
+users_cli = AppGroup("users", help="Citizen accounts.")
+orgs_cli = AppGroup("orgs", help="Enterprises and other organisations (by USCC).")
+staff_cli = AppGroup("staff", help="Window clerks, seal officers, auditors, administrators.")
+clients_cli = AppGroup("clients", help="The register of government systems (OAuth clients).")
+
+
+def _password(from_stdin: bool) -> str:
+    if not from_stdin:
+        raise ValidationError("pass the password on standard input with --password-stdin", "no_password")
+    pw = read_password_stdin()
+    if not pw:
+        raise ValidationError("no password on standard input", "no_password")
+    return pw
+
+
+@users_cli.command("create")
+@click.option("--id-number", required=True)
+@click.option("--name", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--phone")
+@click.option("--verified", is_flag=True, help="Confirm name + ID number against the register (L3).")
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def users_create(id_number, name, password_stdin, phone, verified, as_json):
+    """Create a citizen account (ID number checked per GB 11643)."""
+    user = accounts.create_user(id_number, name, _password(password_stdin), phone, actor="admin")
+    if verified:
+        accounts.verify_identity(user)
+    emit({"sub": user.sub, "assurance_level": user.acr}, as_json, f"created user {user.sub}")
+
+
+@users_cli.command("unlock")
+@click.argument("login")
+@command_errors
+def users_unlock(login):
+    """Lift a lockout (ID number or phone)."""
+    user = accounts.find_user_by_login(login)
+    if user is None:
+        raise ValidationError("no such account", "unknown_user")
+    accounts.unlock(user, "admin")
+    click.echo("unlocked")
+
+
+@orgs_cli.command("create")
+@click.option("--uscc", required=True)
+@click.option("--name", required=True)
+@click.option("--legal-rep", "legal_rep", help="ID number of the legal representative (existing account).")
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def orgs_create(uscc, name, legal_rep, as_json):
+    """Register an organisation (USCC checked per GB 32100)."""
+    org = accounts.create_org(uscc, name, legal_rep)
+    emit({"uscc": org.uscc, "name": org.name}, as_json, f"created organisation {org.uscc}")
+
+
+@staff_cli.command("create")
+@click.option("--id-number", required=True)
+@click.option("--name", required=True)
+@click.option("--password-stdin", is_flag=True)
+@click.option("--org", "org", required=True, help="USCC of the organisation.")
+@click.option("--role", required=True, type=click.Choice(accounts.ROLES))
+@click.option("--phone")
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def staff_create(id_number, name, password_stdin, org, role, phone, as_json):
+    """Create (or reuse) an account and give it a role in an organisation."""
+    user = accounts.create_staff(id_number, name, _password(password_stdin), org, role, phone)
+    emit({"sub": user.sub, "org": org.upper(), "role": role}, as_json, f"{user.sub} is {role} of {org}")
+
+
+def _client_json(row, secret):
+    return {
+        "client_id": row.client_id, "client_secret": secret, "name": row.name, "department": row.department,
+        "redirect_uris": row.redirect_uris, "post_logout_redirect_uris": row.post_logout_redirect_uris,
+        "backchannel_logout_uri": row.backchannel_logout_uri, "grant_types": row.grant_types,
+        "scope": " ".join(row.scopes), "token_endpoint_auth_method": row.token_endpoint_auth_method,
+        "id_token_signed_response_alg": row.id_token_signed_response_alg, "first_party": row.first_party,
+        "introspection_allowed": row.introspection_allowed,
+    }
+
+
+@clients_cli.command("create")
+@click.option("--name", required=True)
+@click.option("--department", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option("--scope", default="openid profile", show_default=True)
+@click.option("--grant-type", "grant_types", multiple=True,
+              type=click.Choice(registry.GRANT_TYPES), help="Repeatable; default authorization_code + refresh_token.")
+@click.option("--post-logout-redirect-uri", "post_logout", multiple=True)
+@click.option("--backchannel-logout-uri")
+@click.option("--first-party", is_flag=True, help="Skip the consent screen (the operator's own systems).")
+@click.option("--public", is_flag=True, help="A public client (no secret; PKCE required).")
+@click.option("--auth-method", type=click.Choice(registry.AUTH_METHODS), default=None)
+@click.option("--id-token-alg", type=click.Choice(registry.ID_TOKEN_ALGS), default="RS256")
+@click.option("--introspection", is_flag=True, help="Allowed to introspect any token.")
+@click.option("--client-id", default=None, help="Choose the client_id (default: random).")
+@click.option("--function", default="", help="What the system does (register).")
+@click.option("--scope-of-use", default="", help="Who uses it and where (register).")
+@click.option("--approver", default="", help="Approving department (register).")
+@click.option("--approval-date", default=None, help="YYYY-MM-DD (register).")
+@click.option("--funding-source", default="", help="Funding source (register).")
+@click.option("--contact", default="", help="Responsible contact (register).")
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
+                   first_party, public, auth_method, id_token_alg, introspection, client_id, function,
+                   scope_of_use, approver, approval_date, funding_source, contact, as_json):
+    """Register a government system; prints its client_id and secret (shown once)."""
+    try:
+        approved = date.fromisoformat(approval_date) if approval_date else None
+    except ValueError:
+        raise ValidationError("--approval-date must be YYYY-MM-DD", "invalid_date") from None
+    method = auth_method or ("none" if public else "client_secret_basic")
+    row, secret = registry.create_client(
+        name=name, department=department, redirect_uris=list(redirect_uris),
+        grant_types=list(grant_types) or ["authorization_code", "refresh_token"], scopes=scope.split(),
+        post_logout_redirect_uris=list(post_logout), backchannel_logout_uri=backchannel_logout_uri,
+        first_party=first_party, token_endpoint_auth_method=method, id_token_signed_response_alg=id_token_alg,
+        introspection_allowed=introspection, client_id=client_id, function=function,
+        scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
+        contact=contact)
+    data = _client_json(row, secret)
+    emit(data, as_json, f"client_id: {row.client_id}\nclient_secret: {secret} (shown once)")
+
+
+@clients_cli.command("report")
+@click.option("--dormant-days", default=90, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def clients_report(dormant_days, as_json):
+    """The register with usage; systems unused for N days are flagged dormant."""
+    rows = registry.report(dormant_days)
+    if as_json:
+        emit([asdict(r) for r in rows], True)
+        return
+    for r in rows:
+        flag = "DORMANT" if r.dormant else "active "
+        click.echo(f"{flag}  {r.client_id}  {r.department} / {r.name}  last used: {r.last_used or 'never'}"
+                   f"  30d: {r.logins_30d} log-ins, {r.tokens_30d} tokens{'' if r.enabled else '  (disabled)'}")
+
+
+@clients_cli.command("rotate-secret")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def clients_rotate(client_id, as_json):
+    """Issue a new secret (the old one stops working at once)."""
+    secret = registry.rotate_secret(client_id)
+    emit({"client_id": client_id, "client_secret": secret}, as_json, f"client_secret: {secret}")
+
+
+@clients_cli.command("disable")
+@click.argument("client_id")
+@command_errors
+def clients_disable(client_id):
+    """Disable a system: its tokens stop working at once."""
+    registry.set_enabled(client_id, False)
+    click.echo(f"disabled {client_id}")
+
+
+@clients_cli.command("enable")
+@click.argument("client_id")
+@command_errors
+def clients_enable(client_id):
+    registry.set_enabled(client_id, True)
+    click.echo(f"enabled {client_id}")

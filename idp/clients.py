@@ -1,0 +1,408 @@
+"""The register of government systems (OAuth clients): registration, cache, usage.
+
+Secrets are 256-bit random strings stored as SHA-256 digests: a slow password
+hash on a high-entropy secret buys nothing and would cap the token endpoint.
+Each worker caches the register and reloads it when any system changes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hmac
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from ipaddress import ip_address
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
+from flask import Flask, current_app
+from sqlalchemy import func, literal_column, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from tongban import audit
+from tongban.cache import CachedLoader, Generation
+from tongban.clock import digest, token, utcnow
+from tongban.errors import NotFound, ValidationError
+from tongban.extensions import after_commit as _after_commit
+from tongban.extensions import db
+
+from .models import Client, ClientUsage
+from .scopes import SCOPES
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+ID_TOKEN_ALGS = ("RS256", "ES256")
+CLIENTS_GENERATION = Generation("clients")
+
+
+# ---------------------------------------------------------------- the cached view
+
+
+@dataclass(frozen=True)
+class RegisteredClient(ClientMixin):
+    """An immutable snapshot of a register entry, shared by all requests of a worker."""
+
+    client_id: str
+    secret_hash: str | None
+    name: str
+    department: str
+    redirect_uris: tuple[str, ...]
+    post_logout_redirect_uris: tuple[str, ...]
+    backchannel_logout_uri: str | None
+    grant_types: frozenset[str]
+    scopes: tuple[str, ...]
+    token_endpoint_auth_method: str
+    id_token_signed_response_alg: str
+    first_party: bool
+    introspection_allowed: bool
+    enabled: bool
+    scope_set: frozenset[str] = field(default=frozenset())
+
+    # Authlib ClientMixin
+    def get_client_id(self):
+        return self.client_id
+
+    def get_default_redirect_uri(self):
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope):
+        if not scope:
+            return ""
+        return list_to_scope([s for s in scope_to_list(scope) if s in self.scope_set])
+
+    def check_redirect_uri(self, redirect_uri):
+        return redirect_uri in self.redirect_uris  # exact string match (RFC 9700 §4.1)
+
+    def check_client_secret(self, client_secret):
+        if not self.secret_hash or not client_secret:
+            return False
+        return hmac.compare_digest(digest(client_secret), self.secret_hash)
+
+    def check_endpoint_auth_method(self, method, endpoint):
+        if endpoint == "token":
+            return method == self.token_endpoint_auth_method
+        # revocation / introspection: confidential clients authenticate as at the token endpoint
+        return method == self.token_endpoint_auth_method
+
+    def check_response_type(self, response_type):
+        return response_type == "code" and "authorization_code" in self.grant_types
+
+    def check_grant_type(self, grant_type):
+        return grant_type in self.grant_types
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+
+def _snapshot(row: Client) -> RegisteredClient:
+    return RegisteredClient(
+        client_id=row.client_id, secret_hash=row.secret_hash, name=row.name, department=row.department,
+        redirect_uris=tuple(row.redirect_uris or ()), post_logout_redirect_uris=tuple(
+            row.post_logout_redirect_uris or ()),
+        backchannel_logout_uri=row.backchannel_logout_uri, grant_types=frozenset(row.grant_types or ()),
+        scopes=tuple(row.scopes or ()), token_endpoint_auth_method=row.token_endpoint_auth_method,
+        id_token_signed_response_alg=row.id_token_signed_response_alg, first_party=row.first_party,
+        introspection_allowed=row.introspection_allowed, enabled=row.enabled,
+        scope_set=frozenset(row.scopes or ()),
+    )
+
+
+def _load_all() -> dict[str, RegisteredClient]:
+    return {r.client_id: _snapshot(r) for r in db.session.execute(select(Client)).scalars()}
+
+
+_register = CachedLoader(CLIENTS_GENERATION, _load_all, check_every=0.0)
+
+
+def get_client(client_id: str | None) -> RegisteredClient | None:
+    """An enabled registered system (cached; a change anywhere invalidates every worker)."""
+    if not client_id:
+        return None
+    c = _register.get().get(client_id)
+    return c if c is not None and c.enabled else None
+
+
+def is_enabled(client_id: str | None) -> bool:
+    return get_client(client_id) is not None
+
+
+def _changed() -> None:
+    _register.invalidate()
+
+
+# ---------------------------------------------------------------- registration
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_uri(uri: str, what: str) -> str:
+    """https, or http on a loopback host; absolute; no fragment (RFC 6749 §3.1.2)."""
+    uri = (uri or "").strip()
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ValidationError(f"{what} must be an absolute http(s) URL: {uri!r}", "invalid_redirect_uri")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValidationError(f"{what} must use https (http only on loopback hosts): {uri!r}",
+                              "invalid_redirect_uri")
+    if parts.fragment or "#" in uri:
+        raise ValidationError(f"{what} must not contain a fragment: {uri!r}", "invalid_redirect_uri")
+    if parts.username or parts.password:
+        raise ValidationError(f"{what} must not contain credentials: {uri!r}", "invalid_redirect_uri")
+    return uri
+
+
+def _validate(grant_types, scopes, auth_method, redirect_uris, id_token_alg) -> None:
+    for g in grant_types:
+        if g not in GRANT_TYPES:
+            raise ValidationError(f"unknown grant type {g!r} (one of {', '.join(GRANT_TYPES)})",
+                                  "invalid_grant_type")
+    for s in scopes:
+        if s not in SCOPES:
+            raise ValidationError(f"unknown scope {s!r} (one of {', '.join(SCOPES)})", "invalid_scope")
+    if auth_method not in AUTH_METHODS:
+        raise ValidationError(f"unknown token endpoint auth method {auth_method!r}", "invalid_auth_method")
+    if id_token_alg not in ID_TOKEN_ALGS:
+        raise ValidationError(f"unsupported ID token algorithm {id_token_alg!r}", "invalid_alg")
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ValidationError("the authorization_code grant needs at least one redirect URI",
+                              "invalid_redirect_uri")
+    if auth_method == "none" and "client_credentials" in grant_types:
+        raise ValidationError("a public client cannot use client_credentials", "invalid_grant_type")
+
+
+def create_client(*, name: str, department: str, redirect_uris: list[str] | tuple = (),
+                  grant_types: list[str] | tuple = ("authorization_code", "refresh_token"),
+                  scopes: list[str] | tuple = ("openid", "profile"), post_logout_redirect_uris=(),
+                  backchannel_logout_uri: str | None = None, first_party: bool = False,
+                  token_endpoint_auth_method: str = "client_secret_basic",  # noqa: S107
+                  id_token_signed_response_alg: str = "RS256",  # noqa: S107
+                  introspection_allowed: bool = False,
+                  function: str = "", scope_of_use: str = "", approver: str = "",
+                  approval_date: date | None = None, funding_source: str = "", contact: str = "",
+                  client_id: str | None = None, actor: str = "admin") -> tuple[Client, str | None]:
+    """Register a system; returns the row and its secret (shown once, None for public clients)."""
+    name, department = (name or "").strip(), (department or "").strip()
+    if not name or not department:
+        raise ValidationError("a system needs a name and a department", "invalid_client_metadata")
+    redirect_uris = [check_uri(u, "redirect URI") for u in redirect_uris]
+    post_logout = [check_uri(u, "post-logout redirect URI") for u in post_logout_redirect_uris]
+    if backchannel_logout_uri:
+        backchannel_logout_uri = check_uri(backchannel_logout_uri, "back-channel logout URI")
+    grant_types = list(dict.fromkeys(grant_types))
+    scopes = list(dict.fromkeys(scopes))
+    _validate(grant_types, scopes, token_endpoint_auth_method, redirect_uris, id_token_signed_response_alg)
+    if client_id and db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
+        raise ValidationError(f"client_id {client_id!r} is taken", "client_exists")
+    secret = None if token_endpoint_auth_method == "none" else token(32)
+    now = utcnow()
+    row = Client(
+        client_id=client_id or ("tb_" + token(12)), secret_hash=digest(secret) if secret else None,
+        secret_rotated_at=now if secret else None, name=name, department=department, function=function,
+        scope_of_use=scope_of_use, approver=approver, approval_date=approval_date,
+        funding_source=funding_source, contact=contact, redirect_uris=redirect_uris,
+        post_logout_redirect_uris=post_logout, backchannel_logout_uri=backchannel_logout_uri,
+        grant_types=grant_types, scopes=scopes, token_endpoint_auth_method=token_endpoint_auth_method,
+        id_token_signed_response_alg=id_token_signed_response_alg, first_party=first_party,
+        introspection_allowed=introspection_allowed, enabled=True, created_at=now, updated_at=now,
+    )
+    db.session.add(row)
+    db.session.flush()
+    audit.record("client.created", actor=actor, object=f"client:{row.client_id}",
+                 detail={"name": name, "department": department, "scopes": scopes,
+                         "grant_types": grant_types})
+    _after_commit(_changed)
+    return row, secret
+
+
+def get_row(client_id: str) -> Client:
+    row = db.session.execute(select(Client).where(Client.client_id == client_id)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no registered system {client_id!r}", "unknown_client")
+    return row
+
+
+UPDATABLE = ("name", "department", "function", "scope_of_use", "approver", "approval_date",
+             "funding_source", "contact", "redirect_uris", "post_logout_redirect_uris",
+             "backchannel_logout_uri", "grant_types", "scopes", "first_party", "introspection_allowed",
+             "id_token_signed_response_alg", "token_endpoint_auth_method")
+
+
+def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
+    row = get_row(client_id)
+    unknown = set(changes) - set(UPDATABLE)
+    if unknown:
+        raise ValidationError(f"cannot change {', '.join(sorted(unknown))}", "invalid_client_metadata")
+    if "redirect_uris" in changes:
+        changes["redirect_uris"] = [check_uri(u, "redirect URI") for u in changes["redirect_uris"]]
+    if "post_logout_redirect_uris" in changes:
+        changes["post_logout_redirect_uris"] = [check_uri(u, "post-logout redirect URI")
+                                                for u in changes["post_logout_redirect_uris"]]
+    if changes.get("backchannel_logout_uri"):
+        changes["backchannel_logout_uri"] = check_uri(changes["backchannel_logout_uri"],
+                                                      "back-channel logout URI")
+    merged = {k: changes.get(k, getattr(row, k)) for k in UPDATABLE}
+    _validate(merged["grant_types"], merged["scopes"], merged["token_endpoint_auth_method"],
+              merged["redirect_uris"], merged["id_token_signed_response_alg"])
+    for k, v in changes.items():
+        setattr(row, k, v)
+    row.updated_at = utcnow()
+    audit.record("client.updated", actor=actor, object=f"client:{client_id}",
+                 detail={"changed": sorted(changes)})
+    _after_commit(_changed)
+    return row
+
+
+def rotate_secret(client_id: str, actor: str = "admin") -> str:
+    row = get_row(client_id)
+    if row.token_endpoint_auth_method == "none":
+        raise ValidationError("a public client has no secret", "invalid_client_metadata")
+    secret = token(32)
+    row.secret_hash = digest(secret)
+    row.secret_rotated_at = row.updated_at = utcnow()
+    audit.record("client.secret_rotated", actor=actor, object=f"client:{client_id}")
+    _after_commit(_changed)
+    return secret
+
+
+def set_enabled(client_id: str, enabled: bool, actor: str = "admin") -> Client:
+    """Disabling takes effect at once: its tokens stop working on every endpoint."""
+    row = get_row(client_id)
+    row.enabled = enabled
+    row.updated_at = utcnow()
+    audit.record("client.enabled" if enabled else "client.disabled", actor=actor,
+                 object=f"client:{client_id}")
+    _after_commit(_changed)
+    return row
+
+
+def list_rows() -> list[Client]:
+    return list(db.session.execute(select(Client).order_by(Client.department, Client.name)).scalars())
+
+
+# ---------------------------------------------------------------- usage
+
+
+class UsageCounter:
+    """Per-worker counters of log-ins and tokens per system per day, written in batches.
+
+    One database round trip per token would cost the token endpoint most of its
+    throughput; counts are added in memory and upserted every few seconds.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, date], list] = {}
+        self._last_flush = time.monotonic()
+
+    def add(self, client_id: str, kind: str) -> None:
+        now = utcnow()
+        key = (client_id, now.date())
+        with self._lock:
+            c = self._counts.setdefault(key, [0, 0, now])
+            c[0 if kind == "login" else 1] += 1
+            c[2] = now
+
+    def maybe_flush(self, app: Flask) -> None:
+        if self._counts and time.monotonic() - self._last_flush >= app.config["TONGBAN_USAGE_FLUSH_SECONDS"]:
+            self.flush(app)
+
+    def flush(self, app: Flask | None = None) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            self._last_flush = time.monotonic()
+        if not counts:
+            return
+        app = app or current_app._get_current_object()
+        with app.app_context():
+            engine = db.engine
+            insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+            with engine.begin() as conn:
+                for (client_id, day), (logins, tokens, last) in sorted(counts.items()):
+                    stmt = insert(ClientUsage).values(client_id=client_id, day=day, logins=logins,
+                                                      tokens=tokens, last_used=last)
+                    stmt = stmt.on_conflict_do_update(index_elements=["client_id", "day"], set_={
+                        "logins": literal_column("client_usage.logins") + logins,
+                        "tokens": literal_column("client_usage.tokens") + tokens,
+                        "last_used": func.coalesce(stmt.excluded.last_used, literal_column(
+                            "client_usage.last_used")),
+                    })
+                    conn.execute(stmt)
+
+
+usage = UsageCounter()
+
+
+def record_usage(client_id: str, kind: str) -> None:
+    usage.add(client_id, kind)
+
+
+def init_usage(app: Flask) -> None:
+    @app.teardown_request
+    def _flush(exc):
+        try:
+            usage.maybe_flush(app)
+        except Exception:  # usage counting must never fail a request
+            app.logger.exception("usage flush failed")
+
+    def _final():
+        with contextlib.suppress(Exception):  # the interpreter is shutting down
+            usage.flush(app)
+
+    atexit.register(_final)
+
+
+@dataclass
+class ReportRow:
+    client_id: str
+    name: str
+    department: str
+    function: str
+    approver: str
+    approval_date: str | None
+    funding_source: str
+    contact: str
+    enabled: bool
+    created_at: str
+    last_used: str | None
+    logins_30d: int
+    tokens_30d: int
+    dormant: bool
+
+
+def report(dormant_days: int = 90) -> list[ReportRow]:
+    usage.flush()
+    now = utcnow()
+    since = (now - timedelta(days=30)).date()
+    cutoff = now - timedelta(days=dormant_days)
+    last = dict(db.session.execute(select(ClientUsage.client_id, func.max(ClientUsage.last_used))
+                                   .group_by(ClientUsage.client_id)).all())
+    recent = {cid: (lg or 0, tk or 0) for cid, lg, tk in db.session.execute(
+        select(ClientUsage.client_id, func.sum(ClientUsage.logins), func.sum(ClientUsage.tokens))
+        .where(ClientUsage.day >= since).group_by(ClientUsage.client_id)).all()}
+    out = []
+    for row in list_rows():
+        last_used: datetime | None = last.get(row.client_id)
+        dormant = (last_used or row.created_at) < cutoff
+        lg, tk = recent.get(row.client_id, (0, 0))
+        out.append(ReportRow(
+            client_id=row.client_id, name=row.name, department=row.department, function=row.function,
+            approver=row.approver, approval_date=row.approval_date.isoformat() if row.approval_date else None,
+            funding_source=row.funding_source, contact=row.contact, enabled=row.enabled,
+            created_at=row.created_at.isoformat(timespec="seconds") + "Z",
+            last_used=last_used.isoformat(timespec="seconds") + "Z" if last_used else None,
+            logins_30d=int(lg), tokens_30d=int(tk), dormant=dormant))
+    return out

@@ -1,0 +1,442 @@
+"""The OpenID Connect provider: all Authlib wiring in one place.
+
+Grants: authorization code (+ PKCE, + OpenID Connect), refresh token (rotation with
+reuse detection), client credentials. Endpoints: revocation (RFC 7009),
+introspection (RFC 7662). Resource protection for userinfo and the API.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.integrations.flask_oauth2.errors import _HTTPException as _AuthlibHTTPException
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
+from flask import Flask, Response, current_app, g
+from flask import request as flask_request
+from sqlalchemy import select, update
+
+from keys.services import keyring
+from tongban import audit
+from tongban.clock import digest, epoch, to_epoch, utcnow
+from tongban.extensions import db
+
+from . import clients as registry
+from . import tokens
+from .models import AuthorizationCode, User
+from .scopes import SCOPES
+
+CLIENT_AUTH = ["client_secret_basic", "client_secret_post"]
+
+
+# ---------------------------------------------------------------- claims
+
+
+def user_claims(user: User, scope: str) -> dict:
+    """Claims released for ``scope``; the full ID number only under the ``id_number`` scope."""
+    scopes = set((scope or "").split())
+    info = UserInfo(sub=user.sub)
+    if "profile" in scopes:
+        info.update(name=user.name, gender=user.gender, birthdate=user.birthdate.isoformat(),
+                    locale="zh-CN")
+    if "phone" in scopes and user.phone:
+        info.update(phone_number="+86" + user.phone, phone_number_verified=user.assurance_level >= 2)
+    if "id_number" in scopes:
+        info["id_number"] = user.id_number
+        info["id_number_verified"] = user.assurance_level >= 3
+    if "profile" in scopes or "id_number" in scopes:
+        info["assurance_level"] = user.acr
+    return info
+
+
+# ---------------------------------------------------------------- grants
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE: S256 only; required for public clients, accepted for confidential ones."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
+        if grant.request.client.is_public and not challenge:
+            raise InvalidRequestError("PKCE (code_challenge with S256) is required for public clients",
+                                      redirect_uri=redirect_uri)
+        if challenge and method != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256", redirect_uri=redirect_uri)
+        return super().validate_code_challenge(grant, redirect_uri)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def save_authorization_code(self, code, request):
+        from .sessions import current_session
+
+        sess = current_session()
+        client = request.client
+        data = request.payload.data
+        now = utcnow()
+        row = AuthorizationCode(
+            code_hash=digest(code), client_id=client.client_id, user_id=request.user.id,
+            sid=sess.sid if sess else None, redirect_uri=request.payload.redirect_uri or "",
+            response_type=request.payload.response_type,
+            scope=client.get_allowed_scope(request.payload.scope), nonce=data.get("nonce"),
+            auth_time=to_epoch(sess.auth_time) if sess else epoch(), acr=sess.acr if sess else None,
+            amr=sess.amr if sess else None, code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"), created_at=now,
+            expires_at=now + _seconds(current_app.config["TONGBAN_AUTH_CODE_LIFETIME"]),
+        )
+        db.session.add(row)
+        registry.record_usage(client.client_id, "login")
+        audit.record("code.issued", actor=f"user:{request.user.sub}", object=f"client:{client.client_id}",
+                     detail={"scope": row.scope})
+        return row
+
+    def query_authorization_code(self, code, client):
+        row = db.session.execute(select(AuthorizationCode).where(
+            AuthorizationCode.code_hash == digest(code))).scalar_one_or_none()
+        if row is None or row.client_id != client.client_id:
+            return None
+        # claim it atomically: of two concurrent exchanges exactly one wins
+        claimed = db.session.execute(
+            update(AuthorizationCode).where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
+            .values(used_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+        if not claimed:
+            _code_replayed(row)
+            return None
+        if row.expires_at <= utcnow():
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code):
+        pass  # marked used in query_authorization_code; kept to detect replays
+
+    def authenticate_user(self, authorization_code):
+        user = db.session.get(User, authorization_code.user_id)
+        if user is None or user.disabled:
+            return None
+        g.token_context = {"auth_time": authorization_code.auth_time, "acr": authorization_code.acr,
+                           "sid": authorization_code.sid, "amr": authorization_code.amr,
+                           "family_id": tokens.new_family_id()}
+        return user
+
+
+def _seconds(n):
+    from datetime import timedelta
+
+    return timedelta(seconds=n)
+
+
+def _code_replayed(row: AuthorizationCode) -> None:
+    """RFC 6749 §4.1.2: a code used twice revokes what it was exchanged for."""
+    g.replayed_code = {"family_id": row.family_id, "access_jti": row.access_jti,
+                       "access_exp": row.access_exp, "client_id": row.client_id, "id": row.id}
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token):
+        row = tokens.find_refresh_token(refresh_token)
+        if row is None:
+            return None
+        if row.rotated_at is not None or row.revoked_at is not None:
+            if row.revoked_at is None or row.rotated_at is not None:
+                g.reused_refresh = {"family_id": row.family_id, "client_id": row.client_id}
+            return None
+        if row.expires_at <= utcnow():
+            return None
+        if row.sid and not row.offline:
+            from .sessions import is_live
+
+            if not is_live(row.sid):
+                return None
+        return row
+
+    def authenticate_user(self, refresh_token):
+        user = db.session.get(User, refresh_token.user_id)
+        if user is None or user.disabled:
+            return None
+        g.token_context = {"auth_time": refresh_token.auth_time, "acr": refresh_token.acr,
+                           "sid": refresh_token.sid, "amr": refresh_token.amr,
+                           "family_id": refresh_token.family_id, "offline": refresh_token.offline}
+        return user
+
+    def revoke_old_credential(self, refresh_token):
+        if not tokens.claim_for_rotation(refresh_token):
+            # a concurrent request rotated it first: this one is a reuse
+            g.reused_refresh = {"family_id": refresh_token.family_id, "client_id": refresh_token.client_id}
+            raise InvalidGrantError("refresh token already used")
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH
+
+
+class OpenIDConnect(OpenIDCode):
+    def exists_nonce(self, nonce, request):
+        return db.session.execute(select(AuthorizationCode.id).where(
+            AuthorizationCode.client_id == request.payload.client_id, AuthorizationCode.nonce == nonce
+        ).limit(1)).first() is not None
+
+    def get_client_algorithm(self, client):
+        return client.id_token_signed_response_alg or "RS256"
+
+    def resolve_client_private_key(self, client):
+        return keyring().active(self.get_client_algorithm(client)).signer
+
+    def get_encode_header(self, client):
+        alg = self.get_client_algorithm(client)
+        return {"alg": alg, "kid": keyring().active(alg).kid, "typ": "JWT"}
+
+    def get_client_claims(self, client):
+        now = epoch()
+        return {"iss": current_app.config["TONGBAN_ISSUER"], "aud": [client.client_id], "iat": now,
+                "exp": now + current_app.config["TONGBAN_ID_TOKEN_LIFETIME"]}
+
+    def get_authorization_code_claims(self, authorization_code):
+        claims = super().get_authorization_code_claims(authorization_code)
+        if authorization_code.sid:
+            claims["sid"] = authorization_code.sid
+        claims["azp"] = authorization_code.client_id
+        return claims
+
+    def generate_user_info(self, user, scope):
+        return user_claims(user, scope)
+
+
+# ---------------------------------------------------------------- token persistence
+
+
+def save_token(token, request):
+    """Store the refresh token (hashed) with its family; count the token for usage."""
+    client = request.client
+    registry.record_usage(client.client_id, "token")
+    claims = g.get("issued_access_claims") or {}
+    code = getattr(request, "authorization_code", None)
+    if code is not None:
+        code.access_jti, code.access_exp = claims.get("jti"), claims.get("exp")
+    raw = token.get("refresh_token")
+    if not raw or request.user is None:
+        return
+    ctx = g.get("token_context") or {}
+    offline = ctx.get("offline", False) or "offline_access" in (token.get("scope") or "").split()
+    family = ctx.get("family_id") or tokens.new_family_id()
+    tokens.save_refresh_token(
+        raw, family_id=family, client_id=client.client_id, user_id=request.user.id, sid=ctx.get("sid"),
+        scope=token.get("scope") or "", auth_time=ctx.get("auth_time"), acr=ctx.get("acr"),
+        amr=ctx.get("amr"), offline=offline, access_jti=claims.get("jti"), access_exp=claims.get("exp"))
+    if code is not None:
+        code.family_id = family
+        audit.record("refresh.family_started", actor=f"user:{request.user.sub}",
+                     object=f"family:{family}", detail={"client": client.client_id, "offline": offline})
+
+
+# ---------------------------------------------------------------- revocation & introspection
+
+
+class _RefreshTokenView:
+    """Wraps a refresh-token row for the revocation/introspection endpoints."""
+
+    def __init__(self, row):
+        self.row = row
+
+    def check_client(self, client):
+        return self.row.client_id == client.client_id
+
+    def get_scope(self):
+        return self.row.scope
+
+
+def _query_any_token(token_string, token_type_hint):
+    if token_type_hint != "refresh_token":
+        at = tokens.decode_access_token(token_string)
+        if at is not None:
+            return at
+    row = tokens.find_refresh_token(token_string)
+    return _RefreshTokenView(row) if row is not None else None
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def query_token(self, token_string, token_type_hint):
+        return _query_any_token(token_string, token_type_hint)
+
+    def revoke_token(self, token, request):
+        actor = f"client:{request.client.client_id}"
+        if isinstance(token, tokens.AccessToken):
+            tokens.deny(token.jti, token.claims.get("exp"), "revoked_by_client", actor)
+        else:
+            tokens.revoke_family(token.row.family_id, "revoked_by_client", actor)
+
+
+class Introspection(IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = CLIENT_AUTH
+
+    def query_token(self, token_string, token_type_hint):
+        return _query_any_token(token_string, token_type_hint)
+
+    def check_permission(self, token, client, request):
+        return client.introspection_allowed or token.check_client(client)
+
+    def introspect_token(self, token):
+        if isinstance(token, tokens.AccessToken):
+            c = token.claims
+            if token.is_revoked() or not registry.is_enabled(token.client_id):
+                return {"active": False}
+            out = {"active": True, "token_type": "Bearer", "scope": c.get("scope", ""),
+                   "client_id": c["client_id"], "sub": c["sub"], "aud": c.get("aud"), "iss": c["iss"],
+                   "exp": c["exp"], "iat": c.get("iat"), "jti": c["jti"]}
+            for k in ("auth_time", "acr", "sid"):
+                if k in c:
+                    out[k] = c[k]
+            return out
+        row = token.row
+        if (row.revoked_at or row.rotated_at or row.expires_at <= utcnow()
+                or not registry.is_enabled(row.client_id)):
+            return {"active": False}
+        if row.sid and not row.offline:
+            from .sessions import is_live
+
+            if not is_live(row.sid):
+                return {"active": False}
+        user = db.session.get(User, row.user_id)
+        return {"active": True, "token_type": "refresh_token", "scope": row.scope, "client_id": row.client_id,
+                "sub": user.sub if user else None, "iss": current_app.config["TONGBAN_ISSUER"],
+                "exp": to_epoch(row.expires_at), "iat": to_epoch(row.issued_at)}
+
+    def create_introspection_payload(self, token):
+        if not token:
+            return {"active": False}
+        return self.introspect_token(token)
+
+
+# ---------------------------------------------------------------- resource protection
+
+
+class JWTBearerValidator(BearerTokenValidator):
+    def authenticate_token(self, token_string):
+        return tokens.decode_access_token(token_string)
+
+    def validate_token(self, token, scopes, request):
+        super().validate_token(token, scopes, request)
+        if not registry.is_enabled(token.client_id):
+            from authlib.oauth2.rfc6750 import InvalidTokenError
+
+            raise InvalidTokenError(realm=self.realm)
+
+
+class _ResourceProtector(ResourceProtector):
+    def parse_request_authorization(self, request):
+        """The Authorization header, or else (RFC 6750 §2.2) an ``access_token`` in a form-encoded
+        POST body: how OIDC clients such as pyoidc call userinfo with POST."""
+        if not request.headers.get("Authorization") and flask_request.method == "POST" \
+                and flask_request.mimetype == "application/x-www-form-urlencoded":
+            raw = flask_request.form.get("access_token")
+            if raw:
+                return self.get_token_validator("bearer"), raw
+        return super().parse_request_authorization(request)
+
+
+require_oauth = _ResourceProtector()
+require_oauth.register_token_validator(JWTBearerValidator())
+
+
+# ---------------------------------------------------------------- the server
+
+
+class _Payload(FlaskOAuth2Payload):
+    """Werkzeug rebuilds ``request.values`` on every access; grants read it many times."""
+
+    @cached_property
+    def data(self):
+        return self._request.values
+
+
+class Server(AuthorizationServer):
+    def create_oauth2_request(self, request):
+        req = FlaskOAuth2Request(flask_request)
+        req.payload = _Payload(flask_request)
+        return req
+
+    def handle_error_response(self, request, error):
+        _after_error()
+        return super().handle_error_response(request, error)
+
+
+def _after_error():
+    """Reuse detection runs after the failed request rolled back, in its own transaction."""
+    replayed = g.pop("replayed_code", None)
+    reused = g.pop("reused_refresh", None)
+    if not replayed and not reused:
+        return
+    db.session.rollback()
+    if replayed:
+        audit.record("code.replayed", actor=f"client:{replayed['client_id']}",
+                     object=f"code:{replayed['id']}", outcome="failure")
+        if replayed["family_id"]:
+            tokens.revoke_family(replayed["family_id"], "code_replayed", "system")
+        tokens.deny(replayed["access_jti"], replayed["access_exp"], "code_replayed", "system")
+        # keep the claim: the code stays used
+        db.session.execute(update(AuthorizationCode).where(AuthorizationCode.id == replayed["id"])
+                           .values(used_at=utcnow()))
+    if reused:
+        audit.record("refresh.reused", actor=f"client:{reused['client_id']}",
+                     object=f"family:{reused['family_id']}", outcome="failure")
+        tokens.revoke_family(reused["family_id"], "refresh_token_reused", "system")
+    db.session.commit()
+
+
+server = Server()
+
+
+def query_client(client_id):
+    return registry.get_client(client_id)
+
+
+def init_server(app: Flask) -> None:
+    server.init_app(app, query_client=query_client, save_token=save_token)
+    server.scopes_supported = list(SCOPES)
+    server.register_token_generator("default", tokens.JWTAccessTokenGenerator())
+    if not getattr(server, "_tongban_wired", False):
+        # ``server`` is shared by every app built in this process: register grants, endpoints
+        # and hooks once, or a second app would add every hook twice (``iss`` twice, ...)
+        server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDConnect()])
+        server.register_grant(RefreshTokenGrant)
+        server.register_grant(ClientCredentialsGrant)
+        server.register_endpoint(Revocation)
+        server.register_endpoint(Introspection)
+        server.register_extension(Issuer())
+        server._tongban_wired = True
+    app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
+
+
+def _oauth_error_response(e: _AuthlibHTTPException):
+    """Resource-protection errors keep Authlib's body and headers (RFC 6750 §3: a 401 carries
+    ``WWW-Authenticate``); the app's generic HTTP error handler would replace both."""
+    return Response(e.body, e.code, e.headers, mimetype="application/json")
+
+
+class Issuer(IssuerParameter):
+    """RFC 9207: ``iss`` in every authorization response (mix-up defence, RFC 9700 §4.4)."""
+
+    def get_issuer(self) -> str | None:
+        return current_app.config["TONGBAN_ISSUER"]
+
+
+__all__ = ["OAuth2Error", "init_server", "require_oauth", "server", "user_claims"]

@@ -1,0 +1,134 @@
+"""Single-sign-on sessions: a random cookie value whose SHA-256 keys a server-side row.
+
+Ending the row ends the session everywhere; idle and absolute lifetimes apply.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Response, current_app, g, request
+from sqlalchemy import select, update
+
+from tongban import audit
+from tongban.clock import digest, token, utcnow
+from tongban.extensions import db
+
+from .models import LoginSession, SessionClient, User
+
+_NOT_LOADED = object()
+
+
+def _cookie_name() -> str:
+    return current_app.config["SSO_COOKIE_NAME"]
+
+
+def current_session() -> LoginSession | None:
+    """The live SSO session of this browser, or None (memoised per request)."""
+    cached = g.get("_sso", _NOT_LOADED)
+    if cached is not _NOT_LOADED:
+        return cached
+    sess = None
+    raw = request.cookies.get(_cookie_name())
+    if raw:
+        row = db.session.execute(
+            select(LoginSession).where(LoginSession.token_hash == digest(raw))
+        ).scalar_one_or_none()
+        if row is not None and row.ended_at is None:
+            now = utcnow()
+            cfg = current_app.config
+            idle = timedelta(minutes=cfg["TONGBAN_SESSION_IDLE_MINUTES"])
+            absolute = timedelta(hours=cfg["TONGBAN_SESSION_ABSOLUTE_HOURS"])
+            if now - row.last_seen > idle or now - row.created_at > absolute:
+                end(row, "expired")
+            elif row.user.disabled:
+                end(row, "account_disabled")
+            else:
+                if now - row.last_seen > timedelta(minutes=1):
+                    row.last_seen = now
+                sess = row
+    g._sso = sess
+    return sess
+
+
+def current_user() -> User | None:
+    sess = current_session()
+    return sess.user if sess else None
+
+
+def start(user: User, response_cookie: dict, *, acr: str | None = None, amr: str = "pwd") -> LoginSession:
+    """Create a session; the caller sets the cookie from ``response_cookie`` on its response."""
+    old = current_session()
+    if old is not None:
+        end(old, "replaced")
+    raw = token(32)
+    now = utcnow()
+    sess = LoginSession(sid=token(24), token_hash=digest(raw), user_id=user.id, auth_time=now,
+                        acr=acr or user.acr, amr=amr, created_at=now, last_seen=now,
+                        ip=(request.remote_addr or "")[:64],
+                        user_agent=(request.user_agent.string or "")[:300])
+    db.session.add(sess)
+    db.session.flush()
+    response_cookie["value"] = raw
+    g._sso = sess
+    audit.record("session.started", actor=f"user:{user.sub}", object=f"session:{sess.sid}")
+    return sess
+
+
+def set_cookie(response: Response, value: str) -> None:
+    cfg = current_app.config
+    response.set_cookie(_cookie_name(), value, httponly=True, samesite="Lax",
+                        secure=cfg.get("SESSION_COOKIE_SECURE", False), path="/",
+                        max_age=cfg["TONGBAN_SESSION_ABSOLUTE_HOURS"] * 3600)
+
+
+def clear_cookie(response: Response) -> None:
+    response.delete_cookie(_cookie_name(), path="/")
+
+
+def end(sess: LoginSession, reason: str, actor: str | None = None) -> None:
+    if sess.ended_at is not None:
+        return
+    sess.ended_at = utcnow()
+    sess.end_reason = reason
+    from .tokens import revoke_session_refresh_tokens
+
+    revoke_session_refresh_tokens(sess.sid)
+    audit.record("session.ended", actor=actor or f"user:{sess.user.sub}", object=f"session:{sess.sid}",
+                 detail={"reason": reason})
+    if g.get("_sso") is sess:
+        g._sso = None
+
+
+def end_all_for_user(user: User, reason: str, actor: str) -> int:
+    rows = db.session.execute(select(LoginSession).where(
+        LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))).scalars().all()
+    for row in rows:
+        end(row, reason, actor)
+    return len(rows)
+
+
+def note_client(sess: LoginSession, client_id: str) -> None:
+    """Remember that ``client_id`` was signed in through this session."""
+    now = utcnow()
+    updated = db.session.execute(update(SessionClient).where(
+        SessionClient.sid == sess.sid, SessionClient.client_id == client_id).values(last_at=now)).rowcount
+    if not updated:
+        db.session.add(SessionClient(sid=sess.sid, client_id=client_id, first_at=now, last_at=now))
+
+
+def active_sessions(user: User) -> list[LoginSession]:
+    return list(db.session.execute(select(LoginSession).where(
+        LoginSession.user_id == user.id, LoginSession.ended_at.is_(None)
+    ).order_by(LoginSession.last_seen.desc())).scalars())
+
+
+def session_clients(sid: str) -> list[str]:
+    return list(db.session.execute(select(SessionClient.client_id).where(SessionClient.sid == sid)).scalars())
+
+
+def is_live(sid: str | None) -> bool:
+    if not sid:
+        return False
+    row = db.session.execute(select(LoginSession.ended_at).where(LoginSession.sid == sid)).first()
+    return row is not None and row[0] is None

@@ -1,0 +1,243 @@
+"""Access tokens (RFC 9068 JWTs, no row per token), the deny list, refresh-token families.
+
+Access tokens are ES256 JWTs signed with a key object built once per worker.
+Revoking one puts its ``jti`` on a deny list that every worker caches and
+reloads when the list changes. Refresh tokens and codes are stored as SHA-256
+digests; a refresh token is rotated on use and a reused one revokes its family.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from flask import current_app
+from sqlalchemy import delete, select, update
+
+from keys import jws
+from keys.services import keyring
+from tongban import audit
+from tongban.cache import CachedLoader, Generation
+from tongban.clock import digest, epoch, token, utcnow
+from tongban.extensions import after_commit, db
+
+from .models import RefreshToken, RevokedAccessToken
+
+ACCESS_TOKEN_ALG = "ES256"
+DENYLIST_GENERATION = Generation("denylist")
+
+
+# ---------------------------------------------------------------- issuing
+
+
+class JWTAccessTokenGenerator(BearerTokenGenerator):
+    """RFC 9068 access tokens; refresh tokens are random and stored hashed elsewhere."""
+
+    def __init__(self):
+        super().__init__(self._access_token, self._refresh_token, self._expires_in)
+
+    @staticmethod
+    def _expires_in(client, grant_type):
+        return current_app.config["TONGBAN_ACCESS_TOKEN_LIFETIME"]
+
+    @staticmethod
+    def _refresh_token(client, grant_type, user, scope):
+        return token(32)
+
+    def _access_token(self, client, grant_type, user, scope):
+        from flask import g
+
+        now = epoch()
+        claims = {
+            "iss": current_app.config["TONGBAN_ISSUER"],
+            "sub": user.sub if user is not None else client.client_id,
+            "aud": client.client_id,
+            "client_id": client.client_id,
+            "iat": now,
+            "exp": now + self._expires_in(client, grant_type),
+            "jti": token(16),
+        }
+        if scope:
+            claims["scope"] = scope
+        ctx = g.get("token_context")
+        if user is not None and ctx:
+            for k in ("auth_time", "acr", "sid"):
+                if ctx.get(k):
+                    claims[k] = ctx[k]
+        g.issued_access_claims = claims
+        return sign_jwt(claims, ACCESS_TOKEN_ALG, typ="at+jwt")
+
+    def generate(self, grant_type, client, user=None, scope=None, expires_in=None,
+                 include_refresh_token=True):
+        scope = client.get_allowed_scope(scope) if scope else scope
+        return super().generate(grant_type, client, user, scope, expires_in, include_refresh_token)
+
+
+def sign_jwt(claims: dict, alg: str, typ: str = "JWT") -> str:
+    return keyring().active(alg).compact_signer(typ).sign(claims)
+
+
+# ---------------------------------------------------------------- verifying access tokens
+
+
+@dataclass
+class AccessToken:
+    """A verified access token's claims; the surface Authlib's validators expect."""
+
+    claims: dict
+
+    @property
+    def jti(self) -> str:
+        return self.claims.get("jti", "")
+
+    @property
+    def client_id(self) -> str:
+        return self.claims.get("client_id", "")
+
+    @property
+    def sub(self) -> str:
+        return self.claims.get("sub", "")
+
+    def get_scope(self):
+        return self.claims.get("scope", "")
+
+    def get_expires_in(self):
+        return max(0, int(self.claims.get("exp", 0)) - epoch())
+
+    def is_expired(self):
+        return int(self.claims.get("exp", 0)) <= time.time()
+
+    def is_revoked(self):
+        return is_denied(self.jti)
+
+    def check_client(self, client):
+        return self.client_id == client.client_id
+
+    @property
+    def is_user_token(self) -> bool:
+        return self.sub != self.client_id
+
+
+def decode_access_token(raw: str) -> AccessToken | None:
+    """Verify signature, issuer, type and expiry; None for anything else."""
+    if not raw or raw.count(".") != 2:
+        return None
+    parsed = jws.parse(raw)
+    if parsed is None:
+        return None
+    header, signing_input, payload, signature = parsed
+    if header.get("typ") != "at+jwt" or header.get("alg") != ACCESS_TOKEN_ALG:
+        return None
+    key = keyring().find(header.get("kid", ""))
+    if key is None or key.alg != ACCESS_TOKEN_ALG:
+        return None
+    if not jws.verify(key.public_key, ACCESS_TOKEN_ALG, signing_input, signature):
+        return None
+    try:
+        claims = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(claims, dict) or claims.get("iss") != current_app.config["TONGBAN_ISSUER"]:
+        return None
+    if not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time():
+        return None
+    return AccessToken(claims)
+
+
+def _load_denylist() -> frozenset[str]:
+    now = epoch()
+    return frozenset(db.session.execute(
+        select(RevokedAccessToken.jti).where(RevokedAccessToken.expires_at > now)).scalars())
+
+
+_denylist = CachedLoader(DENYLIST_GENERATION, _load_denylist, check_every=0.0)
+
+
+def is_denied(jti: str) -> bool:
+    return jti in _denylist.get()
+
+
+def deny(jti: str | None, exp: int | None, reason: str, actor: str) -> None:
+    """Put an access token on the deny list until it would have expired."""
+    if not jti or not exp or exp <= epoch():
+        return
+    if db.session.get(RevokedAccessToken, jti) is None:
+        db.session.add(RevokedAccessToken(jti=jti, expires_at=exp, revoked_at=utcnow()))
+    audit.record("token.revoked", actor=actor, object=f"jti:{jti}", detail={"reason": reason,
+                                                                          "type": "access_token"})
+    _after_commit_bump()
+
+
+def _after_commit_bump() -> None:
+    after_commit(lambda: (DENYLIST_GENERATION.bump(), setattr(_denylist, "_value", None)))
+
+
+def purge_expired() -> int:
+    now = epoch()
+    n = db.session.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= now)).rowcount
+    return n or 0
+
+
+# ---------------------------------------------------------------- refresh tokens
+
+
+def save_refresh_token(raw: str, *, family_id: str, client_id: str, user_id: int, sid: str | None,
+                       scope: str, auth_time: int | None, acr: str | None, amr: str | None,
+                       offline: bool, access_jti: str | None, access_exp: int | None) -> RefreshToken:
+    now = utcnow()
+    row = RefreshToken(token_hash=digest(raw), family_id=family_id, client_id=client_id, user_id=user_id,
+                       sid=None if offline else sid, scope=scope, auth_time=auth_time, acr=acr, amr=amr,
+                       offline=offline, issued_at=now,
+                       expires_at=now + timedelta(seconds=current_app.config["TONGBAN_REFRESH_TOKEN_LIFETIME"]),
+                       access_jti=access_jti, access_exp=access_exp)
+    db.session.add(row)
+    return row
+
+
+def find_refresh_token(raw: str) -> RefreshToken | None:
+    if not raw:
+        return None
+    return db.session.execute(select(RefreshToken).where(RefreshToken.token_hash == digest(raw))
+                              ).scalar_one_or_none()
+
+
+def revoke_family(family_id: str, reason: str, actor: str) -> int:
+    """Revoke every refresh token of a family and deny its live access tokens."""
+    now = utcnow()
+    rows = db.session.execute(select(RefreshToken).where(RefreshToken.family_id == family_id)).scalars().all()
+    count = 0
+    for row in rows:
+        if row.revoked_at is None:
+            row.revoked_at = now
+            count += 1
+        if row.access_jti and row.access_exp and row.access_exp > epoch():
+            deny(row.access_jti, row.access_exp, reason, actor)
+    audit.record("refresh.family_revoked", actor=actor, object=f"family:{family_id}",
+                 detail={"reason": reason, "tokens": count})
+    return count
+
+
+def claim_for_rotation(row: RefreshToken) -> bool:
+    """Atomically mark a refresh token as used; False if another request already did."""
+    n = db.session.execute(
+        update(RefreshToken).where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None),
+                                   RefreshToken.revoked_at.is_(None))
+        .values(rotated_at=utcnow()).execution_options(synchronize_session=False)
+    ).rowcount
+    return n == 1
+
+
+def revoke_session_refresh_tokens(sid: str) -> None:
+    """Session-bound refresh tokens end with the log-in session (offline ones do not)."""
+    families = set(db.session.execute(select(RefreshToken.family_id).where(
+        RefreshToken.sid == sid, RefreshToken.offline.is_(False), RefreshToken.revoked_at.is_(None))
+    ).scalars())
+    for fam in families:
+        revoke_family(fam, "session_ended", "system")
+
+
+def new_family_id() -> str:
+    return token(16)

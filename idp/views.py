@@ -1,0 +1,371 @@
+"""HTTP for the provider: discovery, authorize (log-in, consent), token, userinfo,
+revocation, introspection, end-session. Thin: the work is in services and server.py."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask import session as flask_session
+from flask_babel import format_datetime
+from flask_babel import gettext as _
+
+from tongban import audit, ratelimit
+from tongban.clock import epoch, to_epoch, utcnow
+from tongban.extensions import csrf, db
+from tongban.i18n import safe_next
+from tongban.security import cacheable
+
+from . import accounts, consents, sessions
+from . import clients as registry
+from .forms import ConfirmForm, LoginForm
+from .scopes import SCOPES, SILENT, describe
+from .server import require_oauth, server, user_claims
+
+bp = Blueprint("idp", __name__)
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def discovery_document() -> dict:
+    iss = current_app.config["TONGBAN_ISSUER"]
+    return {
+        "issuer": iss,
+        "authorization_endpoint": f"{iss}/oauth/authorize",
+        "token_endpoint": f"{iss}/oauth/token",
+        "userinfo_endpoint": f"{iss}/oauth/userinfo",
+        "jwks_uri": f"{iss}/jwks.json",
+        "revocation_endpoint": f"{iss}/oauth/revoke",
+        "introspection_endpoint": f"{iss}/oauth/introspect",
+        "end_session_endpoint": f"{iss}/oauth/logout",
+        "scopes_supported": list(SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "userinfo_signing_alg_values_supported": ["none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
+                             "azp", "at_hash", "name", "gender", "birthdate", "locale", "phone_number",
+                             "phone_number_verified", "id_number", "id_number_verified",
+                             "assurance_level"],
+        "acr_values_supported": ["L1", "L2", "L3", "L4", "L5"],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "ui_locales_supported": ["zh-CN", "en"],
+        "access_token_signing_alg_values_supported": ["ES256"],
+    }
+
+
+_DISCOVERY_CACHE: dict[int, str] = {}
+
+
+@bp.route("/.well-known/openid-configuration")
+def discovery():
+    cacheable(300)
+    key = id(current_app._get_current_object())
+    body = _DISCOVERY_CACHE.get(key)
+    if body is None:
+        body = _DISCOVERY_CACHE[key] = json.dumps(discovery_document(), separators=(",", ":"))
+    return Response(body, mimetype="application/json")
+
+
+@bp.route("/.well-known/oauth-authorization-server")
+def oauth_metadata():
+    return discovery()
+
+
+# ---------------------------------------------------------------- authorize
+
+
+def _authorize_error(error: OAuth2Error):
+    """Errors before the redirect URI is trusted are shown here, never redirected."""
+    if getattr(error, "redirect_uri", None):
+        return server.handle_error_response(None, error)
+    audit.record("authorize.rejected", actor="anonymous", outcome="failure",
+                 detail={"error": error.error, "client_id": request.values.get("client_id", "")[:64]})
+    db.session.commit()
+    return render_template("idp/oauth_error.html", error=error.error,
+                           description=error.description or error.error), error.status_code
+
+
+def _without_login_prompt() -> str:
+    """The authorize URL to come back to after logging in, minus prompt=login."""
+    params = [(k, v) for k, v in request.args.items(multi=True) if k != "prompt"]
+    prompts = [p for p in request.args.get("prompt", "").split() if p != "login"]
+    if prompts:
+        params.append(("prompt", " ".join(prompts)))
+    return url_for("idp.authorize") + "?" + urlencode(params)
+
+
+@bp.route("/oauth/authorize", methods=["GET", "POST"])
+def authorize():
+    sess = sessions.current_session()
+    user = sess.user if sess else None
+    try:
+        grant = server.get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return _authorize_error(error)
+    client = grant.request.client
+    redirect_uri = grant.redirect_uri
+    data = grant.request.payload.data
+    prompts = set((data.get("prompt") or "").split())
+
+    stale = False
+    max_age = data.get("max_age")
+    fresh = sess is not None and _fresh_login(sess)
+    if sess is not None and max_age not in (None, "") and not fresh:
+        try:
+            stale = epoch() - to_epoch(sess.auth_time) > int(max_age)
+        except ValueError:
+            return server.handle_error_response(None, _invalid("max_age must be a number", redirect_uri))
+    if user is None or "login" in prompts or stale:
+        if "none" in prompts:
+            return server.handle_error_response(None, LoginRequiredError(redirect_uri=redirect_uri,
+                                                                          state=data.get("state")))
+        # remember that a log-in was asked for, so the one that answers it satisfies max_age
+        # even if a clock second passes before the request continues (max_age=0)
+        flask_session[_REAUTH_KEY] = {"sid": sess.sid if sess else "", "at": epoch()}
+        args = {"next": _without_login_prompt()}
+        if data.get("login_hint"):
+            args["login_hint"] = data["login_hint"]
+        if user is not None:
+            args["force"] = "1"
+        return redirect(url_for("idp.login", **args))
+
+    scopes = client.get_allowed_scope(data.get("scope")).split()
+    if request.method == "POST":
+        form = ConfirmForm()
+        if not form.validate_on_submit():
+            abort(400, _("The form expired; please try again."))
+        if request.form.get("decision") != "approve":
+            audit.record("consent.denied", actor=f"user:{user.sub}", object=f"client:{client.client_id}")
+            db.session.commit()
+            return server.create_authorization_response(grant=grant, grant_user=None)
+        consents.grant(user, client.client_id, scopes)
+        return _issue(grant, sess, client)
+
+    if client.first_party or ("consent" not in prompts and consents.covers(user, client.client_id, scopes)):
+        return _issue(grant, sess, client)
+    if "none" in prompts:
+        return server.handle_error_response(None, ConsentRequiredError(redirect_uri=redirect_uri,
+                                                                        state=data.get("state")))
+    visible = [(s, describe(s)) for s in scopes if s not in SILENT]
+    return render_template("idp/consent.html", client=client, scopes=visible, user=user, form=ConfirmForm(),
+                           action=request.full_path)
+
+
+_REAUTH_KEY = "tb_reauth"
+_REAUTH_WITHIN = 600  # seconds a log-in page may stay open and still answer the request
+
+
+def _fresh_login(sess) -> bool:
+    """True once, for the session started by the log-in this browser was just sent to."""
+    asked = flask_session.pop(_REAUTH_KEY, None)
+    if not asked or asked.get("sid") == sess.sid:
+        return False
+    return epoch() - int(asked.get("at", 0)) <= _REAUTH_WITHIN
+
+
+def _invalid(message: str, redirect_uri: str):
+    from authlib.oauth2.rfc6749.errors import InvalidRequestError
+
+    return InvalidRequestError(message, redirect_uri=redirect_uri)
+
+
+def _issue(grant, sess, client):
+    sessions.note_client(sess, client.client_id)
+    response = server.create_authorization_response(grant=grant, grant_user=sess.user)
+    db.session.commit()
+    return response
+
+
+# ---------------------------------------------------------------- token endpoints
+
+
+@bp.route("/oauth/token", methods=["POST"])
+@csrf.exempt
+def issue_token():
+    response = server.create_token_response()
+    session = db.session()
+    if session.in_transaction():  # client_credentials touches no table: nothing to commit
+        if response.status_code == 200:
+            session.commit()
+        else:
+            session.rollback()
+    return response
+
+
+@bp.route("/oauth/revoke", methods=["POST"])
+@csrf.exempt
+def revoke_token():
+    response = server.create_endpoint_response("revocation")
+    db.session.commit()
+    return response
+
+
+@bp.route("/oauth/introspect", methods=["POST"])
+@csrf.exempt
+def introspect_token():
+    return server.create_endpoint_response("introspection")
+
+
+@bp.route("/oauth/userinfo", methods=["GET", "POST"])
+@csrf.exempt
+@require_oauth("openid")
+def userinfo():
+    from authlib.integrations.flask_oauth2 import current_token
+    from authlib.oauth2.rfc6750 import InvalidTokenError
+
+    tok = current_token
+    user = accounts.get_user_by_sub(tok.sub) if tok.is_user_token else None
+    if user is None or user.disabled:
+        err = InvalidTokenError(description="the token has no active user")
+        return Response(json.dumps({"error": err.error, "error_description": err.description}), 401,
+                        {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
+    return Response(json.dumps(dict(user_claims(user, tok.get_scope())), ensure_ascii=False),
+                    mimetype="application/json")
+
+
+# ---------------------------------------------------------------- log in / log out
+
+
+def _throttled_response(retry_after: int, form: LoginForm):
+    resp = current_app.make_response((render_template(
+        "idp/login.html", form=form, error=_("Too many attempts from your network. Try again in %(s)d "
+                                             "seconds.", s=retry_after)), 429))
+    resp.headers["Retry-After"] = str(retry_after)
+    return resp
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    next_url = safe_next(request.values.get("next"), url_for("account.account"))
+    if request.method == "GET":
+        if sessions.current_session() is not None and not request.args.get("force"):
+            return redirect(next_url)
+        form.next.data = next_url
+        if request.args.get("login_hint") and not form.login.data:
+            form.login.data = request.args["login_hint"][:32]
+        return render_template("idp/login.html", form=form)
+    if not form.validate_on_submit():
+        return render_template("idp/login.html", form=form), 400
+    cfg = current_app.config
+    hit = ratelimit.hit(f"login-ip:{request.remote_addr}", cfg["TONGBAN_LOGIN_RATE_PER_IP"],
+                        cfg["TONGBAN_LOGIN_RATE_WINDOW"])
+    if not hit.allowed:
+        audit.record("login.throttled", actor=request.remote_addr or "", outcome="failure")
+        db.session.commit()
+        return _throttled_response(hit.retry_after, form)
+    result = accounts.authenticate(form.login.data, form.password.data, ip=request.remote_addr or "",
+                                   user_agent=request.user_agent.string or "")
+    if not result.ok:
+        db.session.commit()
+        if result.reason == "locked":
+            msg = _("This account is locked after too many failed log-ins until %(t)s.",
+                    t=format_datetime(result.locked_until, "short") if result.locked_until else "")
+        elif result.reason == "disabled":
+            msg = _("This account is disabled. Please contact the service centre.")
+        else:
+            msg = _("Wrong ID number/phone or password.")
+        return render_template("idp/login.html", form=form, error=msg), (423 if result.reason == "locked"
+                                                                          else 401)
+    cookie: dict = {}
+    sessions.start(result.user, cookie)
+    db.session.commit()
+    response = redirect(safe_next(form.next.data, url_for("account.account")))
+    sessions.set_cookie(response, cookie["value"])
+    return response
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+@bp.route("/oauth/logout", methods=["GET", "POST"])
+@csrf.exempt  # relying parties POST here (RP-Initiated Logout §2); without a valid
+# id_token_hint nothing happens unless the CSRF-checked confirmation form is submitted
+def logout():
+    """RP-initiated logout (basic): id_token_hint, exact post_logout_redirect_uri, state."""
+    hint = request.values.get("id_token_hint")
+    target = request.values.get("post_logout_redirect_uri")
+    state = request.values.get("state")
+    client_id = request.values.get("client_id")
+    hint_claims = _decode_id_token_hint(hint) if hint else None
+    if hint and hint_claims is None:
+        return render_template("idp/oauth_error.html", error="invalid_request",
+                               description=_("The id_token_hint is not valid.")), 400
+    if hint_claims:
+        client_id = hint_claims.get("aud")[0] if isinstance(hint_claims.get("aud"), list) else hint_claims.get(
+            "aud")
+    client = registry.get_client(client_id) if client_id else None
+    redirect_to = None
+    if target and client and target in client.post_logout_redirect_uris:
+        redirect_to = target + (("&" if "?" in target else "?") + urlencode({"state": state}) if state else "")
+    sess = sessions.current_session()
+    confirmed = request.method == "POST" and ConfirmForm().validate_on_submit()
+    if sess is not None and not hint_claims and not confirmed:
+        return render_template("idp/logout_confirm.html", form=ConfirmForm(), action=request.full_path,
+                               client=client)
+    if sess is not None:
+        sessions.end(sess, "logout")
+        db.session.commit()
+    response = redirect(redirect_to) if redirect_to else current_app.make_response(
+        render_template("idp/logged_out.html"))
+    sessions.clear_cookie(response)
+    return response
+
+
+def _decode_id_token_hint(raw: str) -> dict | None:
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+    from joserfc.jws import extract_compact
+
+    from keys.services import keyring
+
+    try:
+        header = extract_compact(raw.encode()).headers()
+        key = keyring().find(header.get("kid", ""))
+        if key is None:
+            return None
+        claims = jwt.decode(raw, key.signer, algorithms=[key.alg]).claims
+    except (JoseError, ValueError):
+        return None
+    if claims.get("iss") != current_app.config["TONGBAN_ISSUER"]:
+        return None
+    return claims  # an expired hint is still a valid hint (OIDC RP-Initiated Logout §2)
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+    @app.context_processor
+    def _current_user():
+        return {"sso_user": sessions.current_user() if g.get("_sso_ok", True) else None,
+                "fmt_dt": lambda d: format_datetime(d, "short") if d else ""}
+
+
+__all__ = ["bp", "discovery_document", "init_app", "utcnow"]

@@ -1,0 +1,22 @@
+"""Key store, JWKS and rotation, the project CA (seal certificates, CRLs, TSA) and signers."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from tongban.extensions import csrf
+
+    from . import ca, models  # noqa: F401  (register tables; ca registers its bootstrap step)
+    from .cli import keys_cli
+    from .views import bp, tsa
+
+    app.config.setdefault("TONGBAN_CA_KEY_ALG", "ec")
+    app.config.setdefault("TONGBAN_SEAL_KEY_BACKEND", "local")
+    app.config.setdefault("TONGBAN_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+    app.config.setdefault("TONGBAN_PKCS11_TOKEN", "")
+    app.config.setdefault("TONGBAN_PKCS11_PIN", "")
+    csrf.exempt(tsa)
+    app.register_blueprint(bp)
+    app.cli.add_command(keys_cli)

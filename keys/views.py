@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from tongban.security import cacheable
+
+from .services import keyring
+
+bp = Blueprint("keys", __name__)
+
+
+@bp.route("/jwks.json")
+def jwks():
+    cacheable(300)
+    return Response(keyring().jwks_json(), mimetype="application/jwk-set+json")
+
+
+# ---------------------------------------------------------------- the seal CA, for relying parties
+
+
+@bp.route("/ca/root.pem")
+def ca_root():
+    from .ca import root_pem
+
+    cacheable(3600)
+    return Response(root_pem(), mimetype="application/x-pem-file")
+
+
+@bp.route("/ca/crl")
+def ca_crl():
+    from tongban.extensions import db
+
+    from .ca import crl_der
+
+    body = crl_der("issuing")
+    db.session.commit()  # a CRL renewed on the way is kept
+    cacheable(60)
+    return Response(body, mimetype="application/pkix-crl")
+
+
+@bp.route("/ca/root.crl")
+def ca_root_crl():
+    from tongban.extensions import db
+
+    from .ca import crl_der
+
+    body = crl_der("root")
+    db.session.commit()
+    cacheable(3600)
+    return Response(body, mimetype="application/pkix-crl")
+
+
+@bp.route("/ca/issuing.pem")
+def ca_issuing():
+    from cryptography.hazmat.primitives import serialization
+
+    from .ca import ca
+
+    cacheable(3600)
+    return Response(ca()["issuing"].cert.public_bytes(serialization.Encoding.PEM), mimetype="application/x-pem-file")
+
+
+@bp.route("/tsa", methods=["POST"])
+def tsa():
+    from flask import request
+
+    from .tsa import respond_der
+
+    if request.content_length and request.content_length > 64 * 1024:
+        return Response("request too large", status=413, mimetype="text/plain")
+    return Response(respond_der(request.get_data()), mimetype="application/timestamp-reply")

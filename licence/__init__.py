@@ -1,0 +1,47 @@
+"""E-licences (电子证照): catalogue, issuance, identifiers, PDFs, QR, status, sharing API."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_babel import lazy_gettext as _l
+
+
+def init_app(app: Flask) -> None:
+    from idp.scopes import register_scope
+    from tongban.bootstrap import on_bootstrap
+
+    from . import api, cli, models, views  # noqa: F401
+    from .services import seed_catalogue
+
+    register_scope("licence:read", _l("Your e-licences (电子证照): list, read and download them"), restricted=True)
+    register_scope("licence:verify", _l("Verify e-licences (电子证照) presented to the system"))
+    _refresh_supported_scopes()
+    if seed_catalogue not in _hooks():
+        on_bootstrap(seed_catalogue)
+    views.init_app(app)
+    api.init_app(app)
+    app.cli.add_command(cli.licences_cli)
+    _register_openapi(app)
+
+
+def _refresh_supported_scopes() -> None:
+    """Authlib refuses scopes outside ``scopes_supported``, computed when the server was set up."""
+    from idp.scopes import SCOPES
+    from idp.server import server
+
+    server.scopes_supported = list(SCOPES)
+
+
+def _hooks() -> list:
+    from tongban import bootstrap
+
+    return bootstrap._hooks
+
+
+def _register_openapi(app: Flask) -> None:
+    from tongban import openapi
+
+    from .openapi import PATHS, SCOPES
+
+    openapi.register_paths(PATHS, scopes=SCOPES)
+    openapi.init_app(app)

@@ -1,0 +1,155 @@
+"""The licence sharing API for department systems (GB/T 36906), under /api/v1.
+
+Every call carries ``purpose`` (事由) and ``service_item`` (事项编码) and is logged:
+in the audit log, and per licence in the access log the holder sees in the wallet.
+Reading a person's licences needs a user token whose holder consented to
+``licence:read`` for this system; client-credentials tokens only verify.
+"""
+
+from __future__ import annotations
+
+import json
+
+from authlib.integrations.flask_oauth2 import current_token
+from flask import Blueprint, Response, current_app, request
+
+from idp import clients as registry
+from idp import consents
+from idp.accounts import get_user_by_sub
+from idp.server import require_oauth
+from tongban.extensions import csrf, db
+
+from . import services
+from .errors import InvalidRequest, LicenceNotFound, NotPermitted
+
+api = Blueprint("licence_api", __name__, url_prefix="/api/v1")
+csrf.exempt(api)
+READ, VERIFY = "licence:read", "licence:verify"
+
+
+def _json(data, status: int = 200) -> Response:
+    return Response(json.dumps(data, ensure_ascii=False), status, mimetype="application/json")
+
+
+def _params() -> dict:
+    if request.method == "GET":
+        return request.args.to_dict()
+    if request.is_json:
+        body = request.get_json(silent=True)
+        return body if isinstance(body, dict) else {}
+    return request.form.to_dict()
+
+
+def _caller() -> services.Caller:
+    p = _params()
+    purpose, item = str(p.get("purpose") or "").strip(), str(p.get("service_item") or "").strip()
+    if not purpose or not item:
+        raise InvalidRequest("every call must carry purpose (事由) and service_item (事项编码)")
+    if len(purpose) > 500 or len(item) > 100:
+        raise InvalidRequest("purpose or service_item is too long")
+    client = registry.get_client(current_token.client_id)
+    return services.Caller(current_token.client_id, client.department if client else "",
+                           client.name if client else "", purpose, item)
+
+
+def _subject_user():
+    """The consenting holder behind a user token; 403 for tokens without one."""
+    if not current_token.is_user_token:
+        raise NotPermitted("licence:read needs a token of a holder who consented (authorization code flow)")
+    user = get_user_by_sub(current_token.sub)
+    if user is None or user.disabled:
+        raise NotPermitted("the token's user is not active")
+    if not consents.covers(user, current_token.client_id, [READ]):
+        raise NotPermitted("the holder has not consented to licence:read for this system")
+    return user
+
+
+@api.route("/licence-types")
+@require_oauth([READ, VERIFY])
+def licence_types():
+    caller = _caller()
+    services.audit_call(caller, "types")
+    db.session.commit()
+    return _json([services.type_dict(t) for t in services.list_types()])
+
+
+@api.route("/licences")
+@require_oauth(READ)
+def list_licences():
+    caller = _caller()
+    user = _subject_user()
+    holders = services.holder_ids_for(user)
+    wanted = request.args.get("holder_id")
+    if wanted:
+        holders = [h for h in holders if h == wanted.strip().upper()]
+    rows = services.licences_of(holders, request.args.get("type") or None) if holders else []
+    for lic in rows:
+        services.record_access(lic, caller, "list")
+    services.audit_call(caller, "listed", f"user:{user.sub}", count=len(rows))
+    db.session.commit()
+    return _json([services.full_view(lic) for lic in rows])
+
+
+def _readable(identifier: str):
+    user = _subject_user()
+    try:
+        return services.licence_for_user(user, identifier)
+    except LicenceNotFound:
+        raise LicenceNotFound("no such licence among those the holder shared") from None
+
+
+@api.route("/licences/<identifier>")
+@require_oauth(READ)
+def get_licence(identifier: str):
+    caller = _caller()
+    lic = _readable(identifier)
+    services.record_access(lic, caller, "read")
+    services.audit_call(caller, "read", f"licence:{lic.identifier}")
+    db.session.commit()
+    return _json(services.full_view(lic))
+
+
+@api.route("/licences/<identifier>/download", methods=["POST"])
+@require_oauth(READ)
+def download_link(identifier: str):
+    caller = _caller()
+    lic = _readable(identifier)
+    raw, expires = services.create_download_link(lic, caller)
+    services.record_access(lic, caller, "download")
+    services.audit_call(caller, "download_link", f"licence:{lic.identifier}")
+    db.session.commit()
+    return _json({"url": f"{current_app.config['TONGBAN_ISSUER']}/api/v1/licences/download/{raw}",
+                  "expires_at": expires.isoformat(timespec="seconds") + "Z"})
+
+
+@api.route("/licences/download/<link>")
+def fetch_download(link: str):
+    lic, data = services.redeem_download_link(link)
+    db.session.commit()
+    resp = Response(data, mimetype="application/pdf")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{lic.type_code}-{lic.serial}.pdf"'
+    return resp
+
+
+@api.route("/licences/verify", methods=["POST"])
+@require_oauth([VERIFY, READ])
+def verify():
+    caller = _caller()
+    upload = request.files.get("file")
+    if upload is not None:
+        result = services.verify_file(upload.read())
+    else:
+        ident = str(_params().get("id") or "").strip()
+        if not ident:
+            raise InvalidRequest("send JSON {\"id\"} or a multipart file")
+        result = services.verify_identifier(ident)
+    if result["licence"]:
+        lic = services.find(result["licence"]["id"])
+        services.record_access(lic, caller, "verify")
+    services.audit_call(caller, "verified", (result["licence"] or {}).get("id", ""), status=result["status"])
+    db.session.commit()
+    return _json(result)
+
+
+def init_app(app) -> None:
+    app.register_blueprint(api)

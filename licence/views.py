@@ -1,0 +1,282 @@
+"""HTTP for people: the QR landing page /v/<code>, the offline verifier, the wallet, the clerk console."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import qrcode
+import qrcode.image.svg
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+
+from idp.account_views import login_required
+from idp.forms import ConfirmForm
+from idp.sessions import current_user
+from tongban.errors import TongbanError
+from tongban.extensions import db
+from tongban.masking import mask_name, mask_number
+from tongban.security import cacheable
+
+from . import offline, services
+from .errors import LicenceNotFound
+from .models import Licence
+
+bp = Blueprint("licence", __name__)
+_JSON = "application/json"
+_UNKNOWN = json.dumps({"valid": False, "status": "unknown", "licence": None})
+
+
+def _wants_json() -> bool:
+    accept = request.headers.get("Accept", "")
+    if _JSON not in accept:
+        return False
+    best = request.accept_mimetypes.best_match(["text/html", _JSON])
+    return best == _JSON
+
+
+# ---------------------------------------------------------------- the QR landing page (hot path)
+
+
+@bp.route("/v/<code>")
+def verify_code(code: str):
+    row = services.lookup_code(code)
+    if _wants_json():
+        if row is None:
+            return Response(_UNKNOWN, 404, mimetype=_JSON)
+        return Response(json.dumps(services.public_view(row), ensure_ascii=False), mimetype=_JSON)
+    if row is None:
+        return render_template("licence/verify_result.html", view=None), 404
+    return render_template("licence/verify_result.html", view=services.public_view(row))
+
+
+# ---------------------------------------------------------------- offline verification
+
+
+@bp.route("/licences/verifier")
+def verifier_page():
+    return render_template("licence/verifier.html")
+
+
+@bp.route("/api/v1/licences/offline/keys")
+def offline_keys():
+    cacheable(300)
+    return Response(offline.verifier_keys_json(), mimetype="application/jwk-set+json")
+
+
+@bp.route("/api/v1/licences/status-list")
+def status_list():
+    cacheable(offline.STATUS_LIST_TTL)
+    return Response(offline.status_list_jwt(), mimetype="application/statuslist+jwt")
+
+
+def _qr_data_uri(text: str) -> str:
+    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=8, border=4,
+                      error_correction=qrcode.constants.ERROR_CORRECT_M)
+    buf = io.BytesIO()
+    img.save(buf)
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# ---------------------------------------------------------------- wallet
+
+
+@bp.route("/wallet")
+@login_required
+def wallet():
+    user = current_user()
+    holders = services.holder_ids_for(user)
+    rows = services.licences_of(holders)
+    return render_template("licence/wallet.html", user=user, licences=rows, status=services.public_status,
+                           masked=mask_number)
+
+
+def _own(identifier: str) -> Licence:
+    try:
+        return services.licence_for_user(current_user(), identifier)
+    except LicenceNotFound:
+        abort(404)
+
+
+@bp.route("/wallet/<identifier>")
+@login_required
+def wallet_licence(identifier: str):
+    lic = _own(identifier)
+    token = offline.make_token(lic) if lic.status == "valid" else None
+    return render_template(
+        "licence/wallet_licence.html", lic=lic, status=services.public_status(lic.status, lic.valid_until),
+        online_qr=_qr_data_uri(services.verify_url(lic.verify_code)), verify_url=services.verify_url(
+            lic.verify_code), offline_qr=_qr_data_uri(token) if token else None, offline_token=token,
+        access=services.access_log(lic), items=lic.type.items, masked=mask_number)
+
+
+@bp.route("/wallet/<identifier>/pdf")
+@login_required
+def wallet_pdf(identifier: str):
+    lic = _own(identifier)
+    resp = Response(lic.pdf, mimetype="application/pdf")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{lic.type_code}-{lic.serial}-{lic.version:03d}.pdf"'
+    return resp
+
+
+# ---------------------------------------------------------------- clerk console
+
+
+def _clerk_orgs(user):
+    from idp.models import Organisation, StaffRole
+
+    return list(db.session.execute(select(Organisation).join(StaffRole, StaffRole.org_id == Organisation.id)
+                                   .where(StaffRole.user_id == user.id, StaffRole.role == "clerk")
+                                   .order_by(Organisation.id)).scalars())
+
+
+def issuer_for(org) -> str:
+    """The clerk's organisation issues when it has its own licence seal; otherwise the authority."""
+    seal = services._seal_services().get_active_seal(org.uscc, kind="licence")
+    return org.uscc if seal is not None else current_app.config["TONGBAN_AUTHORITY_USCC"]
+
+
+def _clerk():
+    user = current_user()
+    orgs = _clerk_orgs(user)
+    if not orgs:
+        abort(403)
+    return user, orgs
+
+
+def _clerk_may(orgs, lic: Licence) -> bool:
+    allowed = {o.uscc for o in orgs} | {issuer_for(o) for o in orgs}
+    return lic.issuer_uscc in allowed
+
+
+@bp.route("/clerk")
+@login_required
+def clerk_home():
+    _user, orgs = _clerk()
+    issuers = {issuer_for(o) for o in orgs} | {o.uscc for o in orgs}
+    recent = list(db.session.execute(select(Licence).where(Licence.issuer_uscc.in_(issuers))
+                                     .order_by(Licence.id.desc()).limit(30)).scalars())
+    return render_template("licence/clerk_home.html", types=services.list_types(), orgs=orgs, recent=recent,
+                           status=services.public_status, masked=mask_name)
+
+
+def _holder_lookup(kind: str, holder_id: str) -> tuple[str | None, str | None]:
+    """(normalised id or None, known name or None); a validation message is flashed by the caller."""
+    from idp.models import Organisation, User
+
+    norm = services.check_holder(kind, holder_id)
+    if kind == "citizen":
+        u = db.session.execute(select(User).where(User.id_number == norm)).scalar_one_or_none()
+        return norm, u.name if u else None
+    o = db.session.execute(select(Organisation).where(Organisation.uscc == norm)).scalar_one_or_none()
+    return norm, o.name if o else None
+
+
+@bp.route("/clerk/issue/<type_code>", methods=["GET", "POST"])
+@login_required
+def clerk_issue(type_code: str):
+    user, orgs = _clerk()
+    try:
+        t = services.get_type(type_code)
+    except TongbanError:
+        abort(404)
+    org = next((o for o in orgs if o.uscc == request.values.get("org")), orgs[0])
+    values = {k: v for k, v in request.values.items() if k not in ("csrf_token", "submit")}
+    error, known_name, status = None, None, 200
+    if request.method == "GET" and values.get("holder_id"):
+        try:
+            values["holder_id"], known_name = _holder_lookup(t.holder_kind, values["holder_id"])
+            if known_name and not values.get("holder_name"):
+                values["holder_name"] = known_name
+        except TongbanError as e:
+            error, status = e.message, 400
+    if request.method == "POST":
+        if not ConfirmForm().validate_on_submit():
+            abort(400)
+        fields = {i["name"]: values.get(f"f_{i['name']}", "") for i in t.items}
+        try:
+            lic = services.issue(t.code, values.get("holder_id", ""), values.get("holder_name", ""), fields,
+                                 issuer_uscc=issuer_for(org), valid_until=values.get("valid_until") or None,
+                                 actor=f"user:{user.sub}")
+            db.session.commit()
+        except TongbanError as e:
+            db.session.rollback()
+            error, status = e.message, 400
+        else:
+            flash(f"已签发：{lic.identifier}", "success")
+            return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))
+    return render_template("licence/clerk_issue.html", t=t, org=org, orgs=orgs, values=values, error=error,
+                           known_name=known_name, form=ConfirmForm(),
+                           issuer=issuer_for(org)), status
+
+
+@bp.route("/clerk/licences/<identifier>", methods=["GET", "POST"])
+@login_required
+def clerk_licence(identifier: str):
+    user, orgs = _clerk()
+    try:
+        lic = services.find(identifier)
+    except LicenceNotFound:
+        abort(404)
+    if not _clerk_may(orgs, lic):
+        abort(403)
+    if request.method == "POST":
+        if not ConfirmForm().validate_on_submit():
+            abort(400)
+        action, reason, actor = request.form.get("action"), request.form.get("reason", ""), f"user:{user.sub}"
+        try:
+            if action == "suspend":
+                services.suspend(lic.identifier, reason, actor)
+            elif action == "resume":
+                services.resume(lic.identifier, actor)
+            elif action == "revoke":
+                services.revoke(lic.identifier, reason, actor)
+            elif action == "change":
+                fields = {i["name"]: request.form.get(f"f_{i['name']}", "") for i in lic.type.items}
+                new = services.change(lic.identifier, fields, actor, reason=reason or "变更")
+                db.session.commit()
+                flash(f"已变更为新版本：{new.identifier}", "success")
+                return redirect(url_for("licence.clerk_licence", identifier=new.identifier))
+            else:
+                abort(400)
+            db.session.commit()
+            flash("状态已更新", "success")
+        except TongbanError as e:
+            db.session.rollback()
+            flash(e.message, "error")
+        return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))
+    return render_template("licence/clerk_licence.html", lic=lic, form=ConfirmForm(),
+                           status=services.public_status(lic.status, lic.valid_until),
+                           verify_url=services.verify_url(lic.verify_code), items=lic.type.items)
+
+
+@bp.route("/clerk/verify", methods=["GET", "POST"])
+@login_required
+def clerk_verify():
+    _clerk()
+    result, error = None, None
+    if request.method == "POST":
+        if not ConfirmForm().validate_on_submit():
+            abort(400)
+        f = request.files.get("file")
+        data = f.read() if f else b""
+        try:
+            result = services.verify_file(data)
+        except TongbanError as e:
+            error = e.message
+    return render_template("licence/clerk_verify.html", form=ConfirmForm(), result=result, error=error)
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)

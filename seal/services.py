@@ -1,0 +1,459 @@
+"""Seal operations: create, authorise, revoke; seal a PDF (PAdES B-LT); verify a PDF.
+
+No Flask request objects here. Services flush; the request or CLI command commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import secrets
+from datetime import UTC, datetime
+
+from asn1crypto import x509 as asn1_x509
+from sqlalchemy import select
+
+from idp.accounts import get_org
+from idp.models import Organisation, StaffRole, User
+from keys import ca as ca_service
+from keys import signers
+from tongban import audit
+from tongban.bootstrap import on_bootstrap
+from tongban.clock import utcnow
+from tongban.errors import NotFound, TongbanError, ValidationError
+from tongban.extensions import db
+
+from .errors import BadPdf, NotAuthorised, SealingRefused, SealNotUsable
+from .models import KIND_NAMES, KINDS, Seal, SealAuthorisation
+from .picture import DIAMETER_MM, PURPOSE_TEXT, render
+
+SEAL_SIZE_PT = DIAMETER_MM / 25.4 * 72
+
+
+class _NoFetchingIsExpected(logging.Filter):
+    """We embed revocation data from our own CA's CRLs; pyHanko's "fetching is not allowed" is by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "fetching is not allowed" not in record.getMessage()
+
+
+logging.getLogger("pyhanko.sign.signers.pdf_signer").addFilter(_NoFetchingIsExpected())
+DEFAULT_VALID_DAYS = 3 * 365
+
+
+# ---------------------------------------------------------------- seals
+
+
+def _new_code(uscc: str) -> str:
+    """13 digits: the administrative division (USCC positions 3-8) and a 7-digit number."""
+    division = uscc[2:8] if uscc[2:8].isdigit() else "000000"
+    for _ in range(20):
+        code = division + f"{secrets.randbelow(10**7):07d}"
+        if db.session.execute(select(Seal.id).where(Seal.code == code)).first() is None:
+            return code
+    raise TongbanError("could not allocate a seal code", "code_exhausted", 500)  # pragma: no cover
+
+
+def create_seal(org_uscc: str, name: str, kind: str = "official", *, alg: str = "ec", backend: str | None = None,
+                valid_days: int = DEFAULT_VALID_DAYS, actor: str = "admin") -> Seal:
+    """A seal with its key (local or PKCS#11), its certificate from our CA, and its picture."""
+    org = get_org(org_uscc)
+    if kind not in KINDS:
+        raise ValidationError(f"unknown seal kind {kind!r} (one of {', '.join(KINDS)})", "invalid_kind")
+    name = (name or "").strip() or f"{org.name}{KIND_NAMES[kind]}"
+    if len(name) > 200:
+        raise ValidationError("seal name too long", "invalid_name")
+    if alg not in ca_service.KEY_ALGS:
+        raise ValidationError(f"unsupported key algorithm {alg!r} (ec or rsa)", "invalid_alg")
+    if not 1 <= valid_days <= 20 * 365:
+        raise ValidationError("validity must be 1 day to 20 years", "invalid_validity")
+    seal_id = secrets.token_hex(8)
+    code = _new_code(org.uscc)
+    key_backend = signers.backend(backend)
+    public_key, key_ref, blob = key_backend.generate(alg, f"seal-{seal_id}")
+    cert = ca_service.issue_seal_certificate(
+        public_key, common_name=name, org_name=org.name, org_uscc=org.uscc, seal_code=code, days=valid_days,
+        key_backend=key_backend.name, key_ref=key_ref, private_blob=blob)
+    seal = Seal(id=seal_id, org_id=org.id, name=name, kind=kind, code=code, status="active",
+                valid_from=cert.not_before, valid_until=cert.not_after, alg=alg, cert_serial=cert.serial,
+                picture=render(org.name, PURPOSE_TEXT[kind], code), created_at=utcnow())
+    db.session.add(seal)
+    db.session.flush()
+    audit.record("seal.created", actor=actor, object=f"seal:{seal_id}",
+                 detail={"org": org.uscc, "name": name, "kind": kind, "code": code, "alg": alg,
+                         "backend": key_backend.name, "cert_serial": cert.serial})
+    return seal
+
+
+@on_bootstrap
+def ensure_authority_seal() -> None:
+    """The operating authority's licence-issuing seal (电子证照专用章), once."""
+    from flask import current_app
+
+    uscc = current_app.config["TONGBAN_AUTHORITY_USCC"]
+    if get_active_seal(uscc, "licence") is None:
+        org = get_org(uscc)
+        create_seal(uscc, f"{org.name}电子证照专用章", "licence", actor="system")
+
+
+def get_seal(seal_id: str) -> Seal:
+    seal = db.session.get(Seal, str(seal_id)) if seal_id else None
+    if seal is None:
+        raise NotFound(f"no seal {seal_id}", "unknown_seal")
+    return seal
+
+
+def list_seals(org_uscc: str | None = None) -> list[Seal]:
+    q = select(Seal).order_by(Seal.created_at)
+    if org_uscc:
+        q = q.where(Seal.org_id == get_org(org_uscc).id)
+    return list(db.session.execute(q).scalars())
+
+
+def get_active_seal(org_uscc: str, kind: str = "licence") -> Seal | None:
+    """The organisation's newest active seal of ``kind`` within its validity, or None."""
+    now = utcnow()
+    return db.session.execute(
+        select(Seal).join(Organisation, Organisation.id == Seal.org_id)
+        .where(Organisation.uscc == org_uscc.strip().upper(), Seal.kind == kind, Seal.status == "active",
+               Seal.valid_from <= now, Seal.valid_until > now)
+        .order_by(Seal.created_at.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def officers(seal: Seal) -> list[User]:
+    """The people allowed to use the seal: role ``seal-admin`` in the seal's organisation."""
+    return list(db.session.execute(
+        select(User).join(StaffRole, StaffRole.user_id == User.id)
+        .where(StaffRole.org_id == seal.org_id, StaffRole.role == "seal-admin")).scalars())
+
+
+def check_officer(seal: Seal, user: User) -> None:
+    if not db.session.execute(select(StaffRole.id).where(
+            StaffRole.user_id == user.id, StaffRole.org_id == seal.org_id, StaffRole.role == "seal-admin")).first():
+        raise NotAuthorised("only the seal officers (seal-admin) of its organisation may use this seal")
+
+
+def authorise_client(seal_id: str, client_id: str, *, actor: str = "admin") -> SealAuthorisation:
+    from idp.clients import get_row
+
+    seal = get_seal(seal_id)
+    get_row(client_id)  # NotFound for an unknown system
+    row = db.session.execute(select(SealAuthorisation).where(
+        SealAuthorisation.seal_id == seal.id, SealAuthorisation.client_id == client_id)).scalar_one_or_none()
+    if row is None:
+        row = SealAuthorisation(seal_id=seal.id, client_id=client_id, granted_by=actor, created_at=utcnow())
+        db.session.add(row)
+        db.session.flush()
+        audit.record("seal.client_authorised", actor=actor, object=f"seal:{seal.id}", detail={"client_id": client_id})
+    return row
+
+
+def withdraw_client(seal_id: str, client_id: str, *, actor: str = "admin") -> None:
+    seal = get_seal(seal_id)
+    row = db.session.execute(select(SealAuthorisation).where(
+        SealAuthorisation.seal_id == seal.id, SealAuthorisation.client_id == client_id)).scalar_one_or_none()
+    if row is not None:
+        db.session.delete(row)
+        db.session.flush()
+        audit.record("seal.client_withdrawn", actor=actor, object=f"seal:{seal.id}", detail={"client_id": client_id})
+
+
+def check_client(seal: Seal, client_id: str) -> None:
+    if not db.session.execute(select(SealAuthorisation.id).where(
+            SealAuthorisation.seal_id == seal.id, SealAuthorisation.client_id == client_id)).first():
+        raise NotAuthorised("this system is not authorised by the seal's organisation to use the seal")
+
+
+def set_status(seal_id: str, status: str, reason: str = "", *, actor: str = "admin") -> Seal:
+    """Suspend or resume a seal; revoking also puts its certificate on the CRL (and is final)."""
+    seal = get_seal(seal_id)
+    if status not in ("active", "suspended", "revoked"):
+        raise ValidationError(f"unknown status {status!r}", "invalid_status")
+    if seal.status == "revoked" and status != "revoked":
+        raise SealNotUsable("a revoked seal cannot be reinstated")
+    if status == "revoked" and not (reason or "").strip():
+        raise ValidationError("a reason is required to revoke a seal", "reason_required")
+    seal.status, seal.status_reason = status, (reason or "")[:200]
+    if status == "revoked":
+        ca_service.revoke(seal.cert_serial, reason, actor=actor)
+    db.session.flush()
+    audit.record(f"seal.{ {'active': 'resumed', 'suspended': 'suspended', 'revoked': 'revoked'}[status]}",
+                 actor=actor, object=f"seal:{seal.id}", detail={"reason": reason})
+    return seal
+
+
+def revoke_seal(seal_id: str, reason: str, *, actor: str = "admin") -> Seal:
+    return set_status(seal_id, "revoked", reason, actor=actor)
+
+
+def uses(seal_id: str, limit: int = 100) -> list[audit.AuditLog]:
+    """The seal's log (every use, and changes), newest first: what its organisation sees."""
+    return list(db.session.execute(
+        select(audit.AuditLog).where(audit.AuditLog.object == f"seal:{seal_id}")
+        .order_by(audit.AuditLog.seq.desc()).limit(limit)).scalars())
+
+
+# ---------------------------------------------------------------- sealing
+
+
+def _reader(pdf: bytes):
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    if not isinstance(pdf, bytes | bytearray) or b"%PDF-" not in pdf[:1024]:
+        raise BadPdf("not a PDF file")
+    try:
+        reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+        reader.root  # noqa: B018  (forces the trailer and catalogue to be read)
+        return reader
+    except TongbanError:
+        raise
+    except Exception as e:
+        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
+
+
+class _SealPicture:
+    """The seal's picture as a pyHanko background (imported from bytes, not a file)."""
+
+    @staticmethod
+    def content(picture: bytes):
+        import binascii
+        import uuid
+
+        from pyhanko.pdf_utils.content import PdfContent
+        from pyhanko.pdf_utils.layout import BoxConstraints
+        from pyhanko.pdf_utils.reader import PdfFileReader
+
+        class BytesPdfPage(PdfContent):
+            def render(self) -> bytes:
+                w = self._ensure_writer
+                xobj = w.import_page_as_xobject(PdfFileReader(io.BytesIO(picture)), page_ix=0)
+                name = b"/Seal" + binascii.hexlify(uuid.uuid4().bytes[:6])
+                self.resources.xobject[name.decode("ascii")] = xobj
+                x1, y1, x2, y2 = xobj.get_object()["/BBox"]
+                self.box = BoxConstraints(width=abs(x1 - x2), height=abs(y1 - y2))
+                return name + b" Do"
+
+        return BytesPdfPage()
+
+
+def _stamp_style(seal: Seal):
+    from pyhanko.pdf_utils import layout
+    from pyhanko.stamp import StaticStampStyle
+
+    return StaticStampStyle(
+        background=_SealPicture.content(seal.picture), border_width=0,
+        background_layout=layout.SimpleBoxLayoutRule(
+            x_align=layout.AxisAlignment.ALIGN_MID, y_align=layout.AxisAlignment.ALIGN_MID,
+            margins=layout.Margins(0, 0, 0, 0), inner_content_scaling=layout.InnerScaling.SHRINK_TO_FIT))
+
+
+def _placement(writer, page: int, existing: int) -> tuple[int, tuple[float, float, float, float]]:
+    """Default box: bottom right of the page, moved left for each seal already on the document."""
+    from pyhanko.pdf_utils import generic
+
+    count = int(writer.root["/Pages"]["/Count"])
+    if not -count <= page < count:
+        raise ValidationError(f"page {page} does not exist (the document has {count})", "invalid_page")
+    page_obj = writer.find_page_for_modification(page)[0].get_object()
+    node, box = page_obj, None
+    while node is not None and box is None:
+        box = node.get("/CropBox") or node.get("/MediaBox")
+        parent = node.get("/Parent")
+        node = parent.get_object() if isinstance(parent, generic.IndirectObject | generic.DictionaryObject) else None
+    x1, y1, x2, _y2 = (float(v) for v in (box or (0, 0, 595, 842)))
+    size = SEAL_SIZE_PT
+    right = x2 - 56 - existing * (size + 12)
+    if right - size < x1 + 10:
+        right = x2 - 56
+    bottom = y1 + 56 + (existing * 20 if right == x2 - 56 and existing else 0)
+    return page % count, (right - size, bottom, right, bottom + size)
+
+
+def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool = False,
+             page: int = 0, box: tuple[float, float, float, float] | None = None,
+             field_name: str | None = None, timestamp: bool = True, embed_revocation: bool = True) -> bytes:
+    """Seal ``pdf``: PAdES with our TSA's timestamp and the CRLs embedded (B-LT), visible seal.
+
+    ``box`` is x1, y1, x2, y2 in PDF points on ``page`` (default: bottom right); ``field_name``
+    signs an existing empty signature field or names the new one. ``certify`` adds DocMDP
+    "no changes allowed". ``timestamp``/``embed_revocation`` exist for the benchmark.
+    """
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign import fields
+    from pyhanko.sign import signers as pdf_signers
+    from pyhanko.sign.general import SigningError
+
+    from keys.tsa import timestamper
+
+    purpose = (purpose or "").strip()
+    if not purpose:
+        raise ValidationError("a purpose (事由) is required to use a seal", "purpose_required")
+    now = utcnow()
+    if seal.status != "active":
+        raise SealNotUsable(f"the seal is {seal.status}")
+    if not seal.valid_from <= now < seal.valid_until:
+        raise SealNotUsable("the seal is outside its validity period")
+    reader = _reader(pdf)
+    try:
+        writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
+    except Exception as e:
+        raise BadPdf(f"damaged PDF: {str(e)[:200]}") from None
+    existing = {f[0]: f[1] for f in fields.enumerate_sig_fields(reader)}
+    new_field = None
+    if field_name and field_name in existing:
+        if existing[field_name] is not None:
+            raise SealingRefused(f"the field {field_name!r} is already signed")
+    else:
+        field_name = field_name or f"Seal{len(existing) + 1}"
+        on_page, default_box = _placement(writer, page, len(existing))
+        if box is not None:
+            if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+                raise ValidationError("box is x1,y1,x2,y2 with x1<x2 and y1<y2", "invalid_box")
+            default_box = tuple(float(v) for v in box)
+        new_field = fields.SigFieldSpec(sig_field_name=field_name, on_page=on_page, box=default_box)
+
+    cert_row = ca_service.get_certificate(seal.cert_serial)
+    cert = asn1_x509.Certificate.load(cert_row.cert_der)
+    meta = pdf_signers.PdfSignatureMetadata(
+        field_name=field_name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
+        reason=purpose, name=f"{seal.org.name} {seal.name}", location=seal.org.name,
+        certify=certify, docmdp_permissions=fields.MDPPerm.NO_CHANGES,
+        embed_validation_info=embed_revocation,
+        validation_context=ca_service.validation_context(for_signing=True) if embed_revocation else None,
+    )
+    backend = signers.backend(cert_row.key_backend)
+    out = io.BytesIO()
+    try:
+        with backend.open(key_ref=cert_row.key_ref, blob=cert_row.private_key, alg=seal.alg, cert=cert,
+                          chain=ca_service.chain()) as signer:
+            pdf_signer = pdf_signers.PdfSigner(
+                meta, signer=signer, timestamper=timestamper() if timestamp else None,
+                stamp_style=_stamp_style(seal), new_field_spec=new_field)
+            pdf_signer.sign_pdf(writer, output=out)
+    except SigningError as e:
+        raise SealingRefused(f"the document cannot be sealed: {e}") from None
+    sealed = out.getvalue()
+    audit.record("seal.used", actor=actor, object=f"seal:{seal.id}", detail={
+        "document_sha256": hashlib.sha256(pdf).hexdigest(), "sealed_sha256": hashlib.sha256(sealed).hexdigest(),
+        "purpose": purpose, "certify": certify, "field": field_name, "org": seal.org.uscc,
+        "at": now.isoformat(timespec="seconds") + "Z"})
+    return sealed
+
+
+# ---------------------------------------------------------------- verification
+
+_CHANGES = {0: "none", 1: "validation data only", 2: "signatures or form fields added",
+            3: "annotations changed", 4: "content changed"}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.replace(microsecond=0).isoformat() + "Z"
+
+
+def _subject(cert: asn1_x509.Certificate) -> dict:
+    subject = cert.subject.native
+    return {"cn": subject.get("common_name", ""), "org": subject.get("organization_name", ""),
+            "org_id": subject.get("organization_identifier", ""), "serial": subject.get("serial_number", "")}
+
+
+def _verdict_for(sig, status, is_last: bool) -> dict:
+    from pyhanko.sign.diff_analysis import ModificationLevel
+    from pyhanko.sign.validation.status import SignatureCoverageLevel
+
+    cert = sig.signer_cert
+    subj = _subject(cert)
+    serial_hex = format(cert.serial_number, "x")
+    seal = db.session.execute(select(Seal).where(Seal.cert_serial == serial_hex)).scalar_one_or_none()
+    level = status.modification_level
+    covers = status.coverage == SignatureCoverageLevel.ENTIRE_FILE or (
+        status.coverage == SignatureCoverageLevel.ENTIRE_REVISION
+        and level is not None and level <= ModificationLevel.LTA_UPDATES)
+    ts = status.timestamp_validity
+    signed_at = ts.timestamp if ts is not None else status.signer_reported_dt
+    trusted = bool(status.trusted)
+    revoked = bool(status.revoked) or (trusted and ca_service.is_revoked(serial_hex))
+    intact = bool(status.intact and status.valid)
+    return {
+        "seal_name": seal.name if seal else subj["cn"],
+        "seal_code": seal.code if seal else subj["serial"],
+        "organisation": seal.org.name if seal else subj["org"],
+        "organisation_uscc": seal.org.uscc if seal else subj["org_id"],
+        "signer": cert.subject.human_friendly,
+        "signed_at": _iso(signed_at),
+        "timestamped": ts is not None and bool(ts.valid and ts.intact and ts.trusted),
+        "intact": intact,
+        "covers_whole_document": bool(covers),
+        "changes_after": _CHANGES.get(level.value if level is not None else 4, "unknown")
+        if status.coverage != SignatureCoverageLevel.ENTIRE_FILE else "none",
+        "certified": sig.docmdp_level is not None,
+        "trusted": trusted,
+        "revoked": revoked,
+        "valid": bool(status.bottom_line) and intact and trusted and not revoked,
+        "field": sig.field_name,
+        "is_last": is_last,
+    }
+
+
+def verify_pdf(pdf: bytes) -> dict:
+    """The verdict ``{"valid", "signatures": [...]}`` of INTERFACES.md; BadPdf (400) when not a PDF.
+
+    ``valid`` needs at least one signature, every one intact, trusted and not revoked with
+    pyHanko's overall verdict (``bottom_line``) good, and the last one covering the whole
+    document: any change after it other than added validation data makes the document invalid.
+    """
+    from pyhanko.sign.validation import async_validate_pdf_signature
+
+    reader = _reader(pdf)
+    try:
+        sigs = list(reader.embedded_signatures)
+    except Exception as e:
+        raise BadPdf(f"damaged PDF: {str(e)[:200]}") from None
+    vc_sig = ca_service.validation_context()
+
+    async def run():
+        results = []
+        for sig in sigs:
+            try:
+                status = await async_validate_pdf_signature(sig, signer_validation_context=vc_sig,
+                                                            ts_validation_context=vc_sig)
+            except Exception as e:  # a signature too broken to evaluate is simply not valid
+                results.append((sig, None, str(e)))
+                continue
+            results.append((sig, status, None))
+        return results
+
+    out = []
+    for i, (sig, status, error) in enumerate(asyncio.run(run())):
+        is_last = i == len(sigs) - 1
+        if status is not None:
+            try:
+                out.append(_verdict_for(sig, status, is_last))
+            except Exception as e:  # e.g. a certificate too malformed to describe
+                status, error = None, str(e)
+        if status is None:
+            out.append({"seal_name": "", "seal_code": "", "organisation": "", "signer": "", "signed_at": None,
+                        "intact": False, "covers_whole_document": False, "trusted": False, "revoked": False,
+                        "valid": False, "field": sig.field_name, "is_last": is_last, "error": error[:200]})
+    valid = bool(out) and all(s["valid"] for s in out) and out[-1]["covers_whole_document"]
+    result = {"valid": valid, "signatures": out}
+    if not out:
+        result["message"] = "no seal found"
+    return result
+
+
+def seal_summary(seal: Seal) -> dict:
+    return {"seal_id": seal.id, "code": seal.code, "name": seal.name, "kind": seal.kind, "status": seal.status,
+            "org": seal.org.uscc, "organisation": seal.org.name, "alg": seal.alg,
+            "valid_from": _iso(seal.valid_from), "valid_until": _iso(seal.valid_until),
+            "cert_serial": seal.cert_serial}
+
+
+__all__ = ["authorise_client", "check_client", "check_officer", "create_seal", "get_active_seal", "get_seal",
+           "list_seals", "officers", "revoke_seal", "set_status", "sign_pdf", "uses", "verify_pdf"]

@@ -1,0 +1,44 @@
+"""Tongban (通办): one identity and one signing service for government systems."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from .config import PROJECT_ROOT
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """The thin factory: load configuration, then each package's ``init_app``."""
+    app = Flask(
+        "tongban",
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+        instance_relative_config=False,
+    )
+    from . import config as cfg
+
+    cfg.load(app, config)
+
+    from . import audit, bootstrap, demo, i18n, security, views
+    from .extensions import csrf, db, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "tongban" / "migrations"))
+    csrf.init_app(app)
+    i18n.init_app(app)
+    security.init_app(app)
+    views.init_app(app)
+    audit.init_app(app)
+    bootstrap.init_app(app)
+    demo.init_app(app)
+
+    import idp
+    import keys
+    import licence
+    import seal
+
+    keys.init_app(app)
+    idp.init_app(app)
+    seal.init_app(app)
+    licence.init_app(app)
+    return app

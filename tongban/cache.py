@@ -1,0 +1,111 @@
+"""Shared state across workers and servers: Redis when ``REDIS_URL`` is set.
+
+``Generation`` is a cheap cross-process invalidation counter: each worker caches
+what rarely changes (registered systems, signing keys, the token deny list) and
+reloads it when the generation moves. Without Redis the counter is a file in the
+instance folder (one ``stat`` per check), which serves every worker of one
+machine; several machines sharing a database need Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from flask import Flask, current_app
+
+_redis_clients: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def redis_client(app: Flask | None = None):
+    """The shared Redis client, or None when REDIS_URL is unset."""
+    app = app or current_app
+    url = app.config.get("REDIS_URL")
+    if not url:
+        return None
+    client = _redis_clients.get(url)
+    if client is None:
+        import redis
+
+        with _lock:
+            client = _redis_clients.get(url)
+            if client is None:
+                client = redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
+                _redis_clients[url] = client
+    return client
+
+
+class Generation:
+    """A counter that any process can bump and every process can read cheaply."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def _path(self, app: Flask) -> Path:
+        return Path(app.config["TONGBAN_INSTANCE_DIR"]) / f".gen-{self.name}"
+
+    def current(self, app: Flask | None = None) -> object:
+        app = app or current_app
+        r = redis_client(app)
+        if r is not None:
+            return r.get(f"tongban:gen:{self.name}")
+        try:
+            st = os.stat(self._path(app))
+        except FileNotFoundError:
+            return 0
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def bump(self, app: Flask | None = None) -> None:
+        app = app or current_app
+        r = redis_client(app)
+        if r is not None:
+            r.incr(f"tongban:gen:{self.name}")
+            return
+        path = self._path(app)
+        # append a byte so size changes even within the filesystem's mtime granularity
+        with open(path, "ab") as f:
+            f.write(b".")
+            if f.tell() > 4096:
+                f.truncate(0)
+                f.write(b"..")
+        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+
+
+class CachedLoader:
+    """Per-process cache of ``loader()``'s result, reloaded when a generation moves.
+
+    ``check_every`` bounds how often the generation itself is read (seconds);
+    0 checks on every access.
+    """
+
+    def __init__(self, generation: Generation, loader, check_every: float = 0.0):
+        self.generation = generation
+        self.loader = loader
+        self.check_every = check_every
+        self._value = None
+        self._gen: object = None
+        self._checked = 0.0
+        self._app_key = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        app = current_app._get_current_object()
+        now = time.monotonic()
+        key = id(app)
+        if self._app_key == key and self._value is not None and now - self._checked < self.check_every:
+            return self._value
+        gen = self.generation.current(app)
+        self._checked = now
+        if self._app_key != key or self._value is None or gen != self._gen:
+            with self._lock:
+                self._value = self.loader()
+                self._gen = gen
+                self._app_key = key
+        return self._value
+
+    def invalidate(self) -> None:
+        self.generation.bump()
+        self._value = None

@@ -1,0 +1,107 @@
+"""``flask demo seed``: the demo data ``make run`` serves (idempotent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from .cli import command_errors
+from .clock import digest, token
+from .extensions import db
+
+DEMO_PASSWORD = "Demo-Passw0rd!"
+CITIZEN = {"id_number": "11010519491231002X", "name": "张三", "phone": "13800138000"}
+CITIZEN2 = {"id_number": "110105198001010016", "name": "王五", "phone": "13900139000"}
+ENTERPRISE = {"uscc": "91350100M000100Y43", "name": "通办示范科技有限公司"}
+DEMO_CLIENT_ID = "demo-portal"
+POPULATION = [
+    (CITIZEN["id_number"], CITIZEN["name"]),
+    (CITIZEN2["id_number"], CITIZEN2["name"]),
+    ("110101199003071234", "李四"),
+]
+
+demo_cli = AppGroup("demo", help="Demo data.")
+
+
+def _demo_secret() -> str:
+    """The demo client's secret, kept in the instance folder so every run can print it."""
+    path = Path(current_app.config["TONGBAN_INSTANCE_DIR"]) / "demo_client_secret"
+    if not path.exists():
+        path.write_text(token(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def seed() -> dict:
+    from idp import accounts
+    from idp import clients as registry
+    from idp.models import Client, PopulationRecord, User
+
+    from .bootstrap import bootstrap
+
+    bootstrap()
+    for id_number, name in POPULATION:
+        if db.session.get(PopulationRecord, id_number) is None:
+            db.session.add(PopulationRecord(id_number=id_number, name=name))
+    db.session.flush()
+
+    def user(spec):
+        u = db.session.execute(select(User).where(User.id_number == spec["id_number"])).scalar_one_or_none()
+        if u is None:
+            u = accounts.create_user(spec["id_number"], spec["name"], DEMO_PASSWORD, spec["phone"],
+                                     actor="demo")
+            accounts.verify_identity(u)
+        return u
+
+    citizen = user(CITIZEN)
+    clerk = user(CITIZEN2)
+    cfg = current_app.config
+    authority = accounts.ensure_org(cfg["TONGBAN_AUTHORITY_USCC"], cfg["TONGBAN_AUTHORITY_NAME"])
+    accounts.add_role(clerk, authority, "clerk", actor="demo")
+    accounts.add_role(clerk, authority, "admin", actor="demo")
+    if db.session.execute(select(accounts.Organisation).where(
+            accounts.Organisation.uscc == ENTERPRISE["uscc"])).scalar_one_or_none() is None:
+        accounts.create_org(ENTERPRISE["uscc"], ENTERPRISE["name"], citizen.id_number, actor="demo")
+
+    secret = _demo_secret()
+    row = db.session.execute(select(Client).where(Client.client_id == DEMO_CLIENT_ID)).scalar_one_or_none()
+    if row is None:
+        iss = cfg["TONGBAN_ISSUER"]
+        row, _ = registry.create_client(
+            client_id=DEMO_CLIENT_ID, name="示范办事门户", department="市政务服务和数据管理局",
+            redirect_uris=["http://127.0.0.1:8080/callback", "http://localhost:8080/callback"],
+            post_logout_redirect_uris=["http://127.0.0.1:8080/", "http://localhost:8080/"],
+            grant_types=["authorization_code", "refresh_token", "client_credentials"],
+            scopes=["openid", "profile", "phone", "offline_access"], function="演示：网上办事门户",
+            scope_of_use="全市", approver="市政务服务和数据管理局", funding_source="财政拨款",
+            contact=f"{iss}/", actor="demo")
+    row.secret_hash = digest(secret)
+    db.session.commit()
+    return {"citizen": CITIZEN, "clerk": CITIZEN2, "password": DEMO_PASSWORD, "enterprise": ENTERPRISE,
+            "client_id": DEMO_CLIENT_ID, "client_secret": secret}
+
+
+@demo_cli.command("seed")
+@command_errors
+def seed_cmd():
+    """Seed the demo citizen, enterprise, clerk and client system; print the log-ins."""
+    info = seed()
+    iss = current_app.config["TONGBAN_ISSUER"]
+    click.echo(f"""
+Tongban demo ({iss})
+  citizen      {info['citizen']['name']}  ID {info['citizen']['id_number']}  phone {info['citizen']['phone']}
+  window clerk {info['clerk']['name']}  ID {info['clerk']['id_number']}
+  password     {info['password']}   (both accounts)
+  enterprise   {info['enterprise']['name']}  USCC {info['enterprise']['uscc']}
+  demo system  client_id {info['client_id']}  client_secret {info['client_secret']}
+               redirect URI http://127.0.0.1:8080/callback
+  discovery    {iss}/.well-known/openid-configuration
+""")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(demo_cli)

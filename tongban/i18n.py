@@ -1,0 +1,52 @@
+"""Chinese first (zh_CN), English on request: ?lang=, the ``lang`` cookie, then Accept-Language."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, redirect, request
+from flask_babel import get_locale
+
+from .config import PROJECT_ROOT
+from .extensions import babel
+
+bp = Blueprint("i18n", __name__)
+
+
+def select_locale() -> str:
+    langs = current_app.config["LANGUAGES"]
+    for candidate in (request.args.get("lang"), request.cookies.get("lang")):
+        if candidate in langs:
+            return candidate
+    best = request.accept_languages.best_match(["zh_CN", "zh", "en"], default="zh_CN")
+    return "en" if best == "en" else "zh_CN"
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only same-site relative paths: never an open redirect."""
+    if not target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target
+
+
+@bp.route("/lang/<code>")
+def switch(code: str):
+    resp = redirect(safe_next(request.args.get("next")))
+    if code in current_app.config["LANGUAGES"]:
+        resp.set_cookie("lang", code, max_age=365 * 86400, samesite="Lax", httponly=True,
+                        secure=current_app.config.get("SESSION_COOKIE_SECURE", False))
+    return resp
+
+
+def init_app(app: Flask) -> None:
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(PROJECT_ROOT / "translations"))
+    babel.init_app(app, locale_selector=select_locale)
+    app.register_blueprint(bp)
+
+    @app.context_processor
+    def _lang():
+        loc = str(get_locale() or "zh_CN")
+        return {"current_lang": loc, "html_lang": "zh-CN" if loc.startswith("zh") else "en"}

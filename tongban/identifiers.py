@@ -1,0 +1,80 @@
+"""National identifiers that no library validates: GB 11643 ID numbers, GB 32100 USCC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from .errors import ValidationError
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+@dataclass(frozen=True)
+class IdNumber:
+    value: str
+    birthdate: date
+    gender: str  # "male" | "female" (OIDC gender claim values)
+    region: str
+
+
+def id_check_char(first17: str) -> str:
+    total = sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11]
+
+
+def parse_id_number(raw: str, today: date | None = None) -> IdNumber:
+    """Validate a citizen ID number (GB 11643-1999) and return what it encodes."""
+    value = (raw or "").strip().upper()
+    if len(value) != 18 or not value[:17].isdigit() or not (value[17].isdigit() or value[17] == "X"):
+        raise ValidationError("ID number must be 17 digits and a check digit or X", "invalid_id_number")
+    try:
+        birth = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        raise ValidationError("ID number has an impossible birth date", "invalid_id_number") from None
+    if birth > (today or date.today()) or birth.year < 1850:
+        raise ValidationError("ID number has an impossible birth date", "invalid_id_number")
+    if id_check_char(value[:17]) != value[17]:
+        raise ValidationError("ID number check digit is wrong", "invalid_id_number")
+    gender = "male" if int(value[16]) % 2 else "female"
+    return IdNumber(value=value, birthdate=birth, gender=gender, region=value[:6])
+
+
+def is_id_number(raw: str) -> bool:
+    try:
+        parse_id_number(raw)
+    except ValidationError:
+        return False
+    return True
+
+
+def uscc_check_char(first17: str) -> str:
+    total = sum(USCC_ALPHABET.index(c) * w for c, w in zip(first17, _USCC_WEIGHTS, strict=True))
+    check = 31 - total % 31
+    return USCC_ALPHABET[0 if check == 31 else check]
+
+
+def validate_uscc(raw: str) -> str:
+    """Validate a unified social credit code (GB 32100-2015); returns it normalised."""
+    value = (raw or "").strip().upper()
+    if len(value) != 18 or any(c not in USCC_ALPHABET for c in value):
+        raise ValidationError(
+            "USCC must be 18 characters of 0-9 and A-Y without I, O, S, V, Z", "invalid_uscc"
+        )
+    if not value[2:8].isdigit():
+        raise ValidationError("USCC positions 3-8 must be an administrative division code", "invalid_uscc")
+    if uscc_check_char(value[:17]) != value[17]:
+        raise ValidationError("USCC check character is wrong", "invalid_uscc")
+    return value
+
+
+def is_uscc(raw: str) -> bool:
+    try:
+        validate_uscc(raw)
+    except ValidationError:
+        return False
+    return True
