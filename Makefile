@@ -67,7 +67,7 @@ translations: $(STAMP)
 run: install
 	$(BIN)/flask --app wsgi db upgrade
 	$(BIN)/flask --app wsgi demo seed
-	FLASK_DEBUG=0 $(BIN)/flask --app wsgi run --host 127.0.0.1 --port 5000 --no-debugger --no-reload
+	$(BIN)/python -m tongban.devserver  # the provider on :5000, the demo portals on localhost:8081 and :8082
 
 test: install
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)

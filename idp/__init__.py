@@ -6,7 +6,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from . import account_views, admin_views, cli, models, views  # noqa: F401
+    # logout registers the back-channel logout delivery with the outbox
+    from . import account_views, admin_views, cli, logout, models, views  # noqa: F401
     from .clients import init_usage
     from .server import init_server
 
@@ -15,5 +16,15 @@ def init_app(app: Flask) -> None:
     views.init_app(app)
     app.register_blueprint(account_views.bp)
     app.register_blueprint(admin_views.bp)
+    from . import enterprise_views
+
+    enterprise_views.init_app(app)
+    from . import device_views, qrlogin_views  # scan-to-log-in and kiosks (RFC 8628)
+
+    qrlogin_views.init_app(app)
+    device_views.init_app(app)
+    from . import mfa_views  # second factors and step-up
+
+    mfa_views.init_app(app)
     for group in (cli.users_cli, cli.orgs_cli, cli.staff_cli, cli.clients_cli):
         app.cli.add_command(group)

@@ -59,6 +59,9 @@ def register():
 def account():
     sess = sessions.current_session()
     user = sess.user
+    live = sessions.active_sessions(user)
+    from .logout import systems_by_session
+
     granted = []
     for c in consents.list_for(user):
         client = registry.get_client(c.client_id)
@@ -66,7 +69,8 @@ def account():
     return render_template(
         "idp/account.html", user=user, masked_id=mask_number(user.id_number),
         masked_phone=mask_number(user.phone) if user.phone else "", granted=granted,
-        logins=accounts.recent_logins(user), sessions=sessions.active_sessions(user), current_sid=sess.sid,
+        logins=accounts.recent_logins(user), sessions=live, current_sid=sess.sid,
+        session_systems=systems_by_session([s.sid for s in live]),
         password_form=PasswordChangeForm(), confirm=ConfirmForm(),
     )
 
@@ -129,4 +133,18 @@ def end_session(sid: str):
         if s.sid == sid:
             sessions.end(s, "ended_by_user", f"user:{user.sub}")
     db.session.commit()
+    return redirect(url_for("account.account") + "#sessions")
+
+
+@bp.route("/account/sessions/end-others", methods=["POST"])
+@login_required
+def end_other_sessions():
+    from .logout import end_other_sessions as end_others
+
+    sess = sessions.current_session()
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    n = end_others(sess.user, sess.sid, f"user:{sess.user.sub}")
+    db.session.commit()
+    flash(_("%(n)d other sessions were ended.", n=n), "success")
     return redirect(url_for("account.account") + "#sessions")

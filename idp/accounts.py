@@ -17,7 +17,7 @@ from tongban import audit
 from tongban.clock import token, utcnow
 from tongban.errors import Conflict, NotFound, ValidationError
 from tongban.extensions import db
-from tongban.identifiers import parse_id_number, validate_uscc
+from tongban.identifiers import localised, parse_id_number, validate_uscc
 from tongban.masking import mask_number
 
 from .models import LoginEvent, Organisation, PopulationRecord, StaffRole, User
@@ -34,7 +34,7 @@ def normalise_phone(phone: str | None) -> str | None:
     if not phone:
         return None
     if not PHONE_RE.match(phone):
-        raise ValidationError(str(_l("Phone number must be an 11-digit mainland mobile number.")),
+        raise ValidationError(localised(_l("Phone number must be an 11-digit mainland mobile number.")),
                               "invalid_phone")
     return phone
 
@@ -56,14 +56,14 @@ def create_user(id_number: str, name: str, password: str, phone: str | None = No
     ident = parse_id_number(id_number)
     name = (name or "").strip()
     if not name or len(name) > 100:
-        raise ValidationError(str(_l("Name is required (at most 100 characters).")), "invalid_name")
+        raise ValidationError(localised(_l("Name is required (at most 100 characters).")), "invalid_name")
     phone = normalise_phone(phone)
     if check_password_policy:
         check_policy(password, id_number=ident.value, phone=phone or "")
     if db.session.execute(select(User.id).where(User.id_number == ident.value)).first():
-        raise Conflict(str(_l("An account with this ID number already exists.")), "account_exists")
+        raise Conflict(localised(_l("An account with this ID number already exists.")), "account_exists")
     if phone and db.session.execute(select(User.id).where(User.phone == phone)).first():
-        raise Conflict(str(_l("This phone number is already used by another account.")), "phone_taken")
+        raise Conflict(localised(_l("This phone number is already used by another account.")), "phone_taken")
     now = utcnow()
     user = User(sub=token(15), id_number=ident.value, name=name, phone=phone,
                 password_hash=hash_password(password), assurance_level=1, created_at=now,
@@ -235,7 +235,7 @@ def change_password(user: User, current: str, new: str) -> None:
     if not verify_password(user.password_hash, current):
         audit.record("account.password_change", actor=f"user:{user.sub}", outcome="failure",
                      detail={"reason": "bad_current_password"})
-        raise ValidationError(str(_l("The current password is wrong.")), "bad_password")
+        raise ValidationError(localised(_l("The current password is wrong.")), "bad_password")
     check_policy(new, id_number=user.id_number, phone=user.phone or "")
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()

@@ -128,6 +128,9 @@ class ClientForm(FlaskForm):
     backchannel_logout_uri = StringField(_l("Back-channel logout URI"),
                                          validators=[Optional(), Length(max=500)],
                                          render_kw={"spellcheck": "false", "autocapitalize": "off"})
+    frontchannel_logout_uri = StringField(_l("Front-channel logout URI"),
+                                          validators=[Optional(), Length(max=500)],
+                                          render_kw={"spellcheck": "false", "autocapitalize": "off"})
     grant_types = MultiCheckboxField(_l("Grant types"),
                                      choices=[(gt, gt) for gt in registry.GRANT_TYPES],
                                      default=["authorization_code", "refresh_token"])
@@ -163,6 +166,7 @@ class ClientForm(FlaskForm):
             "redirect_uris": _lines(self.redirect_uris.data),
             "post_logout_redirect_uris": _lines(self.post_logout_redirect_uris.data),
             "backchannel_logout_uri": (self.backchannel_logout_uri.data or "").strip() or None,
+            "frontchannel_logout_uri": (self.frontchannel_logout_uri.data or "").strip() or None,
             "grant_types": list(self.grant_types.data or ()),
             "scopes": list(self.scopes.data or ()),
             "first_party": bool(self.first_party.data),
@@ -184,6 +188,7 @@ def _form_data(row: Client) -> dict:
         "redirect_uris": "\n".join(row.redirect_uris or ()),
         "post_logout_redirect_uris": "\n".join(row.post_logout_redirect_uris or ()),
         "backchannel_logout_uri": row.backchannel_logout_uri or "",
+        "frontchannel_logout_uri": row.frontchannel_logout_uri or "",
         "grant_types": list(row.grant_types or ()), "scopes": list(row.scopes or ()),
         "first_party": row.first_party, "public_client": row.is_public,
         "id_token_alg": row.id_token_signed_response_alg, "introspection_allowed": row.introspection_allowed,
@@ -276,7 +281,7 @@ def _changes(row: Client, values: dict) -> dict:
         old = getattr(row, key)
         if isinstance(new, list):
             old = list(old or ())
-        if key == "backchannel_logout_uri":
+        if key in ("backchannel_logout_uri", "frontchannel_logout_uri"):
             old = old or None
         if old != new:
             changed[key] = new
@@ -444,6 +449,15 @@ def user_end_sessions(sub: str):
     return redirect(url_for("admin.user_detail", sub=sub))
 
 
+@bp.get("/sms")
+@staff_only(ADMIN)
+def sms_outbox():
+    from .mfa import outbox
+
+    rows = outbox()
+    return render_template("admin/sms_outbox.html", rows=rows)
+
+
 # ---------------------------------------------------------------- the audit log
 
 AUDIT_PREFIXES = ("client.", "admin.", "login.", "account.", "session.", "consent.", "code.", "token.")
@@ -475,3 +489,27 @@ def audit_log():
 
 def _short_detail(detail: str) -> str:
     return "" if detail in ("", "{}") else (detail if len(detail) <= 160 else detail[:157] + "...")
+
+
+# ---------------------------------------------------------------- the outbox (back-channel logout deliveries)
+
+
+@bp.route("/outbox", methods=["GET", "POST"])
+@staff_only(ADMIN)
+def outbox_view():
+    from tongban import outbox
+
+    if request.method == "POST":
+        if not ConfirmForm().validate_on_submit():
+            return _error(400, _("The form expired; please try again."))
+        if outbox.retry_now(request.form.get("item", type=int) or 0):
+            audit.record("admin.outbox_retry", actor=_actor(), object=f"outbox:{request.form.get('item')}")
+            flash(_("The delivery will be tried again now."), "success")
+        db.session.commit()
+        return redirect(url_for("admin.outbox_view", status=request.args.get("status") or None))
+    status = request.args.get("status", "")
+    if status not in ("", outbox.PENDING, outbox.SENDING, outbox.DELIVERED, outbox.FAILED):
+        status = ""
+    return render_template("admin/outbox.html", rows=outbox.recent(AUDIT_PAGE_SIZE, status or None),
+                           counts=outbox.counts(), status=status, confirm=ConfirmForm(),
+                           statuses=(outbox.PENDING, outbox.SENDING, outbox.DELIVERED, outbox.FAILED))

@@ -89,6 +89,7 @@ def _client_json(row, secret):
         "client_id": row.client_id, "client_secret": secret, "name": row.name, "department": row.department,
         "redirect_uris": row.redirect_uris, "post_logout_redirect_uris": row.post_logout_redirect_uris,
         "backchannel_logout_uri": row.backchannel_logout_uri, "grant_types": row.grant_types,
+        "frontchannel_logout_uri": row.frontchannel_logout_uri,
         "scope": " ".join(row.scopes), "token_endpoint_auth_method": row.token_endpoint_auth_method,
         "id_token_signed_response_alg": row.id_token_signed_response_alg, "first_party": row.first_party,
         "introspection_allowed": row.introspection_allowed,
@@ -104,6 +105,7 @@ def _client_json(row, secret):
               type=click.Choice(registry.GRANT_TYPES), help="Repeatable; default authorization_code + refresh_token.")
 @click.option("--post-logout-redirect-uri", "post_logout", multiple=True)
 @click.option("--backchannel-logout-uri")
+@click.option("--frontchannel-logout-uri")
 @click.option("--first-party", is_flag=True, help="Skip the consent screen (the operator's own systems).")
 @click.option("--public", is_flag=True, help="A public client (no secret; PKCE required).")
 @click.option("--auth-method", type=click.Choice(registry.AUTH_METHODS), default=None)
@@ -119,8 +121,8 @@ def _client_json(row, secret):
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
-                   first_party, public, auth_method, id_token_alg, introspection, client_id, function,
-                   scope_of_use, approver, approval_date, funding_source, contact, as_json):
+                   frontchannel_logout_uri, first_party, public, auth_method, id_token_alg, introspection, client_id,
+                   function, scope_of_use, approver, approval_date, funding_source, contact, as_json):
     """Register a government system; prints its client_id and secret (shown once)."""
     try:
         approved = date.fromisoformat(approval_date) if approval_date else None
@@ -131,7 +133,8 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
         name=name, department=department, redirect_uris=list(redirect_uris),
         grant_types=list(grant_types) or ["authorization_code", "refresh_token"], scopes=scope.split(),
         post_logout_redirect_uris=list(post_logout), backchannel_logout_uri=backchannel_logout_uri,
-        first_party=first_party, token_endpoint_auth_method=method, id_token_signed_response_alg=id_token_alg,
+        frontchannel_logout_uri=frontchannel_logout_uri, first_party=first_party, token_endpoint_auth_method=method,
+        id_token_signed_response_alg=id_token_alg,
         introspection_allowed=introspection, client_id=client_id, function=function,
         scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
         contact=contact)

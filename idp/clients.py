@@ -33,7 +33,8 @@ from tongban.extensions import db
 from .models import Client, ClientUsage
 from .scopes import SCOPES
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
+               "urn:ietf:params:oauth:grant-type:device_code")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 ID_TOKEN_ALGS = ("RS256", "ES256")
 CLIENTS_GENERATION = Generation("clients")
@@ -61,6 +62,7 @@ class RegisteredClient(ClientMixin):
     introspection_allowed: bool
     enabled: bool
     scope_set: frozenset[str] = field(default=frozenset())
+    frontchannel_logout_uri: str | None = None
 
     # Authlib ClientMixin
     def get_client_id(self):
@@ -108,7 +110,7 @@ def _snapshot(row: Client) -> RegisteredClient:
         scopes=tuple(row.scopes or ()), token_endpoint_auth_method=row.token_endpoint_auth_method,
         id_token_signed_response_alg=row.id_token_signed_response_alg, first_party=row.first_party,
         introspection_allowed=row.introspection_allowed, enabled=row.enabled,
-        scope_set=frozenset(row.scopes or ()),
+        scope_set=frozenset(row.scopes or ()), frontchannel_logout_uri=row.frontchannel_logout_uri,
     )
 
 
@@ -188,6 +190,7 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
                   grant_types: list[str] | tuple = ("authorization_code", "refresh_token"),
                   scopes: list[str] | tuple = ("openid", "profile"), post_logout_redirect_uris=(),
                   backchannel_logout_uri: str | None = None, first_party: bool = False,
+                  frontchannel_logout_uri: str | None = None,
                   token_endpoint_auth_method: str = "client_secret_basic",  # noqa: S107
                   id_token_signed_response_alg: str = "RS256",  # noqa: S107
                   introspection_allowed: bool = False,
@@ -202,6 +205,8 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
     post_logout = [check_uri(u, "post-logout redirect URI") for u in post_logout_redirect_uris]
     if backchannel_logout_uri:
         backchannel_logout_uri = check_uri(backchannel_logout_uri, "back-channel logout URI")
+    if frontchannel_logout_uri:
+        frontchannel_logout_uri = check_uri(frontchannel_logout_uri, "front-channel logout URI")
     grant_types = list(dict.fromkeys(grant_types))
     scopes = list(dict.fromkeys(scopes))
     _validate(grant_types, scopes, token_endpoint_auth_method, redirect_uris, id_token_signed_response_alg)
@@ -215,6 +220,7 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
         scope_of_use=scope_of_use, approver=approver, approval_date=approval_date,
         funding_source=funding_source, contact=contact, redirect_uris=redirect_uris,
         post_logout_redirect_uris=post_logout, backchannel_logout_uri=backchannel_logout_uri,
+        frontchannel_logout_uri=frontchannel_logout_uri or None,
         grant_types=grant_types, scopes=scopes, token_endpoint_auth_method=token_endpoint_auth_method,
         id_token_signed_response_alg=id_token_signed_response_alg, first_party=first_party,
         introspection_allowed=introspection_allowed, enabled=True, created_at=now, updated_at=now,
@@ -237,7 +243,8 @@ def get_row(client_id: str) -> Client:
 
 UPDATABLE = ("name", "department", "function", "scope_of_use", "approver", "approval_date",
              "funding_source", "contact", "redirect_uris", "post_logout_redirect_uris",
-             "backchannel_logout_uri", "grant_types", "scopes", "first_party", "introspection_allowed",
+             "backchannel_logout_uri", "frontchannel_logout_uri", "grant_types", "scopes", "first_party",
+             "introspection_allowed",
              "id_token_signed_response_alg", "token_endpoint_auth_method")
 
 
@@ -254,6 +261,9 @@ def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
     if changes.get("backchannel_logout_uri"):
         changes["backchannel_logout_uri"] = check_uri(changes["backchannel_logout_uri"],
                                                       "back-channel logout URI")
+    if changes.get("frontchannel_logout_uri"):
+        changes["frontchannel_logout_uri"] = check_uri(changes["frontchannel_logout_uri"],
+                                                       "front-channel logout URI")
     merged = {k: changes.get(k, getattr(row, k)) for k in UPDATABLE}
     _validate(merged["grant_types"], merged["scopes"], merged["token_endpoint_auth_method"],
               merged["redirect_uris"], merged["id_token_signed_response_alg"])

@@ -141,6 +141,7 @@ class Client(db.Model):
     redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
     post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    frontchannel_logout_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
     grant_types: Mapped[list] = mapped_column(JSON, default=list)
     scopes: Mapped[list] = mapped_column(JSON, default=list)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40), default="client_secret_basic")

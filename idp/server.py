@@ -32,7 +32,7 @@ from tongban.clock import digest, epoch, to_epoch, utcnow
 from tongban.extensions import db
 
 from . import clients as registry
-from . import tokens
+from . import enterprise, tokens
 from .models import AuthorizationCode, User
 from .scopes import SCOPES
 
@@ -165,6 +165,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
             if not is_live(row.sid):
                 return None
+        if row.sid and not enterprise.is_valid(row.sid, row.client_id):
+            return None  # the enterprise authority was withdrawn or expired: the session is ended
         return row
 
     def authenticate_user(self, refresh_token):
@@ -213,6 +215,11 @@ class OpenIDConnect(OpenIDCode):
         if authorization_code.sid:
             claims["sid"] = authorization_code.sid
         claims["azp"] = authorization_code.client_id
+        try:
+            claims.update(enterprise.claims_for_scope(authorization_code.sid, authorization_code.client_id,
+                                                      authorization_code.scope, commit=True))
+        except enterprise.AuthorityEnded:
+            raise InvalidGrantError("the enterprise authority has ended") from None
         return claims
 
     def generate_user_info(self, user, scope):
@@ -305,6 +312,11 @@ class Introspection(IntrospectionEndpoint):
             for k in ("auth_time", "acr", "sid"):
                 if k in c:
                     out[k] = c[k]
+            try:
+                out.update(enterprise.claims_for_scope(c.get("sid"), c["client_id"], c.get("scope", ""),
+                                                       commit=True))
+            except enterprise.AuthorityEnded:
+                return {"active": False}
             return out
         row = token.row
         if (row.revoked_at or row.rotated_at or row.expires_at <= utcnow()
@@ -314,6 +326,8 @@ class Introspection(IntrospectionEndpoint):
             from .sessions import is_live
 
             if not is_live(row.sid):
+                return {"active": False}
+            if not enterprise.is_valid(row.sid, row.client_id):
                 return {"active": False}
         user = db.session.get(User, row.user_id)
         return {"active": True, "token_type": "refresh_token", "scope": row.scope, "client_id": row.client_id,
@@ -411,7 +425,7 @@ def query_client(client_id):
 
 def init_server(app: Flask) -> None:
     server.init_app(app, query_client=query_client, save_token=save_token)
-    server.scopes_supported = list(SCOPES)
+    server.scopes_supported = SCOPES.keys()  # a live view: packages register scopes later
     server.register_token_generator("default", tokens.JWTAccessTokenGenerator())
     if not getattr(server, "_tongban_wired", False):
         # ``server`` is shared by every app built in this process: register grants, endpoints
@@ -422,6 +436,9 @@ def init_server(app: Flask) -> None:
         server.register_endpoint(Revocation)
         server.register_endpoint(Introspection)
         server.register_extension(Issuer())
+        from .device import register as register_device_grant  # RFC 8628 (kiosks)
+
+        register_device_grant(server)
         server._tongban_wired = True
     app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
 

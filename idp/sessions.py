@@ -64,7 +64,7 @@ def start(user: User, response_cookie: dict, *, acr: str | None = None, amr: str
     raw = token(32)
     now = utcnow()
     sess = LoginSession(sid=token(24), token_hash=digest(raw), user_id=user.id, auth_time=now,
-                        acr=acr or user.acr, amr=amr, created_at=now, last_seen=now,
+                        acr=acr or _capped_acr(user, amr), amr=amr, created_at=now, last_seen=now,
                         ip=(request.remote_addr or "")[:64],
                         user_agent=(request.user_agent.string or "")[:300])
     db.session.add(sess)
@@ -73,6 +73,12 @@ def start(user: User, response_cookie: dict, *, acr: str | None = None, amr: str
     g._sso = sess
     audit.record("session.started", actor=f"user:{user.sub}", object=f"session:{sess.sid}")
     return sess
+
+
+def _capped_acr(user: User, amr: str) -> str:
+    from .stepup import session_acr  # the account's level capped by how the session authenticated
+
+    return session_acr(user, amr)
 
 
 def set_cookie(response: Response, value: str) -> None:
@@ -94,6 +100,9 @@ def end(sess: LoginSession, reason: str, actor: str | None = None) -> None:
     from .tokens import revoke_session_refresh_tokens
 
     revoke_session_refresh_tokens(sess.sid)
+    from .logout import session_ended
+
+    session_ended(sess)  # back-channel logout to the other systems in the session, after commit
     audit.record("session.ended", actor=actor or f"user:{sess.user.sub}", object=f"session:{sess.sid}",
                  detail={"reason": reason})
     if g.get("_sso") is sess:

@@ -53,10 +53,16 @@ def discovery_document() -> dict:
         "revocation_endpoint": f"{iss}/oauth/revoke",
         "introspection_endpoint": f"{iss}/oauth/introspect",
         "end_session_endpoint": f"{iss}/oauth/logout",
+        "device_authorization_endpoint": f"{iss}/oauth/device_authorization",
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": True,
+        "frontchannel_logout_session_supported": True,
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+                                  "urn:ietf:params:oauth:grant-type:device_code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "userinfo_signing_alg_values_supported": ["none"],
@@ -67,7 +73,7 @@ def discovery_document() -> dict:
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
                              "azp", "at_hash", "name", "gender", "birthdate", "locale", "phone_number",
                              "phone_number_verified", "id_number", "id_number_verified",
-                             "assurance_level"],
+                             "assurance_level", "org_uscc", "org_name", "org_role", "org_authorised_until"],
         "acr_values_supported": ["L1", "L2", "L3", "L4", "L5"],
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_parameter_supported": False,
@@ -155,7 +161,17 @@ def authorize():
             args["force"] = "1"
         return redirect(url_for("idp.login", **args))
 
+    from .stepup import enforce as stepup  # acr_values: a too-weak session is stepped up first
+
+    stepped = stepup(sess, data, redirect_uri, prompts)
+    if stepped is not None:
+        return stepped
     scopes = client.get_allowed_scope(data.get("scope")).split()
+    from .enterprise_views import acting_step  # who the person acts as (themself or an enterprise)
+
+    chooser = acting_step(sess, client, scopes, prompts, redirect_uri, data.get("state"))
+    if chooser is not None:
+        return chooser
     if request.method == "POST":
         form = ConfirmForm()
         if not form.validate_on_submit():
@@ -245,8 +261,17 @@ def userinfo():
         err = InvalidTokenError(description="the token has no active user")
         return Response(json.dumps({"error": err.error, "error_description": err.description}), 401,
                         {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
-    return Response(json.dumps(dict(user_claims(user, tok.get_scope())), ensure_ascii=False),
-                    mimetype="application/json")
+    from . import enterprise
+
+    claims = dict(user_claims(user, tok.get_scope()))
+    try:  # check-on-use: a withdrawn or expired enterprise authority ends the session here
+        claims.update(enterprise.claims_for_scope(tok.claims.get("sid"), tok.client_id, tok.get_scope(),
+                                                  commit=True))
+    except enterprise.AuthorityEnded:
+        return Response(json.dumps({"error": "invalid_token",
+                                    "error_description": "the enterprise authority has ended"}), 401,
+                        {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
+    return Response(json.dumps(claims, ensure_ascii=False), mimetype="application/json")
 
 
 # ---------------------------------------------------------------- log in / log out
@@ -293,6 +318,13 @@ def login():
             msg = _("Wrong ID number/phone or password.")
         return render_template("idp/login.html", form=form, error=msg), (423 if result.reason == "locked"
                                                                           else 401)
+    from .mfa import has_second_factor
+
+    if has_second_factor(result.user):  # the password was right; the second factor comes next
+        from .mfa_views import start_login
+
+        db.session.commit()
+        return start_login(result.user, form.next.data)
     cookie: dict = {}
     sessions.start(result.user, cookie)
     db.session.commit()
@@ -306,32 +338,54 @@ def login():
 @csrf.exempt  # relying parties POST here (RP-Initiated Logout §2); without a valid
 # id_token_hint nothing happens unless the CSRF-checked confirmation form is submitted
 def logout():
-    """RP-initiated logout (basic): id_token_hint, exact post_logout_redirect_uri, state."""
+    """RP-Initiated Logout 1.0, with back-channel and front-channel logout of the other systems."""
+    from . import logout as everywhere
+
     hint = request.values.get("id_token_hint")
     target = request.values.get("post_logout_redirect_uri")
     state = request.values.get("state")
     client_id = request.values.get("client_id")
+    if request.values.get("ui_locales"):
+        g.ui_locales = request.values["ui_locales"]
     hint_claims = _decode_id_token_hint(hint) if hint else None
     if hint and hint_claims is None:
         return render_template("idp/oauth_error.html", error="invalid_request",
                                description=_("The id_token_hint is not valid.")), 400
     if hint_claims:
-        client_id = hint_claims.get("aud")[0] if isinstance(hint_claims.get("aud"), list) else hint_claims.get(
-            "aud")
+        aud = hint_claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        if client_id and client_id not in audiences:
+            return render_template("idp/oauth_error.html", error="invalid_request",
+                                   description=_("The client_id does not match the id_token_hint.")), 400
+        client_id = hint_claims.get("azp") if hint_claims.get("azp") in audiences else audiences[0]
     client = registry.get_client(client_id) if client_id else None
     redirect_to = None
     if target and client and target in client.post_logout_redirect_uris:
         redirect_to = target + (("&" if "?" in target else "?") + urlencode({"state": state}) if state else "")
     sess = sessions.current_session()
+    # a hint names who asked; if it names someone else than this browser's user, ask
+    hint_ok = bool(hint_claims) and (sess is None or hint_claims.get("sub") == sess.user.sub)
     confirmed = request.method == "POST" and ConfirmForm().validate_on_submit()
-    if sess is not None and not hint_claims and not confirmed:
+    if sess is not None and not hint_ok and not confirmed:
         return render_template("idp/logout_confirm.html", form=ConfirmForm(), action=request.full_path,
                                client=client)
+    frames: list[dict] = []
     if sess is not None:
+        initiator = client.client_id if hint_ok and client else None
+        everywhere.initiated_by(initiator)
+        frames = everywhere.frontchannel_frames(sess.sid, except_client=initiator)
         sessions.end(sess, "logout")
         db.session.commit()
-    response = redirect(redirect_to) if redirect_to else current_app.make_response(
-        render_template("idp/logged_out.html"))
+    if redirect_to and not frames:
+        response = redirect(redirect_to)
+    else:
+        response = current_app.make_response(render_template("idp/logged_out.html", frames=frames,
+                                                             continue_to=redirect_to))
+        if frames:
+            from tongban.security import CSP
+
+            origins = " ".join(sorted({f["origin"] for f in frames}))
+            response.headers["Content-Security-Policy"] = f"{CSP}; frame-src {origins}"
     sessions.clear_cookie(response)
     return response
 

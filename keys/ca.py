@@ -189,8 +189,19 @@ class CAState:
         except KeyError:
             raise LookupError("the seal CA does not exist yet: run `flask db upgrade`") from None
 
+    def memo(self, key, make):
+        """``make()``, computed once per CA state: anything derived from the CA's keys, certificates
+        or CRLs can be kept here, and is dropped with the state when the CA changes (a revocation)."""
+        try:
+            return self._vc_cache[key]
+        except KeyError:
+            value = self._vc_cache[key] = make()
+            return value
+
     def crl_asn1(self) -> list[asn1_crl.CertificateList]:
-        return [asn1_crl.CertificateList.load(c.der) for c in self.crls.values()]
+        """The current CRLs, parsed once per state (and then shared, read-only, like the certificates)."""
+        return list(self.memo("crl-asn1", lambda: [asn1_crl.CertificateList.load(c.der)
+                                                   for c in self.crls.values()]))
 
 
 def _load() -> CAState:
@@ -327,21 +338,29 @@ def crl_der(issuer: str = "issuing") -> bytes:
 # ---------------------------------------------------------------- validation
 
 
+# a context's validation time is fixed when it is made: reuse one for a minute at most
+VC_REUSE_SECONDS = 60
+
+
 def validation_context(*, for_signing: bool = False):
     """A pyHanko ValidationContext trusting only our root, with our current CRLs and no fetching.
 
-    One per CA state: pyHanko caches validated paths and parsed revocation data in it.
+    For signing, one per CA state, reused for up to a minute: pyHanko caches validated paths
+    and checked CRLs in it, and signing only ever shows it our own certificates. A
+    revocation makes a new CA state, hence a new context, at once. Verification gets a new
+    context each time (from the state's parsed certificates and CRLs), because validating a
+    document also registers the certificates that document carries in the context.
     """
     from pyhanko_certvalidator import ValidationContext
 
     state = ca()
+    now = time.monotonic()
     cached = state._vc_cache.get("sign") if for_signing else None
-    # a context's validation time is fixed when it is made: reuse one for a minute at most
-    if cached is not None and time.monotonic() - cached[0] < 60:
+    if cached is not None and now - cached[0] < VC_REUSE_SECONDS:
         return cached[1]
     vc = ValidationContext(
         trust_roots=[state["root"].asn1], other_certs=[state["issuing"].asn1, state["tsa"].asn1],
         crls=state.crl_asn1(), allow_fetching=False, revocation_mode="hard-fail")
     if for_signing:
-        state._vc_cache["sign"] = (time.monotonic(), vc)
+        state._vc_cache["sign"] = (now, vc)
     return vc

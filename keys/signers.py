@@ -13,15 +13,19 @@ or ``seals create --backend``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Protocol
 
 from asn1crypto import keys as asn1_keys
+from asn1crypto import tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from flask import current_app
+from pyhanko.sign.attributes import SigningCertificateV2Provider
+from pyhanko.sign.general import as_signing_certificate_v2
 from pyhanko.sign.signers import Signer
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
@@ -44,10 +48,40 @@ class KeyBackend(Protocol):
         """A pyHanko signer for the key, valid inside the ``with`` block."""
 
 
+# ---------------------------------------------------------------- both back-ends
+
+
+@functools.lru_cache(maxsize=512)
+def _signing_certificate_v2_der(cert_der: bytes) -> bytes:
+    return as_signing_certificate_v2(asn1_x509.Certificate.load(cert_der)).dump()
+
+
+class _PreEncodedSigningCertificate(SigningCertificateV2Provider):
+    async def build_attr_value(self, dry_run=False) -> tsp.SigningCertificateV2:
+        return tsp.SigningCertificateV2.load(_signing_certificate_v2_der(self.signing_cert.dump()))
+
+
+class PreEncodedAttributes:
+    """Give pyHanko the ESS signing-certificate-v2 attribute parsed from DER, encoded once per certificate.
+
+    asn1crypto never forgets that a value it built was modified, so every ``dump()`` of a
+    freshly built ``SigningCertificateV2`` re-encodes its issuer name, and pyHanko dumps the
+    signed attributes many times while it assembles a signature: with our multi-attribute
+    Chinese names that alone cost ~20 ms per seal. A value loaded from DER dumps as a copy
+    of its bytes. The encoding is identical.
+    """
+
+    def _signed_attr_providers(self, *args, **kwargs):
+        for prov in super()._signed_attr_providers(*args, **kwargs):
+            if type(prov) is SigningCertificateV2Provider:
+                prov = _PreEncodedSigningCertificate(prov.signing_cert)
+            yield prov
+
+
 # ---------------------------------------------------------------- local key files
 
 
-class LocalKeySigner(Signer):
+class LocalKeySigner(PreEncodedAttributes, Signer):
     """A pyHanko signer over an in-memory ``cryptography`` key (loaded once, not per signature)."""
 
     def __init__(self, private_key, cert: asn1_x509.Certificate, chain: list[asn1_x509.Certificate]):
@@ -110,6 +144,13 @@ def _pkcs11_session():
     return token.open(rw=True, user_pin=pin)
 
 
+@functools.cache
+def _pkcs11_signer_class() -> type[Signer]:
+    from pyhanko.sign.pkcs11 import PKCS11Signer  # python-pkcs11 is imported only when used
+
+    return type("TongbanPKCS11Signer", (PreEncodedAttributes, PKCS11Signer), {})
+
+
 class PKCS11Backend:
     name = "pkcs11"
 
@@ -137,13 +178,12 @@ class PKCS11Backend:
 
     @contextlib.contextmanager
     def open(self, *, key_ref, blob, alg, cert, chain) -> Iterator[Signer]:
-        from pyhanko.sign.pkcs11 import PKCS11Signer
-
         with _pkcs11_session() as session:
-            signer = PKCS11Signer(session, key_label=key_ref, signing_cert=cert, ca_chain=chain,
-                                  cert_label=None, other_certs_to_pull=None,
-                                  # SoftHSM and many HSMs offer only raw ECDSA: hash here, sign there
-                                  use_raw_mechanism=(alg == "ec"))
+            signer = _pkcs11_signer_class()(
+                session, key_label=key_ref, signing_cert=cert, ca_chain=chain,
+                cert_label=None, other_certs_to_pull=None,
+                # SoftHSM and many HSMs offer only raw ECDSA: hash here, sign there
+                use_raw_mechanism=(alg == "ec"))
             yield signer
 
 

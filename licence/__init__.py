@@ -15,21 +15,12 @@ def init_app(app: Flask) -> None:
 
     register_scope("licence:read", _l("Your e-licences (电子证照): list, read and download them"), restricted=True)
     register_scope("licence:verify", _l("Verify e-licences (电子证照) presented to the system"))
-    _refresh_supported_scopes()
     if seed_catalogue not in _hooks():
         on_bootstrap(seed_catalogue)
     views.init_app(app)
     api.init_app(app)
     app.cli.add_command(cli.licences_cli)
     _register_openapi(app)
-
-
-def _refresh_supported_scopes() -> None:
-    """Authlib refuses scopes outside ``scopes_supported``, computed when the server was set up."""
-    from idp.scopes import SCOPES
-    from idp.server import server
-
-    server.scopes_supported = list(SCOPES)
 
 
 def _hooks() -> list:

@@ -17,6 +17,7 @@ from idp import clients as registry
 from idp import consents
 from idp.accounts import get_user_by_sub
 from idp.server import require_oauth
+from idp.stepup import require_acr
 from tongban.extensions import csrf, db
 
 from . import services
@@ -75,6 +76,7 @@ def licence_types():
 
 @api.route("/licences")
 @require_oauth(READ)
+@require_acr("L2", config="TONGBAN_LICENCE_READ_ACR")  # RFC 9470
 def list_licences():
     caller = _caller()
     user = _subject_user()
@@ -100,6 +102,7 @@ def _readable(identifier: str):
 
 @api.route("/licences/<identifier>")
 @require_oauth(READ)
+@require_acr("L2", config="TONGBAN_LICENCE_READ_ACR")  # RFC 9470
 def get_licence(identifier: str):
     caller = _caller()
     lic = _readable(identifier)
@@ -111,6 +114,7 @@ def get_licence(identifier: str):
 
 @api.route("/licences/<identifier>/download", methods=["POST"])
 @require_oauth(READ)
+@require_acr("L2", config="TONGBAN_LICENCE_READ_ACR")  # RFC 9470
 def download_link(identifier: str):
     caller = _caller()
     lic = _readable(identifier)

@@ -512,6 +512,9 @@ def holder_ids_for(user) -> list[str]:
     admin = db.session.execute(select(Organisation.uscc).join(StaffRole, StaffRole.org_id == Organisation.id)
                                .where(StaffRole.user_id == user.id, StaffRole.role == "admin")).scalars()
     ids.extend(admin)
+    from idp.enterprise import managed_usccs  # enterprise administrators the legal rep appointed
+
+    ids.extend(managed_usccs(user))
     return list(dict.fromkeys(ids))
 
 

@@ -6,14 +6,18 @@ No Flask request objects here. Services flush; the request or CLI command commit
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import logging
 import secrets
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 from asn1crypto import x509 as asn1_x509
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from idp.accounts import get_org
 from idp.models import Organisation, StaffRole, User
@@ -199,14 +203,20 @@ def uses(seal_id: str, limit: int = 100) -> list[audit.AuditLog]:
 # ---------------------------------------------------------------- sealing
 
 
-def _reader(pdf: bytes):
+def _reader(pdf: bytes, *, incremental: bool = False):
+    """A reader of ``pdf`` or, with ``incremental``, a writer appending to it (whose ``prev`` reads it)."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.pdf_utils.reader import PdfFileReader
 
     if not isinstance(pdf, bytes | bytearray) or b"%PDF-" not in pdf[:1024]:
         raise BadPdf("not a PDF file")
     try:
+        if incremental:
+            writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
+            writer.prev.root  # noqa: B018  (forces the trailer and catalogue to be read)
+            return writer
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
-        reader.root  # noqa: B018  (forces the trailer and catalogue to be read)
+        reader.root  # noqa: B018
         return reader
     except TongbanError:
         raise
@@ -214,29 +224,54 @@ def _reader(pdf: bytes):
         raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
 
 
-class _SealPicture:
-    """The seal's picture as a pyHanko background (imported from bytes, not a file)."""
+# Parsed seal pictures, by content: importing a picture into a document reads every object of
+# it (the font program above all); from an already parsed reader that is a copy. A reader reads
+# lazily from its stream, so imports are serialised (each takes a fraction of a millisecond).
+_pictures: OrderedDict[bytes, object] = OrderedDict()
+_pictures_lock = threading.Lock()
+_PICTURES_KEPT = 64
 
-    @staticmethod
-    def content(picture: bytes):
-        import binascii
-        import uuid
 
-        from pyhanko.pdf_utils.content import PdfContent
-        from pyhanko.pdf_utils.layout import BoxConstraints
-        from pyhanko.pdf_utils.reader import PdfFileReader
+def _import_picture(writer, picture: bytes):
+    """The seal picture's page as a form XObject of ``writer``."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
 
-        class BytesPdfPage(PdfContent):
-            def render(self) -> bytes:
-                w = self._ensure_writer
-                xobj = w.import_page_as_xobject(PdfFileReader(io.BytesIO(picture)), page_ix=0)
-                name = b"/Seal" + binascii.hexlify(uuid.uuid4().bytes[:6])
-                self.resources.xobject[name.decode("ascii")] = xobj
-                x1, y1, x2, y2 = xobj.get_object()["/BBox"]
-                self.box = BoxConstraints(width=abs(x1 - x2), height=abs(y1 - y2))
-                return name + b" Do"
+    key = hashlib.sha256(picture).digest()
+    with _pictures_lock:
+        reader = _pictures.get(key)
+        if reader is None:
+            reader = _pictures[key] = PdfFileReader(io.BytesIO(picture))
+            if len(_pictures) > _PICTURES_KEPT:
+                _pictures.popitem(last=False)
+        else:
+            _pictures.move_to_end(key)
+        return writer.import_page_as_xobject(reader, page_ix=0)
 
-        return BytesPdfPage()
+
+@functools.cache
+def _picture_content_class():
+    import binascii
+    import uuid
+
+    from pyhanko.pdf_utils.content import PdfContent
+    from pyhanko.pdf_utils.layout import BoxConstraints
+
+    class SealPicture(PdfContent):
+        """The seal's picture as a pyHanko background (imported from bytes, not a file)."""
+
+        def __init__(self, picture: bytes):
+            super().__init__()
+            self.picture = picture
+
+        def render(self) -> bytes:
+            xobj = _import_picture(self._ensure_writer, self.picture)
+            name = b"/Seal" + binascii.hexlify(uuid.uuid4().bytes[:6])
+            self.resources.xobject[name.decode("ascii")] = xobj
+            x1, y1, x2, y2 = xobj.get_object()["/BBox"]
+            self.box = BoxConstraints(width=abs(x1 - x2), height=abs(y1 - y2))
+            return name + b" Do"
+
+    return SealPicture
 
 
 def _stamp_style(seal: Seal):
@@ -244,7 +279,7 @@ def _stamp_style(seal: Seal):
     from pyhanko.stamp import StaticStampStyle
 
     return StaticStampStyle(
-        background=_SealPicture.content(seal.picture), border_width=0,
+        background=_picture_content_class()(seal.picture), border_width=0,
         background_layout=layout.SimpleBoxLayoutRule(
             x_align=layout.AxisAlignment.ALIGN_MID, y_align=layout.AxisAlignment.ALIGN_MID,
             margins=layout.Margins(0, 0, 0, 0), inner_content_scaling=layout.InnerScaling.SHRINK_TO_FIT))
@@ -272,6 +307,66 @@ def _placement(writer, page: int, existing: int) -> tuple[int, tuple[float, floa
     return page % count, (right - size, bottom, right, bottom + size)
 
 
+class _ReservationTooSmall(Exception):
+    pass
+
+
+# Room left in /Contents beyond the signature's measured size. pyHanko adds 50% because a remote
+# TSA's answers may vary; ours are fixed-shape (only an ECDSA signature or a random serial may be
+# a byte or two longer than in the measured dry run). Verifiers parse the whole hex string.
+_RESERVE_MARGIN = 512
+
+
+async def _sign(pdf_signer, writer, out: io.BytesIO, cert_serial: str) -> None:
+    """pyHanko's own signing steps (its "interrupted signing" API), with what does not depend on
+    the document done once per seal and CA state: the signer's certificate path and revocation
+    data (pre-sign validation), and the size of the signature container (a dry-run signature).
+    """
+    from pyhanko.sign.general import SigningError
+    from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+
+    session = pdf_signer.init_signing_session(writer)
+    meta, state = pdf_signer.signature_meta, ca_service.ca()
+    vc = meta.validation_context
+    try:
+        if vc is None:
+            validation_info = None
+        else:
+            # the validation context is reused for a minute per CA state (keys/ca.py): so is its verdict
+            box = state.memo(("presign", cert_serial), dict)
+            entry = box.get("latest")
+            if entry is None or entry[0] is not vc:
+                entry = box["latest"] = (vc, await session.perform_presign_validation(writer))
+            validation_info = entry[1]
+        key = ("reserve", cert_serial, vc is not None, pdf_signer.default_timestamper is not None)
+        reserved = state.memo(key, dict)
+        if "bytes" not in reserved:
+            if reserved.get("generous"):  # our margin once proved too small: pyHanko's 50% from now on
+                reserved["bytes"] = await session.estimate_signature_container_size(validation_info)
+            else:
+                tight = await session.estimate_signature_container_size(validation_info, tight=True)
+                reserved["bytes"] = tight + 2 * _RESERVE_MARGIN
+        tbs = session.prepare_tbs_document(validation_info=validation_info, bytes_reserved=reserved["bytes"])
+        digest, res_output = tbs.digest_tbs_document(output=out)
+        try:
+            post = await tbs.perform_signature(
+                document_digest=digest.document_digest,
+                pdf_cms_signed_attrs=PdfCMSSignedAttributes(
+                    signing_time=session.system_time,
+                    adobe_revinfo_attr=None if validation_info is None else validation_info.adobe_revinfo_attr,
+                    cades_signed_attrs=meta.cades_signed_attr_spec))
+        except SigningError as e:
+            if "larger than expected" in str(e):
+                reserved.clear()
+                reserved["generous"] = True
+                raise _ReservationTooSmall() from e
+            raise
+        await post.post_signature_processing(res_output)
+    finally:
+        if vc is not None:
+            await vc.aclose()
+
+
 def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool = False,
              page: int = 0, box: tuple[float, float, float, float] | None = None,
              field_name: str | None = None, timestamp: bool = True, embed_revocation: bool = True) -> bytes:
@@ -296,12 +391,8 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
         raise SealNotUsable(f"the seal is {seal.status}")
     if not seal.valid_from <= now < seal.valid_until:
         raise SealNotUsable("the seal is outside its validity period")
-    reader = _reader(pdf)
-    try:
-        writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
-    except Exception as e:
-        raise BadPdf(f"damaged PDF: {str(e)[:200]}") from None
-    existing = {f[0]: f[1] for f in fields.enumerate_sig_fields(reader)}
+    writer = _reader(pdf, incremental=True)  # one parse: the writer's reader serves both
+    existing = {f[0]: f[1] for f in fields.enumerate_sig_fields(writer.prev)}
     new_field = None
     if field_name and field_name in existing:
         if existing[field_name] is not None:
@@ -317,12 +408,12 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
 
     cert_row = ca_service.get_certificate(seal.cert_serial)
     cert = asn1_x509.Certificate.load(cert_row.cert_der)
+    vc = ca_service.validation_context(for_signing=True) if embed_revocation else None
     meta = pdf_signers.PdfSignatureMetadata(
         field_name=field_name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
         reason=purpose, name=f"{seal.org.name} {seal.name}", location=seal.org.name,
         certify=certify, docmdp_permissions=fields.MDPPerm.NO_CHANGES,
-        embed_validation_info=embed_revocation,
-        validation_context=ca_service.validation_context(for_signing=True) if embed_revocation else None,
+        embed_validation_info=embed_revocation, validation_context=vc,
     )
     backend = signers.backend(cert_row.key_backend)
     out = io.BytesIO()
@@ -332,7 +423,12 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
             pdf_signer = pdf_signers.PdfSigner(
                 meta, signer=signer, timestamper=timestamper() if timestamp else None,
                 stamp_style=_stamp_style(seal), new_field_spec=new_field)
-            pdf_signer.sign_pdf(writer, output=out)
+            try:
+                asyncio.run(_sign(pdf_signer, writer, out, cert_row.serial))
+            except _ReservationTooSmall:
+                # cannot happen with our own TSA's fixed-shape tokens, but never fail a seal over it
+                writer, out = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False), io.BytesIO()
+                pdf_signer.sign_pdf(writer, output=out)
     except SigningError as e:
         raise SealingRefused(f"the document cannot be sealed: {e}") from None
     sealed = out.getvalue()
@@ -370,7 +466,8 @@ def _verdict_for(sig, status, is_last: bool) -> dict:
     cert = sig.signer_cert
     subj = _subject(cert)
     serial_hex = format(cert.serial_number, "x")
-    seal = db.session.execute(select(Seal).where(Seal.cert_serial == serial_hex)).scalar_one_or_none()
+    seal = db.session.execute(select(Seal).options(joinedload(Seal.org))  # one query, not two
+                              .where(Seal.cert_serial == serial_hex)).scalar_one_or_none()
     level = status.modification_level
     covers = status.coverage == SignatureCoverageLevel.ENTIRE_FILE or (
         status.coverage == SignatureCoverageLevel.ENTIRE_REVISION

@@ -106,12 +106,17 @@ def init_views(app: Flask) -> None:
 
     if "seal" in app.blueprints:
         return
-    sign = require_oauth("seal:sign")(lambda seal_id: _sign_api(seal_id))
-    sign.__name__ = "api_sign"
-    bp.add_url_rule("/api/v1/seals/<seal_id>/sign", "api_sign", sign, methods=["POST"])
-    csrf.exempt(api_verify)
-    csrf.exempt(sign)
+    if "seal.api_sign" not in _ADDED:  # the blueprint is shared by every app of the process
+        sign = require_oauth("seal:sign")(lambda seal_id: _sign_api(seal_id))
+        sign.__name__ = "api_sign"
+        bp.add_url_rule("/api/v1/seals/<seal_id>/sign", "api_sign", sign, methods=["POST"])
+        csrf.exempt(api_verify)
+        csrf.exempt(sign)
+        _ADDED.add("seal.api_sign")
     app.register_blueprint(bp)
+
+
+_ADDED: set[str] = set()
 
 
 _SIGNATURE = {"type": "object", "required": ["seal_name", "seal_code", "organisation", "signer", "signed_at",

@@ -19,7 +19,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     cfg.load(app, config)
 
-    from . import audit, bootstrap, demo, i18n, security, views
+    from . import audit, bootstrap, demo, i18n, outbox, security, views
     from .extensions import csrf, db, migrate
 
     db.init_app(app)
@@ -31,6 +31,7 @@ def create_app(config: dict | None = None) -> Flask:
     audit.init_app(app)
     bootstrap.init_app(app)
     demo.init_app(app)
+    outbox.init_app(app)
 
     import idp
     import keys

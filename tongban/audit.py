@@ -74,7 +74,7 @@ def client_ip() -> str:
     return "cli"
 
 
-def record(action: str, *, actor: str = "", object: str = "", outcome: str = "success",  # noqa: A002
+def record(action: str, *, actor: str = "", object: str = "", outcome: str = "success",
            detail: dict | None = None, ip: str | None = None) -> AuditLog:
     """Append one event in the current transaction (it commits or rolls back with it).
 

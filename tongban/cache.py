@@ -95,7 +95,7 @@ class CachedLoader:
         app = current_app._get_current_object()
         now = time.monotonic()
         key = id(app)
-        if self._app_key == key and self._value is not None and now - self._checked < self.check_every:
+        if self._app_key == key and self._value is not None and 0 <= now - self._checked < self.check_every:
             return self._value
         gen = self.generation.current(app)
         self._checked = now

@@ -40,6 +40,13 @@ DEFAULTS: dict = {
     # how often each worker writes its in-memory usage counters to the database
     "TONGBAN_USAGE_FLUSH_SECONDS": 5,
     "TONGBAN_PUBLIC_REGISTRATION": True,
+    # the outbox (back-channel logout deliveries): attempts before giving up, how often an
+    # idle worker looks for due items, whether web processes run a worker thread, HTTP timeout
+    "TONGBAN_OUTBOX_MAX_ATTEMPTS": 8,
+    "TONGBAN_OUTBOX_POLL_SECONDS": 5,
+    "TONGBAN_OUTBOX_THREAD": True,
+    "TONGBAN_OUTBOX_TIMEOUT": 5,
+    "TONGBAN_LOGOUT_TOKEN_LIFETIME": 120,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

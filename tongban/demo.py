@@ -66,6 +66,9 @@ def seed() -> dict:
     if db.session.execute(select(accounts.Organisation).where(
             accounts.Organisation.uscc == ENTERPRISE["uscc"])).scalar_one_or_none() is None:
         accounts.create_org(ENTERPRISE["uscc"], ENTERPRISE["name"], citizen.id_number, actor="demo")
+    from idp.enterprise import add_register_record  # the local legal person register
+
+    add_register_record(ENTERPRISE["uscc"], ENTERPRISE["name"], CITIZEN["id_number"], CITIZEN["name"])
 
     secret = _demo_secret()
     row = db.session.execute(select(Client).where(Client.client_id == DEMO_CLIENT_ID)).scalar_one_or_none()
@@ -80,9 +83,12 @@ def seed() -> dict:
             scope_of_use="全市", approver="市政务服务和数据管理局", funding_source="财政拨款",
             contact=f"{iss}/", actor="demo")
     row.secret_hash = digest(secret)
+    from demo.seed import register_portals  # the two demo department portals `make run` serves
+
+    portals = register_portals(Path(cfg["TONGBAN_INSTANCE_DIR"]))
     db.session.commit()
     return {"citizen": CITIZEN, "clerk": CITIZEN2, "password": DEMO_PASSWORD, "enterprise": ENTERPRISE,
-            "client_id": DEMO_CLIENT_ID, "client_secret": secret}
+            "client_id": DEMO_CLIENT_ID, "client_secret": secret, "portals": portals}
 
 
 @demo_cli.command("seed")
@@ -101,6 +107,8 @@ Tongban demo ({iss})
                redirect URI http://127.0.0.1:8080/callback
   discovery    {iss}/.well-known/openid-configuration
 """)
+    for p in info.get("portals", []):
+        click.echo(f"  demo portal  {p['name']}  {p['url']}")
 
 
 def init_app(app: Flask) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, redirect, request
+from flask import Blueprint, Flask, current_app, g, redirect, request
 from flask_babel import get_locale
 
 from .config import PROJECT_ROOT
@@ -15,11 +15,24 @@ bp = Blueprint("i18n", __name__)
 
 def select_locale() -> str:
     langs = current_app.config["LANGUAGES"]
-    for candidate in (request.args.get("lang"), request.cookies.get("lang")):
+    ui_locales = g.get("ui_locales") or request.args.get("ui_locales")  # OIDC: preferred, in order
+    for candidate in (request.args.get("lang"), *_from_ui_locales(ui_locales), request.cookies.get("lang")):
         if candidate in langs:
             return candidate
     best = request.accept_languages.best_match(["zh_CN", "zh", "en"], default="zh_CN")
     return "en" if best == "en" else "zh_CN"
+
+
+def _from_ui_locales(value: str | None) -> list[str]:
+    """BCP 47 tags (``en zh-CN``) as this app's locale names, unknown ones dropped."""
+    out = []
+    for tag in (value or "").split()[:10]:
+        t = tag.lower()
+        if t == "zh" or t.startswith(("zh-cn", "zh-hans")):
+            out.append("zh_CN")
+        elif t == "en" or t.startswith("en-"):
+            out.append("en")
+    return out
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from flask import has_request_context
+from flask_babel import force_locale
+from flask_babel import lazy_gettext as _l
+
 from .errors import ValidationError
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -12,6 +16,15 @@ _ID_CHECK = "10X98765432"
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+def localised(message) -> str:
+    """A lazy message as text at raise time: in the request's language on a page; in English
+    (the msgid) outside a request, e.g. the CLI, which is for operators and has no locale."""
+    if has_request_context():
+        return str(message)
+    with force_locale("en"):
+        return str(message)
 
 
 @dataclass(frozen=True)
@@ -31,15 +44,16 @@ def parse_id_number(raw: str, today: date | None = None) -> IdNumber:
     """Validate a citizen ID number (GB 11643-1999) and return what it encodes."""
     value = (raw or "").strip().upper()
     if len(value) != 18 or not value[:17].isdigit() or not (value[17].isdigit() or value[17] == "X"):
-        raise ValidationError("ID number must be 17 digits and a check digit or X", "invalid_id_number")
+        raise ValidationError(localised(_l("ID number must be 17 digits and a check digit or X")),
+                              "invalid_id_number")
     try:
         birth = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
-        raise ValidationError("ID number has an impossible birth date", "invalid_id_number") from None
+        raise ValidationError(localised(_l("ID number has an impossible birth date")), "invalid_id_number") from None
     if birth > (today or date.today()) or birth.year < 1850:
-        raise ValidationError("ID number has an impossible birth date", "invalid_id_number")
+        raise ValidationError(localised(_l("ID number has an impossible birth date")), "invalid_id_number")
     if id_check_char(value[:17]) != value[17]:
-        raise ValidationError("ID number check digit is wrong", "invalid_id_number")
+        raise ValidationError(localised(_l("ID number check digit is wrong")), "invalid_id_number")
     gender = "male" if int(value[16]) % 2 else "female"
     return IdNumber(value=value, birthdate=birth, gender=gender, region=value[:6])
 
@@ -63,12 +77,13 @@ def validate_uscc(raw: str) -> str:
     value = (raw or "").strip().upper()
     if len(value) != 18 or any(c not in USCC_ALPHABET for c in value):
         raise ValidationError(
-            "USCC must be 18 characters of 0-9 and A-Y without I, O, S, V, Z", "invalid_uscc"
+            localised(_l("USCC must be 18 characters of 0-9 and A-Y without I, O, S, V, Z")), "invalid_uscc"
         )
     if not value[2:8].isdigit():
-        raise ValidationError("USCC positions 3-8 must be an administrative division code", "invalid_uscc")
+        raise ValidationError(localised(_l("USCC positions 3-8 must be an administrative division code")),
+                              "invalid_uscc")
     if uscc_check_char(value[:17]) != value[17]:
-        raise ValidationError("USCC check character is wrong", "invalid_uscc")
+        raise ValidationError(localised(_l("USCC check character is wrong")), "invalid_uscc")
     return value
 
 

@@ -24,6 +24,17 @@ def issue(app):
     return _issue
 
 
+def _phone_verified() -> None:
+    from idp.accounts import find_user_by_login
+    from tests.conftest import CITIZEN_ID
+    from tongban.extensions import db
+
+    user = find_user_by_login(CITIZEN_ID)
+    if user is not None and user.assurance_level < 2:
+        user.assurance_level = 2
+        db.session.commit()
+
+
 def user_token(live_server, make_client, scopes="openid licence:read", consent="approve", first_party=False):
     """A user access token from the authorization code flow (log-in + consent as 张三)."""
     import base64
@@ -34,6 +45,7 @@ def user_token(live_server, make_client, scopes="openid licence:read", consent="
 
     from tests.idp.helpers import REDIRECT, Browser, callback_params
 
+    _phone_verified()  # reading licences needs L2 (idp.stepup.require_acr, TONGBAN_LICENCE_READ_ACR)
     client_id, secret = make_client(scopes=["openid", "profile", "licence:read", "licence:verify"],
                                     redirect_uris=[REDIRECT], first_party=first_party)
     verifier = "v" * 64

@@ -1,0 +1,503 @@
+"""Enterprise (legal person) accounts: claiming, administrators, agents (办事人), acting for one.
+
+An enterprise is an ``Organisation`` (USCC). Its legal representative (法定代表人,
+``Organisation.legal_rep_id``) claims it, confirmed by a ``LegalPersonRegister``;
+they appoint up to ``MAX_ADMINS`` administrators; the legal representative and the
+administrators authorise agents for chosen systems and a chosen period.
+
+These are NOT the government staff roles of ``StaffRole`` (clerk, seal-admin, ...):
+enterprise roles live in their own tables.
+
+Acting for an enterprise is chosen per log-in session and system: one
+``EnterpriseActing`` row per (``sid``, ``client_id``). Tokens carry ``sid`` and the
+client, so the ID token, userinfo, refresh and introspection all find the choice
+and check it is still valid (check-on-use). Withdrawing or expiring an authority
+ends every session acting on it (``sessions.end``: refresh tokens revoked, access
+tokens denied, back-channel logout).
+
+Services flush; the request or CLI command commits once (except where noted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, UniqueConstraint, delete, func, or_, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from tongban import audit
+from tongban.clock import to_epoch, utcnow
+from tongban.errors import Conflict, Forbidden, NotFound, ValidationError
+from tongban.extensions import db
+from tongban.identifiers import parse_id_number, validate_uscc
+
+from .models import Client, LoginSession, Organisation, User
+
+MAX_ADMINS = 5
+ROLE_LEGAL_REP, ROLE_ADMIN, ROLE_AGENT = "legal_rep", "admin", "agent"
+SCOPE = "enterprise"
+CLAIMS = ("org_uscc", "org_name", "org_role", "org_authorised_until")
+
+
+# ---------------------------------------------------------------- models
+
+
+class LegalPersonRecord(db.Model):
+    """The local stand-in for the market-regulation register the LegalPersonRegister checks."""
+
+    __tablename__ = "legal_person_register"
+
+    uscc: Mapped[str] = mapped_column(String(18), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    legal_rep_id_number: Mapped[str] = mapped_column(String(18))
+    legal_rep_name: Mapped[str] = mapped_column(String(100))
+
+
+class EnterpriseAdmin(db.Model):
+    """An administrator the legal representative appointed (at most ``MAX_ADMINS``)."""
+
+    __tablename__ = "enterprise_admins"
+    __table_args__ = (UniqueConstraint("org_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    appointed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"),
+                                                        nullable=True)
+    appointed_at: Mapped[datetime] = mapped_column(DateTime)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    org: Mapped[Organisation] = relationship()
+
+
+class AgentAuthorisation(db.Model):
+    """An agent (办事人) may act for the enterprise at ``client_ids`` from ``valid_from`` until ``valid_until``."""
+
+    __tablename__ = "enterprise_agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    client_ids: Mapped[list] = mapped_column(JSON, default=list)
+    valid_from: Mapped[datetime] = mapped_column(DateTime)
+    valid_until: Mapped[datetime] = mapped_column(DateTime, index=True)
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    granted_at: Mapped[datetime] = mapped_column(DateTime)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    withdrawn_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"),
+                                                        nullable=True)
+    # when the sessions acting on it were ended (withdrawal or expiry): done once
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    org: Mapped[Organisation] = relationship()
+
+    def is_active(self, now: datetime, client_id: str | None = None) -> bool:
+        if self.withdrawn_at is not None or not (self.valid_from <= now < self.valid_until):
+            return False
+        return client_id is None or client_id in (self.client_ids or [])
+
+    def state(self, now: datetime) -> str:
+        if self.withdrawn_at is not None:
+            return "withdrawn"
+        if now >= self.valid_until:
+            return "expired"
+        return "active" if now >= self.valid_from else "pending"
+
+
+class EnterpriseActing(db.Model):
+    """Who a log-in session acts as at one system: the person (``org_id`` NULL) or an enterprise."""
+
+    __tablename__ = "enterprise_acting"
+
+    sid: Mapped[str] = mapped_column(String(64), ForeignKey("login_sessions.sid", ondelete="CASCADE"),
+                                     primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"),
+                                               nullable=True, index=True)
+    role: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("enterprise_agents.id", ondelete="CASCADE"),
+                                                 nullable=True, index=True)
+    chosen_at: Mapped[datetime] = mapped_column(DateTime)
+
+    org: Mapped[Organisation | None] = relationship()
+    agent: Mapped[AgentAuthorisation | None] = relationship()
+
+
+# ---------------------------------------------------------------- the register
+
+
+class LegalPersonRegister:
+    """Confirms that a citizen (ID number + name) is the legal representative of a USCC.
+
+    The shipped implementation reads the local ``legal_person_register`` table that
+    ``demo seed`` fills; a deployment plugs in the market-regulation service by
+    setting ``app.extensions["tongban.legal_person_register"]``.
+    """
+
+    def confirm(self, uscc: str, id_number: str, name: str) -> str | None:
+        """The enterprise's registered name when confirmed, else None."""
+        rec = db.session.get(LegalPersonRecord, uscc)
+        if rec is None or rec.legal_rep_id_number != id_number or rec.legal_rep_name != name:
+            return None
+        return rec.name
+
+
+def legal_person_register() -> LegalPersonRegister:
+    return current_app.extensions.get("tongban.legal_person_register") or LegalPersonRegister()
+
+
+def add_register_record(uscc: str, name: str, legal_rep_id_number: str, legal_rep_name: str) -> None:
+    """Put (or update) an entry of the local register (demo seed, tests)."""
+    uscc = validate_uscc(uscc)
+    rep = parse_id_number(legal_rep_id_number).value
+    rec = db.session.get(LegalPersonRecord, uscc)
+    if rec is None:
+        db.session.add(LegalPersonRecord(uscc=uscc, name=name, legal_rep_id_number=rep, legal_rep_name=legal_rep_name))
+    else:
+        rec.name, rec.legal_rep_id_number, rec.legal_rep_name = name, rep, legal_rep_name
+    db.session.flush()
+
+
+# ---------------------------------------------------------------- claiming and roles
+
+
+def _actor(user: User) -> str:
+    return f"user:{user.sub}"
+
+
+def claim(user: User, uscc: str) -> Organisation:
+    """Become the legal representative of ``uscc`` once the register confirms it."""
+    uscc = validate_uscc(uscc)
+    name = legal_person_register().confirm(uscc, user.id_number, user.name)
+    if name is None:
+        audit.record("enterprise.claim", actor=_actor(user), object=f"org:{uscc}", outcome="failure",
+                     detail={"reason": "not_confirmed"})
+        raise Forbidden(str(_l("The register does not list you as the legal representative of this "
+                               "enterprise.")), "not_legal_rep")
+    org = db.session.execute(select(Organisation).where(Organisation.uscc == uscc)).scalar_one_or_none()
+    if org is None:
+        org = Organisation(uscc=uscc, name=name, legal_rep_id=user.id, created_at=utcnow())
+        db.session.add(org)
+        db.session.flush()
+        audit.record("org.created", actor=_actor(user), object=f"org:{uscc}", detail={"name": name})
+    elif org.legal_rep_id != user.id:
+        previous = org.legal_rep_id
+        org.legal_rep_id = user.id
+        org.name = name
+        if previous is not None:
+            end_acting(org.id, previous, reason="legal_rep_changed", actor=_actor(user), role=ROLE_LEGAL_REP)
+    # the legal representative needs no administrator role besides
+    db.session.execute(delete(EnterpriseAdmin).where(EnterpriseAdmin.org_id == org.id,
+                                                     EnterpriseAdmin.user_id == user.id))
+    audit.record("enterprise.claim", actor=_actor(user), object=f"org:{uscc}")
+    return org
+
+
+def get_enterprise(uscc: str) -> Organisation:
+    uscc = validate_uscc(uscc)
+    org = db.session.execute(select(Organisation).where(Organisation.uscc == uscc)).scalar_one_or_none()
+    if org is None:
+        raise NotFound(str(_l("No such enterprise.")), "unknown_org")
+    return org
+
+
+def role_in(user: User, org: Organisation) -> str | None:
+    """``legal_rep`` or ``admin`` (who may manage the enterprise), else None."""
+    if org.legal_rep_id == user.id:
+        return ROLE_LEGAL_REP
+    if db.session.execute(select(EnterpriseAdmin.id).where(
+            EnterpriseAdmin.org_id == org.id, EnterpriseAdmin.user_id == user.id)).first():
+        return ROLE_ADMIN
+    return None
+
+
+def _require(user: User, org: Organisation, *roles: str) -> str:
+    role = role_in(user, org)
+    if role not in roles:
+        raise Forbidden(str(_l("You may not do this for this enterprise.")), "forbidden")
+    return role
+
+
+def _citizen(id_number: str) -> User:
+    ident = parse_id_number(id_number)
+    u = db.session.execute(select(User).where(User.id_number == ident.value)).scalar_one_or_none()
+    if u is None or u.disabled:
+        raise NotFound(str(_l("There is no account with this ID number.")), "unknown_user")
+    return u
+
+
+def admins(org: Organisation) -> list[EnterpriseAdmin]:
+    return list(db.session.execute(select(EnterpriseAdmin).where(EnterpriseAdmin.org_id == org.id)
+                                   .order_by(EnterpriseAdmin.appointed_at, EnterpriseAdmin.id)).scalars())
+
+
+def appoint_admin(actor: User, org: Organisation, id_number: str) -> EnterpriseAdmin:
+    _require(actor, org, ROLE_LEGAL_REP)
+    target = _citizen(id_number)
+    if target.id == org.legal_rep_id:
+        raise Conflict(str(_l("The legal representative manages the enterprise already.")), "is_legal_rep")
+    if db.session.execute(select(EnterpriseAdmin.id).where(
+            EnterpriseAdmin.org_id == org.id, EnterpriseAdmin.user_id == target.id)).first():
+        raise Conflict(str(_l("This person is an administrator already.")), "already_admin")
+    count = db.session.execute(select(func.count()).select_from(EnterpriseAdmin)
+                               .where(EnterpriseAdmin.org_id == org.id)).scalar_one()
+    if count >= MAX_ADMINS:
+        raise Conflict(str(_l("An enterprise has at most %(n)d administrators.", n=MAX_ADMINS)), "too_many_admins")
+    row = EnterpriseAdmin(org_id=org.id, user_id=target.id, appointed_by_id=actor.id, appointed_at=utcnow())
+    db.session.add(row)
+    db.session.flush()
+    audit.record("enterprise.admin_appointed", actor=_actor(actor), object=f"org:{org.uscc}",
+                 detail={"admin": f"user:{target.sub}"})
+    return row
+
+
+def remove_admin(actor: User, org: Organisation, admin_id: int) -> None:
+    _require(actor, org, ROLE_LEGAL_REP)
+    row = db.session.get(EnterpriseAdmin, admin_id)
+    if row is None or row.org_id != org.id:
+        raise NotFound(str(_l("No such administrator.")), "unknown_admin")
+    user_id, sub = row.user_id, row.user.sub
+    db.session.delete(row)
+    db.session.flush()
+    audit.record("enterprise.admin_removed", actor=_actor(actor), object=f"org:{org.uscc}",
+                 detail={"admin": f"user:{sub}"})
+    end_acting(org.id, user_id, reason="enterprise_admin_removed", actor=_actor(actor), role=ROLE_ADMIN)
+
+
+def agents(org: Organisation) -> list[AgentAuthorisation]:
+    return list(db.session.execute(select(AgentAuthorisation).where(AgentAuthorisation.org_id == org.id)
+                                   .order_by(AgentAuthorisation.granted_at.desc(), AgentAuthorisation.id.desc())
+                                   ).scalars())
+
+
+def authorise_agent(actor: User, org: Organisation, id_number: str, client_ids: list[str],
+                    valid_from: datetime, valid_until: datetime) -> AgentAuthorisation:
+    """Authorise an agent for ``client_ids`` during [valid_from, valid_until) (naive UTC)."""
+    _require(actor, org, ROLE_LEGAL_REP, ROLE_ADMIN)
+    target = _citizen(id_number)
+    client_ids = list(dict.fromkeys(c for c in client_ids if c))
+    if not client_ids:
+        raise ValidationError(str(_l("Choose at least one system.")), "no_systems")
+    known = set(db.session.execute(select(Client.client_id).where(
+        Client.client_id.in_(client_ids), Client.enabled.is_(True))).scalars())
+    if known != set(client_ids):
+        raise ValidationError(str(_l("Unknown system.")), "unknown_client")
+    if valid_until <= valid_from or valid_until <= utcnow():
+        raise ValidationError(str(_l("The period must end after it starts, and in the future.")), "invalid_period")
+    row = AgentAuthorisation(org_id=org.id, user_id=target.id, client_ids=client_ids, valid_from=valid_from,
+                             valid_until=valid_until, granted_by_id=actor.id, granted_at=utcnow())
+    db.session.add(row)
+    db.session.flush()
+    audit.record("enterprise.agent_authorised", actor=_actor(actor), object=f"org:{org.uscc}",
+                 detail={"agent": f"user:{target.sub}", "authorisation": row.id, "systems": client_ids,
+                         "from": valid_from.isoformat(timespec="seconds"),
+                         "until": valid_until.isoformat(timespec="seconds")})
+    return row
+
+
+def withdraw_agent(actor: User, org: Organisation, authorisation_id: int) -> int:
+    """Withdraw an authorisation now; returns how many sessions were ended."""
+    _require(actor, org, ROLE_LEGAL_REP, ROLE_ADMIN)
+    row = db.session.get(AgentAuthorisation, authorisation_id)
+    if row is None or row.org_id != org.id:
+        raise NotFound(str(_l("No such authorisation.")), "unknown_authorisation")
+    if row.withdrawn_at is None:
+        row.withdrawn_at = utcnow()
+        row.withdrawn_by_id = actor.id
+        audit.record("enterprise.agent_withdrawn", actor=_actor(actor), object=f"org:{org.uscc}",
+                     detail={"agent": f"user:{row.user.sub}", "authorisation": row.id})
+    return _end_authorisation(row, "enterprise_authority_withdrawn", _actor(actor))
+
+
+def _end_authorisation(row: AgentAuthorisation, reason: str, actor: str) -> int:
+    row.ended_at = row.ended_at or utcnow()
+    return end_acting(row.org_id, row.user_id, reason=reason, actor=actor, agent_id=row.id)
+
+
+def expire_due(now: datetime | None = None) -> int:
+    """End the sessions of authorisations that expired (``flask enterprises expire``)."""
+    now = now or utcnow()
+    rows = db.session.execute(select(AgentAuthorisation).where(
+        AgentAuthorisation.ended_at.is_(None),
+        or_(AgentAuthorisation.valid_until <= now, AgentAuthorisation.withdrawn_at.is_not(None)))).scalars().all()
+    for row in rows:
+        if row.withdrawn_at is None:
+            audit.record("enterprise.agent_expired", actor="system", object=f"org:{row.org.uscc}",
+                         detail={"agent": f"user:{row.user.sub}", "authorisation": row.id})
+        _end_authorisation(row, "enterprise_authority_expired", "system")
+    return len(rows)
+
+
+def end_acting(org_id: int, user_id: int, *, reason: str, actor: str, role: str | None = None,
+               agent_id: int | None = None) -> int:
+    """End every live session of ``user_id`` that acts for ``org_id`` (in ``role``/on ``agent_id``)."""
+    from . import sessions
+
+    q = (select(LoginSession).join(EnterpriseActing, EnterpriseActing.sid == LoginSession.sid)
+         .where(EnterpriseActing.org_id == org_id, LoginSession.user_id == user_id, LoginSession.ended_at.is_(None)))
+    if role is not None:
+        q = q.where(EnterpriseActing.role == role)
+    if agent_id is not None:
+        q = q.where(EnterpriseActing.agent_id == agent_id)
+    rows = db.session.execute(q.distinct()).scalars().all()
+    for sess in rows:
+        sessions.end(sess, reason, actor)
+    return len(rows)
+
+
+# ---------------------------------------------------------------- acting for an enterprise
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """One way a person may act: for ``org`` in ``role`` (on ``agent`` for agents)."""
+
+    org: Organisation
+    role: str
+    agent: AgentAuthorisation | None = None
+
+    @property
+    def key(self) -> str:
+        return f"agent:{self.agent.id}" if self.agent else f"{self.role}:{self.org.id}"
+
+
+def managed(user: User) -> list[Capacity]:
+    """Enterprises the person manages (legal representative or administrator)."""
+    out = [Capacity(o, ROLE_LEGAL_REP) for o in db.session.execute(
+        select(Organisation).where(Organisation.legal_rep_id == user.id).order_by(Organisation.id)).scalars()]
+    out += [Capacity(a.org, ROLE_ADMIN) for a in db.session.execute(
+        select(EnterpriseAdmin).where(EnterpriseAdmin.user_id == user.id).order_by(EnterpriseAdmin.id)).scalars()]
+    return out
+
+
+def managed_usccs(user: User) -> list[str]:
+    return [c.org.uscc for c in managed(user)]
+
+
+def my_authorisations(user: User) -> list[AgentAuthorisation]:
+    return list(db.session.execute(select(AgentAuthorisation).where(AgentAuthorisation.user_id == user.id)
+                                   .order_by(AgentAuthorisation.valid_until.desc())).scalars())
+
+
+def capacities(user: User, client_id: str, now: datetime | None = None) -> list[Capacity]:
+    """Everyone the person may act as at ``client_id`` now, besides themself."""
+    now = now or utcnow()
+    out = managed(user)
+    out += [Capacity(a.org, ROLE_AGENT, a) for a in my_authorisations(user) if a.is_active(now, client_id)]
+    return out
+
+
+def selection(sid: str | None, client_id: str) -> EnterpriseActing | None:
+    if not sid:
+        return None
+    return db.session.get(EnterpriseActing, (sid, client_id))
+
+
+def choose(sess: LoginSession, client_id: str, key: str) -> EnterpriseActing:
+    """Record who ``sess`` acts as at ``client_id``: ``self`` or a ``Capacity.key``."""
+    cap = None
+    if key != "self":
+        cap = next((c for c in capacities(sess.user, client_id) if c.key == key), None)
+        if cap is None:
+            raise Forbidden(str(_l("You may not act for this enterprise at this system.")), "no_authority")
+    row = selection(sess.sid, client_id)
+    if row is None:
+        row = EnterpriseActing(sid=sess.sid, client_id=client_id)
+        db.session.add(row)
+    row.org_id = cap.org.id if cap else None
+    row.role = cap.role if cap else None
+    row.agent_id = cap.agent.id if cap and cap.agent else None
+    row.chosen_at = utcnow()
+    db.session.flush()
+    audit.record("enterprise.acting_chosen", actor=_actor(sess.user), object=f"session:{sess.sid}",
+                 detail={"client": client_id, "org": cap.org.uscc if cap else None,
+                         "role": cap.role if cap else None})
+    return row
+
+
+def _still_valid(row: EnterpriseActing, user_id: int, now: datetime) -> bool:
+    org = row.org
+    if org is None:
+        return False
+    if row.role == ROLE_LEGAL_REP:
+        return org.legal_rep_id == user_id
+    if row.role == ROLE_ADMIN:
+        return db.session.execute(select(EnterpriseAdmin.id).where(
+            EnterpriseAdmin.org_id == org.id, EnterpriseAdmin.user_id == user_id)).first() is not None
+    agent = row.agent
+    return agent is not None and agent.user_id == user_id and agent.is_active(now, row.client_id)
+
+
+class AuthorityEnded(Exception):
+    """The session acted for an enterprise on an authority that is gone; the session is ended."""
+
+
+def acting_claims(sid: str | None, client_id: str, *, commit: bool = False) -> dict:
+    """The enterprise claims of (``sid``, ``client_id``), checked on use.
+
+    ``{}`` when the session acts as the person. Raises ``AuthorityEnded`` (after
+    ending the session) when the authority was withdrawn or has expired, or the
+    session acting for the enterprise has ended. With ``commit`` the ending is
+    committed at once: callers answer with an error, and their request rolls back.
+    """
+    row = selection(sid, client_id)
+    if row is None or row.org_id is None:
+        return {}
+    sess = db.session.execute(select(LoginSession).where(LoginSession.sid == sid)).scalar_one_or_none()
+    if sess is None or sess.ended_at is not None:
+        raise AuthorityEnded(sid)
+    now = utcnow()
+    if not _still_valid(row, sess.user_id, now):
+        from . import sessions
+
+        agent = row.agent
+        reason = ("enterprise_authority_expired" if agent is not None and agent.withdrawn_at is None
+                  and agent.valid_until <= now else "enterprise_authority_withdrawn")
+        if agent is not None and agent.ended_at is None and agent.state(now) in ("expired", "withdrawn"):
+            _end_authorisation(agent, reason, "system")
+        else:
+            sessions.end(sess, reason, "system")
+        if commit:
+            db.session.commit()
+        raise AuthorityEnded(sid)
+    org = row.org
+    claims = {"org_uscc": org.uscc, "org_name": org.name, "org_role": row.role}
+    if row.agent is not None:
+        claims["org_authorised_until"] = to_epoch(row.agent.valid_until)
+    return claims
+
+
+def claims_for_scope(sid: str | None, client_id: str, scope: str, *, commit: bool = False) -> dict:
+    """``acting_claims`` if ``scope`` includes ``enterprise`` (it is checked either way)."""
+    claims = acting_claims(sid, client_id, commit=commit)
+    return claims if SCOPE in (scope or "").split() else {}
+
+
+def is_valid(sid: str | None, client_id: str) -> bool:
+    """Check-on-use for refresh and introspection: False (and the session ended, committed) if gone."""
+    try:
+        acting_claims(sid, client_id, commit=True)
+    except AuthorityEnded:
+        return False
+    return True
+
+
+def _expiry_chore() -> None:
+    """Agent authorisations end on time even when nobody uses them: the outbox worker thread
+    runs this every minute (``flask enterprises expire`` does the same by hand)."""
+    if expire_due():
+        db.session.commit()
+
+
+def _register_chore() -> None:
+    from tongban import outbox
+
+    if not any(fn is _expiry_chore for fn, _ in outbox._chores):
+        outbox.chore(every=60)(_expiry_chore)
+
+
+_register_chore()

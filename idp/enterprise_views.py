@@ -1,0 +1,328 @@
+"""HTTP for enterprises: claim, administrators, agents, and the "act as" chooser of /oauth/authorize.
+
+Thin: the work is in ``idp.enterprise``. The CLI group ``enterprises`` lives here too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import click
+from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.cli import AppGroup
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import DateTimeLocalField, HiddenField, SelectMultipleField, StringField, SubmitField, widgets
+from wtforms.validators import DataRequired, Length
+
+from tongban.cli import command_errors
+from tongban.clock import utcnow
+from tongban.errors import Forbidden, TongbanError
+from tongban.extensions import db
+from tongban.i18n import safe_next
+from tongban.masking import mask_number
+
+from . import enterprise, sessions
+from .account_views import login_required
+from .forms import ConfirmForm
+from .models import Client
+
+bp = Blueprint("enterprise", __name__, url_prefix="/enterprise")
+
+_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
+
+
+# ---------------------------------------------------------------- forms
+
+
+class ClaimForm(FlaskForm):
+    uscc = StringField(_l("Unified social credit code (USCC)"), validators=[DataRequired(), Length(min=18, max=18)],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    submit = SubmitField(_l("Claim this enterprise"))
+
+
+class AdminForm(FlaskForm):
+    id_number = StringField(_l("ID number"), validators=[DataRequired(), Length(min=18, max=18)],
+                            render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    submit = SubmitField(_l("Appoint administrator"))
+
+
+class AgentForm(FlaskForm):
+    id_number = StringField(_l("Agent's ID number"), validators=[DataRequired(), Length(min=18, max=18)],
+                            render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    systems = SelectMultipleField(_l("Systems"), choices=[], validate_choice=True,
+                                  option_widget=widgets.CheckboxInput(), widget=widgets.ListWidget(prefix_label=False))
+    valid_from = DateTimeLocalField(_l("From"), format=_LOCAL_FORMAT, validators=[DataRequired()])
+    valid_until = DateTimeLocalField(_l("Until"), format=_LOCAL_FORMAT, validators=[DataRequired()])
+    submit = SubmitField(_l("Authorise agent"))
+
+
+class ActAsForm(FlaskForm):
+    """The chooser: one submit button per choice (``name="choice"``)."""
+
+    next = HiddenField()
+    client_id = HiddenField()
+
+
+def _tz() -> ZoneInfo:
+    return ZoneInfo(current_app.config.get("BABEL_DEFAULT_TIMEZONE") or "Asia/Shanghai")
+
+
+def _to_utc(local: datetime) -> datetime:
+    return local.replace(tzinfo=_tz()).astimezone(UTC).replace(tzinfo=None)
+
+
+def _to_local(utc: datetime) -> datetime:
+    return utc.replace(tzinfo=UTC).astimezone(_tz()).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def _system_choices() -> list[tuple[str, str]]:
+    rows = db.session.execute(select(Client).where(Client.enabled.is_(True)).order_by(Client.name)).scalars()
+    return [(c.client_id, f"{c.name} ({c.department})") for c in rows]
+
+
+# ---------------------------------------------------------------- pages
+
+
+@bp.route("/")
+@login_required
+def home():
+    user = sessions.current_user()
+    now = utcnow()
+    mine = [a for a in enterprise.my_authorisations(user) if a.state(now) in ("active", "pending")]
+    return render_template("idp/enterprise_home.html", managed=enterprise.managed(user), mine=mine,
+                           form=ClaimForm(), now=now, systems=dict(_system_choices()))
+
+
+@bp.route("/claim", methods=["POST"])
+@login_required
+def claim():
+    user = sessions.current_user()
+    form = ClaimForm()
+    if not form.validate_on_submit():
+        flash(_("Enter the 18-character USCC."), "error")
+        return redirect(url_for(".home"))
+    try:
+        org = enterprise.claim(user, form.uscc.data)
+    except Forbidden as e:
+        db.session.commit()  # keep the audited refusal
+        flash(e.message, "error")
+        return redirect(url_for(".home"), 303)
+    except TongbanError as e:
+        db.session.rollback()
+        flash(e.message, "error")
+        return redirect(url_for(".home"), 303)
+    db.session.commit()
+    flash(_("You are now the legal representative of %(name)s.", name=org.name), "success")
+    return redirect(url_for(".manage", uscc=org.uscc), 303)
+
+
+def _managed_org(uscc: str):
+    user = sessions.current_user()
+    try:
+        org = enterprise.get_enterprise(uscc)
+    except TongbanError:
+        abort(404)
+    role = enterprise.role_in(user, org)
+    if role is None:
+        abort(403)
+    return user, org, role
+
+
+def _agent_form() -> AgentForm:
+    form = AgentForm()
+    form.systems.choices = _system_choices()
+    if request.method == "GET":
+        start = _to_local(utcnow())
+        form.valid_from.data = start
+        form.valid_until.data = start + timedelta(days=30)
+    return form
+
+
+@bp.route("/<uscc>")
+@login_required
+def manage(uscc: str):
+    user, org, role = _managed_org(uscc)
+    now = utcnow()
+    return render_template("idp/enterprise_manage.html", org=org, role=role, user=user,
+                           admins=enterprise.admins(org), agents=enterprise.agents(org), now=now,
+                           max_admins=enterprise.MAX_ADMINS, admin_form=AdminForm(), agent_form=_agent_form(),
+                           confirm=ConfirmForm(), systems=dict(_system_choices()), masked=mask_number,
+                           local=_to_local)
+
+
+def _done(uscc: str, fn, success: str):
+    try:
+        fn()
+    except TongbanError as e:
+        db.session.rollback()
+        flash(e.message, "error")
+    else:
+        db.session.commit()
+        flash(success, "success")
+    return redirect(url_for(".manage", uscc=uscc), 303)
+
+
+def _checked(form) -> None:
+    if not form.validate_on_submit():
+        errors = [e for errs in form.errors.values() for e in errs]
+        flash(" ".join(str(e) for e in errors) or _("The form expired; please try again."), "error")
+        raise _Invalid
+
+
+class _Invalid(Exception):
+    pass
+
+
+@bp.route("/<uscc>/admins", methods=["POST"])
+@login_required
+def appoint_admin(uscc: str):
+    user, org, _role = _managed_org(uscc)
+    form = AdminForm()
+    try:
+        _checked(form)
+    except _Invalid:
+        return redirect(url_for(".manage", uscc=org.uscc), 303)
+    return _done(org.uscc, lambda: enterprise.appoint_admin(user, org, form.id_number.data),
+                 _("Administrator appointed."))
+
+
+@bp.route("/<uscc>/admins/<int:admin_id>/remove", methods=["POST"])
+@login_required
+def remove_admin(uscc: str, admin_id: int):
+    user, org, _role = _managed_org(uscc)
+    if not ConfirmForm().validate_on_submit():
+        abort(400, _("The form expired; please try again."))
+    return _done(org.uscc, lambda: enterprise.remove_admin(user, org, admin_id), _("Administrator removed."))
+
+
+@bp.route("/<uscc>/agents", methods=["POST"])
+@login_required
+def authorise_agent(uscc: str):
+    user, org, _role = _managed_org(uscc)
+    form = _agent_form()
+    try:
+        _checked(form)
+    except _Invalid:
+        return redirect(url_for(".manage", uscc=org.uscc), 303)
+    return _done(org.uscc, lambda: enterprise.authorise_agent(
+        user, org, form.id_number.data, form.systems.data, _to_utc(form.valid_from.data),
+        _to_utc(form.valid_until.data)), _("Agent authorised."))
+
+
+@bp.route("/<uscc>/agents/<int:authorisation_id>/withdraw", methods=["POST"])
+@login_required
+def withdraw_agent(uscc: str, authorisation_id: int):
+    user, org, _role = _managed_org(uscc)
+    if not ConfirmForm().validate_on_submit():
+        abort(400, _("The form expired; please try again."))
+    return _done(org.uscc, lambda: enterprise.withdraw_agent(user, org, authorisation_id),
+                 _("Authorisation withdrawn; the agent's sessions for this enterprise have ended."))
+
+
+# ---------------------------------------------------------------- "act as" in /oauth/authorize
+
+
+def _authorize_url_without_select() -> str:
+    params = [(k, v) for k, v in request.args.items(multi=True) if k != "prompt"]
+    prompts = [p for p in request.args.get("prompt", "").split() if p != "select_account"]
+    if prompts:
+        params.append(("prompt", " ".join(prompts)))
+    return url_for("idp.authorize") + "?" + urlencode(params)
+
+
+def acting_step(sess, client, scopes: list[str], prompts: set[str], redirect_uri: str, state: str | None):
+    """The chooser, when the system asked for ``enterprise`` and the person may act for one here.
+
+    Returns a response to send instead of going on, or None to go on (to consent / the code).
+    The choice is remembered for this session at this system; ``prompt=select_account`` asks again.
+    """
+    if enterprise.SCOPE not in scopes:
+        return None
+    row = enterprise.selection(sess.sid, client.client_id)
+    if row is not None and row.org_id is not None:
+        try:
+            enterprise.acting_claims(sess.sid, client.client_id, commit=True)
+        except enterprise.AuthorityEnded:
+            return redirect(request.full_path)  # the session just ended: log in again
+    if row is not None and ("select_account" not in prompts or request.method == "POST"):
+        return None
+    caps = enterprise.capacities(sess.user, client.client_id)
+    if not caps:
+        return None
+    if "none" in prompts:
+        from authlib.oidc.core.errors import AccountSelectionRequiredError
+
+        from .server import server
+
+        return server.handle_error_response(None, AccountSelectionRequiredError(redirect_uri=redirect_uri,
+                                                                                 state=state))
+    form = ActAsForm()
+    form.next.data = _authorize_url_without_select()
+    form.client_id.data = client.client_id
+    current = None
+    if row is not None:
+        current = "self" if row.org_id is None else (
+            f"agent:{row.agent_id}" if row.agent_id else f"{row.role}:{row.org_id}")
+    return render_template("idp/enterprise_choose.html", form=form, client=client, user=sess.user,
+                           caps=caps, current=current)
+
+
+@bp.route("/act", methods=["POST"])
+@login_required
+def act():
+    sess = sessions.current_session()
+    form = ActAsForm()
+    if not form.validate_on_submit():
+        abort(400, _("The form expired; please try again."))
+    target = safe_next(form.next.data, "")
+    if not target.startswith(url_for("idp.authorize") + "?"):
+        abort(400)
+    choice = request.form.get("choice") or "self"
+    try:
+        enterprise.choose(sess, form.client_id.data or "", choice)
+    except TongbanError as e:
+        db.session.rollback()
+        abort(e.status, e.message)
+    db.session.commit()
+    return redirect(target, 303)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+enterprises_cli = AppGroup("enterprises", help="Enterprise (legal person) accounts.")
+
+
+@enterprises_cli.command("expire")
+@command_errors
+def expire_cmd():
+    """End the sessions of agent authorisations that expired or were withdrawn (run it every minute)."""
+    n = enterprise.expire_due()
+    db.session.commit()
+    click.echo(f"{n} authorisation(s) ended")
+
+
+@enterprises_cli.command("register-add")
+@click.argument("uscc")
+@click.argument("name")
+@click.argument("legal_rep_id_number")
+@click.argument("legal_rep_name")
+@command_errors
+def register_add_cmd(uscc, name, legal_rep_id_number, legal_rep_name):
+    """Add an entry to the local legal person register (the shipped LegalPersonRegister)."""
+    enterprise.add_register_record(uscc, name, legal_rep_id_number, legal_rep_name)
+    db.session.commit()
+    click.echo(f"registered {uscc}")
+
+
+def init_app(app: Flask) -> None:
+    from .scopes import register_scope
+
+    register_scope(enterprise.SCOPE, _l("Which enterprise you act for, and your role in it"))
+    app.register_blueprint(bp)
+    app.cli.add_command(enterprises_cli)

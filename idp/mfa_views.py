@@ -1,0 +1,414 @@
+"""HTTP for second factors: the second-factor / step-up page, and the account's Security section.
+
+Thin: the work is in :mod:`idp.mfa` (factors) and :mod:`idp.stepup` (levels). The second-factor
+page serves two cases: a log-in whose password was right for an account with a second factor
+(no session yet: the pending log-in is kept in the signed Flask session for five minutes), and
+a step-up of the current session to the level a system asked for.
+"""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask import session as flask_session
+from flask_babel import gettext as _
+
+from tongban.clock import epoch
+from tongban.errors import TongbanError
+from tongban.extensions import db
+from tongban.i18n import safe_next
+from tongban.masking import mask_number
+
+from . import accounts, mfa, sessions, stepup
+from .account_views import login_required
+from .forms import ConfirmForm
+from .models import User
+
+bp = Blueprint("mfa", __name__)
+
+_PENDING = "tb_mfa_login"
+_PENDING_SECONDS = 300
+_CHALLENGE = "tb_webauthn"
+
+
+# ---------------------------------------------------------------- who is proving a factor
+
+
+def start_login(user: User, next_url: str | None) -> Response:
+    """The password was right and the account has a second factor: ask for it before the session."""
+    flask_session[_PENDING] = {"uid": user.id, "at": epoch(), "next": safe_next(next_url, "")}
+    return redirect(url_for("mfa.verify"))
+
+
+def _pending_user() -> User | None:
+    p = flask_session.get(_PENDING)
+    if not p or epoch() - int(p.get("at", 0)) > _PENDING_SECONDS:
+        return None
+    user = db.session.get(User, p.get("uid"))
+    return None if user is None or user.disabled else user
+
+
+class _Subject:
+    def __init__(self):
+        self.user = _pending_user()
+        self.login = self.user is not None
+        self.sess = None if self.login else sessions.current_session()
+        if self.sess is not None:
+            self.user = self.sess.user
+        self.target = stepup.level_of(request.values.get("acr"))
+        self.next = safe_next(request.values.get("next"), "")
+
+    @property
+    def ok(self) -> bool:
+        return self.user is not None
+
+    def needs(self) -> dict:
+        """What is still missing to reach the target level (step-up) or to log in."""
+        user = self.user
+        if self.login:
+            return {"factor": True}
+        target = min(self.target, stepup.ONLINE_MAX)
+        level = stepup.level_of(self.sess.acr)
+        if target <= level:
+            return {}
+        out = {}
+        if target >= 3 and user.assurance_level < 3:
+            out["identity"] = True
+        elif target == 2 and user.assurance_level < 2:
+            out["phone"] = True
+        if target >= 3 and not set((self.sess.amr or "").split()) & stepup.POSSESSION:
+            out["factor"] = True
+        return out
+
+    def args(self) -> dict:
+        return {"acr": stepup.LEVELS[self.target - 1] if self.target else None, "next": self.next or None}
+
+
+def _subject() -> _Subject:
+    subj = _Subject()
+    if not subj.ok:
+        abort(redirect(url_for("idp.login", next=request.values.get("next") or None)))
+    # end the transaction (a session's last_seen touch): the attempt counters run in their own
+    # transaction, which on SQLite must not wait for a write lock this request holds
+    db.session.commit()
+    return subj
+
+
+def _done(subj: _Subject, methods: list[str]):
+    """A factor was proven: finish the log-in, or record it on the session and carry on."""
+    if subj.login:
+        pending = flask_session.pop(_PENDING, {})
+        amr = stepup.with_factor("pwd", methods)
+        cookie: dict = {}
+        sessions.start(subj.user, cookie, acr=stepup.session_acr(subj.user, amr), amr=amr)
+        db.session.commit()
+        response = redirect(safe_next(pending.get("next"), url_for("account.account")))
+        sessions.set_cookie(response, cookie["value"])
+        return response
+    stepup.add_factor(subj.sess, methods)
+    db.session.commit()
+    return redirect(url_for("mfa.verify", **subj.args()))
+
+
+def _refused(subj: _Subject, e: TongbanError):
+    db.session.commit()  # failed tries stay counted and audited
+    flash(e.message, "error")
+    return redirect(url_for("mfa.verify", **subj.args()))
+
+
+def _check_form() -> None:
+    if not ConfirmForm().validate_on_submit():
+        abort(400, _("The form expired; please try again."))
+
+
+# ---------------------------------------------------------------- the second-factor / step-up page
+
+
+@bp.get("/mfa/verify")
+def verify():
+    subj = _subject()
+    needs = subj.needs()
+    if not needs:
+        return redirect(subj.next or url_for("account.account"))
+    user = subj.user
+    return render_template(
+        "idp/mfa_verify.html", subj=subj, needs=needs, factors=mfa.overview(user), confirm=ConfirmForm(),
+        masked_phone=mask_number(user.phone) if user.phone else "", args=subj.args(),
+        target=stepup.LEVELS[subj.target - 1] if subj.target else None,
+        sms_sent=flask_session.get("tb_sms_sent") == user.id)
+
+
+@bp.post("/mfa/verify/totp")
+def verify_totp():
+    subj = _subject()
+    _check_form()
+    try:
+        mfa.verify_totp(subj.user, request.form.get("code", ""))
+    except TongbanError as e:
+        return _refused(subj, e)
+    return _done(subj, ["otp"])
+
+
+@bp.post("/mfa/verify/recovery")
+def verify_recovery():
+    subj = _subject()
+    _check_form()
+    try:
+        mfa.use_recovery_code(subj.user, request.form.get("code", ""))
+    except TongbanError as e:
+        return _refused(subj, e)
+    flash(_("You used a recovery code. Each code works once; make new ones on your account page."), "warning")
+    return _done(subj, ["otp"])
+
+
+def _sms_purpose(subj: _Subject) -> str:
+    return "phone" if subj.needs().get("phone") else "login"
+
+
+@bp.post("/mfa/verify/sms/send")
+def sms_send():
+    subj = _subject()
+    _check_form()
+    needs = subj.needs()
+    # an SMS code is a second factor only to a phone already verified (L2+), or verifies the phone
+    if not (needs.get("phone") or (needs.get("factor") and subj.user.assurance_level >= 2)):
+        abort(400)
+    try:
+        mfa.send_sms_code(subj.user, _sms_purpose(subj))
+    except TongbanError as e:
+        return _refused(subj, e)
+    db.session.commit()
+    flask_session["tb_sms_sent"] = subj.user.id
+    flash(_("We sent a code by text message to %(phone)s.", phone=mask_number(subj.user.phone)), "success")
+    return redirect(url_for("mfa.verify", **subj.args()))
+
+
+@bp.post("/mfa/verify/sms")
+def verify_sms():
+    subj = _subject()
+    _check_form()
+    purpose = _sms_purpose(subj)
+    try:
+        mfa.verify_sms_code(subj.user, purpose, request.form.get("code", ""))
+    except TongbanError as e:
+        return _refused(subj, e)
+    flask_session.pop("tb_sms_sent", None)
+    if purpose == "phone":
+        mfa.confirm_phone(subj.user)
+        flash(_("Your mobile phone number is confirmed (level L2)."), "success")
+    return _done(subj, ["sms"])
+
+
+@bp.post("/mfa/verify/identity")
+def verify_identity():
+    subj = _subject()
+    _check_form()
+    if subj.login:
+        abort(400)
+    if accounts.verify_identity(subj.user):
+        stepup.refresh(subj.sess)
+        flash(_("Your name and ID number were confirmed by the population register (level L3)."), "success")
+    else:
+        flash(_("The population register could not confirm your name and ID number."), "error")
+    db.session.commit()
+    return redirect(url_for("mfa.verify", **subj.args()))
+
+
+@bp.post("/mfa/verify/cancel")
+def cancel():
+    subj = _subject()
+    _check_form()
+    if subj.login:
+        flask_session.pop(_PENDING, None)
+        return redirect(url_for("idp.login"))
+    stepup.cancel(subj.sess)
+    return redirect(subj.next or url_for("account.account"))
+
+
+@bp.post("/mfa/passkey/options")
+def passkey_options():
+    subj = _subject()
+    if not mfa.passkeys(subj.user):
+        abort(400)
+    options, challenge = mfa.passkey_authentication_options(subj.user)
+    flask_session[_CHALLENGE] = {"c": challenge, "uid": subj.user.id, "kind": "auth"}
+    return Response(options, mimetype="application/json")
+
+
+def _challenge(user: User, kind: str) -> str:
+    state = flask_session.pop(_CHALLENGE, None) or {}
+    if state.get("uid") != user.id or state.get("kind") != kind:
+        abort(400)
+    return state["c"]
+
+
+@bp.post("/mfa/passkey/verify")
+def passkey_verify():
+    subj = _subject()
+    challenge = _challenge(subj.user, "auth")
+    try:
+        methods = mfa.verify_passkey(subj.user, request.get_json(silent=True) or {}, challenge)
+    except TongbanError as e:
+        db.session.commit()
+        return jsonify({"error": e.code, "message": e.message}), 400
+    response = _done(subj, methods)
+    out = jsonify({"next": response.headers["Location"]})
+    for header in response.headers.getlist("Set-Cookie"):
+        out.headers.add("Set-Cookie", header)
+    return out
+
+
+# ---------------------------------------------------------------- the account's Security section
+
+
+def _back():
+    return redirect(url_for("account.account") + "#security")
+
+
+@bp.post("/account/security/totp/start")
+@login_required
+def totp_start():
+    _check_form()
+    try:
+        mfa.begin_totp(sessions.current_user())
+    except TongbanError as e:
+        flash(e.message, "error")
+        return _back()
+    db.session.commit()
+    return redirect(url_for("mfa.totp_setup"))
+
+
+@bp.get("/account/security/totp")
+@login_required
+def totp_setup():
+    user = sessions.current_user()
+    row = mfa.totp_factor(user)
+    if row is None or row.confirmed_at is not None:
+        return _back()
+    return render_template("idp/mfa_totp_setup.html", secret=mfa.totp_secret(row), confirm=ConfirmForm())
+
+
+@bp.get("/account/security/totp/qr.svg")
+@login_required
+def totp_qr():
+    import qrcode
+    from qrcode.image.svg import SvgPathImage
+
+    user = sessions.current_user()
+    row = mfa.totp_factor(user)
+    if row is None or row.confirmed_at is not None:
+        abort(404)
+    img = qrcode.make(mfa.provisioning_uri(user, row), image_factory=SvgPathImage, box_size=8, border=2)
+    resp = Response(img.to_string(), mimetype="image/svg+xml")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/account/security/totp/confirm")
+@login_required
+def totp_confirm():
+    _check_form()
+    user = sessions.current_user()
+    db.session.commit()  # see _subject()
+    try:
+        codes = mfa.confirm_totp(user, request.form.get("code", ""))
+    except TongbanError as e:
+        db.session.commit()
+        flash(e.message, "error")
+        return redirect(url_for("mfa.totp_setup"))
+    # not counted as a second factor of this session: it was enrolled with the password alone
+    db.session.commit()
+    flash(_("The authenticator app is set up. You will be asked for a code when you log in."), "success")
+    if codes:
+        return _show_codes(codes)
+    return _back()
+
+
+def _show_codes(codes: list[str]):
+    resp = current_app.make_response(render_template("idp/mfa_recovery.html", codes=codes))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/account/security/totp/remove")
+@login_required
+def totp_remove():
+    _check_form()
+    if mfa.remove_totp(sessions.current_user()):
+        flash(_("The authenticator app was removed."), "success")
+    db.session.commit()
+    return _back()
+
+
+@bp.post("/account/security/recovery-codes")
+@login_required
+def recovery_regenerate():
+    _check_form()
+    user = sessions.current_user()
+    if not mfa.overview(user).any:
+        abort(400)
+    codes = mfa.regenerate_recovery_codes(user)
+    db.session.commit()
+    return _show_codes(codes)
+
+
+@bp.post("/account/security/passkeys/options")
+@login_required
+def passkey_register_options():
+    user = sessions.current_user()
+    options, challenge = mfa.passkey_registration_options(user)
+    flask_session[_CHALLENGE] = {"c": challenge, "uid": user.id, "kind": "register"}
+    return Response(options, mimetype="application/json")
+
+
+@bp.post("/account/security/passkeys")
+@login_required
+def passkey_register():
+    user = sessions.current_user()
+    challenge = _challenge(user, "register")
+    body = request.get_json(silent=True) or {}
+    try:
+        mfa.register_passkey(user, body.get("credential") or {}, challenge, str(body.get("name") or ""))
+    except TongbanError as e:
+        db.session.commit()
+        return jsonify({"error": e.code, "message": e.message}), 400
+    db.session.commit()
+    flash(_("The passkey was added. You can use it as a second factor when you log in."), "success")
+    return jsonify({"next": url_for("account.account") + "#security"})
+
+
+@bp.post("/account/security/passkeys/<int:passkey_id>/remove")
+@login_required
+def passkey_remove(passkey_id: int):
+    _check_form()
+    if mfa.remove_passkey(sessions.current_user(), passkey_id):
+        flash(_("The passkey was removed."), "success")
+    db.session.commit()
+    return _back()
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def init_app(app: Flask) -> None:
+    for key, value in mfa.DEFAULTS.items():
+        app.config.setdefault(key, value)
+    app.register_blueprint(bp)
+
+    @app.context_processor
+    def _mfa_helpers():
+        return {"mfa_overview": mfa.overview}
+
+
+__all__ = ["bp", "init_app", "start_login"]
