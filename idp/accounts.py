@@ -17,7 +17,8 @@ from tongban import audit
 from tongban.clock import token, utcnow
 from tongban.errors import Conflict, NotFound, ValidationError
 from tongban.extensions import db
-from tongban.identifiers import localised, parse_id_number, validate_uscc
+from tongban.i18n import localised
+from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
 
 from .models import LoginEvent, Organisation, PopulationRecord, StaffRole, User

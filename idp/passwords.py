@@ -10,7 +10,7 @@ from flask import current_app
 from flask_babel import lazy_gettext as _l
 
 from tongban.errors import ValidationError
-from tongban.identifiers import localised
+from tongban.i18n import localised
 
 _hasher = PasswordHasher()  # argon2id, t=3, m=64 MiB, p=4
 # verified against when the account does not exist, so timing does not tell

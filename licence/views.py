@@ -19,6 +19,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from idp.account_views import login_required
@@ -214,7 +215,7 @@ def clerk_issue(type_code: str):
             db.session.rollback()
             error, status = e.message, 400
         else:
-            flash(f"已签发：{lic.identifier}", "success")
+            flash(_("Issued: %(identifier)s", identifier=lic.identifier), "success")
             return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))
     return render_template("licence/clerk_issue.html", t=t, org=org, orgs=orgs, values=values, error=error,
                            known_name=known_name, form=ConfirmForm(),
@@ -246,12 +247,12 @@ def clerk_licence(identifier: str):
                 fields = {i["name"]: request.form.get(f"f_{i['name']}", "") for i in lic.type.items}
                 new = services.change(lic.identifier, fields, actor, reason=reason or "变更")
                 db.session.commit()
-                flash(f"已变更为新版本：{new.identifier}", "success")
+                flash(_("Amended; the new version is %(identifier)s", identifier=new.identifier), "success")
                 return redirect(url_for("licence.clerk_licence", identifier=new.identifier))
             else:
                 abort(400)
             db.session.commit()
-            flash("状态已更新", "success")
+            flash(_("Status updated"), "success")
         except TongbanError as e:
             db.session.rollback()
             flash(e.message, "error")

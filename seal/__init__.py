@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask_babel import lazy_gettext as _l
 
 
 def init_app(app: Flask) -> None:
@@ -15,7 +16,7 @@ def init_app(app: Flask) -> None:
 
     app.config.setdefault("TONGBAN_SEAL_MAX_BYTES", 20 * 1024 * 1024)
     app.config.setdefault("TONGBAN_SEAL_VERIFY_RATE", 60)  # per client address per minute
-    register_scope("seal:sign", "Apply the organisation's e-seal to documents", restricted=True)
+    register_scope("seal:sign", _l("Apply the organisation's e-seal to documents"), restricted=True)
     init_views(app)
     openapi.register_paths(OPENAPI_PATHS, OPENAPI_SCHEMAS, OPENAPI_SCOPES)
     openapi.init_app(app)

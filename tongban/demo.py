@@ -86,9 +86,38 @@ def seed() -> dict:
     from demo.seed import register_portals  # the two demo department portals `make run` serves
 
     portals = register_portals(Path(cfg["TONGBAN_INSTANCE_DIR"]))
+    documents = _seed_documents()
     db.session.commit()
-    return {"citizen": CITIZEN, "clerk": CITIZEN2, "password": DEMO_PASSWORD, "enterprise": ENTERPRISE,
-            "client_id": DEMO_CLIENT_ID, "client_secret": secret, "portals": portals}
+    return {"documents": documents, "citizen": CITIZEN, "clerk": CITIZEN2, "password": DEMO_PASSWORD,
+            "enterprise": ENTERPRISE, "client_id": DEMO_CLIENT_ID, "client_secret": secret, "portals": portals}
+
+
+def _seed_documents() -> list[str]:
+    """The enterprise's official seal and a few e-licences (each only once)."""
+    from idp.models import Organisation
+    from licence import services as licences
+    from licence.models import Licence
+    from seal import services as seals
+    from seal.models import Seal
+
+    org = db.session.execute(select(Organisation).where(Organisation.uscc == ENTERPRISE["uscc"])).scalar_one()
+    if db.session.execute(select(Seal.id).where(Seal.org_id == org.id)).first() is None:
+        seals.create_seal(ENTERPRISE["uscc"], ENTERPRISE["name"], "official", actor="demo")
+    issued = []
+    samples = [
+        ("营业执照", ENTERPRISE["uscc"], ENTERPRISE["name"], {
+            "entity_type": "有限责任公司", "legal_rep": CITIZEN["name"], "capital": "壹仟万元整",
+            "established": "2019-06-18", "term": "长期", "domicile": "通办市高新区创新大道88号",
+            "business_scope": "软件开发；信息技术咨询服务；数据处理和存储支持服务"}),
+        ("社会保障卡", CITIZEN["id_number"], CITIZEN["name"], {
+            "gender": "女", "birth_date": "1949-12-31", "card_no": "A12345678", "bank": "中国工商银行"}),
+    ]
+    for type_name, holder_id, holder_name, fields in samples:
+        exists = db.session.execute(select(Licence.id).where(
+            Licence.holder_id == holder_id, Licence.type_name == type_name)).first()
+        if exists is None:
+            issued.append(licences.issue(type_name, holder_id, holder_name, fields, actor="demo").identifier)
+    return issued
 
 
 @demo_cli.command("seed")
@@ -105,6 +134,8 @@ Tongban demo ({iss})
   enterprise   {info['enterprise']['name']}  USCC {info['enterprise']['uscc']}
   demo system  client_id {info['client_id']}  client_secret {info['client_secret']}
                redirect URI http://127.0.0.1:8080/callback
+  e-licences   社会保障卡 for {info['citizen']['name']}, 营业执照 for the enterprise: log in, open {iss}/wallet
+  clerk desk   {iss}/clerk (log in as the window clerk)   verify a PDF: {iss}/seals/verify
   discovery    {iss}/.well-known/openid-configuration
 """)
     for p in info.get("portals", []):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, g, redirect, request
-from flask_babel import get_locale
+from flask import Blueprint, Flask, current_app, g, has_request_context, redirect, request
+from flask_babel import force_locale, get_locale
 
 from .config import PROJECT_ROOT
 from .extensions import babel
@@ -33,6 +33,15 @@ def _from_ui_locales(value: str | None) -> list[str]:
         elif t == "en" or t.startswith("en-"):
             out.append("en")
     return out
+
+
+def localised(message) -> str:
+    """A lazy message as text at raise time: in the request's language on a page; in English
+    (the msgid) outside a request, e.g. the CLI, which is for operators and has no locale."""
+    if has_request_context():
+        return str(message)
+    with force_locale("en"):
+        return str(message)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

@@ -5,26 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from flask import has_request_context
-from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
 
 from .errors import ValidationError
+from .i18n import localised
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-
-
-def localised(message) -> str:
-    """A lazy message as text at raise time: in the request's language on a page; in English
-    (the msgid) outside a request, e.g. the CLI, which is for operators and has no locale."""
-    if has_request_context():
-        return str(message)
-    with force_locale("en"):
-        return str(message)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def test_totp_enrolment_login_and_replay(app, browser, citizen):
     assert sess.amr.split() == ["pwd", "otp", "mfa"] and sess.acr == "L1"  # the account is only L1
 
     # the same code again (another browser): refused as a replay
-    c2 = browser()
+    c2 = browser("en")
     page = _second_step(c2)
     again = c2.post("/mfa/verify/totp", data={"csrf_token": _csrf(page), "code": code}, follow_redirects=True)
     assert "already used" in again.get_data(as_text=True)
@@ -95,7 +95,7 @@ def test_recovery_code_is_single_use(app, browser, citizen):
     ok = c.post("/mfa/verify/recovery", data={"csrf_token": _csrf(page), "code": codes[3].upper()})
     assert ok.status_code == 302 and c.get("/account").status_code == 200
 
-    c2 = browser()
+    c2 = browser("en")
     page = _second_step(c2)
     again = c2.post("/mfa/verify/recovery", data={"csrf_token": _csrf(page), "code": codes[3]},
                     follow_redirects=True)
@@ -163,7 +163,7 @@ def test_sms_verifies_phone_l1_to_l2_with_limited_attempts(app, browser, citizen
     from idp import accounts
     from tongban.extensions import db
 
-    c = browser()
+    c = browser("en")
     assert login(c).status_code == 302
     assert _session_row(app, citizen.id).acr == "L1"
     url = "/mfa/verify?acr=L2&next=/account"
@@ -201,7 +201,7 @@ def test_sms_rate_limited_per_phone_and_outbox_in_admin(app, browser, citizen):
 
     app.config["TONGBAN_SMS_RATE_PER_PHONE"] = 2
     try:
-        c = browser()
+        c = browser("en")
         assert login(c).status_code == 302
         page = c.get("/mfa/verify?acr=L2")
         for _ in range(2):
