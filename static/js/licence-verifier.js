@@ -7,6 +7,9 @@
   var KEYS_URL = script.dataset.keys, STATUS_URL = script.dataset.status, PREFIX = "TBL1:";
   var B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:";
   var $ = function (id) { return document.getElementById(id); };
+  // the page's messages, translated by the server (a JSON data block, not a script)
+  var MESSAGES = JSON.parse(($("verifier-messages") || { textContent: "{}" }).textContent);
+  var T = function (key) { return MESSAGES[key] || key; };
   var keys = {}, statusBytes = null, statusTTL = 0;
 
   function b45decode(s) {
@@ -15,7 +18,7 @@
       var chunk = s.substr(i, 3), n = 0;
       for (var j = chunk.length - 1; j >= 0; j--) {
         var v = B45.indexOf(chunk[j]);
-        if (v < 0) throw new Error("Base45 中有非法字符");
+        if (v < 0) throw new Error(T("bad_base45"));
         n = n * 45 + v;
       }
       if (chunk.length === 3) { out.push(n >> 8, n & 255); } else { out.push(n); }
@@ -89,15 +92,15 @@
     var jwt = (await (await fetch(STATUS_URL, { cache: "no-cache" })).text()).trim();
     var parts = jwt.split("."), header = JSON.parse(new TextDecoder().decode(b64url(parts[0])));
     var key = keys[header.kid];
-    if (!key) throw new Error("状态列表的签名密钥未知");
+    if (!key) throw new Error(T("status_key_unknown"));
     var ok = await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, key, b64url(parts[2]),
       new TextEncoder().encode(parts[0] + "." + parts[1]));
-    if (!ok || header.typ !== "statuslist+jwt") throw new Error("状态列表签名无效");
+    if (!ok || header.typ !== "statuslist+jwt") throw new Error(T("status_sig_bad"));
     var claims = JSON.parse(new TextDecoder().decode(b64url(parts[1])));
     statusBytes = { bits: claims.status_list.bits, lst: await inflate(b64url(claims.status_list.lst)) };
     statusTTL = Date.now() + (claims.ttl || 300) * 1000;
-    $("keys-state").textContent = "已加载公钥 " + Object.keys(keys).length + " 个；状态列表更新于 " +
-      new Date(claims.iat * 1000).toLocaleString();
+    $("keys-state").textContent = T("keys_loaded").replace("{n}", Object.keys(keys).length).replace("{t}",
+      new Date(claims.iat * 1000).toLocaleString());
   }
   function statusAt(idx) {
     var bits = statusBytes.bits, per = 8 / bits, b = statusBytes.lst[Math.floor(idx / per)] || 0;
@@ -114,7 +117,7 @@
     dl.className = "facts";
     rows.forEach(function (r) {
       var dt = document.createElement("dt"), dd = document.createElement("dd");
-      dt.textContent = r[0]; dd.textContent = r[1] == null ? "长期" : r[1];
+      dt.textContent = r[0]; dd.textContent = r[1] == null ? T("no_end") : r[1];
       dl.appendChild(dt); dl.appendChild(dd);
     });
     box.appendChild(dl);
@@ -122,33 +125,33 @@
   async function check() {
     var raw = $("code").value.trim();
     try {
-      if (raw.indexOf(PREFIX) !== 0) throw new Error("不是通办离线核验码（应以 " + PREFIX + " 开头）");
+      if (raw.indexOf(PREFIX) !== 0) throw new Error(T("not_ours").replace("{prefix}", PREFIX));
       if (!Object.keys(keys).length) await loadKeys();
       if (!statusBytes || Date.now() > statusTTL) { try { await loadStatus(); } catch (e) { /* offline: use the last list */ } }
       var obj = cbor(await inflate(b45decode(raw.slice(PREFIX.length))));
       if (obj && obj.tag === 18) obj = obj.value;
       var prot = obj[0], payload = obj[2], sig = obj[3], header = cbor(prot);
-      if (header.get(1) !== -7) throw new Error("不支持的签名算法");
+      if (header.get(1) !== -7) throw new Error(T("bad_alg"));
       var kid = new TextDecoder().decode(header.get(4));
       if (!keys[kid]) { await loadKeys(); }
-      if (!keys[kid]) throw new Error("签名密钥未知");
+      if (!keys[kid]) throw new Error(T("key_unknown"));
       var ok = await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, keys[kid], sig, sigStructure(prot, payload));
-      if (!ok) throw new Error("签名不符：此码被篡改或伪造");
+      if (!ok) throw new Error(T("sig_bad"));
       var claims = cbor(payload), lic = claims.get(-260), ref = claims.get(65535);
       var expired = claims.get(4) * 1000 < Date.now();
-      var status = "未能获取状态列表";
+      var status = T("no_status");
       var st = -1;
       if (statusBytes && ref) {
         st = statusAt(ref.get("status_list").get("idx"));
-        status = { 0: "有效", 1: "已注销或失效", 2: "已暂停" }[st] || "未知";
+        status = { 0: T("st_valid"), 1: T("st_invalid"), 2: T("st_suspended") }[st] || T("st_unknown");
       }
       var good = !expired && st === 0;
-      show(good, good ? "✓ 签名有效，证照有效" : (expired ? "核验码已过期，请持证人刷新" : "签名有效，但证照当前状态：" + status), [
-        ["证照类型", lic.get("tn")], ["持证主体", lic.get("h") + "（" + lic.get("hid") + "）"], ["签发机关", lic.get("i")],
-        ["签发日期", lic.get("ia")], ["有效期至", lic.get("vu")], ["证照标识", lic.get("id")], ["状态", status],
-        ["核验码签发时间", new Date(claims.get(6) * 1000).toLocaleString()]]);
+      show(good, good ? T("ok") : (expired ? T("expired") : T("sig_ok_status") + status), [
+        [T("f_type"), lic.get("tn")], [T("f_holder"), lic.get("h") + "（" + lic.get("hid") + "）"], [T("f_issuer"), lic.get("i")],
+        [T("f_issued"), lic.get("ia")], [T("f_until"), lic.get("vu")], [T("f_id"), lic.get("id")], [T("f_status"), status],
+        [T("f_token_time"), new Date(claims.get(6) * 1000).toLocaleString()]]);
     } catch (e) {
-      show(false, "✗ 核验失败", [["原因", e.message]]);
+      show(false, T("failed"), [[T("reason"), e.message]]);
     }
   }
   async function scan() {
@@ -166,7 +169,7 @@
   $("check").addEventListener("click", check);
   if ("BarcodeDetector" in window && navigator.mediaDevices) {
     $("scan").hidden = false;
-    $("scan").addEventListener("click", function () { scan().catch(function (e) { show(false, "无法使用摄像头", [["原因", e.message]]); }); });
+    $("scan").addEventListener("click", function () { scan().catch(function (e) { show(false, T("no_camera"), [[T("reason"), e.message]]); }); });
   }
-  loadKeys().then(loadStatus).catch(function () { $("keys-state").textContent = "暂时无法下载公钥或状态列表；可使用上次缓存。"; });
+  loadKeys().then(loadStatus).catch(function () { $("keys-state").textContent = T("offline"); });
 })();
