@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import base45
 import cbor2
@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from keys.services import keyring
 from tongban.cache import Generation
-from tongban.clock import epoch
+from tongban.clock import epoch, utcnow
 from tongban.extensions import after_commit, db
 from tongban.masking import mask_name, mask_number
 
@@ -188,8 +188,15 @@ def status_changed() -> None:
 
 
 def verifier_keys() -> dict:
-    """The ES256 keys a verifier needs (a JWK set)."""
-    return {"keys": [k.public for k in keyring().published() if k.alg == ALG]}
+    """The ES256 keys a verifier needs (a JWK set): every key that signed a token still alive.
+
+    Offline tokens live a day, far longer than access tokens, so a rotated-out key stays here
+    for ``TOKEN_LIFETIME`` after it stopped signing (the OIDC JWKS drops it much sooner).
+    """
+    now = utcnow()
+    grace = timedelta(seconds=TOKEN_LIFETIME + 60)
+    return {"keys": [k.public for k in keyring().keys
+                     if k.alg == ALG and not (k.retired_at and k.retired_at + grace <= now)]}
 
 
 def verifier_keys_json() -> str:

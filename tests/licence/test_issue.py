@@ -215,3 +215,28 @@ def test_status_list(app, issue, client):
     assert offline.status_at(data, a.status_idx) == 0 and offline.status_at(data, b.status_idx) == 2
     keys = client.get("/api/v1/licences/offline/keys").get_json()
     assert keys["keys"] and all(k["kty"] == "EC" for k in keys["keys"])
+
+
+def test_offline_keys_outlive_a_rotation(app, issue, restore_keys):
+    """Offline tokens live a day: the key that signed one stays published after a rotation."""
+    from keys import services as keys
+    from keys.services import keyring
+
+    lic = issue()
+    old_kid = keyring().active("ES256").kid
+    offline.make_token(lic)
+    from datetime import timedelta
+
+    from keys.models import SigningKey
+    from tongban.clock import utcnow
+
+    new = keys.rotate(("ES256",), delay=0)[0]
+    db.session.commit()
+    # an hour on: the old key left the OIDC JWKS long ago, but tokens it signed live a day
+    for row in db.session.query(SigningKey).filter(SigningKey.alg == "ES256"):
+        row.activates_at = utcnow() - timedelta(hours=1 if row.kid == new.kid else 3)
+    db.session.commit()
+    keys._ring.invalidate()  # the test edited the table behind the cache's back
+    assert keyring().active("ES256").kid == new.kid
+    assert old_kid not in {k.kid for k in keyring().published()}
+    assert old_kid in {k["kid"] for k in offline.verifier_keys()["keys"]}
