@@ -16,9 +16,11 @@ def allow_framing() -> None:
     g.allow_framing = True
 
 
-def cacheable(seconds: int) -> None:
-    """Mark a public response (discovery, JWKS, static assets) as cacheable."""
+def cacheable(seconds: int, *, private: bool = False) -> None:
+    """Mark a response as cacheable: public (discovery, JWKS, static assets) or, with
+    ``private``, only by the user's own browser (e.g. pictures behind a log-in)."""
     g.cache_seconds = seconds
+    g.cache_private = private
 
 
 def init_app(app: Flask) -> None:
@@ -48,7 +50,8 @@ def init_app(app: Flask) -> None:
         if seconds is None and request.endpoint == "static":
             seconds = 3600
         if seconds:
-            extra.append(("Cache-Control", f"public, max-age={seconds}"))
+            scope = "private" if g.get("cache_private") else "public"
+            extra.append(("Cache-Control", f"{scope}, max-age={seconds}"))
         else:
             if "cache-control" in present:
                 del h["Cache-Control"]

@@ -7,8 +7,9 @@
   var KEYS_URL = script.dataset.keys, STATUS_URL = script.dataset.status, PREFIX = "TBL1:";
   var B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:";
   var $ = function (id) { return document.getElementById(id); };
-  // the page's messages, translated by the server (a JSON data block, not a script)
-  var MESSAGES = JSON.parse(($("verifier-messages") || { textContent: "{}" }).textContent);
+  // the page's messages, translated by the server (JSON in a data attribute: no inline script)
+  var holder = $("verifier-messages");
+  var MESSAGES = holder ? JSON.parse(holder.dataset.json || "{}") : {};
   var T = function (key) { return MESSAGES[key] || key; };
   var keys = {}, statusBytes = null, statusTTL = 0;
 
