@@ -321,3 +321,20 @@ def decide(user_code: str | None, sess: LoginSession, approve: bool) -> DeviceAu
 
 __all__ = ["DeviceAuthorization", "DeviceError", "DeviceGrant", "DeviceOpenID", "decide", "new_user_code",
            "normalise_user_code", "pending_by_user_code", "register"]
+
+
+def _purge_chore() -> None:
+    """Rows a day past their expiry are deleted (the audit log keeps what happened)."""
+    from sqlalchemy import delete
+
+    db.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.expires_at < utcnow() - timedelta(days=1)))
+    db.session.commit()
+
+
+def _register_purge() -> None:
+    from tongban import outbox
+
+    outbox.ensure_chore(_purge_chore, every=3600)
+
+
+_register_purge()

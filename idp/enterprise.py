@@ -496,8 +496,7 @@ def _expiry_chore() -> None:
 def _register_chore() -> None:
     from tongban import outbox
 
-    if not any(fn is _expiry_chore for fn, _ in outbox._chores):
-        outbox.chore(every=60)(_expiry_chore)
+    outbox.ensure_chore(_expiry_chore, every=60)
 
 
 _register_chore()

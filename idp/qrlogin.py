@@ -279,3 +279,20 @@ def qr_svg(data: str) -> bytes:
 
 __all__ = ["AMR", "Created", "QrError", "QrLogin", "by_binding", "by_code", "complete", "confirm", "consumed",
            "create", "deny", "describe_user_agent", "qr_svg", "qr_url", "scan", "session_acr", "status"]
+
+
+def _purge_chore() -> None:
+    """Rows a day past their expiry are deleted (the audit log keeps what happened)."""
+    from sqlalchemy import delete
+
+    db.session.execute(delete(QrLogin).where(QrLogin.expires_at < utcnow() - timedelta(days=1)))
+    db.session.commit()
+
+
+def _register_purge() -> None:
+    from tongban import outbox
+
+    outbox.ensure_chore(_purge_chore, every=3600)
+
+
+_register_purge()

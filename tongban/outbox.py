@@ -178,6 +178,12 @@ def chore(every: float) -> Callable[[Callable[[], None]], Callable[[], None]]:
     return deco
 
 
+def ensure_chore(fn: Callable[[], None], every: float) -> None:
+    """Register ``fn`` as a chore once, however often the module registering it is set up."""
+    if not any(existing is fn for existing, _ in _chores):
+        _chores.append((fn, every))
+
+
 def run_chores(force: bool = False) -> None:
     for i, (fn, every) in enumerate(_chores):
         now = time.monotonic()

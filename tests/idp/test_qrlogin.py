@@ -379,3 +379,22 @@ def test_two_completions_race_exactly_one_session(app, live_server, citizen):
     assert locations.count("/account") == 1, locations
     count = db.session.execute(select(LoginSession).where(LoginSession.amr == "mca")).scalars().all()
     assert len(count) == 1
+
+
+def test_old_rows_are_purged(app):
+    """The worker's hourly chore deletes QR log-ins and device codes a day past expiry."""
+    from datetime import timedelta
+
+    from idp import device, qrlogin
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    now = utcnow()
+    db.session.add(qrlogin.QrLogin(code_hash="a" * 64, binding_hash="b" * 64, state="expired",
+                                   created_at=now - timedelta(days=3), expires_at=now - timedelta(days=2)))
+    db.session.add(qrlogin.QrLogin(code_hash="c" * 64, binding_hash="d" * 64, state="waiting",
+                                   created_at=now, expires_at=now + timedelta(minutes=2)))
+    db.session.commit()
+    qrlogin._purge_chore()
+    device._purge_chore()
+    assert [r.code_hash[0] for r in db.session.query(qrlogin.QrLogin)] == ["c"]
