@@ -52,7 +52,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 # Run as a script, this folder is sys.path[0]: reuse bench/tokens.py's load generator as is.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tokens import HOST, Scenario, drive, free_port, group_rss, request
+from tokens import HOST, Scenario, drive, free_port, group_rss, request, wait_ready
 
 PACKAGE = "oidc-provider@9"
 CLIENT_ID, CLIENT_SECRET = "bench", "bench-secret-0123456789abcdef0123456789abcdef"
@@ -129,23 +129,6 @@ def b64json(part: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            sys.exit("node exited before answering; see its output above")
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=2)
-            status, body = request(conn, "GET", "/.well-known/openid-configuration", None, {})
-            conn.close()
-            if status == 200:
-                return json.loads(body)
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit("node-oidc-provider did not answer in time")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=8, help="per endpoint (default 8)")
@@ -188,7 +171,7 @@ def main() -> None:
         else:
             print("note: fewer than 2 CPUs or no taskset: server and load generator share CPUs")
         server = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        meta = wait_ready(port, server)
+        meta = wait_ready(port, server, timeout=30)
         for key in ("token_endpoint", "introspection_endpoint"):
             if key not in meta:
                 sys.exit(f"discovery has no {key}")

@@ -7,6 +7,7 @@ introspection (RFC 7662). Resource protection for userinfo and the API.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
@@ -97,7 +98,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             auth_time=to_epoch(sess.auth_time) if sess else epoch(), acr=sess.acr if sess else None,
             amr=sess.amr if sess else None, code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"), created_at=now,
-            expires_at=now + _seconds(current_app.config["TONGBAN_AUTH_CODE_LIFETIME"]),
+            expires_at=now + timedelta(seconds=current_app.config["TONGBAN_AUTH_CODE_LIFETIME"]),
         )
         db.session.add(row)
         registry.record_usage(client.client_id, "login")
@@ -132,12 +133,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                            "sid": authorization_code.sid, "amr": authorization_code.amr,
                            "family_id": tokens.new_family_id()}
         return user
-
-
-def _seconds(n):
-    from datetime import timedelta
-
-    return timedelta(seconds=n)
 
 
 def _code_replayed(row: AuthorizationCode) -> None:

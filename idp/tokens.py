@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
-from flask import current_app
+from flask import current_app, g
 from sqlalchemy import delete, select, update
 
 from keys import jws
@@ -48,8 +48,6 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
         return token(32)
 
     def _access_token(self, client, grant_type, user, scope):
-        from flask import g
-
         now = epoch()
         claims = {
             "iss": current_app.config["TONGBAN_ISSUER"],

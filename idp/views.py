@@ -25,7 +25,7 @@ from flask_babel import format_datetime
 from flask_babel import gettext as _
 
 from tongban import audit, ratelimit
-from tongban.clock import epoch, to_epoch, utcnow
+from tongban.clock import epoch, to_epoch
 from tongban.extensions import csrf, db
 from tongban.i18n import safe_next
 from tongban.security import cacheable
@@ -422,4 +422,4 @@ def init_app(app: Flask) -> None:
                 "fmt_dt": lambda d: format_datetime(d, "short") if d else ""}
 
 
-__all__ = ["bp", "discovery_document", "init_app", "utcnow"]
+__all__ = ["bp", "discovery_document", "init_app"]
