@@ -7,15 +7,19 @@ introspection (RFC 7662). Resource protection for userinfo and the API.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from datetime import timedelta
 from functools import cached_property
+from urllib.parse import unquote
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.integrations.flask_oauth2.errors import _HTTPException as _AuthlibHTTPException
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -377,11 +381,109 @@ class _Payload(FlaskOAuth2Payload):
         return self._request.values
 
 
+class _BodyPayload(_Payload):
+    """RFC 6749 §3.2: the token endpoint (and those built like it) reads the POST body only,
+    never the query string."""
+
+    @cached_property
+    def data(self):
+        return self._request.form
+
+
+# endpoints whose parameters come from the form body, each at most once (RFC 6749 §3.2)
+BODY_ONLY_PATHS = frozenset({"/oauth/token", "/oauth/revoke", "/oauth/introspect",
+                             "/oauth/device_authorization"})
+# RFC 3986 characters (a redirect URI is compared, then echoed into a Location header)
+_URI_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+# what RFC 6749 allows in an error description, which Authlib builds from response_type
+_NQSCHAR = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _basic_credentials_problem(headers) -> str | None:
+    """Authlib decodes Basic credentials as UTF-8 and lets the error escape (a 500)."""
+    auth = headers.get("Authorization") or ""
+    scheme, _sep, value = auth.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(value.strip())
+    except (binascii.Error, ValueError):
+        return None  # Authlib treats it as no credentials: invalid_client
+    try:
+        text = raw.decode("utf-8")
+        parts = [unquote(p, errors="strict") for p in text.split(":", 1)]
+    except UnicodeError:
+        return "client credentials are not UTF-8"
+    if any(_CONTROL.search(p) for p in parts):
+        return "client credentials contain control characters"
+    return None
+
+
+def _repeated_parameter() -> str | None:
+    for key, values in flask_request.form.lists():
+        if len(values) > 1:
+            return key
+    return None
+
+
+def _authorize_input_problem(data) -> str | None:
+    for name, pattern in (("redirect_uri", _URI_SAFE), ("response_type", _NQSCHAR)):
+        for value in data.getlist(name):
+            if not pattern.fullmatch(value):
+                return f"{name} contains characters that are not allowed"
+    return None
+
+
 class Server(AuthorizationServer):
     def create_oauth2_request(self, request):
         req = FlaskOAuth2Request(flask_request)
-        req.payload = _Payload(flask_request)
+        if flask_request.path in BODY_ONLY_PATHS:
+            req.payload = _BodyPayload(flask_request)
+        else:
+            req.payload = _Payload(flask_request)
         return req
+
+    def authenticate_client(self, request, methods, endpoint="token"):
+        problem = _basic_credentials_problem(request.headers)
+        if problem:
+            raise InvalidClientError(description=problem, status_code=401)
+        return super().authenticate_client(request, methods, endpoint)
+
+    def get_consent_grant(self, request=None, end_user=None):
+        problem = _authorize_input_problem(flask_request.values)
+        if problem:
+            raise InvalidRequestError(problem)  # never redirected: the URI itself is bad
+        try:
+            return super().get_consent_grant(request, end_user)
+        except ValueError:
+            # Authlib builds some errors from request values and refuses to (ValueError)
+            raise InvalidRequestError("malformed authorization request") from None
+
+    def create_authorization_response(self, request=None, grant_user=None, grant=None):
+        try:
+            return super().create_authorization_response(request, grant_user, grant)
+        except ValueError:
+            return self.handle_error_response(None, InvalidRequestError("malformed authorization request"))
+
+    def create_token_response(self, request=None):
+        repeated = _repeated_parameter()
+        if repeated:
+            return self.handle_error_response(None, InvalidRequestError(f"{repeated} given more than once"))
+        try:
+            return super().create_token_response(request)
+        except ValueError:
+            return self.handle_error_response(None, InvalidRequestError("malformed token request"))
+
+    def create_endpoint_response(self, name, request=None):
+        if flask_request.path in BODY_ONLY_PATHS:
+            repeated = _repeated_parameter()
+            if repeated:
+                return self.handle_error_response(None, InvalidRequestError(f"{repeated} given more than once"))
+        try:
+            return super().create_endpoint_response(name, request)
+        except ValueError:
+            return self.handle_error_response(None, InvalidRequestError("malformed request"))
 
     def handle_error_response(self, request, error):
         _after_error()

@@ -128,8 +128,8 @@ def requested(data) -> Request:
     if raw:
         try:
             acr = (json.loads(raw).get("id_token") or {}).get("acr")
-        except (ValueError, AttributeError):
-            acr = None
+        except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, or nested
+            acr = None  # past what the parser can take (thousands of "[")
         if isinstance(acr, dict):
             values = acr.get("values") or ([acr["value"]] if acr.get("value") else [])
             if isinstance(values, list) and values:

@@ -403,7 +403,7 @@ def _decode_id_token_hint(raw: str) -> dict | None:
         if key is None:
             return None
         claims = jwt.decode(raw, key.signer, algorithms=[key.alg]).claims
-    except (JoseError, ValueError):
+    except (JoseError, ValueError, RecursionError):  # RecursionError: a hint of nested "["
         return None
     if claims.get("iss") != current_app.config["TONGBAN_ISSUER"]:
         return None

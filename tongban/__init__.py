@@ -42,4 +42,5 @@ def create_app(config: dict | None = None) -> Flask:
     idp.init_app(app)
     seal.init_app(app)
     licence.init_app(app)
+    cfg.finish(app)
     return app

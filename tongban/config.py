@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 
@@ -60,23 +62,198 @@ DEFAULTS: dict = {
     "JSON_SORT_KEYS": False,
 }
 
+# ---------------------------------------------------------------- the settings schema
+#
+# Every setting has a type: declared here with ``register`` (or a package's ``declare``), or
+# else taken from its default in ``DEFAULTS``. Environment variables (always strings) and
+# strings in ``instance/config.py`` are converted to that type; a value that does not convert
+# stops the start-up with one line naming the variable (``ConfigError``).
+
+
+class ConfigError(ValueError):
+    """A setting whose value cannot be used; the message names the variable."""
+
+
+def _to_int(raw: str) -> int:
+    return int(raw.strip().replace("_", ""), 10)
+
+
+def _to_count(raw: str) -> int:
+    n = _to_int(raw)
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _to_bool(raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _to_seconds(raw: str) -> int:
+    """``600``, ``600s``, ``10m``, ``2h``, ``1d`` -> seconds."""
+    v, unit = raw.strip().lower(), 1
+    if v[-1:] in _UNITS:
+        v, unit = v[:-1], _UNITS[v[-1]]
+    return _to_count(v) * unit
+
+
+def _to_float(raw: str) -> float:
+    x = float(raw.strip())
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number")
+    return x
+
+
+def _to_list(raw: str) -> list[str]:
+    return [x.strip() for x in raw.split(",") if x.strip()]
+
+
+def _to_hex(raw: str) -> str:
+    bytes.fromhex(raw.strip())
+    return raw.strip()
+
+
+CONVERTERS = {
+    "str": str, "int": _to_int, "count": _to_count, "bool": _to_bool, "float": _to_float,
+    "seconds": _to_seconds, "list": _to_list, "hex": _to_hex,
+}
+_EXPECTED = {
+    "int": "an integer", "count": "a whole number >= 0", "bool": "a boolean (1/0, true/false)",
+    "float": "a number", "seconds": "a duration in seconds (600, 10m, 2h, 1d)",
+    "list": "a comma-separated list", "hex": "hexadecimal", "str": "text",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: Any
+    type: str
+    doc: str = ""
+
+
+_SCHEMA: dict[str, Setting] = {}
+
+
+def _type_of(default: Any) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, (list, tuple)):
+        return "list"
+    return "str"
+
+
+def register(key: str, default: Any, type: str | None = None, doc: str = "") -> Setting:
+    """Declare a setting (module level, at import). ``type`` is one of ``CONVERTERS``; without
+    it the type is that of ``default``."""
+    kind = type or _type_of(default)
+    if kind not in CONVERTERS:
+        raise ValueError(f"{key}: unknown setting type {kind!r}")
+    setting = _SCHEMA[key] = Setting(key, default, kind, doc)
+    return setting
+
+
+def setting(key: str) -> Setting | None:
+    """The declared setting, or one derived from ``DEFAULTS``; None for an unknown key."""
+    found = _SCHEMA.get(key)
+    if found is not None:
+        return found
+    if key in DEFAULTS:
+        return Setting(key, DEFAULTS[key], _type_of(DEFAULTS[key]))
+    return None
+
+
+def schema() -> dict[str, Setting]:
+    """Every known setting: ``DEFAULTS`` (types derived) and everything registered."""
+    out = {k: setting(k) for k in DEFAULTS}
+    out.update(_SCHEMA)
+    return out  # type: ignore[return-value]
+
+
+def convert(key: str, raw: Any, kind: str | None = None, source: str = "environment") -> Any:
+    """Convert a string ``raw`` to ``key``'s type (other values are returned unchanged)."""
+    if not isinstance(raw, str):
+        return raw
+    if kind is None:
+        found = setting(key)
+        kind = found.type if found else "str"
+    try:
+        return CONVERTERS[kind](raw)
+    except ValueError:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise ConfigError(f"{key}={shown!r} ({source}): expected {_EXPECTED.get(kind, kind)}") from None
+
+
+def declare(app: Flask, defaults: dict[str, Any], types: dict[str, str] | None = None) -> None:
+    """For a package's ``init_app``: register its settings, set the defaults nothing else set,
+    and convert a value that came from the environment or a config file as a string."""
+    types = types or {}
+    for key, default in defaults.items():
+        register(key, default, types.get(key))
+        if key in app.config:
+            app.config[key] = convert(key, app.config[key], source="configuration")
+        else:
+            app.config[key] = default
+
+
+# Settings the packages read, declared here with their types; the packages' own
+# ``setdefault`` calls then find them set.
+register("TONGBAN_KEK", None, "hex", "key-encryption key, 32 bytes hex (default: a file in the instance folder)")
+register("TONGBAN_TRUSTED_PROXIES", 0, "count",
+         "proxies in front that set X-Forwarded-For/-Proto/-Host (0: the headers are ignored)")
+for _key in ("TONGBAN_ACCESS_TOKEN_LIFETIME", "TONGBAN_ID_TOKEN_LIFETIME", "TONGBAN_AUTH_CODE_LIFETIME",
+             "TONGBAN_REFRESH_TOKEN_LIFETIME", "TONGBAN_KEY_ACTIVATION_DELAY", "TONGBAN_LOGIN_RATE_WINDOW",
+             "TONGBAN_USAGE_FLUSH_SECONDS", "TONGBAN_OUTBOX_POLL_SECONDS", "TONGBAN_LOGOUT_TOKEN_LIFETIME"):
+    register(_key, DEFAULTS[_key], "seconds")
+register("TONGBAN_OUTBOX_TIMEOUT", 5.0, "float", "HTTP timeout of a back-channel logout delivery, seconds")
+# idp (mfa.DEFAULTS, device, QR log-in)
+register("TONGBAN_TOTP_ISSUER", "Tongban")
+register("TONGBAN_TOTP_DRIFT_STEPS", 1, "count")
+register("TONGBAN_MFA_ATTEMPTS", 10, "count")
+register("TONGBAN_MFA_WINDOW", 300, "seconds")
+register("TONGBAN_SMS_CODE_MINUTES", 5, "count")
+register("TONGBAN_SMS_CODE_ATTEMPTS", 5, "count")
+register("TONGBAN_SMS_RATE_PER_PHONE", 5, "count")
+register("TONGBAN_SMS_RATE_WINDOW", 3600, "seconds")
+register("TONGBAN_LICENCE_READ_ACR", "L2")
+register("TONGBAN_DEVICE_CODE_LIFETIME", 600, "seconds")
+register("TONGBAN_DEVICE_INTERVAL", 5, "seconds")
+register("TONGBAN_DEVICE_CODE_TRIES", 20, "count")
+register("TONGBAN_DEVICE_CODE_TRIES_WINDOW", 600, "seconds")
+register("TONGBAN_QR_LIFETIME", 120, "seconds")
+register("TONGBAN_QR_RATE_PER_IP", 30, "count")
+register("TONGBAN_QR_RATE_WINDOW", 60, "seconds")
+# keys, seal, licence
+register("TONGBAN_CA_KEY_ALG", "ec")
+register("TONGBAN_SEAL_KEY_BACKEND", "local")
+register("TONGBAN_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+register("TONGBAN_PKCS11_TOKEN", "")
+register("TONGBAN_PKCS11_PIN", "")
+register("TONGBAN_SEAL_MAX_BYTES", 20 * 1024 * 1024, "count")
+register("TONGBAN_SEAL_VERIFY_RATE", 60, "count")
+register("TONGBAN_LICENCE_LINK_MINUTES", 5, "count")
+
 _PASSTHROUGH = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
 _NOT_CONFIG = ("TONGBAN_INSTANCE_DIR", "TONGBAN_SERVE_ISSUER")
+_PENDING = "tongban_env_pending"
 
 
 def _set_in_instance_config(folder: Path, key: str) -> bool:
     path = folder / "config.py"
     return path.exists() and key in path.read_text(encoding="utf-8", errors="replace")
-
-
-def _cast(default, raw: str):
-    if isinstance(default, bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, list):
-        return [x.strip() for x in raw.split(",") if x.strip()]
-    return raw
 
 
 def instance_dir(config: dict | None = None) -> Path:
@@ -102,15 +279,28 @@ def load(app: Flask, overrides: dict | None = None) -> None:
     folder = instance_dir(overrides)
     folder.mkdir(parents=True, exist_ok=True)
     app.instance_path = str(folder)
+    app.config.update({k: s.default for k, s in _SCHEMA.items() if k not in DEFAULTS})
     app.config.update(DEFAULTS)
     app.config["TONGBAN_INSTANCE_DIR"] = str(folder)
     app.config["DATABASE_URL"] = f"sqlite:///{folder / 'tongban.db'}"
     app.config.from_pyfile(str(folder / "config.py"), silent=True)
+    for key in list(app.config):
+        if key.startswith("TONGBAN_") and setting(key) is not None:
+            app.config[key] = convert(key, app.config[key], source="instance/config.py")
+    pending = {}
     for key, raw in os.environ.items():
-        if key in _PASSTHROUGH or (key.startswith("TONGBAN_") and key not in _NOT_CONFIG):
-            app.config[key] = _cast(app.config.get(key, ""), raw)
+        if key in _PASSTHROUGH:
+            app.config[key] = raw
+        elif key.startswith("TONGBAN_") and key not in _NOT_CONFIG:
+            if setting(key) is None:
+                pending[key] = raw  # a package may default it in its init_app: see ``finish``
+            else:
+                app.config[key] = convert(key, raw)
     if overrides:
         app.config.update(overrides)
+        for key in overrides:
+            pending.pop(key, None)
+    app.extensions[_PENDING] = pending
     # `make serve` passes http://$HOST:$PORT, used only when nothing above set the issuer
     serve_issuer = os.environ.get("TONGBAN_SERVE_ISSUER")
     if serve_issuer and app.config["TONGBAN_ISSUER"] == DEFAULTS["TONGBAN_ISSUER"] and not (
@@ -118,6 +308,9 @@ def load(app: Flask, overrides: dict | None = None) -> None:
         or _set_in_instance_config(folder, "TONGBAN_ISSUER")
     ):
         app.config["TONGBAN_ISSUER"] = serve_issuer
+    proxies = app.config["TONGBAN_TRUSTED_PROXIES"]
+    if not isinstance(proxies, int) or isinstance(proxies, bool) or proxies < 0:
+        raise ConfigError(f"TONGBAN_TRUSTED_PROXIES={proxies!r}: expected a whole number >= 0")
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_file(folder, "secret_key", 32).hex()
     kek = app.config.get("TONGBAN_KEK")
@@ -132,9 +325,56 @@ def load(app: Flask, overrides: dict | None = None) -> None:
         app.config["SQLALCHEMY_DATABASE_URI"] = uri
     app.config["TONGBAN_ISSUER"] = app.config["TONGBAN_ISSUER"].rstrip("/")
     secure = app.config["TONGBAN_ISSUER"].startswith("https://")
-    app.config.setdefault("SESSION_COOKIE_SECURE", secure)
+    # Flask's own defaults hold SESSION_COOKIE_SECURE=False, so ``setdefault`` would change
+    # nothing: with an https issuer every cookie is Secure unless explicitly configured off
+    # (tongban.security also marks any cookie set another way)
+    if not _explicit(app, folder, overrides, "SESSION_COOKIE_SECURE"):
+        app.config["SESSION_COOKIE_SECURE"] = secure
     app.config["PREFERRED_URL_SCHEME"] = "https" if secure else "http"
     if uri.startswith("sqlite"):
+        _private_sqlite_file(uri)
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
     else:
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_size": 10, "max_overflow": 20})
+
+
+def _explicit(app: Flask, folder: Path, overrides: dict | None, key: str) -> bool:
+    return key in (overrides or {}) or _set_in_instance_config(folder, key)
+
+
+def finish(app: Flask) -> None:
+    """After every package's ``init_app``: an environment value of a setting a package only
+    defaults there (``app.config.setdefault``) takes that default's type; nothing else knows
+    the variable, it stays a string."""
+    for key, raw in app.extensions.pop(_PENDING, {}).items():
+        if key in app.config:
+            app.config[key] = convert(key, raw, _type_of(app.config[key]))
+        else:
+            app.config[key] = raw
+
+
+def _private_sqlite_file(uri: str) -> None:
+    """Create the database file 0600 before SQLite does (it would use 0644 under the usual
+    umask); SQLite gives its -wal, -shm and -journal files the database file's mode. Files made
+    by an older version are tightened."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        path = make_url(uri).database
+    except Exception:  # SQLAlchemy reports a bad URL itself, later
+        return
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # no such folder, read-only...: SQLite says so when it connects
+    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:
+            pass

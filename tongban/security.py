@@ -1,8 +1,26 @@
-"""Security headers on every response."""
+"""What every request and response goes through: security headers, Secure cookies, the
+trusted-proxy count, and the refusal of control characters and bytes that are not UTF-8.
+
+Input refused (400, before any view, before anything is read from the database):
+- the path and the query string: any C0 control (tab, CR and LF included), DEL, C1 controls,
+  or percent-encoded bytes that are not UTF-8;
+- form (url-encoded or multipart, not file contents) and JSON values and keys: the same, except
+  that tab, CR and LF are allowed in values (multi-line text: addresses, reasons);
+- a JSON body nested too deeply to parse.
+API, OAuth and ``.well-known`` paths answer JSON ``{"error": "invalid_request", ...}``;
+pages answer the error page.
+"""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote_to_bytes
+
 from flask import Flask, Response, g, request
+from flask_babel import lazy_gettext as _l
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .errors import ValidationError
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -23,8 +41,98 @@ def cacheable(seconds: int, *, private: bool = False) -> None:
     g.cache_private = private
 
 
+class ControlCharacters(ValidationError):
+    """The request holds a control character or bytes that are not UTF-8."""
+
+    code = "invalid_request"
+
+
+# C0 controls, DEL, C1 controls, and lone surrogates (never produced by valid UTF-8)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_FORM = "application/x-www-form-urlencoded"
+_MAX_JSON_ITEMS = 100_000
+
+
+def _refuse() -> None:
+    raise ControlCharacters(str(_l("The request contains control characters or text that is not UTF-8.")))
+
+
+def _decoded(raw: bytes, plus: bool) -> str:
+    if plus:
+        raw = raw.replace(b"+", b" ")
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        _refuse()
+        raise  # unreachable: _refuse raises
+
+
+def check_input() -> None:
+    """``before_request``: refuse control characters and non-UTF-8 anywhere a view may read."""
+    env = request.environ
+    path = env.get("PATH_INFO", "")
+    try:  # WSGI hands the raw path bytes over as latin-1
+        path = path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        _refuse()
+    if _CONTROL.search(path):
+        _refuse()
+    qs = request.query_string
+    if qs and _CONTROL.search(_decoded(qs, True)):
+        _refuse()
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    mimetype = request.mimetype
+    if mimetype == _FORM:
+        # read the raw body (form parsing reuses the cached bytes) to see undecodable bytes
+        for key, _sep, value in (part.partition(b"=") for part in request.get_data(cache=True).split(b"&")):
+            if _CONTROL.search(_decoded(key, True)) or _CONTROL_IN_TEXT.search(_decoded(value, True)):
+                _refuse()
+    elif mimetype == "multipart/form-data":
+        for key, value in request.form.items(multi=True):
+            if _CONTROL.search(key) or _CONTROL_IN_TEXT.search(value):
+                _refuse()
+    elif request.is_json:
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            _refuse()
+        _check_json(data)
+
+
+def _check_json(data) -> None:
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > _MAX_JSON_ITEMS:
+            return  # a view that takes this much JSON bounds it itself
+        if isinstance(item, str):
+            if _CONTROL_IN_TEXT.search(item):
+                _refuse()
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if _CONTROL.search(k):
+                    _refuse()
+                stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _has_secure(cookie: str) -> bool:
+    return any(attr.strip().lower() == "secure" for attr in cookie.split(";")[1:])
+
+
 def init_app(app: Flask) -> None:
     https = app.config["TONGBAN_ISSUER"].startswith("https://")
+    proxies = app.config["TONGBAN_TRUSTED_PROXIES"]
+    if proxies:
+        # the client address, scheme and host as the (trusted) proxies saw them; with 0 the
+        # X-Forwarded-* headers are ignored and request.remote_addr is the socket peer
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+    # first of all before_request hooks (CSRF protection reads the form too)
+    app.before_request_funcs.setdefault(None, []).insert(0, check_input)
 
     common = [
         ("X-Content-Type-Options", "nosniff"),
@@ -61,4 +169,11 @@ def init_app(app: Flask) -> None:
         for k, v in extra:
             if k.lower() not in present:
                 h.add(k, v)
+        if https and "set-cookie" in present:
+            # the session cookie follows SESSION_COOKIE_SECURE (set from the issuer in
+            # tongban.config); any other cookie is marked here
+            cookies = h.getlist("Set-Cookie")
+            fixed = [c if _has_secure(c) else c + "; Secure" for c in cookies]
+            if fixed != cookies:
+                h.setlist("Set-Cookie", fixed)
         return response
