@@ -201,9 +201,12 @@ def declare(app: Flask, defaults: dict[str, Any], types: dict[str, str] | None =
     """For a package's ``init_app``: register its settings, set the defaults nothing else set,
     and convert a value that came from the environment or a config file as a string."""
     types = types or {}
+    pending = app.extensions.get(_PENDING, {})
     for key, default in defaults.items():
         register(key, default, types.get(key))
-        if key in app.config:
+        if key in pending:
+            app.config[key] = convert(key, pending.pop(key))
+        elif key in app.config:
             app.config[key] = convert(key, app.config[key], source="configuration")
         else:
             app.config[key] = default
