@@ -341,6 +341,14 @@ def load(app: Flask, overrides: dict | None = None) -> None:
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_size": 10, "max_overflow": 20})
 
 
+def check_environment(environ=None) -> None:
+    """Convert every declared setting in the environment (``make serve`` runs this before it
+    starts workers, which would otherwise fail one after another): ConfigError if one is bad."""
+    for key, raw in (os.environ if environ is None else environ).items():
+        if key.startswith("TONGBAN_") and key not in _NOT_CONFIG and setting(key) is not None:
+            convert(key, raw)
+
+
 def _explicit(app: Flask, folder: Path, overrides: dict | None, key: str) -> bool:
     return key in (overrides or {}) or _set_in_instance_config(folder, key)
 

@@ -21,9 +21,12 @@ def main() -> int:
     from demo.portal import create_portal
     from demo.seed import portal_secret
     from tongban import create_app
-    from tongban.config import instance_dir
+    from tongban.config import ConfigError, instance_dir
 
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigError as e:
+        sys.exit(f"configuration error: {e}")
     issuer = app.config["TONGBAN_ISSUER"]
     parts = urlsplit(issuer)
     folder = instance_dir()

@@ -75,6 +75,12 @@ def command(env: dict[str, str] | None = None) -> list[str]:
 
 
 def main() -> None:
+    from .config import ConfigError, check_environment
+
+    try:
+        check_environment()
+    except ConfigError as e:
+        sys.exit(f"configuration error: {e}")
     host = os.environ.get("HOST") or "127.0.0.1"
     port = _positive_int(os.environ, "PORT", 8000)
     # config.py uses this only when TONGBAN_ISSUER is set nowhere else

@@ -330,3 +330,13 @@ def test_multi_line_text_is_allowed_in_bodies(app):
     with app.test_request_context("/x?q=a%0Ab"), pytest.raises(Exception) as err:
         check_input()  # but never in the query string
     assert getattr(err.value, "code", "") == "invalid_request"
+
+
+def test_make_serve_checks_settings_before_starting_workers(monkeypatch, capsys):
+    from tongban import serve
+
+    monkeypatch.setenv("TONGBAN_LOGIN_RATE_PER_IP", "lots")
+    monkeypatch.setattr(serve.os, "execv", lambda *a: pytest.fail("workers started"))
+    with pytest.raises(SystemExit) as err:
+        serve.main()
+    assert str(err.value) == "configuration error: TONGBAN_LOGIN_RATE_PER_IP='lots' (environment): expected an integer"
