@@ -464,7 +464,7 @@ AUDIT_PREFIXES = ("client.", "admin.", "login.", "account.", "session.", "consen
 
 
 def _audit_rows(prefix: str) -> list[AuditLog]:
-    stmt = select(AuditLog).order_by(AuditLog.seq.desc()).limit(AUDIT_PAGE_SIZE)
+    stmt = select(AuditLog).order_by(AuditLog.id.desc()).limit(AUDIT_PAGE_SIZE)  # chained or not yet
     if prefix:
         stmt = stmt.where(AuditLog.action.startswith(prefix, autoescape=True))
     return list(db.session.execute(stmt).scalars())
