@@ -47,7 +47,7 @@ from sqlalchemy import BigInteger, DateTime, Integer, String, Text, event, inser
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .clock import utcnow
-from .extensions import after_commit, db
+from .extensions import after_commit, db, session_holds_sqlite_write
 from .masking import mask_text
 
 log = logging.getLogger(__name__)
@@ -269,18 +269,6 @@ class ChainError(Exception):
     """The chain's head does not vouch for itself: nothing more is chained until it is checked."""
 
 
-def _session_holds_sqlite_write() -> bool:
-    """True when this request's own session has written on SQLite (another connection would wait on it)."""
-    session = db.session()
-    if not session.in_transaction() or db.engine.dialect.name != "sqlite":
-        return False
-    try:
-        raw = session.connection().connection.dbapi_connection
-    except Exception:
-        return False
-    return bool(getattr(raw, "in_transaction", False))
-
-
 def chain(batch: int = 500, *, app: Flask | None = None) -> int:
     """Seal every committed unchained row into the chain; returns how many. Raises ChainError."""
     app = app or current_app._get_current_object()
@@ -474,7 +462,7 @@ def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -
     """
     app = current_app._get_current_object()
     k = keys(app)
-    if chain_first and not _session_holds_sqlite_write():
+    if chain_first and not session_holds_sqlite_write():
         with contextlib.suppress(ChainError):  # the walk below says what is wrong
             chain(app=app)
     prev, expected_seq, count = GENESIS, 1, 0
