@@ -262,6 +262,30 @@ def record(action: str, *, actor: str = "", object: str = "", outcome: str = "su
     return row
 
 
+def record_later(action: str, *, actor: str = "", object: str = "", outcome: str = "success",
+                 detail: dict | None = None, ip: str | None = None) -> None:
+    """Like ``record``, but written in its own short transaction once the request's session is
+    closed: for reads (a page that shows personal data never commits) and refusals (the
+    request's own transaction is rolled back). Outside a request it is written at once."""
+    from .extensions import after_request_write
+
+    app = current_app._get_current_object()
+    values = {
+        "at": utcnow(), "actor": mask_text(str(actor or ""))[:200], "action": action,
+        "object": mask_text(str(object or ""))[:300], "ip": (ip if ip is not None else client_ip())[:64],
+        "outcome": outcome,
+        "detail": mask_text(json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)),
+    }
+    values["tag"] = row_tag(keys(app).chain, secrets.token_hex(12), values["at"], values["actor"], action,
+                            values["object"], values["ip"], outcome, values["detail"])
+
+    def write(conn):
+        conn.execute(insert(AuditLog).values(**values))
+        wake(app)  # (the chainer waits for its short pause, by then this has committed)
+
+    after_request_write(write)
+
+
 # ---------------------------------------------------------------- the chainer
 
 
@@ -468,13 +492,14 @@ def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -
     prev, expected_seq, count = GENESIS, 1, 0
     by_seq: dict[int, str] = {}
     wanted = {int(c["seq"]) for c in (checkpoints or []) if str(c.get("seq", "")).isdigit()}
-    stored = list(db.session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)).scalars())
+    stored = list(db.session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)
+                                     .execution_options(populate_existing=True)).scalars())
     wanted |= {c.seq for c in stored}
     witness = read_witness(app)
     if witness is not None:
         wanted.add(witness[0])
     rows = db.session.execute(select(AuditLog).where(AuditLog.seq.is_not(None)).order_by(AuditLog.seq)
-                              .execution_options(yield_per=1000)).scalars()
+                              .execution_options(yield_per=1000, populate_existing=True)).scalars()
     for row in rows:
         if row.seq != expected_seq:
             return Verdict(False, row.id, count, f"sequence jumps from {expected_seq - 1} to {row.seq} (rows deleted)")
@@ -512,7 +537,7 @@ def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -
                                                   "(rewritten or rows deleted)")
     pending = 0
     for row in db.session.execute(select(AuditLog).where(AuditLog.seq.is_(None)).order_by(AuditLog.id)
-                                  .execution_options(yield_per=1000)).scalars():
+                                  .execution_options(yield_per=1000, populate_existing=True)).scalars():
         if not tag_ok(k.chain, row.tag, row.at, row.actor, row.action, row.object, row.ip, row.outcome, row.detail):
             return Verdict(False, row.id, count, "an entry waiting to be chained was not written by Tongban "
                                                  "or was edited (forged)")
@@ -527,6 +552,47 @@ def recent_checkpoints(limit: int = 100) -> list[dict]:
 
 
 __all__ = ["AuditCheckpoint", "AuditHead", "AuditLog", "Verdict", "chain", "record", "verify"]
+
+
+# ---------------------------------------------------------------- refusals no view records itself
+
+# endpoints where a client authenticates itself (RFC 6749 §2.3, RFC 7009, RFC 7662, RFC 8628)
+CLIENT_AUTH_PATHS = ("/oauth/token", "/oauth/revoke", "/oauth/introspect", "/oauth/device_authorization")
+
+
+def _record_refusal(resp) -> None:
+    """Client authentication failures at the token endpoints and every refusal (4xx) of the
+    department APIs under /api/ are audited, in their own transaction: the refused request's
+    own transaction is rolled back."""
+    status, path = resp.status_code, request.path
+    if not 400 <= status < 500 or not (path.startswith("/api/") or path in CLIENT_AUTH_PATHS):
+        return
+    try:
+        body = resp.get_json(silent=True) if resp.is_json and not resp.is_streamed else None
+    except Exception:
+        body = None
+    code = str((body or {}).get("error") or "")[:60] if isinstance(body, dict) else ""
+    if path in CLIENT_AUTH_PATHS:
+        if code != "invalid_client":
+            return
+        auth = request.authorization
+        client_id = (auth.username if auth and auth.type == "basic" else None) or request.form.get("client_id", "")
+        record_later("client.auth_failed", actor=f"client:{str(client_id or '')[:100]}", object=path,
+                     outcome="failure", detail={"status": status})
+        return
+    token = _current_token()
+    client_id = getattr(token, "client_id", "") if token is not None else ""
+    actor = f"client:{client_id}" if client_id else ""
+    record_later("api.refused", actor=actor, object=f"{request.method} {path}"[:300], outcome="refused",
+                 detail={"status": status, "error": code,
+                         "purpose": str(request.values.get("purpose", ""))[:200],
+                         "service_item": str(request.values.get("service_item", ""))[:100]})
+
+
+def _current_token():
+    from flask import g
+
+    return g.get("authlib_server_oauth2_token")
 
 
 # ---------------------------------------------------------------- CLI, endpoint, wiring
@@ -605,6 +671,11 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(bp)
     keys(app)  # a malformed TONGBAN_AUDIT_KEY stops the start, like a malformed KEK
+
+    @app.after_request
+    def _audit_refusals(resp):
+        _record_refusal(resp)
+        return resp
 
     started = {"pid": 0}
 
