@@ -642,3 +642,67 @@ def test_a_rolled_back_event_leaves_no_gap(app):
     seqs = list(db.session.execute(select(AuditLog.seq).order_by(AuditLog.seq)).scalars())
     assert seqs == list(range(1, _count() + 1))
     assert "test.rolled_back" not in set(db.session.execute(select(AuditLog.action)).scalars())
+
+
+# ---------------------------------------------------------------- migrating the unkeyed chain
+
+
+def _legacy_instance(tmp_path, tamper: bool):
+    """A database at 0007 with an old SHA-256 chain of three entries, then upgraded."""
+    from datetime import datetime
+
+    from flask_migrate import upgrade
+
+    from tongban import create_app
+
+    legacy = create_app({
+        "TESTING": True, "TONGBAN_INSTANCE_DIR": str(tmp_path / "instance"),
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'legacy.db'}", "SECRET_KEY": "x",
+        "TONGBAN_KEK": bytes(32), "TONGBAN_AUDIT_CHAIN_THREAD": False, "TONGBAN_OUTBOX_THREAD": False,
+    })
+    directory = legacy.extensions["migrate"].directory
+    ctx = legacy.app_context()
+    ctx.push()
+    upgrade(directory=directory, revision="0007_qr_device")
+    prev = audit.GENESIS
+    with db.engine.begin() as conn:
+        for seq in (1, 2, 3):
+            at = datetime(2026, 1, 1, 8, 0, seq, 123456)
+            payload = audit.canonical(seq, at, "user:a", f"old.event{seq}", "", "1.2.3.4", "success", "{}")
+            h = audit.legacy_hash(prev, payload)
+            conn.execute(text("INSERT INTO audit_log (seq, at, actor, action, object, ip, outcome, detail, "
+                              "prev_hash, hash) VALUES (:s, :at, 'user:a', :a, '', '1.2.3.4', 'success', '{}', "
+                              ":p, :h)"), {"s": seq, "at": at, "a": f"old.event{seq}", "p": prev, "h": h})
+            prev = h
+        conn.execute(text("UPDATE audit_head SET seq = 3, last_hash = :h"), {"h": prev})
+        if tamper:
+            conn.execute(text("UPDATE audit_log SET actor = 'user:b' WHERE seq = 2"))
+    upgrade(directory=directory, revision="heads")
+    return legacy, ctx
+
+
+def test_the_migration_reseals_an_intact_legacy_chain_with_the_key(tmp_path):
+    _legacy, ctx = _legacy_instance(tmp_path, tamper=False)
+    try:
+        verdict = audit.verify()
+        assert verdict.whole, verdict.reason
+        assert verdict.count == 4
+        rows = db.session.execute(select(AuditLog).order_by(AuditLog.seq)).scalars().all()
+        assert [r.action for r in rows] == ["old.event1", "old.event2", "old.event3", "audit.rekeyed"]
+        assert rows[-1].outcome == "success" and '"legacy_chain": "intact"' in rows[-1].detail
+        # the old rows are now under the key: the plain SHA-256 no longer matches
+        assert rows[0].hash != audit.legacy_hash(audit.GENESIS, rows[0].payload())
+    finally:
+        db.session.remove()
+        ctx.pop()
+
+
+def test_the_migration_records_a_broken_legacy_chain(tmp_path):
+    _legacy, ctx = _legacy_instance(tmp_path, tamper=True)
+    try:
+        assert audit.verify().whole  # from now on the chain holds ...
+        rekeyed = db.session.execute(select(AuditLog).where(AuditLog.action == "audit.rekeyed")).scalar_one()
+        assert rekeyed.outcome == "failure" and "broken at entry 2" in rekeyed.detail  # ... and says what it was
+    finally:
+        db.session.remove()
+        ctx.pop()
