@@ -202,12 +202,14 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
         return LoginResult(user, False, locked_until=until, reason="locked")
     count, locked_until = slot.count, slot.locked_until
     if verify_password(user.password_hash, password):
+        # hashed before the first write: no write lock is held while a password is hashed
+        rehashed = hash_password(password) if needs_rehash(user.password_hash) else None
         db.session.execute(update(User).where(User.id == user.id)
                            .values(failed_logins=0, locked_until=None)
                            .execution_options(synchronize_session=False))
         db.session.refresh(user)
-        if needs_rehash(user.password_hash):
-            user.password_hash = hash_password(password)
+        if rehashed:
+            user.password_hash = rehashed
         _event(user, "success", ip, user_agent)
         audit.record("login.success", actor=f"user:{user.sub}", object=f"user:{user.sub}")
         return LoginResult(user, True)

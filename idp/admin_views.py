@@ -455,6 +455,7 @@ def sms_outbox():
     from .mfa import outbox
 
     rows = outbox()
+    audit.record_later("admin.sms_read", actor=_actor(), object="sms_outbox", detail={"rows": len(rows)})
     return render_template("admin/sms_outbox.html", rows=rows)
 
 
@@ -464,7 +465,7 @@ AUDIT_PREFIXES = ("client.", "admin.", "login.", "account.", "session.", "consen
 
 
 def _audit_rows(prefix: str) -> list[AuditLog]:
-    stmt = select(AuditLog).order_by(AuditLog.seq.desc()).limit(AUDIT_PAGE_SIZE)
+    stmt = select(AuditLog).order_by(AuditLog.id.desc()).limit(AUDIT_PAGE_SIZE)  # chained or not yet
     if prefix:
         stmt = stmt.where(AuditLog.action.startswith(prefix, autoescape=True))
     return list(db.session.execute(stmt).scalars())
@@ -483,6 +484,7 @@ def audit_log():
         audit.record("admin.audit_verified", actor=_actor(), outcome="success" if whole else "failure",
                      detail={"checked": count, "first_bad": bad_id})
         db.session.commit()
+    audit.record_later("admin.audit_read", actor=_actor(), object="audit_log", detail={"filter": prefix})
     return render_template("admin/audit.html", rows=_audit_rows(prefix), prefix=prefix, verdict=verdict,
                            prefixes=AUDIT_PREFIXES, limit=AUDIT_PAGE_SIZE, confirm=ConfirmForm())
 

@@ -361,12 +361,17 @@ def record_usage(client_id: str, kind: str) -> None:
 
 
 def init_usage(app: Flask) -> None:
-    @app.teardown_request
-    def _flush(exc):
+    from tongban.extensions import after_session
+
+    def _flush():
+        # after the request's session is closed: on SQLite its write lock (if any) is released,
+        # so this short upsert never waits for the request that triggered it
         try:
             usage.maybe_flush(app)
         except Exception:  # usage counting must never fail a request
             app.logger.exception("usage flush failed")
+
+    after_session(app, _flush)
 
     def _final():
         with contextlib.suppress(Exception):  # the interpreter is shutting down
@@ -394,7 +399,10 @@ class ReportRow:
 
 
 def report(dormant_days: int = 90) -> list[ReportRow]:
-    usage.flush()
+    from tongban.extensions import session_holds_sqlite_write
+
+    if not session_holds_sqlite_write():  # (else this process's latest counts show a few seconds later)
+        usage.flush()
     now = utcnow()
     since = (now - timedelta(days=30)).date()
     cutoff = now - timedelta(days=dormant_days)

@@ -45,10 +45,23 @@ def current_session() -> LoginSession | None:
                 end(row, "account_disabled")
             else:
                 if now - row.last_seen > timedelta(minutes=1):
-                    row.last_seen = now
+                    _touch(row, now)
                 sess = row
     g._sso = sess
     return sess
+
+
+def _touch(row: LoginSession, now) -> None:
+    """Note that the session was seen, in its own short transaction after the request (a page
+    that merely reads must not hold SQLite's write lock, and never commits anyway)."""
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    from tongban.extensions import after_request_write
+
+    set_committed_value(row, "last_seen", now)
+    stmt = (update(LoginSession).where(LoginSession.id == row.id, LoginSession.last_seen < now)
+            .values(last_seen=now).execution_options(synchronize_session=False))
+    after_request_write(lambda conn: conn.execute(stmt))
 
 
 def current_user() -> User | None:

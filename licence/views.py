@@ -25,6 +25,7 @@ from sqlalchemy import select
 from idp.account_views import login_required
 from idp.forms import ConfirmForm
 from idp.sessions import current_user
+from tongban import audit
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
@@ -198,6 +199,7 @@ def clerk_issue(type_code: str):
     if request.method == "GET" and values.get("holder_id"):
         try:
             values["holder_id"], known_name = _holder_lookup(t.holder_kind, values["holder_id"])
+            audit.record_later("clerk.holder_lookup", actor=f"user:{user.sub}", object=f"holder:{values['holder_id']}", detail={"type": t.code, "found": bool(known_name)})  # noqa: E501
             if known_name and not values.get("holder_name"):
                 values["holder_name"] = known_name
         except TongbanError as e:
@@ -230,6 +232,7 @@ def clerk_licence(identifier: str):
         lic = services.find(identifier)
     except LicenceNotFound:
         abort(404)
+    audit.record_later("clerk.licence_opened", actor=f"user:{user.sub}", object=f"licence:{lic.identifier}", outcome="success" if _clerk_may(orgs, lic) else "refused", detail={"method": request.method})  # noqa: E501
     if not _clerk_may(orgs, lic):
         abort(403)
     if request.method == "POST":
@@ -265,7 +268,7 @@ def clerk_licence(identifier: str):
 @bp.route("/clerk/verify", methods=["GET", "POST"])
 @login_required
 def clerk_verify():
-    _clerk()
+    user, _orgs = _clerk()
     result, error = None, None
     if request.method == "POST":
         if not ConfirmForm().validate_on_submit():
@@ -276,6 +279,7 @@ def clerk_verify():
             result = services.verify_file(data)
         except TongbanError as e:
             error = e.message
+        audit.record_later("clerk.pdf_checked", actor=f"user:{user.sub}", object=f"licence:{((result or {}).get('licence') or {}).get('id', '')}", outcome="success" if result else "failure", detail={"status": (result or {}).get("status"), "valid": (result or {}).get("valid"), "size": len(data)})  # noqa: E501
     return render_template("licence/clerk_verify.html", form=ConfirmForm(), result=result, error=error)
 
 

@@ -197,7 +197,7 @@ def uses(seal_id: str, limit: int = 100) -> list[audit.AuditLog]:
     """The seal's log (every use, and changes), newest first: what its organisation sees."""
     return list(db.session.execute(
         select(audit.AuditLog).where(audit.AuditLog.object == f"seal:{seal_id}")
-        .order_by(audit.AuditLog.seq.desc()).limit(limit)).scalars())
+        .order_by(audit.AuditLog.id.desc()).limit(limit)).scalars())
 
 
 # ---------------------------------------------------------------- sealing

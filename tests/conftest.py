@@ -101,6 +101,9 @@ def base_app(database_url, tmp_path_factory, live_port):
         "TONGBAN_KEK": bytes(range(32)),
         "TONGBAN_LOGIN_RATE_PER_IP": 1000,
         "TONGBAN_USAGE_FLUSH_SECONDS": 0,
+        # audit rows are chained by audit.chain()/verify() in tests (tests/tongban/test_audit.py runs
+        # the thread on purpose), so no chainer races the per-test reset
+        "TONGBAN_AUDIT_CHAIN_THREAD": False,
         "REDIS_URL": _redis_url(),
     })
     app.test_client_class = FreshContextClient
@@ -131,7 +134,11 @@ def _reset(app) -> None:
         else:
             for t in tables:
                 conn.execute(text(f'DELETE FROM "{t}"'))
-        conn.execute(text("INSERT INTO audit_head (id, seq, last_hash) VALUES (1, 0, :h)"), {"h": "0" * 64})
+        conn.execute(text("INSERT INTO audit_head (id, seq, last_hash, checkpoint_seq) VALUES (1, 0, :h, 0)"),
+                     {"h": "0" * 64})
+    from tongban.audit import reset_witness
+
+    reset_witness(app)  # the instance folder's witness of the (now emptied) audit chain
     for gen in (CLIENTS_GENERATION, DENYLIST_GENERATION, KEYS_GENERATION):
         gen.bump(app)
     bootstrap()

@@ -20,9 +20,10 @@ def create_app(config: dict | None = None) -> Flask:
     cfg.load(app, config)
 
     from . import audit, bootstrap, demo, i18n, outbox, security, views
-    from .extensions import csrf, db, migrate
+    from .extensions import csrf, db, init_after_request_writes, migrate
 
     db.init_app(app)
+    init_after_request_writes(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "tongban" / "migrations"))
     csrf.init_app(app)
     i18n.init_app(app)

@@ -1,35 +1,68 @@
-"""The hash-chained audit log of every security and licence event.
+"""The audit log of every security and licence event: keyed chain, one chainer, signed checkpoints.
 
-Each row carries the SHA-256 of the previous row's hash and its own content, so
-an edited, inserted or deleted row breaks the chain. Writers serialise on the
-single ``audit_head`` row: ``UPDATE ... RETURNING`` takes its row lock (PostgreSQL)
-or the write lock (SQLite) and returns the latest committed head, so the chain
-stays unbroken with any number of concurrent writers. The head also records the
-last sequence number, so deleting rows at the end shows too.
+Writing an event (``record``) is one short ``INSERT`` in the caller's transaction: the row
+gets its own id and no place in the chain yet, so no writer waits for another. A single
+*chainer* at a time (a daemon thread per process, ``flask audit chain``, and ``audit
+verify`` itself) takes the committed rows not yet chained in id order, in batches, and
+seals them into the chain: each gets the next sequence number, the previous row's MAC
+and its own ``HMAC-SHA256(chain key, previous MAC + content)``. The chain key is derived
+from a secret that is not in the database (``TONGBAN_AUDIT_KEY`` or ``instance/audit_key``,
+0600), so someone who can only edit the database cannot recompute the chain after
+editing, inserting or deleting rows. The head row (last sequence number and MAC) carries
+its own MAC, so deleting rows at the end shows too; the chainer serialises on that row
+only for its own short transaction.
+
+Rewinding the whole log to an earlier state (restoring an old copy of the database,
+deleting everything) cannot be told from the database alone; two witnesses outside it
+catch it: the chainer writes the head it reached to ``instance/audit_witness`` after each
+commit, and every ``TONGBAN_AUDIT_CHECKPOINT_ROWS`` rows or ``..._SECONDS`` seconds it
+signs a checkpoint (sequence number, MAC, time) with an Ed25519 key derived from the
+same secret. Checkpoints are stored, published at ``/audit/checkpoints`` and printed by
+``flask audit checkpoints``; a third party who keeps one can later have ``flask audit
+verify --checkpoint FILE`` show that the log still contains it.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
+import hmac
 import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
-from flask import has_request_context, request
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from flask import Flask, current_app, has_request_context, request
 from sqlalchemy import BigInteger, DateTime, Integer, String, Text, event, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .clock import utcnow
-from .extensions import db
+from .extensions import after_commit, db, session_holds_sqlite_write
 from .masking import mask_text
 
+log = logging.getLogger(__name__)
+
 GENESIS = "0" * 64
+WITNESS_FILE = "audit_witness"
+KEY_FILE = "audit_key"
 
 
 class AuditLog(db.Model):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # chain position and MACs: empty until the chainer seals the row into the chain
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime, index=True)
     actor: Mapped[str] = mapped_column(String(200), default="", index=True)
     action: Mapped[str] = mapped_column(String(80), index=True)
@@ -37,25 +70,55 @@ class AuditLog(db.Model):
     ip: Mapped[str] = mapped_column(String(64), default="")
     outcome: Mapped[str] = mapped_column(String(20), default="success")
     detail: Mapped[str] = mapped_column(Text, default="{}")
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # "<nonce>.<HMAC of nonce and content>", written with the row: the chainer seals only rows
+    # Tongban wrote (a row inserted or edited by hand before it is chained is refused)
+    tag: Mapped[str | None] = mapped_column(String(100), unique=True, nullable=True)
 
-    def payload(self) -> str:
-        return canonical(self.seq, self.at, self.actor, self.action, self.object, self.ip, self.outcome,
-                         self.detail)
+    @property
+    def chained(self) -> bool:
+        return self.seq is not None
+
+    def payload(self, seq: int | None = None) -> str:
+        return canonical(self.seq if seq is None else seq, self.at, self.actor, self.action, self.object,
+                         self.ip, self.outcome, self.detail)
 
 
 class AuditHead(db.Model):
+    """The one row the chainer serialises on: the last sequence number and MAC, and their MAC."""
+
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64), default=GENESIS)
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    checkpoint_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    checkpoint_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AuditCheckpoint(db.Model):
+    """A signed statement "the chain had ``seq`` rows ending in ``hash`` at ``at``"."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime)
+    signature: Mapped[str] = mapped_column(String(120))
+
+    def as_dict(self, issuer: str) -> dict:
+        return checkpoint_dict(issuer, self.seq, self.hash, self.at, self.signature)
 
 
 @event.listens_for(AuditHead.__table__, "after_create")
 def _create_head(target, connection, **kw):
-    connection.execute(insert(target).values(id=1, seq=0, last_hash=GENESIS))
+    connection.execute(insert(target).values(id=1, seq=0, last_hash=GENESIS, checkpoint_seq=0))
+
+
+# ---------------------------------------------------------------- keys and MACs
 
 
 def canonical(seq, at, actor, action, obj, ip, outcome, detail) -> str:
@@ -64,8 +127,112 @@ def canonical(seq, at, actor, action, obj, ip, outcome, detail) -> str:
                       separators=(",", ":"))
 
 
-def chain_hash(prev_hash: str, payload: str) -> str:
+def legacy_hash(prev_hash: str, payload: str) -> str:
+    """The unkeyed SHA-256 chain of before migration 0011 (anyone could recompute it)."""
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
+
+
+chain_hash = legacy_hash  # the old name
+
+
+class AuditKeyError(Exception):
+    """The audit key is missing or malformed."""
+
+
+def load_secret(app: Flask) -> bytes:
+    """``TONGBAN_AUDIT_KEY`` (64 hex digits) or ``instance/audit_key`` (created 0600 on first use)."""
+    from .config import _secret_file
+
+    raw = app.config.get("TONGBAN_AUDIT_KEY")
+    if isinstance(raw, bytes) and raw:
+        secret = raw
+    elif isinstance(raw, str) and raw:
+        try:
+            secret = bytes.fromhex(raw)
+        except ValueError:
+            raise AuditKeyError("TONGBAN_AUDIT_KEY must be hexadecimal") from None
+    else:
+        secret = _secret_file(Path(app.config["TONGBAN_INSTANCE_DIR"]), KEY_FILE, 32)
+    if len(secret) < 32:
+        raise AuditKeyError("the audit key must be at least 32 bytes")
+    return secret
+
+
+@dataclass(frozen=True)
+class Keys:
+    chain: bytes
+    signer: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.signer.public_key()
+
+
+def derive_keys(secret: bytes) -> Keys:
+    chain = hmac.new(secret, b"tongban audit chain v1", hashlib.sha256).digest()
+    seed = hmac.new(secret, b"tongban audit checkpoints v1", hashlib.sha256).digest()
+    return Keys(chain=chain, signer=Ed25519PrivateKey.from_private_bytes(seed))
+
+
+def keys(app: Flask | None = None) -> Keys:
+    app = app or current_app
+    found = app.extensions.get("tongban.audit_keys")
+    if found is None:
+        found = app.extensions["tongban.audit_keys"] = derive_keys(load_secret(app))
+    return found
+
+
+def row_mac(key: bytes, prev_hash: str, payload: str) -> str:
+    return hmac.new(key, (prev_hash + payload).encode(), hashlib.sha256).hexdigest()
+
+
+def row_tag(key: bytes, nonce: str, at, actor, action, obj, ip, outcome, detail) -> str:
+    content = canonical(None, at, actor, action, obj, ip, outcome, detail)
+    return nonce + "." + hmac.new(key, f"tag|{nonce}|{content}".encode(), hashlib.sha256).hexdigest()
+
+
+def tag_ok(key: bytes, tag: str | None, at, actor, action, obj, ip, outcome, detail) -> bool:
+    if not tag or "." not in tag:
+        return False
+    nonce = tag.split(".", 1)[0]
+    return hmac.compare_digest(tag, row_tag(key, nonce, at, actor, action, obj, ip, outcome, detail))
+
+
+def head_mac(key: bytes, seq: int, last_hash: str) -> str:
+    return hmac.new(key, f"head|{seq}|{last_hash}".encode(), hashlib.sha256).hexdigest()
+
+
+def _checkpoint_message(issuer: str, seq: int, hash_: str, at: datetime) -> bytes:
+    return json.dumps({"iss": issuer, "seq": seq, "hash": hash_, "at": at.isoformat(timespec="seconds") + "Z"},
+                      separators=(",", ":"), sort_keys=True).encode()
+
+
+def checkpoint_dict(issuer: str, seq: int, hash_: str, at: datetime, signature: str) -> dict:
+    return {"iss": issuer, "seq": seq, "hash": hash_, "at": at.isoformat(timespec="seconds") + "Z",
+            "alg": "Ed25519", "signature": signature}
+
+
+def public_key_b64(app: Flask | None = None) -> str:
+    raw = keys(app).public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def check_checkpoint_signature(cp: dict, public_key: Ed25519PublicKey) -> bool:
+    try:
+        at = datetime.fromisoformat(str(cp["at"]).removesuffix("Z"))
+        message = _checkpoint_message(str(cp["iss"]), int(cp["seq"]), str(cp["hash"]), at)
+        sig = base64.urlsafe_b64decode(str(cp["signature"]) + "=" * (-len(str(cp["signature"])) % 4))
+        public_key.verify(sig, message)
+    except (KeyError, TypeError, ValueError, InvalidSignature):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- writing
 
 
 def client_ip() -> str:
@@ -78,64 +245,444 @@ def record(action: str, *, actor: str = "", object: str = "", outcome: str = "su
            detail: dict | None = None, ip: str | None = None) -> AuditLog:
     """Append one event in the current transaction (it commits or rolls back with it).
 
-    Personal data (ID numbers, phone numbers) is masked before it is written.
+    Personal data (ID numbers, phone numbers) is masked before it is written. The row is
+    sealed into the chain by the chainer shortly after the transaction commits.
     """
-    head = db.session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1)
-        .returning(AuditHead.seq, AuditHead.last_hash)
-    ).one()
-    seq, prev = head
     row = AuditLog(
-        seq=seq, at=utcnow(), actor=mask_text(str(actor or ""))[:200], action=action,
+        at=utcnow(), actor=mask_text(str(actor or ""))[:200], action=action,
         object=mask_text(str(object or ""))[:300], ip=(ip if ip is not None else client_ip())[:64],
         outcome=outcome,
         detail=mask_text(json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)),
-        prev_hash=prev,
     )
-    row.hash = chain_hash(prev, row.payload())
+    app = current_app._get_current_object()
+    row.tag = row_tag(keys(app).chain, secrets.token_hex(12), row.at, row.actor, row.action, row.object, row.ip,
+                      row.outcome, row.detail)
     db.session.add(row)
-    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=row.hash))
+    after_commit(lambda: wake(app))
     return row
 
 
-def verify() -> tuple[bool, int | None, int, str]:
-    """Walk the chain. Returns (whole, first bad row id, rows checked, reason)."""
+def record_later(action: str, *, actor: str = "", object: str = "", outcome: str = "success",
+                 detail: dict | None = None, ip: str | None = None) -> None:
+    """Like ``record``, but written in its own short transaction once the request's session is
+    closed: for reads (a page that shows personal data never commits) and refusals (the
+    request's own transaction is rolled back). Outside a request it is written at once."""
+    from .extensions import after_request_write
+
+    app = current_app._get_current_object()
+    values = {
+        "at": utcnow(), "actor": mask_text(str(actor or ""))[:200], "action": action,
+        "object": mask_text(str(object or ""))[:300], "ip": (ip if ip is not None else client_ip())[:64],
+        "outcome": outcome,
+        "detail": mask_text(json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)),
+    }
+    values["tag"] = row_tag(keys(app).chain, secrets.token_hex(12), values["at"], values["actor"], action,
+                            values["object"], values["ip"], outcome, values["detail"])
+
+    def write(conn):
+        conn.execute(insert(AuditLog).values(**values))
+        wake(app)  # (the chainer waits for its short pause, by then this has committed)
+
+    after_request_write(write)
+
+
+# ---------------------------------------------------------------- the chainer
+
+
+class ChainError(Exception):
+    """The chain's head does not vouch for itself: nothing more is chained until it is checked."""
+
+
+def chain(batch: int = 500, *, app: Flask | None = None) -> int:
+    """Seal every committed unchained row into the chain; returns how many. Raises ChainError."""
+    app = app or current_app._get_current_object()
+    total, after, refused = 0, 0, []
+    while True:
+        n, after = _chain_batch(app, batch, after, refused)
+        total += n
+        if n < batch:
+            break
+    if refused:
+        log.error("audit chainer: entries %s were not written by Tongban or were edited; not chained",
+                  refused[:20])
+    return total - len(refused)
+
+
+def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tuple[int, int]:
+    k = keys(app)
+    issuer = app.config["TONGBAN_ISSUER"]
+    with db.engine.connect() as conn:  # a look without the lock: most passes find nothing to do
+        pending = conn.execute(select(AuditLog.id).where(AuditLog.seq.is_(None), AuditLog.id > after)
+                               .limit(1)).first()
+        head = conn.execute(select(AuditHead.seq, AuditHead.checkpoint_seq, AuditHead.checkpoint_at)
+                            .where(AuditHead.id == 1)).first()
+    if pending is None and head is not None and not (head.seq > head.checkpoint_seq and _checkpoint_due(
+            app, head.seq, head.checkpoint_seq, head.checkpoint_at, utcnow())):
+        return 0, after
+    with db.engine.begin() as conn:
+        # the chainer's lock: the head row (row lock on PostgreSQL, write lock on SQLite), held
+        # for this short transaction only
+        head = conn.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq)
+                            .returning(AuditHead.seq, AuditHead.last_hash, AuditHead.mac,
+                                       AuditHead.checkpoint_seq, AuditHead.checkpoint_at)).one_or_none()
+        if head is None:
+            raise ChainError("the chain's head row is missing")
+        seq, last, mac, cp_seq, cp_at = head
+        if not (seq == 0 and last == GENESIS and mac is None) and (
+                mac is None or not hmac.compare_digest(mac, head_mac(k.chain, seq, last))):
+            raise ChainError("the chain's head does not carry a valid MAC")
+        rows = conn.execute(select(AuditLog.id, AuditLog.at, AuditLog.actor, AuditLog.action, AuditLog.object,
+                                   AuditLog.ip, AuditLog.outcome, AuditLog.detail, AuditLog.tag)
+                            .where(AuditLog.seq.is_(None), AuditLog.id > after).order_by(AuditLog.id)
+                            .limit(batch)).all()
+        for r in rows:
+            if not tag_ok(k.chain, r.tag, r.at, r.actor, r.action, r.object, r.ip, r.outcome, r.detail):
+                refused.append(r.id)  # not written by Tongban, or edited since: left out, verify names it
+                continue
+            seq += 1
+            h = row_mac(k.chain, last, canonical(seq, r.at, r.actor, r.action, r.object, r.ip, r.outcome, r.detail))
+            conn.execute(update(AuditLog).where(AuditLog.id == r.id, AuditLog.seq.is_(None))
+                         .values(seq=seq, prev_hash=last, hash=h))
+            last = h
+        now = utcnow()
+        values = {"seq": seq, "last_hash": last, "mac": head_mac(k.chain, seq, last)}
+        due = seq > cp_seq and _checkpoint_due(app, seq, cp_seq, cp_at, now)
+        if due:
+            at = now.replace(microsecond=0)
+            sig = _b64url(k.signer.sign(_checkpoint_message(issuer, seq, last, at)))
+            conn.execute(insert(AuditCheckpoint).values(seq=seq, hash=last, at=at, signature=sig))
+            values.update(checkpoint_seq=seq, checkpoint_at=now)
+        if rows or due:
+            conn.execute(update(AuditHead).where(AuditHead.id == 1).values(**values))
+    if rows:
+        _write_witness(app, seq, last)
+    return len(rows), (rows[-1].id if rows else after)
+
+
+def _checkpoint_due(app: Flask, seq: int, cp_seq: int, cp_at: datetime | None, now: datetime) -> bool:
+    return (seq - cp_seq >= app.config["TONGBAN_AUDIT_CHECKPOINT_ROWS"] or cp_at is None
+            or (now - cp_at).total_seconds() >= app.config["TONGBAN_AUDIT_CHECKPOINT_SECONDS"])
+
+
+# -------- the witness in the instance folder: the furthest head this instance has seen
+
+
+def _witness_path(app: Flask) -> Path:
+    return Path(app.config["TONGBAN_INSTANCE_DIR"]) / WITNESS_FILE
+
+
+_witness_lock = threading.Lock()
+
+
+def read_witness(app: Flask | None = None) -> tuple[int, str] | None:
+    path = _witness_path(app or current_app)
+    try:
+        data = json.loads(path.read_text())
+        return int(data["seq"]), str(data["hash"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return -1, ""
+
+
+def _write_witness(app: Flask, seq: int, last: str) -> None:
+    path = _witness_path(app)
+    with _witness_lock:
+        current = read_witness(app)
+        if current is not None and current[0] >= seq:
+            return
+        tmp = path.with_name(f".{WITNESS_FILE}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"seq": seq, "hash": last}, f)
+            os.replace(tmp, path)
+        except OSError:  # a read-only instance folder: the checkpoints still witness
+            log.warning("could not write the audit witness %s", path)
+
+
+def reset_witness(app: Flask | None = None) -> None:
+    """Forget the witnessed head (after restoring the database from a backup on purpose)."""
+    _witness_path(app or current_app).unlink(missing_ok=True)
+
+
+# -------- the worker thread
+
+
+class _Chainer:
+    """One daemon thread per process (re-created after a fork), woken after each audited commit."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+        self.app: Flask | None = None
+        self.passes = 0
+
+    def ensure(self, app: Flask) -> None:
+        if self.thread is not None and self.pid == os.getpid() and self.thread.is_alive():
+            return
+        with self.lock:
+            if self.thread is not None and self.pid == os.getpid() and self.thread.is_alive():
+                return
+            self.app, self.pid = app, os.getpid()
+            self.event = threading.Event()
+            self.thread = threading.Thread(target=self._run, name="tongban-audit-chainer", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        app = self.app
+        while True:
+            woken = self.event.wait(app.config["TONGBAN_AUDIT_CHAIN_SECONDS"] * 10)
+            if woken:  # let a burst of commits gather into one batch
+                time.sleep(min(0.2, app.config["TONGBAN_AUDIT_CHAIN_SECONDS"]))
+            self.event.clear()
+            if not app.config["TONGBAN_AUDIT_CHAIN_THREAD"]:
+                continue
+            try:
+                with app.app_context():
+                    chain(app=app)
+                self.passes += 1
+            except ChainError as e:
+                log.error("audit chainer stopped: %s (run `flask audit verify`)", e)
+            except Exception:  # the database may be briefly away: try again at the next wake
+                log.exception("audit chainer pass failed")
+
+
+_chainer = _Chainer()
+
+
+def wake(app: Flask) -> None:
+    if not app.config["TONGBAN_AUDIT_CHAIN_THREAD"]:
+        return
+    _chainer.ensure(app)
+    _chainer.event.set()
+
+
+# ---------------------------------------------------------------- verifying
+
+
+@dataclass
+class Verdict:
+    whole: bool
+    bad_id: int | None
+    count: int
+    reason: str
+    pending: int = 0
+
+    def __iter__(self):  # (whole, bad_id, count, reason), as before
+        return iter((self.whole, self.bad_id, self.count, self.reason))
+
+    def __getitem__(self, i):
+        return tuple(self)[i]
+
+
+def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -> Verdict:
+    """Chain what is pending, then walk the chain with the key.
+
+    Returns a ``Verdict`` (unpacks as ``whole, first bad row id, rows checked, reason``).
+    ``checkpoints``: checkpoints held outside the database that the chain must contain.
+    """
+    app = current_app._get_current_object()
+    k = keys(app)
+    if chain_first and not session_holds_sqlite_write():
+        with contextlib.suppress(ChainError):  # the walk below says what is wrong
+            chain(app=app)
     prev, expected_seq, count = GENESIS, 1, 0
-    rows = db.session.execute(select(AuditLog).order_by(AuditLog.seq)).scalars()
+    by_seq: dict[int, str] = {}
+    wanted = {int(c["seq"]) for c in (checkpoints or []) if str(c.get("seq", "")).isdigit()}
+    stored = list(db.session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)
+                                     .execution_options(populate_existing=True)).scalars())
+    wanted |= {c.seq for c in stored}
+    witness = read_witness(app)
+    if witness is not None:
+        wanted.add(witness[0])
+    rows = db.session.execute(select(AuditLog).where(AuditLog.seq.is_not(None)).order_by(AuditLog.seq)
+                              .execution_options(yield_per=1000, populate_existing=True)).scalars()
     for row in rows:
         if row.seq != expected_seq:
-            return False, row.id, count, f"sequence jumps from {expected_seq - 1} to {row.seq} (rows deleted)"
+            return Verdict(False, row.id, count, f"sequence jumps from {expected_seq - 1} to {row.seq} (rows deleted)")
         if row.prev_hash != prev:
-            return False, row.id, count, "previous-hash link broken (row inserted or deleted before it)"
-        if chain_hash(prev, row.payload()) != row.hash:
-            return False, row.id, count, "content does not match its hash (row edited)"
+            return Verdict(False, row.id, count, "previous-MAC link broken (row inserted or deleted before it)")
+        if not hmac.compare_digest(row.hash or "", row_mac(k.chain, prev, row.payload())):
+            return Verdict(False, row.id, count, "content does not match its MAC (row edited or forged)")
+        if row.seq in wanted:
+            by_seq[row.seq] = row.hash
         prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+    last_id = db.session.execute(select(AuditLog.id).where(AuditLog.seq.is_not(None))
+                                 .order_by(AuditLog.seq.desc()).limit(1)).scalar()
     head = db.session.get(AuditHead, 1)
+    if head is not None:
+        db.session.refresh(head)
     if head is None or head.seq != expected_seq - 1 or head.last_hash != prev:
-        last = db.session.execute(select(AuditLog.id).order_by(AuditLog.seq.desc()).limit(1)).scalar()
-        return False, last, count, "the chain's head does not match its last row (rows deleted at the end)"
-    return True, None, count, ""
+        return Verdict(False, last_id, count, "the chain's head does not match its last row (rows deleted at the end)")
+    if count and (head.mac is None or not hmac.compare_digest(head.mac, head_mac(k.chain, head.seq, head.last_hash))):
+        return Verdict(False, last_id, count, "the chain's head does not carry a valid MAC (rows deleted at the end)")
+    if witness is not None and (witness[0] < 0 or by_seq.get(witness[0]) != witness[1]):
+        return Verdict(False, last_id, count, f"the log no longer contains entry {witness[0]} this instance "
+                                              "saw chained (rewound, or rows deleted at the end)")
+    public = k.public_key
+    issuer = app.config["TONGBAN_ISSUER"]
+    for cp in stored:
+        if not check_checkpoint_signature(cp.as_dict(issuer), public):
+            return Verdict(False, last_id, count, f"checkpoint at entry {cp.seq} has a bad signature (forged)")
+        if by_seq.get(cp.seq) != cp.hash:
+            return Verdict(False, last_id, count, f"the log does not match the signed checkpoint at entry {cp.seq}")
+    for cp in checkpoints or []:
+        if not check_checkpoint_signature(cp, public):
+            return Verdict(False, None, count, "a checkpoint given to compare has a bad signature")
+        if by_seq.get(int(cp["seq"])) != cp["hash"]:
+            return Verdict(False, last_id, count, f"the log does not contain the checkpoint at entry {cp['seq']} "
+                                                  "(rewritten or rows deleted)")
+    pending = 0
+    for row in db.session.execute(select(AuditLog).where(AuditLog.seq.is_(None)).order_by(AuditLog.id)
+                                  .execution_options(yield_per=1000, populate_existing=True)).scalars():
+        if not tag_ok(k.chain, row.tag, row.at, row.actor, row.action, row.object, row.ip, row.outcome, row.detail):
+            return Verdict(False, row.id, count, "an entry waiting to be chained was not written by Tongban "
+                                                 "or was edited (forged)")
+        pending += 1
+    return Verdict(True, None, count, "", pending=pending)
 
 
-__all__ = ["AuditHead", "AuditLog", "record", "verify"]
+def recent_checkpoints(limit: int = 100) -> list[dict]:
+    issuer = current_app.config["TONGBAN_ISSUER"]
+    rows = db.session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(limit)).scalars()
+    return [r.as_dict(issuer) for r in rows]
 
 
-def init_app(app) -> None:
-    import sys
+__all__ = ["AuditCheckpoint", "AuditHead", "AuditLog", "Verdict", "chain", "record", "verify"]
 
+
+# ---------------------------------------------------------------- refusals no view records itself
+
+# endpoints where a client authenticates itself (RFC 6749 §2.3, RFC 7009, RFC 7662, RFC 8628)
+CLIENT_AUTH_PATHS = ("/oauth/token", "/oauth/revoke", "/oauth/introspect", "/oauth/device_authorization")
+
+
+def _record_refusal(resp) -> None:
+    """Client authentication failures at the token endpoints and every refusal (4xx) of the
+    department APIs under /api/ are audited, in their own transaction: the refused request's
+    own transaction is rolled back."""
+    status, path = resp.status_code, request.path
+    if not 400 <= status < 500 or not (path.startswith("/api/") or path in CLIENT_AUTH_PATHS):
+        return
+    try:
+        body = resp.get_json(silent=True) if resp.is_json and not resp.is_streamed else None
+    except Exception:
+        body = None
+    code = str((body or {}).get("error") or "")[:60] if isinstance(body, dict) else ""
+    if path in CLIENT_AUTH_PATHS:
+        if code != "invalid_client":
+            return
+        auth = request.authorization
+        client_id = (auth.username if auth and auth.type == "basic" else None) or request.form.get("client_id", "")
+        record_later("client.auth_failed", actor=f"client:{str(client_id or '')[:100]}", object=path,
+                     outcome="failure", detail={"status": status})
+        return
+    token = _current_token()
+    client_id = getattr(token, "client_id", "") if token is not None else ""
+    actor = f"client:{client_id}" if client_id else ""
+    record_later("api.refused", actor=actor, object=f"{request.method} {path}"[:300], outcome="refused",
+                 detail={"status": status, "error": code,
+                         "purpose": str(request.values.get("purpose", ""))[:200],
+                         "service_item": str(request.values.get("service_item", ""))[:100]})
+
+
+def _current_token():
+    from flask import g
+
+    return g.get("authlib_server_oauth2_token")
+
+
+# ---------------------------------------------------------------- CLI, endpoint, wiring
+
+
+def init_app(app: Flask) -> None:
     import click
+    from flask import Blueprint, jsonify
     from flask.cli import AppGroup
 
-    group = AppGroup("audit", help="The hash-chained audit log.")
+    group = AppGroup("audit", help="The keyed, hash-chained audit log.")
 
     @group.command("verify")
-    def verify_cmd():
-        """Check the hash chain: exit 0 when whole, 1 with the first bad entry's id."""
-        whole, bad_id, count, reason = verify()
-        if whole:
-            click.echo(f"audit log intact: {count} entries")
+    @click.option("--checkpoint", "checkpoint_files", multiple=True, type=click.Path(dir_okay=False),
+                  help="A checkpoint (JSON, as `audit checkpoints` prints) kept outside the database; "
+                       "the log must still contain it. Repeatable.")
+    def verify_cmd(checkpoint_files):
+        """Chain pending entries, then check the chain: exit 0 when whole, 1 with the first bad entry's id."""
+        given = []
+        for name in checkpoint_files:
+            try:
+                data = json.loads(Path(name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                click.echo(f"cannot read checkpoint {name}: {e}", err=True)
+                sys.exit(2)
+            for cp in data if isinstance(data, list) else [data]:
+                if not isinstance(cp, dict) or not str(cp.get("seq", "")).isdigit():
+                    click.echo(f"not a checkpoint: {name}", err=True)
+                    sys.exit(2)
+                given.append(cp)
+        try:
+            verdict = verify(checkpoints=given)
+        except AuditKeyError as e:
+            click.echo(f"audit key: {e}", err=True)
+            sys.exit(2)
+        if verdict.whole:
+            click.echo(f"audit log intact: {verdict.count} entries")
             return
-        click.echo(f"audit log broken at entry {bad_id}: {reason}", err=True)
+        click.echo(f"audit log broken at entry {verdict.bad_id}: {verdict.reason}", err=True)
         sys.exit(1)
 
+    @group.command("chain")
+    def chain_cmd():
+        """Seal pending entries into the chain now (the web processes do it within a second)."""
+        try:
+            n = chain()
+        except ChainError as e:
+            click.echo(f"audit chain refused: {e}", err=True)
+            sys.exit(1)
+        click.echo(f"chained {n} entries")
+
+    @group.command("checkpoints")
+    @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
+    def checkpoints_cmd(limit):
+        """Print the latest signed checkpoints (JSON) and the public key that checks them."""
+        click.echo(json.dumps({"alg": "Ed25519", "public_key": public_key_b64(),
+                               "checkpoints": recent_checkpoints(limit)}, ensure_ascii=False, indent=1))
+
+    @group.command("reset-witness")
+    def reset_witness_cmd():
+        """Forget the head this instance witnessed (only after restoring the database on purpose)."""
+        reset_witness()
+        click.echo("audit witness removed")
+
     app.cli.add_command(group)
+
+    bp = Blueprint("audit", __name__)
+
+    @bp.get("/audit/checkpoints")
+    def checkpoints_view():
+        limit = request.args.get("limit", default=100, type=int)
+        limit = 100 if limit is None or limit < 1 or limit > 1000 else limit
+        resp = jsonify(alg="Ed25519", public_key=public_key_b64(), checkpoints=recent_checkpoints(limit))
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    app.register_blueprint(bp)
+    keys(app)  # a malformed TONGBAN_AUDIT_KEY stops the start, like a malformed KEK
+
+    @app.after_request
+    def _audit_refusals(resp):
+        _record_refusal(resp)
+        return resp
+
+    started = {"pid": 0}
+
+    @app.before_request
+    def _start_chainer():
+        # rows left unchained by a previous run are sealed without waiting for a new event
+        if started["pid"] != os.getpid():
+            started["pid"] = os.getpid()
+            if app.config["TONGBAN_AUDIT_CHAIN_THREAD"]:
+                wake(app)

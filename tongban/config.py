@@ -49,6 +49,14 @@ DEFAULTS: dict = {
     "TONGBAN_OUTBOX_THREAD": True,
     "TONGBAN_OUTBOX_TIMEOUT": 5,
     "TONGBAN_LOGOUT_TOKEN_LIFETIME": 120,
+    # the audit log: the chain's secret (64 hex digits; default: instance/audit_key), whether
+    # web processes run a chainer thread, how long an event may wait to be chained, and how
+    # often (rows or seconds, whichever first) the chainer signs a checkpoint
+    "TONGBAN_AUDIT_KEY": "",
+    "TONGBAN_AUDIT_CHAIN_THREAD": True,
+    "TONGBAN_AUDIT_CHAIN_SECONDS": 1,
+    "TONGBAN_AUDIT_CHECKPOINT_ROWS": 1000,
+    "TONGBAN_AUDIT_CHECKPOINT_SECONDS": 600,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

@@ -55,3 +55,64 @@ def _run_after_commit(session):
 @event.listens_for(Session, "after_rollback")
 def _drop_after_commit(session):
     session.info.pop("tongban_after_commit", None)
+
+
+# ---------------------------------------------------------------- writes kept out of the request's transaction
+
+
+def after_request_write(fn) -> None:
+    """Run ``fn(connection)`` once this request's database session is closed, in its own short
+    transaction (e.g. noting that a log-in session was seen). On SQLite a GET page that changed
+    a row would otherwise hold the database's write lock until the page is rendered — and a
+    page never commits, so the change would be lost as well. Outside a request: run now."""
+    from flask import g, has_app_context
+
+    if not has_app_context():
+        fn_now(fn)
+        return
+    g.setdefault("_tongban_after_writes", []).append(fn)
+
+
+def fn_now(fn) -> None:
+    with db.engine.begin() as conn:
+        fn(conn)
+
+
+def session_holds_sqlite_write() -> bool:
+    """True when the current session has written on SQLite: another connection would wait for it."""
+    session = db.session()
+    if not session.in_transaction() or db.engine.dialect.name != "sqlite":
+        return False
+    try:
+        raw = session.connection().connection.dbapi_connection
+    except Exception:
+        return False
+    return bool(getattr(raw, "in_transaction", False))
+
+
+def init_after_request_writes(app) -> None:
+    """Wire ``after_request_write`` (and ``after_session`` hooks) to run after the session is removed."""
+    import logging
+
+    from flask import g
+
+    def _run(exc):
+        for fn in g.pop("_tongban_after_writes", []):
+            try:
+                fn_now(fn)
+            except Exception:  # bookkeeping must never fail the response
+                logging.getLogger(__name__).exception("deferred write failed")
+        for hook in app.extensions.get("tongban.after_session", []):
+            try:
+                hook()
+            except Exception:
+                logging.getLogger(__name__).exception("after-session hook %s failed", getattr(hook, "__name__", hook))
+
+    # teardown_appcontext functions run last-registered first: this one runs after
+    # Flask-SQLAlchemy has removed the request's session (its write lock is released)
+    app.teardown_appcontext_funcs.insert(0, _run)
+
+
+def after_session(app, fn) -> None:
+    """Run ``fn()`` at the end of every app context, after its database session is removed."""
+    app.extensions.setdefault("tongban.after_session", []).append(fn)

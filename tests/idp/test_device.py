@@ -169,7 +169,7 @@ def test_device_flow_per_rfc8628(app, disco, kiosk, phone, citizen):
     from tongban.extensions import db
 
     actions = list(db.session.execute(select(AuditLog.action).where(AuditLog.action.like("device.%"))
-                                      .order_by(AuditLog.seq)).scalars())
+                                      .order_by(AuditLog.id)).scalars())
     assert actions == ["device.requested", "device.approved", "device.token_issued"]
 
 

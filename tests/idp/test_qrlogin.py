@@ -102,7 +102,7 @@ def _actions(app) -> list[str]:
 
     db.session.expire_all()
     return list(db.session.execute(select(AuditLog.action).where(AuditLog.action.like("qr.%"))
-                                   .order_by(AuditLog.seq)).scalars())
+                                   .order_by(AuditLog.id)).scalars())
 
 
 def _rows(app):

@@ -1,0 +1,203 @@
+"""The embedded default must never freeze (issue 11): the demo's flows — log-in at a portal,
+single sign-on at the other, Tongban's own pages, the administrator's pages, logging out with
+back-channel deliveries — run concurrently over real HTTP, and no request may wait on another.
+
+What is measured is waiting for SQLite's write lock, not speed: for this test every connection
+gives up after 2 s of waiting (``PRAGMA busy_timeout``, 30 s in production), so a write
+transaction held across a request, network I/O or password hashing fails a request (a 500 or a
+"database is locked" in the log) instead of freezing it. Wall time is only checked against a
+generous bound (the machine may be loaded; hashing a password is slow on purpose)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from datetime import timedelta
+
+import pytest
+import requests
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from tests.conftest import _free_port
+from tests.idp.helpers import _input_value, is_login_page
+
+LOCK_WAIT_MS = 2000  # how long a connection may wait for SQLite's write lock in this test
+HUNG = 25.0  # seconds: a response this slow was blocked (the production busy timeout is 30 s)
+
+
+@pytest.fixture
+def demo(app, live_server):
+    from demo import PORTALS
+    from demo.portal import create_portal
+    from idp import clients as registry
+    from tongban import demo as demo_data
+    from tongban.extensions import db
+
+    info = demo_data.seed()
+    running = []
+    for spec in PORTALS:
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        spec = dataclasses.replace(spec, client_id=f"{spec.client_id}-freeze")
+        _, secret = registry.create_client(
+            client_id=spec.client_id, name=spec.name, department=spec.department, first_party=True,
+            redirect_uris=[f"{base}/callback"], post_logout_redirect_uris=[f"{base}/"],
+            backchannel_logout_uri=f"{base}/backchannel-logout", scopes=["openid", "profile"])
+        db.session.commit()
+        portal = create_portal(spec, issuer=live_server, client_secret=secret, base_url=base)
+        server = make_server("127.0.0.1", port, portal, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        running.append((base, server))
+    yield info, [base for base, _ in running]
+    for _, server in running:
+        server.shutdown()
+        server.server_close()
+
+
+class Timed(requests.Session):
+    """A browser that notes how long every response (each redirect too) took."""
+
+    def __init__(self, log: list):
+        super().__init__()
+        self.log = log
+        self.hooks["response"].append(self._note)
+
+    def _note(self, resp, *args, **kwargs):
+        self.log.append((resp.elapsed.total_seconds(), resp.status_code, resp.request.method, resp.url))
+
+
+def _login_form(http: requests.Session, page: requests.Response, login: str, password: str):
+    assert is_login_page(page), page.text[:300]
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
+    return http.post(page.url.split("?")[0], data={"csrf_token": csrf, "login": login, "password": password,
+                                                   "next": _input_value(page.text, "next") or ""})
+
+
+def _age_sessions(app) -> None:
+    """Make every log-in session look a few minutes idle, so the next page load touches it."""
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(text("UPDATE login_sessions SET last_seen = :t"), {"t": utcnow() - timedelta(minutes=5)})
+
+
+@pytest.fixture
+def short_lock_wait(app):
+    from sqlalchemy import event
+
+    from tongban.extensions import db
+
+    def _pragma(dbapi_connection, record, proxy):
+        if "sqlite" in type(dbapi_connection).__module__:
+            dbapi_connection.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
+
+    event.listen(db.engine, "checkout", _pragma)
+    yield
+    event.remove(db.engine, "checkout", _pragma)
+
+
+def test_demo_flows_run_concurrently_without_waiting(app, demo, live_server, short_lock_wait, monkeypatch,
+                                                     caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    # as in production: usage counters are written every few seconds, the outbox and audit
+    # chainer threads run
+    monkeypatch.setitem(app.config, "TONGBAN_USAGE_FLUSH_SECONDS", 1)
+    monkeypatch.setitem(app.config, "TONGBAN_AUDIT_CHAIN_THREAD", True)
+    info, (housing, social) = demo
+    citizen, clerk, password = info["citizen"]["id_number"], info["clerk"]["id_number"], info["password"]
+    log: list = []
+    errors: list[str] = []
+    start = threading.Barrier(4)
+
+    def citizen_flow(n: int):
+        http = Timed(log)
+        start.wait(60)
+        for _ in range(2):
+            done = _login_form(http, http.get(f"{housing}/login"), citizen, password)
+            assert done.url.rstrip("/") == housing, done.url
+            page = http.get(f"{social}/")  # single sign-on: no password asked
+            assert 'action="/logout"' in page.text
+            for path in ("/account", "/wallet"):
+                assert http.get(f"{live_server}{path}").status_code == 200
+            _age_sessions(app)
+            assert http.get(f"{live_server}/account").status_code == 200
+            http.post(f"{housing}/logout")  # the social portal gets a back-channel logout token
+
+    def admin_flow():
+        http = Timed(log)
+        start.wait(60)
+        page = http.get(f"{live_server}/login")
+        assert _login_form(http, page, clerk, password).status_code == 200
+        for _ in range(3):
+            for path in ("/admin/clients", "/admin/outbox", "/admin/audit", "/clerk", "/account"):
+                resp = http.get(f"{live_server}{path}")
+                assert resp.status_code == 200, (path, resp.status_code)
+            _age_sessions(app)
+
+    def guard(fn, *args):
+        try:
+            fn(*args)
+        except Exception as e:  # reported below with the slow responses
+            errors.append(f"{fn.__name__}{args}: {e!r}")
+
+    threads = [threading.Thread(target=guard, args=(citizen_flow, n)) for n in range(3)]
+    threads.append(threading.Thread(target=guard, args=(admin_flow,)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not any(t.is_alive() for t in threads), "a flow hung"
+    monkeypatch.setitem(app.config, "TONGBAN_AUDIT_CHAIN_THREAD", False)
+    hung = [entry for entry in log if entry[0] > HUNG]
+    failed = [entry for entry in log if entry[1] >= 500]
+    locked = [r.getMessage()[:300] for r in caplog.records if "locked" in (r.getMessage() + str(r.exc_info))]
+    assert not errors, errors
+    assert not failed, failed
+    assert not locked, locked
+    assert not hung, hung
+    assert len(log) > 50
+
+
+def test_a_page_view_notes_the_session_seen_after_the_request(app, citizen):
+    """Reading a page touches the log-in session outside the page's transaction: the change is
+    kept (a GET never commits) and the page held no write lock while it rendered."""
+    from sqlalchemy import select
+
+    from idp.models import LoginSession
+    from tests.flask_flows import login
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    browser = app.test_client()
+    assert login(browser).status_code == 302
+    _age_sessions(app)
+    before = utcnow()
+    assert browser.get("/account").status_code == 200
+    db.session.expire_all()
+    seen = db.session.execute(select(LoginSession.last_seen)).scalar_one()
+    assert seen >= before - timedelta(seconds=1)
+
+
+def test_usage_counts_reach_the_database_after_the_request(app, make_client):
+    from idp.models import ClientUsage
+    from tests.flask_flows import basic
+    from tongban.extensions import db
+
+    client_id, secret = make_client()
+    resp = app.test_client().post("/oauth/token", data={"grant_type": "client_credentials"},
+                                  headers=basic(client_id, secret))
+    assert resp.status_code == 200
+    db.session.expire_all()
+    row = db.session.get(ClientUsage, (client_id, _today()))
+    assert row is not None and row.tokens == 1
+
+
+def _today():
+    from tongban.clock import utcnow
+
+    return utcnow().date()
