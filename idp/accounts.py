@@ -66,13 +66,14 @@ def create_user(id_number: str, name: str, password: str, phone: str | None = No
     phone = normalise_phone(phone)
     if check_password_policy:
         check_policy(password, id_number=ident.value, phone=phone or "")
+    password_hash = hash_password(password)  # before the session writes anything (no lock held)
     if db.session.execute(select(User.id).where(User.id_number == ident.value)).first():
         raise Conflict(localised(_l("An account with this ID number already exists.")), "account_exists")
     if phone and db.session.execute(select(User.id).where(User.phone == phone)).first():
         raise Conflict(localised(_l("This phone number is already used by another account.")), "phone_taken")
     now = utcnow()
     user = User(sub=token(15), id_number=ident.value, name=name, phone=phone,
-                password_hash=hash_password(password), assurance_level=1, created_at=now,
+                password_hash=password_hash, assurance_level=1, created_at=now,
                 password_changed_at=now, failed_logins=0)
     db.session.add(user)
     db.session.flush()
@@ -370,15 +371,37 @@ def recent_logins(user: User, limit: int = 20) -> list[LoginEvent]:
     ).scalars())
 
 
-def change_password(user: User, current: str, new: str) -> None:
+def change_password(user: User, current: str, new: str, *, keep_sid: str | None = None) -> int:
+    """Replace the password (the caller holds no write transaction: both Argon2 runs happen
+    before anything is written). Every other session of the account ends; returns how many."""
     if not verify_password(user.password_hash, current):
         audit.record("account.password_change", actor=f"user:{user.sub}", outcome="failure",
                      detail={"reason": "bad_current_password"})
         raise ValidationError(localised(_l("The current password is wrong.")), "bad_password")
     check_policy(new, id_number=user.id_number, phone=user.phone or "")
-    user.password_hash = hash_password(new)
+    new_hash = hash_password(new)
+    user.password_hash = new_hash
     user.password_changed_at = utcnow()
     audit.record("account.password_change", actor=f"user:{user.sub}", object=f"user:{user.sub}")
+    return password_replaced(user, keep_sid=keep_sid, actor=f"user:{user.sub}")
+
+
+def password_replaced(user: User, *, keep_sid: str | None, actor: str) -> int:
+    """After a password change or reset: whoever knew the old one is out. Every session but
+    ``keep_sid`` ends (back-channel logout, its access tokens denied), and every refresh
+    token of the account, offline ones too, is revoked with its live access token."""
+    from . import sessions
+    from .tokens import revoke_user_refresh_tokens
+
+    ended = 0
+    for s in sessions.active_sessions(user):
+        if s.sid != keep_sid:
+            sessions.end(s, "password_changed", actor)
+            ended += 1
+    families = revoke_user_refresh_tokens(user.id, keep_sid, "password_changed", actor)
+    audit.record("account.credentials_reset", actor=actor, object=f"user:{user.sub}",
+                 detail={"sessions_ended": ended, "refresh_families_revoked": families})
+    return ended
 
 
 def unlock(user: User, actor: str) -> None:
