@@ -44,8 +44,11 @@ def register():
             db.session.rollback()
             return render_template("idp/register.html", form=form, error=e.message), 400
         cookie: dict = {}
-        sessions.start(user, cookie)
+        sess = sessions.start(user, cookie)
         db.session.commit()
+        from .mfa_views import mark_fresh
+
+        mark_fresh(sess.sid, password=True)  # the password was just chosen
         flash(_("Your account is ready. You are logged in."), "success")
         response = redirect(safe_next(form.next.data, url_for("account.account")))
         sessions.set_cookie(response, cookie["value"])

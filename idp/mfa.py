@@ -156,7 +156,8 @@ def _refused(user: User, method: str, reason: str) -> SecondFactorError:
                  detail={"method": method, "reason": reason})
     messages = {"replayed": _l("This code was already used. Wait for the next one."),
                 "expired": _l("The code has expired. Ask for a new one."),
-                "too_many": _l("Too many wrong codes. Ask for a new one.")}
+                "too_many": _l("Too many wrong codes. Ask for a new one."),
+                "weaker_factor": _l("Use your authenticator app or passkey: a text message cannot replace them.")}
     return SecondFactorError(str(messages.get(reason, _l("The code is not correct."))), reason)
 
 
@@ -460,6 +461,8 @@ def send_sms_code(user: User, purpose: str) -> SmsCode:
     """Send a six-digit code to the account's phone (rate-limited per phone)."""
     if not user.phone:
         raise ValidationError(str(_l("There is no mobile phone number on this account.")), "no_phone")
+    if purpose == "login" and has_second_factor(user):
+        raise _refused(user, "sms", "weaker_factor")
     cfg = current_app.config
     hit = ratelimit.hit(f"sms:{user.phone}", cfg["TONGBAN_SMS_RATE_PER_PHONE"], cfg["TONGBAN_SMS_RATE_WINDOW"])
     if not hit.allowed:
@@ -485,7 +488,12 @@ def send_sms_code(user: User, purpose: str) -> SmsCode:
 
 
 def verify_sms_code(user: User, purpose: str, code: str) -> None:
-    """Check the latest code; each wrong try counts, and the code dies after the limit."""
+    """Check the latest code; each wrong try counts, and the code dies after the limit.
+
+    As a second factor ("login"), SMS never stands in for a stronger factor the account has
+    (an authenticator app or a passkey): a swapped SIM must not get past them."""
+    if purpose == "login" and has_second_factor(user):
+        raise _refused(user, "sms", "weaker_factor")
     row = db.session.execute(select(SmsCode).where(
         SmsCode.user_id == user.id, SmsCode.purpose == purpose, SmsCode.used_at.is_(None))
         .order_by(SmsCode.id.desc()).limit(1)).scalar_one_or_none()

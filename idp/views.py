@@ -328,8 +328,11 @@ def login():
         db.session.commit()
         return start_login(result.user, form.next.data)
     cookie: dict = {}
-    sessions.start(result.user, cookie)
+    sess = sessions.start(result.user, cookie)
     db.session.commit()
+    from .mfa_views import mark_fresh
+
+    mark_fresh(sess.sid, password=True)
     response = redirect(safe_next(form.next.data, url_for("account.account")))
     sessions.set_cookie(response, cookie["value"])
     return response
