@@ -454,7 +454,7 @@ def sms_outbox():
     from .mfa import outbox
 
     rows = outbox()
-    return render_template("admin/sms_outbox.html", rows=rows)
+    return render_template("admin/sms_outbox.html", rows=rows, mask=mask_number)
 
 
 # ---------------------------------------------------------------- the audit log

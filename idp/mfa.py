@@ -3,11 +3,12 @@
 Services flush; the request commits once. TOTP secrets are stored encrypted under
 the instance KEK (they must be read back to check a code); recovery codes and SMS
 codes only as digests. SMS goes out through a pluggable :class:`SmsSender`; the
-shipped one writes to the ``sms_outbox`` table that administrators can read.
+shipped one queues it, sealed, in the ``sms_outbox`` table for a gateway.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -40,9 +41,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from keys.crypto import seal, unseal
 from tongban import audit, ratelimit
+from tongban import outbox as tb_outbox
 from tongban.clock import digest, token, utcnow
 from tongban.errors import TongbanError, ValidationError
-from tongban.extensions import db
+from tongban.extensions import after_commit, db
 
 from .models import User
 
@@ -440,15 +442,100 @@ class SmsSender(Protocol):
     def send(self, phone: str, text: str) -> None: ...
 
 
+_OUTBOX_LABEL = "sms-outbox"
+_SEALED = "sealed:"
+
+
 class OutboxSmsSender:
-    """The shipped sender: the message goes into ``sms_outbox`` (shown in the admin console)."""
+    """The shipped sender: the message waits in ``sms_outbox``, sealed under the instance KEK
+    (nobody reading the table or the admin console sees a code), until a gateway
+    (``app.extensions["tongban.sms_gateway"]``, anything with ``send(phone, text)``) takes it;
+    a delivered message is deleted, an undelivered one once its code has expired."""
 
     def send(self, phone: str, text: str) -> None:
-        db.session.add(SmsOutbox(phone=phone, body=text, created_at=utcnow()))
+        body = _SEALED + base64.b64encode(seal(text.encode(), _OUTBOX_LABEL)).decode()
+        db.session.add(SmsOutbox(phone=phone, body=body, created_at=utcnow()))
+        if sms_gateway() is not None:
+            app = current_app._get_current_object()
+            after_commit(lambda: _deliver_after_commit(app))
 
 
 def sms_sender() -> SmsSender:
     return current_app.extensions.get("tongban.sms_sender") or OutboxSmsSender()
+
+
+def sms_gateway() -> SmsSender | None:
+    """Where queued text messages go: an installed gateway, or ``TONGBAN_SMS_GATEWAY = "log"``
+    (the server log: development only), or None (they wait, and expire)."""
+    gw = current_app.extensions.get("tongban.sms_gateway")
+    if gw is None and current_app.config.get("TONGBAN_SMS_GATEWAY") == "log":
+        gw = LogSmsGateway()
+    return gw
+
+
+class LogSmsGateway:
+    """Development: the message goes to the server log (``make run``'s terminal)."""
+
+    def send(self, phone: str, text: str) -> None:
+        current_app.logger.warning("SMS to %s: %s", phone, text)
+
+
+def outbox_text(body: str) -> str:
+    """The readable text of a queued message (for the gateway only)."""
+    if not body.startswith(_SEALED):
+        raise ValueError("not a sealed outbox message")
+    return unseal(base64.b64decode(body[len(_SEALED):]), _OUTBOX_LABEL).decode()
+
+
+def _deliver_after_commit(app) -> None:
+    try:
+        deliver_sms()
+    except Exception:  # the chore retries; the request that queued it has committed already
+        app.logger.exception("SMS delivery failed")
+
+
+def deliver_sms(limit: int = 50) -> int:
+    """Hand queued messages to the gateway; each is claimed first (one worker sends it), sent
+    with no transaction open, then deleted. Returns how many were delivered."""
+    gateway = sms_gateway()
+    if gateway is None:
+        return 0
+    now = utcnow()
+    stale = now - timedelta(minutes=1)
+    delivered = 0
+    with db.engine.begin() as conn:
+        ids = list(conn.execute(select(SmsOutbox.id).where(
+            or_(SmsOutbox.sent_at.is_(None), SmsOutbox.sent_at < stale)).order_by(SmsOutbox.id)
+            .limit(limit)).scalars())
+    for row_id in ids:
+        with db.engine.begin() as conn:
+            row = conn.execute(update(SmsOutbox).where(
+                SmsOutbox.id == row_id, or_(SmsOutbox.sent_at.is_(None), SmsOutbox.sent_at < stale))
+                .values(sent_at=now).returning(SmsOutbox.phone, SmsOutbox.body)).first()
+        if row is None:
+            continue  # another worker took it
+        try:
+            gateway.send(row[0], outbox_text(row[1]))
+        except Exception:
+            with db.engine.begin() as conn:
+                conn.execute(update(SmsOutbox).where(SmsOutbox.id == row_id).values(sent_at=None))
+            raise
+        with db.engine.begin() as conn:
+            conn.execute(delete(SmsOutbox).where(SmsOutbox.id == row_id))
+        delivered += 1
+    return delivered
+
+
+@tb_outbox.chore(every=30)
+def sms_outbox_chore() -> int:
+    """Deliver what waits (when a gateway is set up); delete messages whose code has expired."""
+    try:
+        deliver_sms()
+    finally:
+        cut = utcnow() - timedelta(minutes=current_app.config["TONGBAN_SMS_CODE_MINUTES"])
+        with db.engine.begin() as conn:
+            purged = conn.execute(delete(SmsOutbox).where(SmsOutbox.created_at < cut)).rowcount
+    return purged or 0
 
 
 def _sms_digest(salt: str, code: str) -> str:

@@ -31,6 +31,9 @@ DEFAULTS: dict = {
     "TONGBAN_REGISTER_RATE_WINDOW": 3600,
     # removing or replacing a second factor needs the password and a factor this recently
     "TONGBAN_MFA_FRESH_MINUTES": 5,
+    # where queued text messages go: "" (a gateway installed as app.extensions
+    # ["tongban.sms_gateway"], else they wait and expire) or "log" (the server log: development)
+    "TONGBAN_SMS_GATEWAY": "",
     # throttling per client address, separate from the per-account lockout
     "TONGBAN_LOGIN_RATE_PER_IP": 30,
     "TONGBAN_LOGIN_RATE_WINDOW": 60,

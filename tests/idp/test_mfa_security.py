@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import select, update
 
@@ -175,3 +176,83 @@ def test_sms_remains_a_factor_for_accounts_without_a_stronger_one(app, browser, 
         mfa.send_sms_code(user, "login")
         mfa.verify_sms_code(user, "login", _sms_code(app))
         db.session.commit()
+
+
+# ---------------------------------------------------------------- the SMS outbox
+
+
+class _Gateway:
+    def __init__(self):
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, phone, text):
+        self.sent.append((phone, text))
+
+
+def _queue_code(app, citizen) -> None:
+    from idp import mfa
+    from idp.models import User
+
+    with app.test_request_context():
+        mfa.send_sms_code(db.session.get(User, citizen.id), "phone")
+        db.session.commit()
+
+
+def test_outbox_keeps_no_readable_code(app, citizen):
+    """The attack: whoever reads the database (or a backup) reads every code in flight."""
+    from idp.mfa import SmsOutbox
+
+    _queue_code(app, citizen)
+    code = _sms_code(app)  # through the sealed text, as the gateway reads it
+    db.session.expire_all()
+    body = db.session.execute(select(SmsOutbox.body)).scalar_one()
+    assert code not in body and "verification" not in body and body.startswith("sealed:")
+
+
+def test_delivered_messages_are_deleted(app, citizen):
+    from idp import mfa
+    from idp.mfa import SmsOutbox
+
+    gateway = _Gateway()
+    app.extensions["tongban.sms_gateway"] = gateway
+    try:
+        _queue_code(app, citizen)  # delivered right after the commit
+        assert len(gateway.sent) == 1
+        phone, text = gateway.sent[0]
+        assert phone == "13800138000" and re.search(r"\b\d{6}\b", text)
+        db.session.expire_all()
+        assert db.session.query(SmsOutbox).count() == 0
+        assert mfa.deliver_sms() == 0  # nothing is sent twice
+    finally:
+        del app.extensions["tongban.sms_gateway"]
+
+
+def test_a_failed_delivery_is_retried_then_expires(app, citizen):
+    from idp import mfa
+    from idp.mfa import SmsOutbox
+
+    class Down:
+        def send(self, phone, text):
+            raise OSError("gateway down")
+
+    _queue_code(app, citizen)  # no gateway yet: it waits
+    app.extensions["tongban.sms_gateway"] = Down()
+    try:
+        with pytest.raises(OSError):
+            mfa.deliver_sms()
+        db.session.expire_all()
+        row = db.session.execute(select(SmsOutbox)).scalar_one()
+        assert row.sent_at is None  # given back for the next try
+        gateway = _Gateway()
+        app.extensions["tongban.sms_gateway"] = gateway
+        assert mfa.deliver_sms() == 1 and len(gateway.sent) == 1
+    finally:
+        del app.extensions["tongban.sms_gateway"]
+    # a message nobody delivered is deleted once its code has expired
+    db.session.expunge_all()
+    _queue_code(app, citizen)
+    assert mfa.sms_outbox_chore() == 0
+    with freeze_time(utcnow() + timedelta(minutes=app.config["TONGBAN_SMS_CODE_MINUTES"], seconds=1)):
+        assert mfa.sms_outbox_chore() == 1
+    db.session.expire_all()
+    assert db.session.query(SmsOutbox).count() == 0
