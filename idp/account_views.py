@@ -44,8 +44,11 @@ def register():
             db.session.rollback()
             return render_template("idp/register.html", form=form, error=e.message), 400
         cookie: dict = {}
-        sessions.start(user, cookie)
+        sess = sessions.start(user, cookie)
         db.session.commit()
+        from .mfa_views import mark_fresh
+
+        mark_fresh(sess.sid, password=True)  # the password was just chosen
         flash(_("Your account is ready. You are logged in."), "success")
         response = redirect(safe_next(form.next.data, url_for("account.account")))
         sessions.set_cookie(response, cookie["value"])
@@ -78,17 +81,21 @@ def account():
 @bp.route("/account/password", methods=["POST"])
 @login_required
 def change_password():
-    user = sessions.current_user()
+    sess = sessions.current_session()
+    user = sess.user
     form = PasswordChangeForm()
     if form.validate_on_submit():
+        db.session.commit()  # no write transaction (a last_seen touch) held across password hashing
         try:
-            accounts.change_password(user, form.current.data, form.new.data)
+            ended = accounts.change_password(user, form.current.data, form.new.data, keep_sid=sess.sid)
         except TongbanError as e:
             db.session.commit()  # the failed attempt stays in the audit log
             flash(e.message, "error")
             return redirect(url_for("account.account") + "#password")
         db.session.commit()
         flash(_("Your password has been changed."), "success")
+        if ended:
+            flash(_("%(n)d other sessions were ended.", n=ended), "success")
     else:
         for errors in form.errors.values():
             for err in errors:

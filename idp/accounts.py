@@ -5,13 +5,18 @@ Services flush; the request or CLI command commits once.
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tongban import audit
 from tongban.clock import token, utcnow
@@ -21,7 +26,7 @@ from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
 
-from .models import LoginEvent, Organisation, PopulationRecord, StaffRole, User
+from .models import LoginEvent, LoginThrottle, Organisation, PopulationRecord, StaffRole, User
 from .passwords import check_policy, hash_password, needs_rehash, verify_password
 
 ROLES = ("clerk", "seal-admin", "auditor", "admin")
@@ -61,13 +66,14 @@ def create_user(id_number: str, name: str, password: str, phone: str | None = No
     phone = normalise_phone(phone)
     if check_password_policy:
         check_policy(password, id_number=ident.value, phone=phone or "")
+    password_hash = hash_password(password)  # before the session writes anything (no lock held)
     if db.session.execute(select(User.id).where(User.id_number == ident.value)).first():
         raise Conflict(localised(_l("An account with this ID number already exists.")), "account_exists")
     if phone and db.session.execute(select(User.id).where(User.phone == phone)).first():
         raise Conflict(localised(_l("This phone number is already used by another account.")), "phone_taken")
     now = utcnow()
     user = User(sub=token(15), id_number=ident.value, name=name, phone=phone,
-                password_hash=hash_password(password), assurance_level=1, created_at=now,
+                password_hash=password_hash, assurance_level=1, created_at=now,
                 password_changed_at=now, failed_logins=0)
     db.session.add(user)
     db.session.flush()
@@ -114,7 +120,7 @@ class LoginResult:
     user: User | None
     ok: bool
     locked_until: datetime | None = None
-    reason: str = ""  # "", "bad_credentials", "locked", "disabled"
+    reason: str = ""  # "", "bad_credentials", "locked", "disabled", "busy" (tries in flight: retry)
 
 
 def _login_clause(login: str):
@@ -131,57 +137,158 @@ def _login_clause(login: str):
     return User.phone == phone
 
 
+def login_source(ip: str) -> str:
+    """The address a lock is kept for: an IPv4 address, or the /64 an IPv6 host can roam in."""
+    ip = (ip or "").strip()
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
 @dataclass
 class _Slot:
     user_id: int
-    disabled: bool
-    reserved: bool  # False when the account is locked (nothing counted)
-    count: int
-    locked_until: datetime | None
+    outcome: str  # reserved | disabled | locked | busy
+    locked_until: datetime | None = None
 
 
-def _reserve_attempt(login: str, now: datetime) -> _Slot | None:
-    """Find the account and atomically take one try: counts it, locks at the threshold.
+# how long a reserved try may stay unanswered before its slot counts as free again
+_PENDING_STALE = timedelta(seconds=30)
+# how long a try waits for a slot that concurrent tries of the same pair hold
+_SLOT_WAIT = 10.0
 
-    One UPDATE ... RETURNING, so parallel guesses each take their own slot and no
-    more than the threshold are ever checked before the lock holds. It runs in its
-    own short transaction (the try counts even if the request later fails) on one
-    connection, before the request's session touches the database: a log-in never
-    holds two pooled connections at once (no pool exhaustion under a guessing storm)
-    and, on SQLite, never waits for a write lock its own session holds.
+
+def _pair_lock_minutes(locks: int) -> int:
+    """Progressive: 1, 2, 4, 8 ... minutes for the pair's 1st, 2nd, 3rd ... lock, capped."""
+    cap = current_app.config["TONGBAN_LOCKOUT_MINUTES"]
+    return max(1, min(cap, 2 ** min(max(locks - 1, 0), 16)))
+
+
+def _ensure_throttle_row(conn, user_id: int, source: str) -> None:
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert(LoginThrottle).values(user_id=user_id, source=source, failures=0, pending=0, locks=0)
+                 .on_conflict_do_nothing(index_elements=["user_id", "source"]))
+
+
+def _familiar(conn, user_id: int, ip: str, now: datetime) -> bool:
+    """Whether the account logged in successfully from this address recently."""
+    days = current_app.config["TONGBAN_LOCKOUT_FAMILIAR_DAYS"]
+    return bool(ip) and conn.execute(select(LoginEvent.id).where(
+        LoginEvent.user_id == user_id, LoginEvent.outcome == "success", LoginEvent.ip == ip[:64],
+        LoginEvent.at > now - timedelta(days=days)).limit(1)).first() is not None
+
+
+def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot | None:
+    """Find the account and atomically take one try slot of its (account, address) pair.
+
+    One UPDATE ... RETURNING, so parallel tries each take their own slot and no more than
+    the threshold are checked before the pair's lock holds: confirmed failures plus tries in
+    flight never exceed it. A slot only becomes a failure once the password was checked and
+    wrong; a right password gives its slot back. It runs in its own short transaction
+    (the try counts even if the request later fails) on one connection, before the
+    request's session touches the database: a log-in never holds two pooled connections
+    at once and, on SQLite, never waits for a write lock its own session holds.
     """
     clause = _login_clause(login)
     if clause is None:
         return None
-    cfg = current_app.config
-    threshold = cfg["TONGBAN_LOCKOUT_THRESHOLD"]
-    lock_until = now + timedelta(minutes=cfg["TONGBAN_LOCKOUT_MINUTES"])
-    expired = and_(User.locked_until.is_not(None), User.locked_until <= now)
-    new_count = case((expired, 1), else_=User.failed_logins + 1)
+    threshold = current_app.config["TONGBAN_LOCKOUT_THRESHOLD"]
+    t = LoginThrottle
+    lock_over = or_(t.locked_until.is_(None), t.locked_until <= now)
+    failures = case((and_(t.locked_until.is_not(None), t.locked_until <= now), 0), else_=t.failures)
+    pending = case((or_(t.pending_at.is_(None), t.pending_at < now - _PENDING_STALE), 0), else_=t.pending)
     with db.engine.begin() as conn:
-        found = conn.execute(select(User.id, User.disabled).where(clause)).first()
+        found = conn.execute(select(User.id, User.disabled, User.locked_until).where(clause)).first()
         if found is None:
             return None
-        user_id, disabled = found
+        user_id, disabled, account_locked = found
         if disabled:
-            return _Slot(user_id, True, False, 0, None)
-        row = conn.execute(
-            update(User)
-            .where(User.id == user_id,
-                   or_(expired, and_(User.locked_until.is_(None), User.failed_logins < threshold)))
-            .values(failed_logins=new_count,
-                    locked_until=case((new_count >= threshold, lock_until), else_=None))
-            .returning(User.failed_logins, User.locked_until)
-        ).first()
-        if row is not None:
-            return _Slot(user_id, False, True, row[0], row[1])
-        until = conn.execute(select(User.locked_until).where(User.id == user_id)).scalar()
-        return _Slot(user_id, False, False, 0, until)
+            return _Slot(user_id, "disabled")
+        if account_locked is not None and account_locked > now and not _familiar(conn, user_id, ip, now):
+            return _Slot(user_id, "locked", account_locked)
+        _ensure_throttle_row(conn, user_id, source)
+        took = conn.execute(
+            update(t).where(t.user_id == user_id, t.source == source, lock_over, failures + pending < threshold)
+            .values(failures=failures, locked_until=None, pending=pending + 1, pending_at=now)
+            .returning(t.failures)).first()
+        if took is not None:
+            return _Slot(user_id, "reserved")
+        until = conn.execute(select(t.locked_until).where(t.user_id == user_id, t.source == source)).scalar()
+        if until is not None and until > now:
+            return _Slot(user_id, "locked", until)
+        return _Slot(user_id, "busy")
+
+
+def _take_slot(login: str, source: str, ip: str) -> _Slot | None:
+    """Reserve a slot; while tries of the same pair in flight hold them all, wait (no
+    transaction held) until they are answered: right passwords give theirs back."""
+    deadline = time.monotonic() + _SLOT_WAIT
+    pause = 0.01
+    while True:
+        slot = _reserve_attempt(login, source, ip, utcnow())
+        if slot is None or slot.outcome != "busy" or time.monotonic() >= deadline:
+            return slot
+        time.sleep(pause + random.random() * pause)
+        pause = min(pause * 2, 0.2)
+
+
+def _release_success(user_id: int, source: str) -> None:
+    """A right password: its slot back, the pair's and the account's failures forgotten."""
+    t = LoginThrottle
+    with db.engine.begin() as conn:
+        conn.execute(update(t).where(t.user_id == user_id, t.source == source).values(
+            pending=case((t.pending > 0, t.pending - 1), else_=0), failures=0, locked_until=None, locks=0))
+        conn.execute(update(User).where(User.id == user_id, or_(User.failed_logins != 0,
+                                                                User.locked_until.is_not(None)))
+                     .values(failed_logins=0, locked_until=None))
+
+
+@dataclass
+class _Failure:
+    count: int  # the pair's confirmed failures
+    locked_until: datetime | None  # the pair's new lock, when this failure set one
+    account_locked_until: datetime | None  # the account-wide lock, when this failure set one
+    account_count: int
+
+
+def _record_failure(user_id: int, source: str, now: datetime) -> _Failure:
+    """A wrong password: its slot becomes a confirmed failure; the threshold-th locks the pair."""
+    cfg = current_app.config
+    threshold = cfg["TONGBAN_LOCKOUT_THRESHOLD"]
+    account_threshold = cfg["TONGBAN_LOCKOUT_ACCOUNT_THRESHOLD"]
+    t = LoginThrottle
+    with db.engine.begin() as conn:
+        count, locks = conn.execute(update(t).where(t.user_id == user_id, t.source == source).values(
+            pending=case((t.pending > 0, t.pending - 1), else_=0), failures=t.failures + 1)
+            .returning(t.failures, t.locks)).one()
+        pair_until = None
+        if count >= threshold:
+            pair_until = now + timedelta(minutes=_pair_lock_minutes(locks + 1))
+            conn.execute(update(t).where(t.user_id == user_id, t.source == source)
+                         .values(locked_until=pair_until, locks=t.locks + 1))
+        # the account-wide count: many addresses guessing together lock it for unfamiliar ones
+        expired = and_(User.locked_until.is_not(None), User.locked_until <= now)
+        new_count = case((expired, 1), else_=User.failed_logins + 1)
+        acct_count, acct_until = conn.execute(update(User).where(User.id == user_id).values(
+            failed_logins=new_count, locked_until=case((expired, None), else_=User.locked_until))
+            .returning(User.failed_logins, User.locked_until)).one()
+        set_account = None
+        if acct_count >= account_threshold and acct_until is None:
+            set_account = now + timedelta(minutes=cfg["TONGBAN_LOCKOUT_MINUTES"])
+            conn.execute(update(User).where(User.id == user_id, User.locked_until.is_(None))
+                         .values(locked_until=set_account))
+    return _Failure(count, pair_until, set_account, acct_count)
 
 
 def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "") -> LoginResult:
-    now = utcnow()
-    slot = _reserve_attempt(login, now)
+    source = login_source(ip)
+    slot = _take_slot(login, source, ip)
     if slot is None:
         verify_password(None, password)  # same cost as a real check
         audit.record("login.failure", actor=mask_number((login or "").strip()[:20]), object="",
@@ -190,37 +297,67 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
     user = db.session.get(User, slot.user_id, populate_existing=True)
     if user is None:  # deleted in between
         return LoginResult(None, False, reason="bad_credentials")
-    if slot.disabled:
+    if slot.outcome == "disabled":
         audit.record("login.failure", actor=f"user:{user.sub}", outcome="failure",
                      detail={"reason": "disabled"})
         return LoginResult(user, False, reason="disabled")
-    if not slot.reserved:
+    if slot.outcome == "busy":
+        audit.record("login.throttled", actor=f"user:{user.sub}", outcome="failure",
+                     detail={"reason": "tries_in_flight"})
+        return LoginResult(user, False, reason="busy")
+    if slot.outcome == "locked":
         until = slot.locked_until
         _event(user, "locked", ip, user_agent)
         audit.record("login.refused_locked", actor=f"user:{user.sub}", outcome="failure",
                      detail={"locked_until": until.isoformat(timespec="seconds") if until else None})
         return LoginResult(user, False, locked_until=until, reason="locked")
-    count, locked_until = slot.count, slot.locked_until
-    if verify_password(user.password_hash, password):
-        # hashed before the first write: no write lock is held while a password is hashed
-        rehashed = hash_password(password) if needs_rehash(user.password_hash) else None
-        db.session.execute(update(User).where(User.id == user.id)
-                           .values(failed_logins=0, locked_until=None)
-                           .execution_options(synchronize_session=False))
+    try:
+        right = verify_password(user.password_hash, password)
+        new_hash = hash_password(password) if right and needs_rehash(user.password_hash) else None
+    except BaseException:
+        _give_back(user.id, source)
+        raise
+    if right:
+        _release_success(user.id, source)
         db.session.refresh(user)
-        if rehashed:
-            user.password_hash = rehashed
+        if new_hash:
+            user.password_hash = new_hash
         _event(user, "success", ip, user_agent)
         audit.record("login.success", actor=f"user:{user.sub}", object=f"user:{user.sub}")
         return LoginResult(user, True)
+    failure = _record_failure(user.id, source, utcnow())
     _event(user, "bad_password", ip, user_agent)
     audit.record("login.failure", actor=f"user:{user.sub}", outcome="failure",
-                 detail={"reason": "bad_password", "consecutive": count})
-    if locked_until is not None:
+                 detail={"reason": "bad_password", "consecutive": failure.count})
+    if failure.account_locked_until is not None:
         audit.record("account.locked", actor="system", object=f"user:{user.sub}",
-                     detail={"until": locked_until.isoformat(timespec="seconds"), "failures": count})
-        return LoginResult(user, False, locked_until=locked_until, reason="locked")
+                     detail={"until": failure.account_locked_until.isoformat(timespec="seconds"),
+                             "failures": failure.account_count, "scope": "account"})
+    if failure.locked_until is not None:
+        audit.record("account.locked", actor="system", object=f"user:{user.sub}",
+                     detail={"until": failure.locked_until.isoformat(timespec="seconds"),
+                             "failures": failure.count, "scope": "address", "source": source})
+        return LoginResult(user, False, locked_until=failure.locked_until, reason="locked")
     return LoginResult(user, False, reason="bad_credentials")
+
+
+def _give_back(user_id: int, source: str) -> None:
+    """A check that never finished (an error): its slot is free again."""
+    t = LoginThrottle
+    with db.engine.begin() as conn:
+        conn.execute(update(t).where(t.user_id == user_id, t.source == source)
+                     .values(pending=case((t.pending > 0, t.pending - 1), else_=0)))
+
+
+def lock_status(user: User) -> datetime | None:
+    """Until when the account is locked anywhere (account-wide or for one address), or None."""
+    now = utcnow()
+    latest = user.locked_until if user.locked_until and user.locked_until > now else None
+    pair = db.session.execute(select(func.max(LoginThrottle.locked_until)).where(
+        LoginThrottle.user_id == user.id, LoginThrottle.locked_until > now)).scalar()
+    if pair is not None and (latest is None or pair > latest):
+        latest = pair
+    return latest
 
 
 def _event(user: User, outcome: str, ip: str, user_agent: str) -> None:
@@ -234,20 +371,43 @@ def recent_logins(user: User, limit: int = 20) -> list[LoginEvent]:
     ).scalars())
 
 
-def change_password(user: User, current: str, new: str) -> None:
+def change_password(user: User, current: str, new: str, *, keep_sid: str | None = None) -> int:
+    """Replace the password (the caller holds no write transaction: both Argon2 runs happen
+    before anything is written). Every other session of the account ends; returns how many."""
     if not verify_password(user.password_hash, current):
         audit.record("account.password_change", actor=f"user:{user.sub}", outcome="failure",
                      detail={"reason": "bad_current_password"})
         raise ValidationError(localised(_l("The current password is wrong.")), "bad_password")
     check_policy(new, id_number=user.id_number, phone=user.phone or "")
-    user.password_hash = hash_password(new)
+    new_hash = hash_password(new)
+    user.password_hash = new_hash
     user.password_changed_at = utcnow()
     audit.record("account.password_change", actor=f"user:{user.sub}", object=f"user:{user.sub}")
+    return password_replaced(user, keep_sid=keep_sid, actor=f"user:{user.sub}")
+
+
+def password_replaced(user: User, *, keep_sid: str | None, actor: str) -> int:
+    """After a password change or reset: whoever knew the old one is out. Every session but
+    ``keep_sid`` ends (back-channel logout, its access tokens denied), and every refresh
+    token of the account, offline ones too, is revoked with its live access token."""
+    from . import sessions
+    from .tokens import revoke_user_refresh_tokens
+
+    ended = 0
+    for s in sessions.active_sessions(user):
+        if s.sid != keep_sid:
+            sessions.end(s, "password_changed", actor)
+            ended += 1
+    families = revoke_user_refresh_tokens(user.id, keep_sid, "password_changed", actor)
+    audit.record("account.credentials_reset", actor=actor, object=f"user:{user.sub}",
+                 detail={"sessions_ended": ended, "refresh_families_revoked": families})
+    return ended
 
 
 def unlock(user: User, actor: str) -> None:
     user.failed_logins = 0
     user.locked_until = None
+    db.session.execute(delete(LoginThrottle).where(LoginThrottle.user_id == user.id))
     audit.record("admin.account_unlocked", actor=actor, object=f"user:{user.sub}")
 
 

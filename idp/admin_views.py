@@ -411,8 +411,7 @@ def user_detail(sub: str):
     # looking at a citizen's account is itself recorded
     audit.record("admin.user_viewed", actor=_actor(), object=f"user:{user.sub}")
     db.session.commit()
-    now = utcnow()
-    locked = user.locked_until is not None and user.locked_until > now
+    locked = accounts.lock_status(user)  # account-wide or for one address, or None
     return render_template(
         "admin/user_detail.html", account=user, masked_id=mask_number(user.id_number),
         masked_phone=mask_number(user.phone) if user.phone else "", locked=locked,
@@ -456,7 +455,7 @@ def sms_outbox():
 
     rows = outbox()
     audit.record_later("admin.sms_read", actor=_actor(), object="sms_outbox", detail={"rows": len(rows)})
-    return render_template("admin/sms_outbox.html", rows=rows)
+    return render_template("admin/sms_outbox.html", rows=rows, mask=mask_number)
 
 
 # ---------------------------------------------------------------- the audit log

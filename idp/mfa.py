@@ -3,11 +3,12 @@
 Services flush; the request commits once. TOTP secrets are stored encrypted under
 the instance KEK (they must be read back to check a code); recovery codes and SMS
 codes only as digests. SMS goes out through a pluggable :class:`SmsSender`; the
-shipped one writes to the ``sms_outbox`` table that administrators can read.
+shipped one queues it, sealed, in the ``sms_outbox`` table for a gateway.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -40,9 +41,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from keys.crypto import seal, unseal
 from tongban import audit, ratelimit
+from tongban import outbox as tb_outbox
 from tongban.clock import digest, token, utcnow
 from tongban.errors import TongbanError, ValidationError
-from tongban.extensions import db
+from tongban.extensions import after_commit, db
 
 from .models import User
 
@@ -156,7 +158,8 @@ def _refused(user: User, method: str, reason: str) -> SecondFactorError:
                  detail={"method": method, "reason": reason})
     messages = {"replayed": _l("This code was already used. Wait for the next one."),
                 "expired": _l("The code has expired. Ask for a new one."),
-                "too_many": _l("Too many wrong codes. Ask for a new one.")}
+                "too_many": _l("Too many wrong codes. Ask for a new one."),
+                "weaker_factor": _l("Use your authenticator app or passkey: a text message cannot replace them.")}
     return SecondFactorError(str(messages.get(reason, _l("The code is not correct."))), reason)
 
 
@@ -439,15 +442,100 @@ class SmsSender(Protocol):
     def send(self, phone: str, text: str) -> None: ...
 
 
+_OUTBOX_LABEL = "sms-outbox"
+_SEALED = "sealed:"
+
+
 class OutboxSmsSender:
-    """The shipped sender: the message goes into ``sms_outbox`` (shown in the admin console)."""
+    """The shipped sender: the message waits in ``sms_outbox``, sealed under the instance KEK
+    (nobody reading the table or the admin console sees a code), until a gateway
+    (``app.extensions["tongban.sms_gateway"]``, anything with ``send(phone, text)``) takes it;
+    a delivered message is deleted, an undelivered one once its code has expired."""
 
     def send(self, phone: str, text: str) -> None:
-        db.session.add(SmsOutbox(phone=phone, body=text, created_at=utcnow()))
+        body = _SEALED + base64.b64encode(seal(text.encode(), _OUTBOX_LABEL)).decode()
+        db.session.add(SmsOutbox(phone=phone, body=body, created_at=utcnow()))
+        if sms_gateway() is not None:
+            app = current_app._get_current_object()
+            after_commit(lambda: _deliver_after_commit(app))
 
 
 def sms_sender() -> SmsSender:
     return current_app.extensions.get("tongban.sms_sender") or OutboxSmsSender()
+
+
+def sms_gateway() -> SmsSender | None:
+    """Where queued text messages go: an installed gateway, or ``TONGBAN_SMS_GATEWAY = "log"``
+    (the server log: development only), or None (they wait, and expire)."""
+    gw = current_app.extensions.get("tongban.sms_gateway")
+    if gw is None and current_app.config.get("TONGBAN_SMS_GATEWAY") == "log":
+        gw = LogSmsGateway()
+    return gw
+
+
+class LogSmsGateway:
+    """Development: the message goes to the server log (``make run``'s terminal)."""
+
+    def send(self, phone: str, text: str) -> None:
+        current_app.logger.warning("SMS to %s: %s", phone, text)
+
+
+def outbox_text(body: str) -> str:
+    """The readable text of a queued message (for the gateway only)."""
+    if not body.startswith(_SEALED):
+        raise ValueError("not a sealed outbox message")
+    return unseal(base64.b64decode(body[len(_SEALED):]), _OUTBOX_LABEL).decode()
+
+
+def _deliver_after_commit(app) -> None:
+    try:
+        deliver_sms()
+    except Exception:  # the chore retries; the request that queued it has committed already
+        app.logger.exception("SMS delivery failed")
+
+
+def deliver_sms(limit: int = 50) -> int:
+    """Hand queued messages to the gateway; each is claimed first (one worker sends it), sent
+    with no transaction open, then deleted. Returns how many were delivered."""
+    gateway = sms_gateway()
+    if gateway is None:
+        return 0
+    now = utcnow()
+    stale = now - timedelta(minutes=1)
+    delivered = 0
+    with db.engine.begin() as conn:
+        ids = list(conn.execute(select(SmsOutbox.id).where(
+            or_(SmsOutbox.sent_at.is_(None), SmsOutbox.sent_at < stale)).order_by(SmsOutbox.id)
+            .limit(limit)).scalars())
+    for row_id in ids:
+        with db.engine.begin() as conn:
+            row = conn.execute(update(SmsOutbox).where(
+                SmsOutbox.id == row_id, or_(SmsOutbox.sent_at.is_(None), SmsOutbox.sent_at < stale))
+                .values(sent_at=now).returning(SmsOutbox.phone, SmsOutbox.body)).first()
+        if row is None:
+            continue  # another worker took it
+        try:
+            gateway.send(row[0], outbox_text(row[1]))
+        except Exception:
+            with db.engine.begin() as conn:
+                conn.execute(update(SmsOutbox).where(SmsOutbox.id == row_id).values(sent_at=None))
+            raise
+        with db.engine.begin() as conn:
+            conn.execute(delete(SmsOutbox).where(SmsOutbox.id == row_id))
+        delivered += 1
+    return delivered
+
+
+@tb_outbox.chore(every=30)
+def sms_outbox_chore() -> int:
+    """Deliver what waits (when a gateway is set up); delete messages whose code has expired."""
+    try:
+        deliver_sms()
+    finally:
+        cut = utcnow() - timedelta(minutes=current_app.config["TONGBAN_SMS_CODE_MINUTES"])
+        with db.engine.begin() as conn:
+            purged = conn.execute(delete(SmsOutbox).where(SmsOutbox.created_at < cut)).rowcount
+    return purged or 0
 
 
 def _sms_digest(salt: str, code: str) -> str:
@@ -460,6 +548,8 @@ def send_sms_code(user: User, purpose: str) -> SmsCode:
     """Send a six-digit code to the account's phone (rate-limited per phone)."""
     if not user.phone:
         raise ValidationError(str(_l("There is no mobile phone number on this account.")), "no_phone")
+    if purpose == "login" and has_second_factor(user):
+        raise _refused(user, "sms", "weaker_factor")
     cfg = current_app.config
     hit = ratelimit.hit(f"sms:{user.phone}", cfg["TONGBAN_SMS_RATE_PER_PHONE"], cfg["TONGBAN_SMS_RATE_WINDOW"])
     if not hit.allowed:
@@ -485,7 +575,12 @@ def send_sms_code(user: User, purpose: str) -> SmsCode:
 
 
 def verify_sms_code(user: User, purpose: str, code: str) -> None:
-    """Check the latest code; each wrong try counts, and the code dies after the limit."""
+    """Check the latest code; each wrong try counts, and the code dies after the limit.
+
+    As a second factor ("login"), SMS never stands in for a stronger factor the account has
+    (an authenticator app or a passkey): a swapped SIM must not get past them."""
+    if purpose == "login" and has_second_factor(user):
+        raise _refused(user, "sms", "weaker_factor")
     row = db.session.execute(select(SmsCode).where(
         SmsCode.user_id == user.id, SmsCode.purpose == purpose, SmsCode.used_at.is_(None))
         .order_by(SmsCode.id.desc()).limit(1)).scalar_one_or_none()

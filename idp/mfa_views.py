@@ -24,6 +24,7 @@ from flask import (
 from flask import session as flask_session
 from flask_babel import gettext as _
 
+from tongban import audit, ratelimit
 from tongban.clock import epoch
 from tongban.errors import TongbanError
 from tongban.extensions import db
@@ -34,12 +35,58 @@ from . import accounts, mfa, sessions, stepup
 from .account_views import login_required
 from .forms import ConfirmForm
 from .models import User
+from .passwords import verify_password
 
 bp = Blueprint("mfa", __name__)
 
 _PENDING = "tb_mfa_login"
 _PENDING_SECONDS = 300
 _CHALLENGE = "tb_webauthn"
+_FRESH = "tb_fresh"
+
+
+# ---------------------------------------------------------------- fresh authentication
+
+
+def mark_fresh(sid: str, *, password: bool = False, factor: bool = False, at: int | None = None) -> None:
+    """Remember, for this browser's session ``sid``, that the password and/or a second factor
+    were just proven (kept in the signed Flask session, bound to the SSO session id)."""
+    now = epoch()
+    state = dict(flask_session.get(_FRESH) or {})
+    if state.get("sid") != sid:
+        state = {"sid": sid}
+    if password:
+        state["pwd"] = at or now
+    if factor:
+        state["factor"] = now
+    flask_session[_FRESH] = state
+
+
+def is_fresh(sess) -> bool:
+    """The password, and an existing second factor if the account has one, were proven in this
+    session within ``TONGBAN_MFA_FRESH_MINUTES``: what removing or replacing a factor needs."""
+    state = flask_session.get(_FRESH) or {}
+    if sess is None or state.get("sid") != sess.sid:
+        return False
+    window = current_app.config["TONGBAN_MFA_FRESH_MINUTES"] * 60
+    now = epoch()
+    if not 0 <= now - int(state.get("pwd") or 0) <= window:
+        return False
+    factor_ok = 0 <= now - int(state.get("factor") or 0) <= window
+    return factor_ok or not mfa.has_second_factor(sess.user)
+
+
+def _needs_reauth(json: bool = False):
+    """None when the session is fresh; otherwise the answer that sends the user to confirm."""
+    sess = sessions.current_session()
+    if is_fresh(sess):
+        return None
+    target = url_for("mfa.reauth", next=url_for("account.account") + "#security")
+    message = _("To change your second factors, confirm it is you first (password and second factor).")
+    if json:
+        return jsonify({"error": "reauthentication_required", "message": message, "next": target}), 401
+    flash(message, "warning")
+    return redirect(target)
 
 
 # ---------------------------------------------------------------- who is proving a factor
@@ -111,13 +158,15 @@ def _done(subj: _Subject, methods: list[str]):
         pending = flask_session.pop(_PENDING, {})
         amr = stepup.with_factor("pwd", methods)
         cookie: dict = {}
-        sessions.start(subj.user, cookie, acr=stepup.session_acr(subj.user, amr), amr=amr)
+        sess = sessions.start(subj.user, cookie, acr=stepup.session_acr(subj.user, amr), amr=amr)
         db.session.commit()
+        mark_fresh(sess.sid, password=True, factor=True, at=int(pending.get("at") or 0) or None)
         response = redirect(safe_next(pending.get("next"), url_for("account.account")))
         sessions.set_cookie(response, cookie["value"])
         return response
     stepup.add_factor(subj.sess, methods)
     db.session.commit()
+    mark_fresh(subj.sess.sid, factor=True)
     return redirect(url_for("mfa.verify", **subj.args()))
 
 
@@ -181,8 +230,10 @@ def sms_send():
     subj = _subject()
     _check_form()
     needs = subj.needs()
-    # an SMS code is a second factor only to a phone already verified (L2+), or verifies the phone
-    if not (needs.get("phone") or (needs.get("factor") and subj.user.assurance_level >= 2)):
+    # an SMS code is a second factor only to a phone already verified (L2+), and only for an
+    # account without a stronger one (an authenticator app or a passkey); or it verifies the phone
+    if not (needs.get("phone") or (needs.get("factor") and subj.user.assurance_level >= 2
+                                   and not mfa.has_second_factor(subj.user))):
         abort(400)
     try:
         mfa.send_sms_code(subj.user, _sms_purpose(subj))
@@ -280,6 +331,9 @@ def _back():
 @login_required
 def totp_start():
     _check_form()
+    refused = _needs_reauth()
+    if refused is not None:
+        return refused
     try:
         mfa.begin_totp(sessions.current_user())
     except TongbanError as e:
@@ -345,6 +399,9 @@ def _show_codes(codes: list[str]):
 @login_required
 def totp_remove():
     _check_form()
+    refused = _needs_reauth()
+    if refused is not None:
+        return refused
     if mfa.remove_totp(sessions.current_user()):
         flash(_("The authenticator app was removed."), "success")
     db.session.commit()
@@ -355,6 +412,9 @@ def totp_remove():
 @login_required
 def recovery_regenerate():
     _check_form()
+    refused = _needs_reauth()
+    if refused is not None:
+        return refused
     user = sessions.current_user()
     if not mfa.overview(user).any:
         abort(400)
@@ -366,6 +426,9 @@ def recovery_regenerate():
 @bp.post("/account/security/passkeys/options")
 @login_required
 def passkey_register_options():
+    refused = _needs_reauth(json=True)
+    if refused is not None:
+        return refused
     user = sessions.current_user()
     options, challenge = mfa.passkey_registration_options(user)
     flask_session[_CHALLENGE] = {"c": challenge, "uid": user.id, "kind": "register"}
@@ -375,6 +438,9 @@ def passkey_register_options():
 @bp.post("/account/security/passkeys")
 @login_required
 def passkey_register():
+    refused = _needs_reauth(json=True)
+    if refused is not None:
+        return refused
     user = sessions.current_user()
     challenge = _challenge(user, "register")
     body = request.get_json(silent=True) or {}
@@ -392,10 +458,65 @@ def passkey_register():
 @login_required
 def passkey_remove(passkey_id: int):
     _check_form()
+    refused = _needs_reauth()
+    if refused is not None:
+        return refused
     if mfa.remove_passkey(sessions.current_user(), passkey_id):
         flash(_("The passkey was removed."), "success")
     db.session.commit()
     return _back()
+
+
+@bp.route("/account/security/confirm", methods=["GET", "POST"])
+@login_required
+def reauth():
+    """Confirm it is you: the password again, and a second factor the account has."""
+    sess = sessions.current_session()
+    user = sess.user
+    next_url = safe_next(request.values.get("next"), url_for("account.account") + "#security")
+    if request.method == "POST":
+        _check_form()
+        db.session.commit()  # no write transaction held across password hashing (SQLite)
+        cfg = current_app.config
+        hit = ratelimit.hit(f"reauth:{user.id}", cfg["TONGBAN_MFA_ATTEMPTS"], cfg["TONGBAN_MFA_WINDOW"])
+        if not hit.allowed:
+            audit.record("account.reauth", actor=f"user:{user.sub}", outcome="failure",
+                         detail={"reason": "throttled"})
+            db.session.commit()
+            flash(_("Too many attempts. Try again in %(s)d seconds.", s=hit.retry_after), "error")
+            return redirect(url_for("mfa.reauth", next=next_url))
+        if not verify_password(user.password_hash, request.form.get("password", "")):
+            audit.record("account.reauth", actor=f"user:{user.sub}", outcome="failure",
+                         detail={"reason": "bad_password"})
+            db.session.commit()
+            flash(_("The password is wrong."), "error")
+            return redirect(url_for("mfa.reauth", next=next_url))
+        factor_ok = False
+        code = (request.form.get("code") or "").strip()
+        if code and mfa.has_second_factor(user):
+            try:
+                if any(ch.isalpha() for ch in code):
+                    mfa.use_recovery_code(user, code)
+                else:
+                    mfa.verify_totp(user, code)
+                factor_ok = True
+            except TongbanError as e:
+                db.session.commit()
+                flash(e.message, "error")
+                return redirect(url_for("mfa.reauth", next=next_url))
+        audit.record("account.reauth", actor=f"user:{user.sub}", object=f"session:{sess.sid}",
+                     detail={"factor": factor_ok})
+        db.session.commit()
+        mark_fresh(sess.sid, password=True, factor=factor_ok)
+        if is_fresh(sess):
+            return redirect(next_url)
+        return redirect(url_for("mfa.reauth", next=next_url))
+    state = flask_session.get(_FRESH) or {}
+    factor_done = state.get("sid") == sess.sid and \
+        0 <= epoch() - int(state.get("factor") or 0) <= current_app.config["TONGBAN_MFA_FRESH_MINUTES"] * 60
+    return render_template("idp/mfa_reauth.html", factors=mfa.overview(user), confirm=ConfirmForm(),
+                           next_url=next_url, factor_done=factor_done,
+                           needs_factor=mfa.has_second_factor(user))
 
 
 # ---------------------------------------------------------------- wiring
@@ -408,7 +529,7 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _mfa_helpers():
-        return {"mfa_overview": mfa.overview}
+        return {"mfa_overview": mfa.overview, "mfa_fresh": lambda: is_fresh(sessions.current_session())}
 
 
 __all__ = ["bp", "init_app", "start_login"]

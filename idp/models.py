@@ -119,6 +119,21 @@ class LoginEvent(db.Model):
     outcome: Mapped[str] = mapped_column(String(20))  # success | bad_password | locked
 
 
+class LoginThrottle(db.Model):
+    """Wrong-password state of one (account, client address) pair: tries in flight, confirmed
+    failures, the pair's lock and how many locks it served (each lasts twice the last)."""
+
+    __tablename__ = "login_throttles"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)  # an IPv4 address or IPv6 /64
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    pending_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    locks: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Client(db.Model):
     """A registered government system: the register entry and its OAuth metadata."""
 

@@ -110,9 +110,11 @@ def end(sess: LoginSession, reason: str, actor: str | None = None) -> None:
         return
     sess.ended_at = utcnow()
     sess.end_reason = reason
-    from .tokens import revoke_session_refresh_tokens
+    from .tokens import deny_session, revoke_session_refresh_tokens
 
     revoke_session_refresh_tokens(sess.sid)
+    if session_clients(sess.sid):  # access tokens were issued through it: they end too
+        deny_session(sess.sid, reason, actor or f"user:{sess.user.sub}")
     from .logout import session_ended
 
     session_ended(sess)  # back-channel logout to the other systems in the session, after commit

@@ -109,7 +109,7 @@ class AccessToken:
         return int(self.claims.get("exp", 0)) <= time.time()
 
     def is_revoked(self):
-        return is_denied(self.jti)
+        return is_denied(self.jti, self.claims.get("sid"))
 
     def check_client(self, client):
         return self.client_id == client.client_id
@@ -154,8 +154,13 @@ def _load_denylist() -> frozenset[str]:
 _denylist = CachedLoader(DENYLIST_GENERATION, _load_denylist, check_every=0.0)
 
 
-def is_denied(jti: str) -> bool:
-    return jti in _denylist.get()
+_SID_PREFIX = "sid:"  # a jti never holds ":" (token_urlsafe): the two kinds cannot collide
+
+
+def is_denied(jti: str, sid: str | None = None) -> bool:
+    """Whether the token ``jti`` was revoked or the log-in session ``sid`` it belongs to ended."""
+    denied = _denylist.get()
+    return jti in denied or (isinstance(sid, str) and bool(sid) and _SID_PREFIX + sid in denied)
 
 
 def deny(jti: str | None, exp: int | None, reason: str, actor: str) -> None:
@@ -166,6 +171,28 @@ def deny(jti: str | None, exp: int | None, reason: str, actor: str) -> None:
         db.session.add(RevokedAccessToken(jti=jti, expires_at=exp, revoked_at=utcnow()))
     audit.record("token.revoked", actor=actor, object=f"jti:{jti}", detail={"reason": reason,
                                                                           "type": "access_token"})
+    _after_commit_bump()
+
+
+def deny_session(sid: str | None, reason: str, actor: str) -> None:
+    """Deny every access token carrying ``sid`` (the log-in session ended), for as long as one
+    issued from it can live: codes and device codes still in flight may yet be exchanged for
+    one, so the entry outlives the session by their lifetime plus the access-token lifetime.
+    One entry per session instead of one per token: no row per issued token, and token
+    verification stays a lookup in the per-worker cached set."""
+    if not sid:
+        return
+    cfg = current_app.config
+    window = max(cfg["TONGBAN_AUTH_CODE_LIFETIME"], cfg.get("TONGBAN_DEVICE_CODE_LIFETIME", 600))
+    expires = epoch() + cfg["TONGBAN_ACCESS_TOKEN_LIFETIME"] + window
+    key = _SID_PREFIX + sid
+    row = db.session.get(RevokedAccessToken, key)
+    if row is None:
+        db.session.add(RevokedAccessToken(jti=key, expires_at=expires, revoked_at=utcnow()))
+    elif row.expires_at < expires:
+        row.expires_at = expires
+    audit.record("token.revoked", actor=actor, object=f"session:{sid}",
+                 detail={"reason": reason, "type": "session_access_tokens"})
     _after_commit_bump()
 
 
@@ -235,6 +262,21 @@ def revoke_session_refresh_tokens(sid: str) -> None:
     ).scalars())
     for fam in families:
         revoke_family(fam, "session_ended", "system")
+
+
+def revoke_user_refresh_tokens(user_id: int, keep_sid: str | None, reason: str, actor: str) -> int:
+    """Revoke every live refresh-token family of an account, offline ones too, except those bound
+    to the session ``keep_sid``; their live access tokens go on the deny list."""
+    stmt = select(RefreshToken.family_id).where(RefreshToken.user_id == user_id,
+                                                RefreshToken.revoked_at.is_(None))
+    families = set(db.session.execute(stmt).scalars())
+    if keep_sid:
+        kept = set(db.session.execute(stmt.where(RefreshToken.sid == keep_sid,
+                                                 RefreshToken.offline.is_(False))).scalars())
+        families -= kept
+    for fam in sorted(families):
+        revoke_family(fam, reason, actor)
+    return len(families)
 
 
 def new_family_id() -> str:

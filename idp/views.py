@@ -309,6 +309,8 @@ def login():
                                    user_agent=request.user_agent.string or "")
     if not result.ok:
         db.session.commit()
+        if result.reason == "busy":  # other tries of this account from this address still running
+            return _throttled_response(1, form)
         if result.reason == "locked":
             msg = _("This account is locked after too many failed log-ins until %(t)s.",
                     t=format_datetime(result.locked_until, "short") if result.locked_until else "")
@@ -326,8 +328,11 @@ def login():
         db.session.commit()
         return start_login(result.user, form.next.data)
     cookie: dict = {}
-    sessions.start(result.user, cookie)
+    sess = sessions.start(result.user, cookie)
     db.session.commit()
+    from .mfa_views import mark_fresh
+
+    mark_fresh(sess.sid, password=True)
     response = redirect(safe_next(form.next.data, url_for("account.account")))
     sessions.set_cookie(response, cookie["value"])
     return response

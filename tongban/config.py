@@ -22,6 +22,20 @@ DEFAULTS: dict = {
     "REDIS_URL": "",
     "TONGBAN_LOCKOUT_THRESHOLD": 5,
     "TONGBAN_LOCKOUT_MINUTES": 15,
+    # wrong passwords lock one (account, address) pair for 1, 2, 4 ... up to LOCKOUT_MINUTES;
+    # this many from all addresses together lock the account for addresses it has not
+    # logged in from successfully within LOCKOUT_FAMILIAR_DAYS
+    "TONGBAN_LOCKOUT_ACCOUNT_THRESHOLD": 50,
+    "TONGBAN_LOCKOUT_FAMILIAR_DAYS": 30,
+    # registrations per client address and in all, per window (seconds)
+    "TONGBAN_REGISTER_RATE_PER_IP": 5,
+    "TONGBAN_REGISTER_RATE_GLOBAL": 300,
+    "TONGBAN_REGISTER_RATE_WINDOW": 3600,
+    # removing or replacing a second factor needs the password and a factor this recently
+    "TONGBAN_MFA_FRESH_MINUTES": 5,
+    # where queued text messages go: "" (a gateway installed as app.extensions
+    # ["tongban.sms_gateway"], else they wait and expire) or "log" (the server log: development)
+    "TONGBAN_SMS_GATEWAY": "",
     # throttling per client address, separate from the per-account lockout
     "TONGBAN_LOGIN_RATE_PER_IP": 30,
     "TONGBAN_LOGIN_RATE_WINDOW": 60,

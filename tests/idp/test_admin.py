@@ -300,7 +300,7 @@ def test_user_search_unlock_and_end_sessions(app, admin_client, citizen, client)
     for _ in range(app.config["TONGBAN_LOCKOUT_THRESHOLD"]):
         other.post("/login", data={"csrf_token": token, "login": CITIZEN_ID, "password": "wrong-Passw0rd"})
     db.session.expire_all()
-    assert accounts.find_user_by_login(CITIZEN_ID).locked_until is not None
+    assert accounts.lock_status(accounts.find_user_by_login(CITIZEN_ID)) is not None
 
     assert admin_client.get("/admin/users").status_code == 200
     found = admin_client.post("/admin/users", data={"csrf_token": admin_client.csrf, "login": "13800138000"})
@@ -316,7 +316,7 @@ def test_user_search_unlock_and_end_sessions(app, admin_client, citizen, client)
     assert resp.status_code == 302
     db.session.expire_all()
     user = accounts.find_user_by_login(CITIZEN_ID)
-    assert user.locked_until is None and user.failed_logins == 0
+    assert user.locked_until is None and user.failed_logins == 0 and accounts.lock_status(user) is None
     assert "flag-unlocked" in admin_client.get(f"/admin/users/{sub}").get_data(as_text=True)
 
     assert other.get("/account").status_code == 200

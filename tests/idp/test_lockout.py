@@ -1,4 +1,5 @@
-"""Per-account lockout after consecutive wrong passwords, and per-address throttling."""
+"""Lockout after consecutive wrong passwords, kept per (account, address) pair with progressive
+lock times, an account-wide bound for unfamiliar addresses, and per-address throttling."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from babel.dates import format_datetime
 from freezegun import freeze_time
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from idp import accounts
-from idp.models import LoginEvent, User
+from idp.models import LoginEvent, LoginThrottle, User
 from tests.conftest import CITIZEN_ID, PASSWORD
 from tongban.clock import utcnow
 from tongban.extensions import db
@@ -23,16 +24,27 @@ WRONG = "Wrong-Passw0rd!"
 _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 
-def _state(user_id: int) -> tuple[int, object]:
+IP = "203.0.113.9"
+
+
+def _state(user_id: int, ip: str = IP) -> tuple[int, object]:
+    """(confirmed failures, lock) of the pair (account, ``ip``)."""
     db.session.expire_all()
-    row = db.session.execute(select(User.failed_logins, User.locked_until).where(User.id == user_id)).one()
-    return row[0], row[1]
+    row = db.session.execute(select(LoginThrottle.failures, LoginThrottle.locked_until).where(
+        LoginThrottle.user_id == user_id, LoginThrottle.source == ip)).first()
+    return (0, None) if row is None else (row[0], row[1])
 
 
-def _try(password: str, login: str = CITIZEN_ID) -> accounts.LoginResult:
-    result = accounts.authenticate(login, password, ip="203.0.113.9", user_agent="pytest")
+def _try(password: str, login: str = CITIZEN_ID, ip: str = IP) -> accounts.LoginResult:
+    result = accounts.authenticate(login, password, ip=ip, user_agent="pytest")
     db.session.commit()
     return result
+
+
+def _lock_pair(user_id: int, ip: str = IP, minutes: int = 10, failures: int = 5) -> None:
+    db.session.merge(LoginThrottle(user_id=user_id, source=ip, failures=failures, pending=0, locks=1,
+                                   locked_until=utcnow() + timedelta(minutes=minutes)))
+    db.session.commit()
 
 
 def _login_post(client, password: str, login: str = CITIZEN_ID, **kw):
@@ -45,6 +57,7 @@ def _login_post(client, password: str, login: str = CITIZEN_ID, **kw):
 def test_defaults(app):
     assert app.config["TONGBAN_LOCKOUT_THRESHOLD"] == 5
     assert app.config["TONGBAN_LOCKOUT_MINUTES"] == 15
+    assert app.config["TONGBAN_LOCKOUT_ACCOUNT_THRESHOLD"] == 50
 
 
 def test_threshold_wrong_passwords_lock_the_account(app, citizen):
@@ -56,7 +69,7 @@ def test_threshold_wrong_passwords_lock_the_account(app, citizen):
         assert _state(citizen.id) == (i, None)
     r = _try(WRONG)
     assert not r.ok and r.reason == "locked"
-    minutes = timedelta(minutes=app.config["TONGBAN_LOCKOUT_MINUTES"])
+    minutes = timedelta(minutes=1)  # the pair's first lock; each next one lasts twice as long
     assert before + minutes <= r.locked_until <= utcnow() + minutes
     count, until = _state(citizen.id)
     assert count == threshold and until == r.locked_until
@@ -78,7 +91,7 @@ def test_right_password_works_after_the_lock_expires(app, citizen):
         for _ in range(threshold):
             r = _try(WRONG)
         assert r.reason == "locked"
-        frozen.tick(timedelta(minutes=app.config["TONGBAN_LOCKOUT_MINUTES"]) - timedelta(seconds=1))
+        frozen.tick(timedelta(minutes=1) - timedelta(seconds=1))
         assert _try(PASSWORD).reason == "locked"  # one second before the end: still locked
         frozen.tick(timedelta(seconds=2))
         r = _try(PASSWORD)
@@ -93,9 +106,7 @@ def test_right_password_works_after_the_lock_expires(app, citizen):
 def test_expired_lock_counts_a_new_series(app, citizen):
     """A wrong password after the lock expired starts a new count (1), without a new lock."""
     threshold = app.config["TONGBAN_LOCKOUT_THRESHOLD"]
-    db.session.execute(update(User).where(User.id == citizen.id).values(
-        failed_logins=threshold, locked_until=utcnow() - timedelta(seconds=1)))
-    db.session.commit()
+    _lock_pair(citizen.id, minutes=-1, failures=threshold)
     r = _try(WRONG)
     assert r.reason == "bad_credentials"
     assert _state(citizen.id) == (1, None)
@@ -137,7 +148,7 @@ def test_login_page_says_locked_and_until_when(app, browser, citizen):
         assert "Wrong ID number/phone or password" in resp.get_data(as_text=True)
     resp = _login_post(client, WRONG)
     assert resp.status_code == 423
-    _, until = _state(citizen.id)
+    _, until = _state(citizen.id, "127.0.0.1")
     shown = format_datetime(until.replace(tzinfo=UTC), "short", tzinfo=ZoneInfo("Asia/Shanghai"), locale="en")
     body = resp.get_data(as_text=True)
     assert "locked" in body and shown in body
@@ -147,14 +158,12 @@ def test_login_page_says_locked_and_until_when(app, browser, citizen):
     body = resp.get_data(as_text=True)
     assert "locked" in body and shown in body
     assert "tongban_sso=" not in resp.headers.get("Set-Cookie", "")
-    assert _state(citizen.id) == (threshold, until)
+    assert _state(citizen.id, "127.0.0.1") == (threshold, until)
 
 
 def test_login_page_in_chinese_says_locked(app, browser, citizen):
     client = browser()
-    db.session.execute(update(User).where(User.id == citizen.id).values(
-        failed_logins=5, locked_until=utcnow() + timedelta(minutes=10)))
-    db.session.commit()
+    _lock_pair(citizen.id, ip="127.0.0.1")
     page = client.get("/login")
     token = _CSRF.search(page.get_data(as_text=True)).group(1)
     resp = client.post("/login", data={"csrf_token": token, "login": CITIZEN_ID, "password": PASSWORD})
@@ -165,8 +174,12 @@ def test_login_page_in_chinese_says_locked(app, browser, citizen):
 # ---------------------------------------------------------------- the race
 
 
-def _storm(app, monkeypatch, n_threads: int, login: str = CITIZEN_ID) -> tuple[int, list]:
-    """``n_threads`` parallel wrong guesses; returns (password checks done, results)."""
+STORM_IP = "203.0.113.7"
+
+
+def _storm(app, monkeypatch, n_threads: int, login: str = CITIZEN_ID, password: str = WRONG
+           ) -> tuple[int, list]:
+    """``n_threads`` parallel tries from one address; returns (password checks done, results)."""
     real = accounts.verify_password
     checks = []
     lock = threading.Lock()
@@ -186,7 +199,7 @@ def _storm(app, monkeypatch, n_threads: int, login: str = CITIZEN_ID) -> tuple[i
             with app.app_context():
                 barrier.wait(timeout=60)
                 try:
-                    r = accounts.authenticate(login, WRONG, ip="203.0.113.7")
+                    r = accounts.authenticate(login, password, ip=STORM_IP)
                     db.session.commit()
                     results.append(r.reason)
                 finally:
@@ -211,10 +224,13 @@ def _assert_storm_held(app, citizen, checks, results, n):
     assert checks == threshold  # every slot was used, none twice
     assert results.count("bad_credentials") == threshold - 1
     assert results.count("locked") == n - threshold + 1
-    count, until = _state(citizen.id)
+    count, until = _state(citizen.id, STORM_IP)
     assert count == threshold and until is not None
-    # and the right password is still refused
-    assert accounts.authenticate(CITIZEN_ID, PASSWORD).reason == "locked"
+    # and the right password is still refused from that address
+    assert accounts.authenticate(CITIZEN_ID, PASSWORD, ip=STORM_IP).reason == "locked"
+    db.session.rollback()
+    # ... but not from the owner's own address: the stranger locked out only themself
+    assert accounts.authenticate(CITIZEN_ID, PASSWORD, ip="198.51.100.80").ok
     db.session.rollback()
 
 
@@ -227,6 +243,109 @@ def test_parallel_guesses_never_exceed_the_threshold_postgresql(app, citizen, mo
 def test_parallel_guesses_never_exceed_the_threshold(app, citizen, monkeypatch):
     checks, results = _storm(app, monkeypatch, 24)
     _assert_storm_held(app, citizen, checks, results, 24)
+
+
+def _assert_all_logged_in(citizen, checks, results, n):
+    assert results == ["" ] * n, results  # every right password logged in: none counted as a failure
+    assert checks == n
+    assert _state(citizen.id, STORM_IP) == (0, None)
+    db.session.expire_all()
+    user = db.session.get(User, citizen.id)
+    assert user.failed_logins == 0 and user.locked_until is None
+    pending = db.session.execute(select(LoginThrottle.pending).where(
+        LoginThrottle.user_id == citizen.id, LoginThrottle.source == STORM_IP)).scalar()
+    assert pending == 0  # every slot was given back
+
+
+@pytest.mark.parametrize("n", [5, 20])
+def test_parallel_right_passwords_never_lock(app, citizen, monkeypatch, n):
+    """The attack: five correct log-ins of one account at the same moment locked it (423)."""
+    checks, results = _storm(app, monkeypatch, n, password=PASSWORD)
+    _assert_all_logged_in(citizen, checks, results, n)
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"), reason="runs on PostgreSQL")
+def test_parallel_right_passwords_never_lock_postgresql(app, citizen, monkeypatch):
+    checks, results = _storm(app, monkeypatch, 20, password=PASSWORD)
+    _assert_all_logged_in(citizen, checks, results, 20)
+
+
+# ---------------------------------------------------------------- per (account, address) pair
+
+
+def test_a_stranger_locks_only_their_own_address(app, browser, citizen):
+    """Wrong passwords from one address lock that address, not the citizen at home."""
+    threshold = app.config["TONGBAN_LOCKOUT_THRESHOLD"]
+    for _ in range(threshold):
+        r = _try(WRONG, ip="192.0.2.66")
+    assert r.reason == "locked"
+    assert _try(PASSWORD, ip="192.0.2.66").reason == "locked"
+    assert _try(PASSWORD, ip="198.51.100.5").ok
+    # the owner's success does not unlock the stranger's address
+    assert _try(PASSWORD, ip="192.0.2.66").reason == "locked"
+    # over HTTP as well: the login page from another address logs in
+    resp = _login_post(browser(), PASSWORD, environ_base={"REMOTE_ADDR": "198.51.100.6"})
+    assert resp.status_code == 302
+
+
+def test_locks_of_a_pair_grow_progressively(app, citizen):
+    threshold = app.config["TONGBAN_LOCKOUT_THRESHOLD"]
+    start = utcnow()
+    with freeze_time(start) as frozen:
+        lengths = []
+        for _ in range(6):
+            for _ in range(threshold):
+                r = _try(WRONG)
+            assert r.reason == "locked"
+            lengths.append(round((r.locked_until - utcnow()).total_seconds() / 60))
+            frozen.tick(r.locked_until - utcnow() + timedelta(seconds=1))
+        assert lengths == [1, 2, 4, 8, 15, 15]  # capped at TONGBAN_LOCKOUT_MINUTES
+        # a right password ends the series: the next lock is short again
+        assert _try(PASSWORD).ok
+        for _ in range(threshold):
+            r = _try(WRONG)
+        assert round((r.locked_until - utcnow()).total_seconds() / 60) == 1
+
+
+def test_ipv6_addresses_of_one_network_share_a_pair(app, citizen):
+    threshold = app.config["TONGBAN_LOCKOUT_THRESHOLD"]
+    for i in range(threshold):
+        r = _try(WRONG, ip=f"2001:db8:1:2::{i + 1}")
+    assert r.reason == "locked"
+    assert _try(PASSWORD, ip="2001:db8:1:2::ff").reason == "locked"
+    assert _try(PASSWORD, ip="2001:db8:1:3::1").ok
+
+
+def test_many_addresses_lock_the_account_for_unfamiliar_ones_only(app, citizen):
+    """Guessing from many addresses: the account-wide bound holds, but the owner's usual
+    address (a successful log-in before) still gets in."""
+    app.config["TONGBAN_LOCKOUT_ACCOUNT_THRESHOLD"] = 12
+    try:
+        assert _try(PASSWORD, ip="198.51.100.77").ok  # the owner's usual address
+        for i in range(12):
+            r = _try(WRONG, ip=f"192.0.2.{i + 1}")
+            assert r.reason == "bad_credentials"
+        db.session.expire_all()
+        user = db.session.get(User, citizen.id)
+        assert user.failed_logins == 12 and user.locked_until is not None
+        assert _try(PASSWORD, ip="192.0.2.200").reason == "locked"  # a new address: refused
+        assert _try(PASSWORD, ip="198.51.100.77").ok  # the familiar one: in
+        db.session.expire_all()
+        assert db.session.get(User, citizen.id).locked_until is None
+    finally:
+        app.config["TONGBAN_LOCKOUT_ACCOUNT_THRESHOLD"] = 50
+
+
+def test_admin_unlock_clears_address_locks(app, citizen):
+    threshold = app.config["TONGBAN_LOCKOUT_THRESHOLD"]
+    for _ in range(threshold):
+        _try(WRONG)
+    user = db.session.get(User, citizen.id)
+    assert accounts.lock_status(user) is not None
+    accounts.unlock(user, "admin")
+    db.session.commit()
+    assert accounts.lock_status(user) is None
+    assert _try(PASSWORD).ok
 
 
 # ---------------------------------------------------------------- throttling per address
