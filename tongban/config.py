@@ -47,6 +47,12 @@ DEFAULTS: dict = {
     "TONGBAN_OUTBOX_THREAD": True,
     "TONGBAN_OUTBOX_TIMEOUT": 5,
     "TONGBAN_LOGOUT_TOKEN_LIFETIME": 120,
+    # claiming an enterprise: the account level needed, always with a second factor in the session
+    "TONGBAN_ENTERPRISE_CLAIM_ACR": "L3",
+    # dispute tries (SMS code) per enterprise per hour
+    "TONGBAN_CLAIM_DISPUTE_RATE": 10,
+    # the clerk identity desk (ID-number recovery, undoing claims): the clerk's session level
+    "TONGBAN_CLERK_IDENTITY_ACR": "L3",
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],
