@@ -25,6 +25,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from tongban import audit
+from tongban.audit import AuditLog
 from tongban.clock import token, utcnow
 from tongban.errors import Conflict, NotFound, ValidationError
 from tongban.extensions import db
@@ -54,6 +55,12 @@ def _tombstone() -> str:
     return "~" + token(16).lower().replace("-", "x").replace("_", "y")[:17]
 
 
+def _was_recovered(user: User) -> bool:
+    return db.session.execute(select(AuditLog.id).where(
+        AuditLog.action == "identity.recovered", AuditLog.outcome == "success",
+        AuditLog.object == f"user:{user.sub}").limit(1)).first() is not None
+
+
 def squatter_of(id_number: str) -> User | None:
     ident = parse_id_number(id_number)
     return db.session.execute(select(User).where(User.id_number == ident.value)).scalar_one_or_none()
@@ -78,6 +85,11 @@ def recover(id_number: str, *, name: str, password: str, phone: str | None, reas
     squatter = squatter_of(ident.value)
     if squatter is None:
         raise NotFound(str(_l("No account holds this ID number: the person can register.")), "unknown_user")
+    if _was_recovered(squatter):
+        # the holder got it at a counter after an identity check: never moved back by another clerk
+        raise Conflict(str(_l("This account received the ID number at a counter after an identity check; it "
+                              "cannot be moved again here. Refer the case to the operating authority.")),
+                       "recovered_before")
     if phone and db.session.execute(select(User.id).where(User.phone == phone, User.id != squatter.id)).first():
         raise Conflict(str(_l("This phone number is already used by another account.")), "phone_taken")
     password_hash = hash_password(password)  # before the first write: no lock held while hashing
