@@ -62,7 +62,9 @@ def create_user(id_number: str, name: str, password: str, phone: str | None = No
     if check_password_policy:
         check_policy(password, id_number=ident.value, phone=phone or "")
     if db.session.execute(select(User.id).where(User.id_number == ident.value)).first():
-        raise Conflict(localised(_l("An account with this ID number already exists.")), "account_exists")
+        raise Conflict(localised(_l("An account with this ID number already exists. If you did not create it, "
+                                          "bring your identity card to a government service counter: a clerk "
+                                          "can give the ID number back to you.")), "account_exists")
     if phone and db.session.execute(select(User.id).where(User.phone == phone)).first():
         raise Conflict(localised(_l("This phone number is already used by another account.")), "phone_taken")
     now = utcnow()

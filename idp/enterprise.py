@@ -345,11 +345,11 @@ def _notify_claim(phone: str, org: Organisation, user: User, code: str) -> None:
 
     from .mfa import sms_sender
 
-    issuer = current_app.config["TONGBAN_ISSUER"].rstrip("/")
+    url = current_app.config["TONGBAN_ISSUER"].rstrip("/") + "/enterprise/dispute"
     sms_sender().send(phone, gettext(
         "Tongban: %(person)s has claimed %(org)s as its legal representative. If this was not authorised, "
         "dispute it at %(url)s with code %(code)s, or at a government service counter.",
-        person=mask_name(user.name), org=org.name, url=f"{issuer}/enterprise/dispute", code=code))
+        person=mask_name(user.name), org=org.name, url=url, code=code))
     audit.record("enterprise.claim_notified", actor="system", object=f"org:{org.uscc}",
                  detail={"phone": mask_number(phone)})
 
