@@ -340,18 +340,40 @@ def contact_phone(uscc: str) -> str | None:
     return rec.contact_phone if rec is not None else None
 
 
+SMS_KIND = "sms"
+
+
 def _notify_claim(phone: str, org: Organisation, user: User, code: str) -> None:
+    """Queue the SMS in the outbox: it goes out after the claim commits, through the SMS sender
+    (``app.extensions["tongban.sms_sender"]``), with retries, and no lock is held meanwhile."""
     from flask_babel import gettext
 
-    from .mfa import sms_sender
+    from tongban import outbox
 
     url = current_app.config["TONGBAN_ISSUER"].rstrip("/") + "/enterprise/dispute"
-    sms_sender().send(phone, gettext(
-        "Tongban: %(person)s has claimed %(org)s as its legal representative. If this was not authorised, "
-        "dispute it at %(url)s with code %(code)s, or at a government service counter.",
-        person=mask_name(user.name), org=org.name, url=url, code=code))
+    text = gettext("Tongban: %(person)s has claimed %(org)s as its legal representative. If this was not "
+                   "authorised, dispute it at %(url)s with code %(code)s, or at a government service counter.",
+                   person=mask_name(user.name), org=org.name, url=url, code=code)
+    outbox.enqueue(SMS_KIND, f"sms:{mask_number(phone)}", {"phone": phone, "text": text},
+                   subject=f"org:{org.uscc} claim notice")
     audit.record("enterprise.claim_notified", actor="system", object=f"org:{org.uscc}",
                  detail={"phone": mask_number(phone)})
+
+
+def _deliver_sms(item) -> None:
+    from .mfa import sms_sender
+
+    data = item.data
+    sms_sender().send(data["phone"], data["text"])
+
+
+def _register_sms_handler() -> None:
+    from tongban import outbox
+
+    outbox.handler(SMS_KIND)(_deliver_sms)
+
+
+_register_sms_handler()
 
 
 def claims(org: Organisation | None = None, states: tuple[str, ...] | None = None,

@@ -75,10 +75,21 @@ def _audits(action: str, outcome: str = "success"):
     return _db().query(AuditLog).filter_by(action=action, outcome=outcome).all()
 
 
-def _sms_to(phone: str) -> list[str]:
-    from idp.mfa import SmsOutbox
+def _sms_to(phone: str, expect: int = 0) -> list[str]:
+    """The texts sent to ``phone``; claim notices go out through the outbox after the commit, so
+    deliver what is due (the worker thread may be doing it too) until ``expect`` arrived."""
+    import time
 
-    return [r.body for r in _db().query(SmsOutbox).filter_by(phone=phone).order_by(SmsOutbox.id)]
+    from idp.mfa import SmsOutbox
+    from tongban import outbox
+
+    for _ in range(50):
+        outbox.work_once()
+        bodies = [r.body for r in _db().query(SmsOutbox).filter_by(phone=phone).order_by(SmsOutbox.id)]
+        if len(bodies) >= expect:
+            return bodies
+        time.sleep(0.1)
+    return bodies
 
 
 # ---------------------------------------------------------------- the attack
@@ -173,7 +184,7 @@ def test_claim_notifies_register_phone_and_can_be_disputed(app, live_server, cit
     row = _db().query(EnterpriseClaim).one()
     assert row.state == "active" and row.acr == "L3" and "sms" in row.amr.split()
     assert row.notified_phone == "137****7000"
-    [sms] = _sms_to(CONTACT)
+    [sms] = _sms_to(CONTACT, expect=1)
     assert ENTERPRISE_NAME in sms and "张*" in sms and "/enterprise/dispute" in sms
     code = re.search(r"\b([2-9A-Z]{10})\b", sms).group(1)
     # logs keep the phone masked
