@@ -573,8 +573,23 @@ def admins(org: Organisation) -> list[EnterpriseAdmin]:
                                    .order_by(EnterpriseAdmin.appointed_at, EnterpriseAdmin.id)).scalars())
 
 
-def appoint_admin(actor: User, org: Organisation, id_number: str) -> EnterpriseAdmin:
+def _require_proven(actor: User, sess: LoginSession | None, org: Organisation, action: str) -> None:
+    """Giving power (an administrator, an agent) needs the same proven session as claiming: a
+    phished password alone must not hand the enterprise to someone else."""
+    if sess is not None and sess.user_id != actor.id:
+        sess = None
+    proof = proofing(sess)
+    if not proof.ok:
+        audit.record(action, actor=_actor(actor), object=f"org:{org.uscc}", outcome="failure",
+                     detail={"reason": "proofing_required"})
+        raise ProofingRequired(str(_l("To give others power over the enterprise, use a second factor in this "
+                                      "session first.")))
+
+
+def appoint_admin(actor: User, org: Organisation, id_number: str, sess: LoginSession | None) -> EnterpriseAdmin:
+    """``sess``: the actor's log-in session, which must be proven (``proofing``)."""
     _require(actor, org, ROLE_LEGAL_REP)
+    _require_proven(actor, sess, org, "enterprise.admin_appointed")
     target = _citizen(id_number)
     if target.assurance_level < 3:
         raise Forbidden(str(_l("An administrator's identity must be verified (L3) first: ask them to confirm "
@@ -616,9 +631,11 @@ def agents(org: Organisation) -> list[AgentAuthorisation]:
 
 
 def authorise_agent(actor: User, org: Organisation, id_number: str, client_ids: list[str],
-                    valid_from: datetime, valid_until: datetime) -> AgentAuthorisation:
-    """Authorise an agent for ``client_ids`` during [valid_from, valid_until) (naive UTC)."""
+                    valid_from: datetime, valid_until: datetime, sess: LoginSession | None) -> AgentAuthorisation:
+    """Authorise an agent for ``client_ids`` during [valid_from, valid_until) (naive UTC); ``sess``
+    is the actor's log-in session, which must be proven (``proofing``)."""
     _require(actor, org, ROLE_LEGAL_REP, ROLE_ADMIN)
+    _require_proven(actor, sess, org, "enterprise.agent_authorised")
     target = _citizen(id_number)
     client_ids = list(dict.fromkeys(c for c in client_ids if c))
     if not client_ids:

@@ -195,7 +195,10 @@ def _agent_form() -> AgentForm:
 def manage(uscc: str):
     user, org, role = _managed_org(uscc)
     now = utcnow()
-    return render_template("idp/enterprise_manage.html", org=org, role=role, user=user,
+    proof = enterprise.proofing(sessions.current_session())
+    db.session.commit()
+    step_up = None if proof.ok else url_for("mfa.verify", acr="L3", next=url_for(".manage", uscc=org.uscc))
+    return render_template("idp/enterprise_manage.html", org=org, role=role, user=user, step_up=step_up,
                            admins=enterprise.admins(org), agents=enterprise.agents(org), now=now,
                            max_admins=enterprise.MAX_ADMINS, admin_form=AdminForm(), agent_form=_agent_form(),
                            confirm=ConfirmForm(), systems=dict(_system_choices()), masked=mask_number,
@@ -205,6 +208,9 @@ def manage(uscc: str):
 def _done(uscc: str, fn, success: str):
     try:
         fn()
+    except enterprise.ProofingRequired as e:
+        db.session.commit()  # keep the audited refusal
+        flash(e.message, "error")
     except TongbanError as e:
         db.session.rollback()
         flash(e.message, "error")
@@ -234,7 +240,8 @@ def appoint_admin(uscc: str):
         _checked(form)
     except _Invalid:
         return redirect(url_for(".manage", uscc=org.uscc), 303)
-    return _done(org.uscc, lambda: enterprise.appoint_admin(user, org, form.id_number.data),
+    return _done(org.uscc, lambda: enterprise.appoint_admin(user, org, form.id_number.data,
+                                                            sessions.current_session()),
                  _("Administrator appointed."))
 
 
@@ -258,7 +265,7 @@ def authorise_agent(uscc: str):
         return redirect(url_for(".manage", uscc=org.uscc), 303)
     return _done(org.uscc, lambda: enterprise.authorise_agent(
         user, org, form.id_number.data, form.systems.data, _to_utc(form.valid_from.data),
-        _to_utc(form.valid_until.data)), _("Agent authorised."))
+        _to_utc(form.valid_until.data), sessions.current_session()), _("Agent authorised."))
 
 
 @bp.route("/<uscc>/agents/<int:authorisation_id>/withdraw", methods=["POST"])

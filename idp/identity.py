@@ -124,4 +124,22 @@ def recover(id_number: str, *, name: str, password: str, phone: str | None, reas
                  detail={"id_number": mask_number(ident.value), "from": f"user:{squatter.sub}",
                          "reason": reason[:500], "sessions_ended": ended, "roles_ended": roles,
                          "released_phone": mask_number(old_phone) if old_phone else None})
+    if old_phone:
+        _tell_displaced(old_phone, ident.value)
     return Recovered(owner, squatter, ended, roles)
+
+
+def _tell_displaced(phone: str, id_number: str) -> None:
+    """The closed account's phone is told (after the commit, through the outbox): a recovery done
+    wrongly, or by a dishonest clerk, does not go unnoticed."""
+    from flask_babel import gettext
+
+    from tongban import outbox
+
+    from .enterprise import SMS_KIND
+
+    text = gettext("Tongban: the account registered with ID number %(id)s was closed at a government service "
+                   "counter and the ID number returned to its owner after an identity check. If this is wrong, "
+                   "go to a service counter with your identity card.", id=mask_number(id_number))
+    outbox.enqueue(SMS_KIND, f"sms:{mask_number(phone)}", {"phone": phone, "text": text},
+                   subject="identity recovered: account closed")

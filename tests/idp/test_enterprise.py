@@ -205,20 +205,20 @@ def test_at_most_five_admins(app, live_server, citizen, register):
     org = enterprise.get_enterprise(USCC)
     assert len(enterprise.admins(org)) == 5
     with pytest.raises(Conflict):
-        enterprise.appoint_admin(org.legal_rep, org, ids[5])
+        enterprise.appoint_admin(org.legal_rep, org, ids[5], proven_session(org.legal_rep))
     db.session.rollback()
     # an admin may authorise agents but not appoint admins; removing one frees a place
     admin = enterprise.admins(org)[0]
     from tongban.errors import Forbidden
 
     with pytest.raises(Forbidden):
-        enterprise.appoint_admin(admin.user, org, ids[5])
+        enterprise.appoint_admin(admin.user, org, ids[5], proven_session(admin.user))
     db.session.rollback()
     resp = _post_form(b, f"/enterprise/{USCC}", f"/enterprise/{USCC}/admins/{admin.id}/remove", {})
     assert resp.status_code == 303
     db.session.expire_all()
     assert db.session.query(EnterpriseAdmin).count() == 4
-    enterprise.appoint_admin(org.legal_rep, org, ids[5])
+    enterprise.appoint_admin(org.legal_rep, org, ids[5], proven_session(org.legal_rep))
     db.session.commit()
     ctx.pop()
 
@@ -386,6 +386,6 @@ def test_wallet_shows_enterprise_to_admin(app, citizen, register):
     admin = _citizen(_id_number(9), "钱七")
     with app.test_request_context():
         org = enterprise.claim(citizen, USCC, proven_session(citizen))
-        enterprise.appoint_admin(citizen, org, admin.id_number)
+        enterprise.appoint_admin(citizen, org, admin.id_number, proven_session(citizen))
         db.session.commit()
     assert USCC in services.holder_ids_for(admin) and USCC in services.holder_ids_for(citizen)

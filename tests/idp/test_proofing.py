@@ -160,7 +160,7 @@ def test_admins_must_be_identity_verified(app, citizen, register):
     with app.test_request_context():
         org = enterprise.claim(citizen, USCC, proven_session(citizen))
         with pytest.raises(Forbidden) as e:
-            enterprise.appoint_admin(citizen, org, l1.id_number)
+            enterprise.appoint_admin(citizen, org, l1.id_number, proven_session(citizen))
         assert e.value.code == "not_verified"
 
 
@@ -251,9 +251,9 @@ def test_clerk_undoes_claim_and_every_session_acting_on_it_ends(app, live_server
     _db().commit()
     with app.test_request_context():
         org = _org()
-        enterprise.appoint_admin(citizen, org, admin.id_number)
+        enterprise.appoint_admin(citizen, org, admin.id_number, proven_session(citizen))
         grant = enterprise.authorise_agent(admin, org, agent.id_number, [x_id], utcnow() - timedelta(minutes=1),
-                                           utcnow() + timedelta(days=1))
+                                           utcnow() + timedelta(days=1), proven_session(admin))
         _db().commit()
     admin_sid = _acting(admin, org, x_id, "admin")
     agent_sid = _acting(agent, org, x_id, "agent", grant)
@@ -361,6 +361,8 @@ def test_clerk_moves_squatted_id_number_to_its_owner(app, live_server, clerk, re
     [rec] = _audits("identity.recovered")
     assert rec.actor == f"user:{clerk.sub}" and rec.object == f"user:{owner.sub}" and old.sub in rec.detail
     assert CITIZEN_ID not in rec.detail
+    told = _sms_to("13600136000", expect=2)[-1]  # after the step-up code
+    assert "110***********002X" in told
 
     # the owner logs in with the ID number and, proven, claims the enterprise
     o = _login(live_server, CITIZEN_ID, OWNER_PASSWORD)
@@ -413,3 +415,29 @@ def test_claims_cli(app, citizen, register):
     undone = runner.invoke(args=["enterprises", "undo-claim", str(claim_id), "--reason", "核验"])
     assert undone.exit_code == 0 and _org().legal_rep_id is None
     assert runner.invoke(args=["enterprises", "undo-claim", "999"]).exit_code != 0
+
+
+def test_phished_password_alone_gives_no_power(live_server, citizen, register, make_client):
+    """The legal representative's password, without their second factor, appoints no
+    administrator and authorises no agent."""
+    from idp import accounts
+    from idp.enterprise import AgentAuthorisation, EnterpriseAdmin
+    from idp.enterprise_views import _LOCAL_FORMAT, _to_local
+    from tongban.clock import utcnow
+
+    x_id, _secret = make_client(scopes=["openid", "enterprise"])
+    _proven_claim(live_server, citizen)
+    accomplice = accounts.create_user(OTHER_ID, "赵六", PASSWORD)
+    accomplice.assurance_level = 3
+    _db().commit()
+    thief = _login(live_server, CITIZEN_ID)  # password only
+    page = thief.http.get(f"{live_server}/enterprise/{USCC}")
+    assert page.status_code == 200 and 'id="proofing-required"' in page.text
+    start = _to_local(utcnow())
+    agent = _post_form(thief, f"/enterprise/{USCC}", f"/enterprise/{USCC}/agents", {
+        "id_number": OTHER_ID, "systems": [x_id], "valid_from": start.strftime(_LOCAL_FORMAT),
+        "valid_until": (start + timedelta(days=30)).strftime(_LOCAL_FORMAT)})
+    admin = _post_form(thief, f"/enterprise/{USCC}", f"/enterprise/{USCC}/admins", {"id_number": OTHER_ID})
+    assert agent.status_code == admin.status_code == 303
+    assert _db().query(AgentAuthorisation).count() == 0 and _db().query(EnterpriseAdmin).count() == 0
+    assert _audits("enterprise.agent_authorised", "failure") and _audits("enterprise.admin_appointed", "failure")
