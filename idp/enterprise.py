@@ -252,8 +252,8 @@ def proofing(sess: LoginSession | None, config_key: str = "TONGBAN_ENTERPRISE_CL
     """
     from . import stepup
 
-    wanted = current_app.config.get(config_key) or "L3"
-    needed = max(stepup.level_of(wanted), 1)
+    needed = stepup.level_of(current_app.config.get(config_key)) or 3  # unreadable: fail safe at L3
+    wanted = stepup.LEVELS[needed - 1]
     if sess is None or sess.ended_at is not None:
         return Proofing(wanted, True, True)
     stepup.refresh(sess)
