@@ -68,7 +68,9 @@ def create_user(id_number: str, name: str, password: str, phone: str | None = No
         check_policy(password, id_number=ident.value, phone=phone or "")
     password_hash = hash_password(password)  # before the session writes anything (no lock held)
     if db.session.execute(select(User.id).where(User.id_number == ident.value)).first():
-        raise Conflict(localised(_l("An account with this ID number already exists.")), "account_exists")
+        raise Conflict(localised(_l("An account with this ID number already exists. If you did not create it, "
+                                          "bring your identity card to a government service counter: a clerk "
+                                          "can give the ID number back to you.")), "account_exists")
     if phone and db.session.execute(select(User.id).where(User.phone == phone)).first():
         raise Conflict(localised(_l("This phone number is already used by another account.")), "phone_taken")
     now = utcnow()

@@ -20,19 +20,33 @@ Services flush; the request or CLI command commits once (except where noted).
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, UniqueConstraint, delete, func, or_, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tongban import audit
-from tongban.clock import to_epoch, utcnow
+from tongban.clock import digest, to_epoch, utcnow
 from tongban.errors import Conflict, Forbidden, NotFound, ValidationError
 from tongban.extensions import db
 from tongban.identifiers import parse_id_number, validate_uscc
+from tongban.masking import mask_name, mask_number
 
 from .models import Client, LoginSession, Organisation, User
 
@@ -54,6 +68,8 @@ class LegalPersonRecord(db.Model):
     name: Mapped[str] = mapped_column(String(200))
     legal_rep_id_number: Mapped[str] = mapped_column(String(18))
     legal_rep_name: Mapped[str] = mapped_column(String(100))
+    # the enterprise's contact mobile in the register: told by SMS whenever someone claims it
+    contact_phone: Mapped[str | None] = mapped_column(String(20), nullable=True)
 
 
 class EnterpriseAdmin(db.Model):
@@ -108,6 +124,36 @@ class AgentAuthorisation(db.Model):
         return "active" if now >= self.valid_from else "pending"
 
 
+class EnterpriseClaim(db.Model):
+    """One successful claim: who became legal representative, how their session was proven,
+    whether the register's contact phone was told, and its dispute and undoing by a clerk."""
+
+    __tablename__ = "enterprise_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    previous_rep_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"),
+                                                        nullable=True)
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    acr: Mapped[str] = mapped_column(String(10))
+    amr: Mapped[str] = mapped_column(String(100))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime)
+    notified_phone: Mapped[str | None] = mapped_column(String(20), nullable=True)  # masked
+    # the one-time code in the notification SMS that lets the enterprise dispute the claim
+    dispute_code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(12), default="active", index=True)  # active|disputed|undone
+    disputed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    disputed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    dispute_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    undone_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    undo_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    org: Mapped[Organisation] = relationship()
+
+
 class EnterpriseActing(db.Model):
     """Who a log-in session acts as at one system: the person (``org_id`` NULL) or an enterprise."""
 
@@ -150,15 +196,22 @@ def legal_person_register() -> LegalPersonRegister:
     return current_app.extensions.get("tongban.legal_person_register") or LegalPersonRegister()
 
 
-def add_register_record(uscc: str, name: str, legal_rep_id_number: str, legal_rep_name: str) -> None:
+def add_register_record(uscc: str, name: str, legal_rep_id_number: str, legal_rep_name: str,
+                        contact_phone: str | None = None) -> None:
     """Put (or update) an entry of the local register (demo seed, tests)."""
+    from .accounts import normalise_phone
+
     uscc = validate_uscc(uscc)
     rep = parse_id_number(legal_rep_id_number).value
+    phone = normalise_phone(contact_phone)
     rec = db.session.get(LegalPersonRecord, uscc)
     if rec is None:
-        db.session.add(LegalPersonRecord(uscc=uscc, name=name, legal_rep_id_number=rep, legal_rep_name=legal_rep_name))
+        db.session.add(LegalPersonRecord(uscc=uscc, name=name, legal_rep_id_number=rep, legal_rep_name=legal_rep_name,
+                                         contact_phone=phone))
     else:
         rec.name, rec.legal_rep_id_number, rec.legal_rep_name = name, rep, legal_rep_name
+        if phone is not None:
+            rec.contact_phone = phone
     db.session.flush()
 
 
@@ -169,16 +222,82 @@ def _actor(user: User) -> str:
     return f"user:{user.sub}"
 
 
-def claim(user: User, uscc: str) -> Organisation:
-    """Become the legal representative of ``uscc`` once the register confirms it."""
+class ProofingRequired(Forbidden):
+    """The session is not proven enough to claim an enterprise (or to move an identity)."""
+
+    code = "proofing_required"
+
+
+@dataclass(frozen=True)
+class Proofing:
+    """What a session still lacks for ``level``: an identity check (account level) and/or a
+    second factor used in this very session."""
+
+    level: str
+    identity: bool
+    factor: bool
+
+    @property
+    def ok(self) -> bool:
+        return not (self.identity or self.factor)
+
+
+def proofing(sess: LoginSession | None, config_key: str = "TONGBAN_ENTERPRISE_CLAIM_ACR") -> Proofing:
+    """Whether ``sess`` meets ``app.config[config_key]`` (default L3) with a second factor in it.
+
+    The account level (``assurance_level``) must reach the level, and the session must have
+    used a possession factor (``otp``, ``sms``, ``swk``/``hwk``) besides the password: a
+    password alone, or a scan-to-log-in session (``mca``), never claims power. Levels above
+    L3 are not reachable online (``stepup.ONLINE_MAX``): set that high, nobody claims online.
+    """
+    from . import stepup
+
+    needed = stepup.level_of(current_app.config.get(config_key)) or 3  # unreadable: fail safe at L3
+    wanted = stepup.LEVELS[needed - 1]
+    if sess is None or sess.ended_at is not None:
+        return Proofing(wanted, True, True)
+    stepup.refresh(sess)
+    amr = set((sess.amr or "").split())
+    has_factor = bool(amr & stepup.KNOWLEDGE) and bool(amr & stepup.POSSESSION)
+    account_ok = sess.user.assurance_level >= needed and needed <= stepup.ONLINE_MAX
+    return Proofing(wanted, identity=not account_ok, factor=not has_factor)
+
+
+def _dispute_code() -> str:
+    alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L
+    return "".join(secrets.choice(alphabet) for _ in range(10))
+
+
+def _normalise_code(code: str) -> str:
+    return "".join((code or "").split()).replace("-", "").upper()
+
+
+def claim(user: User, uscc: str, sess: LoginSession | None) -> Organisation:
+    """Become the legal representative of ``uscc`` once the register confirms it.
+
+    ``sess`` is the claimant's log-in session: it must be proven (``proofing``) — an account
+    that merely typed someone's name and ID number at registration never gets here. The
+    register's contact phone is told by SMS, with a code to dispute the claim.
+    """
     uscc = validate_uscc(uscc)
-    name = legal_person_register().confirm(uscc, user.id_number, user.name)
+    if sess is not None and sess.user_id != user.id:
+        sess = None
+    proof = proofing(sess)
+    if not proof.ok:
+        audit.record("enterprise.claim", actor=_actor(user), object=f"org:{uscc}", outcome="failure",
+                     detail={"reason": "proofing_required", "acr": sess.acr if sess else None,
+                             "amr": sess.amr if sess else None, "needed": proof.level})
+        raise ProofingRequired(str(_l("To claim an enterprise your identity must be verified (%(level)s) and you "
+                                      "must have used a second factor in this session.", level=proof.level)))
+    register = legal_person_register()
+    name = register.confirm(uscc, user.id_number, user.name)
     if name is None:
         audit.record("enterprise.claim", actor=_actor(user), object=f"org:{uscc}", outcome="failure",
                      detail={"reason": "not_confirmed"})
         raise Forbidden(str(_l("The register does not list you as the legal representative of this "
                                "enterprise.")), "not_legal_rep")
     org = db.session.execute(select(Organisation).where(Organisation.uscc == uscc)).scalar_one_or_none()
+    previous = None
     if org is None:
         org = Organisation(uscc=uscc, name=name, legal_rep_id=user.id, created_at=utcnow())
         db.session.add(org)
@@ -190,11 +309,230 @@ def claim(user: User, uscc: str) -> Organisation:
         org.name = name
         if previous is not None:
             end_acting(org.id, previous, reason="legal_rep_changed", actor=_actor(user), role=ROLE_LEGAL_REP)
+    else:
+        audit.record("enterprise.claim", actor=_actor(user), object=f"org:{uscc}", detail={"already": True})
+        return org
     # the legal representative needs no administrator role besides
     db.session.execute(delete(EnterpriseAdmin).where(EnterpriseAdmin.org_id == org.id,
                                                      EnterpriseAdmin.user_id == user.id))
-    audit.record("enterprise.claim", actor=_actor(user), object=f"org:{uscc}")
+    code = _dispute_code()
+    row = EnterpriseClaim(org_id=org.id, user_id=user.id, previous_rep_id=previous, sid=sess.sid, acr=sess.acr,
+                          amr=sess.amr or "", claimed_at=utcnow(), dispute_code_hash=digest(code), state="active")
+    db.session.add(row)
+    db.session.flush()
+    phone = contact_phone(uscc)
+    if phone:
+        _notify_claim(phone, org, user, code)
+        row.notified_phone = mask_number(phone)
+    audit.record("enterprise.claim", actor=_actor(user), object=f"org:{uscc}",
+                 detail={"claim": row.id, "acr": sess.acr, "amr": sess.amr,
+                         "notified": mask_number(phone) if phone else None})
     return org
+
+
+def contact_phone(uscc: str) -> str | None:
+    """The register's contact mobile of ``uscc`` (a plugged-in register may offer ``contact_phone``)."""
+    register = legal_person_register()
+    lookup = getattr(register, "contact_phone", None)
+    if lookup is not None and not isinstance(register, LegalPersonRegister):
+        return lookup(uscc)
+    rec = db.session.get(LegalPersonRecord, uscc)
+    return rec.contact_phone if rec is not None else None
+
+
+SMS_KIND = "sms"
+
+
+def _notify_claim(phone: str, org: Organisation, user: User, code: str) -> None:
+    """Queue the SMS in the outbox: it goes out after the claim commits, through the SMS sender
+    (``app.extensions["tongban.sms_sender"]``), with retries, and no lock is held meanwhile."""
+    from flask_babel import gettext
+
+    from tongban import outbox
+
+    url = current_app.config["TONGBAN_ISSUER"].rstrip("/") + "/enterprise/dispute"
+    text = gettext("Tongban: %(person)s has claimed %(org)s as its legal representative. If this was not "
+                   "authorised, dispute it at %(url)s with code %(code)s, or at a government service counter.",
+                   person=mask_name(user.name), org=org.name, url=url, code=code)
+    outbox.enqueue(SMS_KIND, f"sms:{mask_number(phone)}", {"phone": phone, "text": text},
+                   subject=f"org:{org.uscc} claim notice")
+    audit.record("enterprise.claim_notified", actor="system", object=f"org:{org.uscc}",
+                 detail={"phone": mask_number(phone)})
+
+
+def _deliver_sms(item) -> None:
+    from .mfa import sms_sender
+
+    data = item.data
+    sms_sender().send(data["phone"], data["text"])
+
+
+def _register_sms_handler() -> None:
+    from tongban import outbox
+
+    outbox.handler(SMS_KIND)(_deliver_sms)
+
+
+_register_sms_handler()
+
+
+def claims(org: Organisation | None = None, states: tuple[str, ...] | None = None,
+           limit: int = 100) -> list[EnterpriseClaim]:
+    q = select(EnterpriseClaim).order_by(EnterpriseClaim.id.desc()).limit(limit)
+    if org is not None:
+        q = q.where(EnterpriseClaim.org_id == org.id)
+    if states:
+        q = q.where(EnterpriseClaim.state.in_(states))
+    return list(db.session.execute(q).scalars())
+
+
+def get_claim(claim_id: int) -> EnterpriseClaim:
+    row = db.session.get(EnterpriseClaim, claim_id)
+    if row is None:
+        raise NotFound(str(_l("No such claim.")), "unknown_claim")
+    return row
+
+
+class DisputeRefused(Forbidden):
+    code = "dispute_refused"
+
+
+def dispute_with_code(uscc: str, code: str, note: str = "") -> EnterpriseClaim:
+    """The enterprise (whoever holds the register's contact phone) disputes a claim with the SMS code.
+
+    Throttled per enterprise (``TONGBAN_CLAIM_DISPUTE_RATE`` tries per hour); a wrong code
+    changes nothing. The claim stays in force until a clerk checks in person and undoes it.
+    """
+    from tongban import ratelimit
+
+    uscc = validate_uscc(uscc)
+    limit = current_app.config["TONGBAN_CLAIM_DISPUTE_RATE"]
+    if not ratelimit.hit(f"claim-dispute:{uscc}", limit, 3600).allowed:
+        audit.record("enterprise.claim_disputed", actor="anonymous", object=f"org:{uscc}", outcome="failure",
+                     detail={"reason": "throttled"})
+        raise DisputeRefused(str(_l("Too many tries. Try again later or go to a government service counter.")),
+                             "throttled", 429)
+    org = db.session.execute(select(Organisation).where(Organisation.uscc == uscc)).scalar_one_or_none()
+    wanted = digest(_normalise_code(code))
+    row = None
+    if org is not None:
+        row = db.session.execute(select(EnterpriseClaim).where(
+            EnterpriseClaim.org_id == org.id, EnterpriseClaim.dispute_code_hash == wanted,
+            EnterpriseClaim.state.in_(("active", "disputed")))).scalar_one_or_none()
+    if row is None:
+        audit.record("enterprise.claim_disputed", actor="anonymous", object=f"org:{uscc}", outcome="failure",
+                     detail={"reason": "bad_code"})
+        raise DisputeRefused(str(_l("This code does not match a claim of this enterprise.")), "bad_code")
+    return _mark_disputed(row, "sms_code", note)
+
+
+def dispute(claim_id: int, *, by: str, note: str) -> EnterpriseClaim:
+    """A clerk (``by``: ``user:<sub>``, or ``admin`` from the CLI) records a dispute brought to the
+    counter by anyone."""
+    row = get_claim(claim_id)
+    if row.state == "undone":
+        raise Conflict(str(_l("This claim was undone already.")), "claim_undone")
+    return _mark_disputed(row, by, note)
+
+
+def _mark_disputed(row: EnterpriseClaim, by: str, note: str) -> EnterpriseClaim:
+    note = (note or "").strip()[:1000]
+    if row.state == "active":
+        row.state = "disputed"
+        row.disputed_at = utcnow()
+        row.disputed_by = by
+    if note:
+        row.dispute_note = ((row.dispute_note + "\n") if row.dispute_note else "") + note
+    db.session.flush()
+    audit.record("enterprise.claim_disputed", actor=by, object=f"org:{row.org.uscc}",
+                 detail={"claim": row.id, "claimant": f"user:{row.user.sub}"})
+    return row
+
+
+@dataclass
+class Undone:
+    claim: EnterpriseClaim
+    admins_removed: int
+    agents_withdrawn: int
+    sessions_ended: int
+
+
+def undo_claim(claim_id: int, *, by: str, reason: str) -> Undone:
+    """A clerk, after checking in person, undoes a claim: the claimant stops being legal
+    representative, the administrators they appointed and the agents they (or those
+    administrators) authorised are withdrawn, and every session acting on that ends."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError(str(_l("Give the reason (what was checked in person).")), "reason_required")
+    row = get_claim(claim_id)
+    if row.state == "undone":
+        raise Conflict(str(_l("This claim was undone already.")), "claim_undone")
+    row.state, row.undone_at, row.undone_by, row.undo_reason = "undone", utcnow(), by, reason[:1000]
+    admins_removed, agents_withdrawn, ended = _strip(row.org, row.user, by, "enterprise_claim_undone")
+    audit.record("enterprise.claim_undone", actor=by, object=f"org:{row.org.uscc}",
+                 detail={"claim": row.id, "claimant": f"user:{row.user.sub}", "reason": reason[:500],
+                         "admins_removed": admins_removed, "agents_withdrawn": agents_withdrawn,
+                         "sessions_ended": ended})
+    return Undone(row, admins_removed, agents_withdrawn, ended)
+
+
+def _strip(org: Organisation, user: User, by: str, reason: str) -> tuple[int, int, int]:
+    """Take ``user``'s legal representation of ``org`` and everything that flowed from it."""
+    now = utcnow()
+    ended = 0
+    if org.legal_rep_id == user.id:
+        org.legal_rep_id = None
+    appointed = db.session.execute(select(EnterpriseAdmin).where(
+        EnterpriseAdmin.org_id == org.id, EnterpriseAdmin.appointed_by_id == user.id)).scalars().all()
+    granters = {user.id} | {a.user_id for a in appointed}
+    for a in appointed:
+        admin_user_id, sub = a.user_id, a.user.sub
+        db.session.delete(a)
+        db.session.flush()
+        audit.record("enterprise.admin_removed", actor=by, object=f"org:{org.uscc}",
+                     detail={"admin": f"user:{sub}", "reason": reason})
+        ended += end_acting(org.id, admin_user_id, reason=reason, actor=by, role=ROLE_ADMIN)
+    grants = db.session.execute(select(AgentAuthorisation).where(
+        AgentAuthorisation.org_id == org.id, AgentAuthorisation.granted_by_id.in_(granters),
+        AgentAuthorisation.withdrawn_at.is_(None))).scalars().all()
+    for g in grants:
+        g.withdrawn_at = now
+        audit.record("enterprise.agent_withdrawn", actor=by, object=f"org:{org.uscc}",
+                     detail={"agent": f"user:{g.user.sub}", "authorisation": g.id, "reason": reason})
+        ended += _end_authorisation(g, "enterprise_authority_withdrawn", by)
+    ended += end_acting(org.id, user.id, reason=reason, actor=by)
+    db.session.flush()
+    return len(appointed), len(grants), ended
+
+
+def strip_all(user: User, *, by: str, reason: str) -> int:
+    """Every enterprise role of ``user`` ends (ID-number recovery): legal representation (as by an
+    undone claim), administrator posts and agent authorisations. Returns how many roles ended."""
+    n = 0
+    now = utcnow()
+    for org in db.session.execute(select(Organisation).where(Organisation.legal_rep_id == user.id)).scalars().all():
+        _strip(org, user, by, reason)
+        n += 1
+    for row in db.session.execute(select(EnterpriseClaim).where(
+            EnterpriseClaim.user_id == user.id, EnterpriseClaim.state != "undone")).scalars().all():
+        row.state, row.undone_at, row.undone_by, row.undo_reason = "undone", now, by, reason
+    for a in db.session.execute(select(EnterpriseAdmin).where(EnterpriseAdmin.user_id == user.id)).scalars().all():
+        org_id, uscc = a.org_id, a.org.uscc
+        db.session.delete(a)
+        db.session.flush()
+        audit.record("enterprise.admin_removed", actor=by, object=f"org:{uscc}",
+                     detail={"admin": f"user:{user.sub}", "reason": reason})
+        end_acting(org_id, user.id, reason=reason, actor=by, role=ROLE_ADMIN)
+        n += 1
+    for g in db.session.execute(select(AgentAuthorisation).where(
+            AgentAuthorisation.user_id == user.id, AgentAuthorisation.withdrawn_at.is_(None))).scalars().all():
+        g.withdrawn_at = now
+        audit.record("enterprise.agent_withdrawn", actor=by, object=f"org:{g.org.uscc}",
+                     detail={"agent": f"user:{user.sub}", "authorisation": g.id, "reason": reason})
+        _end_authorisation(g, "enterprise_authority_withdrawn", by)
+        n += 1
+    db.session.flush()
+    return n
 
 
 def get_enterprise(uscc: str) -> Organisation:
@@ -235,9 +573,27 @@ def admins(org: Organisation) -> list[EnterpriseAdmin]:
                                    .order_by(EnterpriseAdmin.appointed_at, EnterpriseAdmin.id)).scalars())
 
 
-def appoint_admin(actor: User, org: Organisation, id_number: str) -> EnterpriseAdmin:
+def _require_proven(actor: User, sess: LoginSession | None, org: Organisation, action: str) -> None:
+    """Giving power (an administrator, an agent) needs the same proven session as claiming: a
+    phished password alone must not hand the enterprise to someone else."""
+    if sess is not None and sess.user_id != actor.id:
+        sess = None
+    proof = proofing(sess)
+    if not proof.ok:
+        audit.record(action, actor=_actor(actor), object=f"org:{org.uscc}", outcome="failure",
+                     detail={"reason": "proofing_required"})
+        raise ProofingRequired(str(_l("To give others power over the enterprise, use a second factor in this "
+                                      "session first.")))
+
+
+def appoint_admin(actor: User, org: Organisation, id_number: str, sess: LoginSession | None) -> EnterpriseAdmin:
+    """``sess``: the actor's log-in session, which must be proven (``proofing``)."""
     _require(actor, org, ROLE_LEGAL_REP)
+    _require_proven(actor, sess, org, "enterprise.admin_appointed")
     target = _citizen(id_number)
+    if target.assurance_level < 3:
+        raise Forbidden(str(_l("An administrator's identity must be verified (L3) first: ask them to confirm "
+                               "their name and ID number under My account.")), "not_verified")
     if target.id == org.legal_rep_id:
         raise Conflict(str(_l("The legal representative manages the enterprise already.")), "is_legal_rep")
     if db.session.execute(select(EnterpriseAdmin.id).where(
@@ -275,9 +631,11 @@ def agents(org: Organisation) -> list[AgentAuthorisation]:
 
 
 def authorise_agent(actor: User, org: Organisation, id_number: str, client_ids: list[str],
-                    valid_from: datetime, valid_until: datetime) -> AgentAuthorisation:
-    """Authorise an agent for ``client_ids`` during [valid_from, valid_until) (naive UTC)."""
+                    valid_from: datetime, valid_until: datetime, sess: LoginSession | None) -> AgentAuthorisation:
+    """Authorise an agent for ``client_ids`` during [valid_from, valid_until) (naive UTC); ``sess``
+    is the actor's log-in session, which must be proven (``proofing``)."""
     _require(actor, org, ROLE_LEGAL_REP, ROLE_ADMIN)
+    _require_proven(actor, sess, org, "enterprise.agent_authorised")
     target = _citizen(id_number)
     client_ids = list(dict.fromkeys(c for c in client_ids if c))
     if not client_ids:

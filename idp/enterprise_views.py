@@ -5,6 +5,7 @@ Thin: the work is in ``idp.enterprise``. The CLI group ``enterprises`` lives her
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -16,15 +17,23 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import DateTimeLocalField, HiddenField, SelectMultipleField, StringField, SubmitField, widgets
-from wtforms.validators import DataRequired, Length
+from wtforms import (
+    DateTimeLocalField,
+    HiddenField,
+    SelectMultipleField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+    widgets,
+)
+from wtforms.validators import DataRequired, Length, Optional
 
 from tongban.cli import command_errors
 from tongban.clock import utcnow
 from tongban.errors import Forbidden, TongbanError
 from tongban.extensions import db
 from tongban.i18n import safe_next
-from tongban.masking import mask_number
+from tongban.masking import mask_name, mask_number
 
 from . import enterprise, sessions
 from .account_views import login_required
@@ -43,6 +52,15 @@ class ClaimForm(FlaskForm):
     uscc = StringField(_l("Unified social credit code (USCC)"), validators=[DataRequired(), Length(min=18, max=18)],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off"})
     submit = SubmitField(_l("Claim this enterprise"))
+
+
+class DisputeForm(FlaskForm):
+    uscc = StringField(_l("Unified social credit code (USCC)"), validators=[DataRequired(), Length(min=18, max=18)],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    code = StringField(_l("Code from the text message"), validators=[DataRequired(), Length(max=20)],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    note = TextAreaField(_l("What happened (optional)"), validators=[Optional(), Length(max=1000)])
+    submit = SubmitField(_l("Dispute the claim"))
 
 
 class AdminForm(FlaskForm):
@@ -88,30 +106,40 @@ def _system_choices() -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- pages
 
 
+def _step_up_url(proof: enterprise.Proofing) -> str:
+    acr = "L3" if proof.factor else proof.level
+    return url_for("mfa.verify", acr=acr, next=url_for(".home") + "#claim")
+
+
 @bp.route("/")
 @login_required
 def home():
-    user = sessions.current_user()
+    sess = sessions.current_session()
+    user = sess.user
     now = utcnow()
     mine = [a for a in enterprise.my_authorisations(user) if a.state(now) in ("active", "pending")]
+    proof = enterprise.proofing(sess)
+    db.session.commit()  # the session's level may have followed the account's
     return render_template("idp/enterprise_home.html", managed=enterprise.managed(user), mine=mine,
-                           form=ClaimForm(), now=now, systems=dict(_system_choices()))
+                           form=ClaimForm(), now=now, systems=dict(_system_choices()), proof=proof,
+                           step_up_url=_step_up_url(proof))
 
 
 @bp.route("/claim", methods=["POST"])
 @login_required
 def claim():
-    user = sessions.current_user()
+    sess = sessions.current_session()
+    user = sess.user
     form = ClaimForm()
     if not form.validate_on_submit():
         flash(_("Enter the 18-character USCC."), "error")
-        return redirect(url_for(".home"))
+        return redirect(url_for(".home"), 303)
     try:
-        org = enterprise.claim(user, form.uscc.data)
+        org = enterprise.claim(user, form.uscc.data, sess)
     except Forbidden as e:
         db.session.commit()  # keep the audited refusal
         flash(e.message, "error")
-        return redirect(url_for(".home"), 303)
+        return redirect(url_for(".home") + "#claim", 303)
     except TongbanError as e:
         db.session.rollback()
         flash(e.message, "error")
@@ -119,6 +147,25 @@ def claim():
     db.session.commit()
     flash(_("You are now the legal representative of %(name)s.", name=org.name), "success")
     return redirect(url_for(".manage", uscc=org.uscc), 303)
+
+
+@bp.route("/dispute", methods=["GET", "POST"])
+def dispute():
+    """Public: the enterprise disputes a claim with the code the register's contact phone received."""
+    form = DisputeForm()
+    if request.method == "GET":
+        form.uscc.data = form.uscc.data or request.args.get("uscc", "")[:18]
+        return render_template("idp/enterprise_dispute.html", form=form, done=False)
+    if not form.validate_on_submit():
+        return render_template("idp/enterprise_dispute.html", form=form, done=False), 400
+    try:
+        enterprise.dispute_with_code(form.uscc.data, form.code.data, form.note.data or "")
+    except TongbanError as e:
+        db.session.commit()  # the refusal is audited, the try counted
+        flash(e.message, "error")
+        return render_template("idp/enterprise_dispute.html", form=form, done=False), e.status
+    db.session.commit()
+    return render_template("idp/enterprise_dispute.html", form=form, done=True)
 
 
 def _managed_org(uscc: str):
@@ -148,7 +195,10 @@ def _agent_form() -> AgentForm:
 def manage(uscc: str):
     user, org, role = _managed_org(uscc)
     now = utcnow()
-    return render_template("idp/enterprise_manage.html", org=org, role=role, user=user,
+    proof = enterprise.proofing(sessions.current_session())
+    db.session.commit()
+    step_up = None if proof.ok else url_for("mfa.verify", acr="L3", next=url_for(".manage", uscc=org.uscc))
+    return render_template("idp/enterprise_manage.html", org=org, role=role, user=user, step_up=step_up,
                            admins=enterprise.admins(org), agents=enterprise.agents(org), now=now,
                            max_admins=enterprise.MAX_ADMINS, admin_form=AdminForm(), agent_form=_agent_form(),
                            confirm=ConfirmForm(), systems=dict(_system_choices()), masked=mask_number,
@@ -158,6 +208,9 @@ def manage(uscc: str):
 def _done(uscc: str, fn, success: str):
     try:
         fn()
+    except enterprise.ProofingRequired as e:
+        db.session.commit()  # keep the audited refusal
+        flash(e.message, "error")
     except TongbanError as e:
         db.session.rollback()
         flash(e.message, "error")
@@ -187,7 +240,8 @@ def appoint_admin(uscc: str):
         _checked(form)
     except _Invalid:
         return redirect(url_for(".manage", uscc=org.uscc), 303)
-    return _done(org.uscc, lambda: enterprise.appoint_admin(user, org, form.id_number.data),
+    return _done(org.uscc, lambda: enterprise.appoint_admin(user, org, form.id_number.data,
+                                                            sessions.current_session()),
                  _("Administrator appointed."))
 
 
@@ -211,7 +265,7 @@ def authorise_agent(uscc: str):
         return redirect(url_for(".manage", uscc=org.uscc), 303)
     return _done(org.uscc, lambda: enterprise.authorise_agent(
         user, org, form.id_number.data, form.systems.data, _to_utc(form.valid_from.data),
-        _to_utc(form.valid_until.data)), _("Agent authorised."))
+        _to_utc(form.valid_until.data), sessions.current_session()), _("Agent authorised."))
 
 
 @bp.route("/<uscc>/agents/<int:authorisation_id>/withdraw", methods=["POST"])
@@ -312,12 +366,59 @@ def expire_cmd():
 @click.argument("name")
 @click.argument("legal_rep_id_number")
 @click.argument("legal_rep_name")
+@click.option("--contact-phone", default=None, help="The enterprise's contact mobile (told of every claim).")
 @command_errors
-def register_add_cmd(uscc, name, legal_rep_id_number, legal_rep_name):
+def register_add_cmd(uscc, name, legal_rep_id_number, legal_rep_name, contact_phone):
     """Add an entry to the local legal person register (the shipped LegalPersonRegister)."""
-    enterprise.add_register_record(uscc, name, legal_rep_id_number, legal_rep_name)
+    enterprise.add_register_record(uscc, name, legal_rep_id_number, legal_rep_name, contact_phone)
     db.session.commit()
     click.echo(f"registered {uscc}")
+
+
+def _claim_json(row) -> dict:
+    return {"id": row.id, "uscc": row.org.uscc, "org": row.org.name, "claimant": row.user.sub,
+            "claimant_name": mask_name(row.user.name), "claimed_at": row.claimed_at.isoformat(timespec="seconds"),
+            "acr": row.acr, "amr": row.amr, "notified": row.notified_phone, "state": row.state,
+            "disputed_at": row.disputed_at.isoformat(timespec="seconds") if row.disputed_at else None,
+            "undone_at": row.undone_at.isoformat(timespec="seconds") if row.undone_at else None}
+
+
+@enterprises_cli.command("claims")
+@click.option("--uscc", default=None, help="Only this enterprise.")
+@click.option("--disputed", is_flag=True, help="Only disputed claims.")
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def claims_cmd(uscc, disputed, as_json):
+    """List claims (newest first)."""
+    org = enterprise.get_enterprise(uscc) if uscc else None
+    rows = enterprise.claims(org, ("disputed",) if disputed else None)
+    if as_json:
+        click.echo(json.dumps([_claim_json(r) for r in rows], ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r.id}\t{r.org.uscc}\t{r.state}\t{r.claimed_at:%Y-%m-%d %H:%M}\t{mask_name(r.user.name)}"
+                   f"\t{r.user.sub}")
+
+
+@enterprises_cli.command("dispute")
+@click.argument("claim_id", type=int)
+@click.option("--note", required=True, help="Who disputes, and why.")
+@command_errors
+def dispute_cmd(claim_id, note):
+    """Record a dispute brought in person (the claim stays until it is undone)."""
+    enterprise.dispute(claim_id, by="admin", note=note)
+    click.echo(f"claim {claim_id} disputed")
+
+
+@enterprises_cli.command("undo-claim")
+@click.argument("claim_id", type=int)
+@click.option("--reason", required=True, help="What was checked in person.")
+@command_errors
+def undo_claim_cmd(claim_id, reason):
+    """Undo a claim after checking in person: legal representative, administrators and agents go."""
+    done = enterprise.undo_claim(claim_id, by="admin", reason=reason)
+    click.echo(f"claim {claim_id} undone: {done.admins_removed} administrator(s) removed, "
+               f"{done.agents_withdrawn} authorisation(s) withdrawn, {done.sessions_ended} session(s) ended")
 
 
 def init_app(app: Flask) -> None:

@@ -71,6 +71,12 @@ DEFAULTS: dict = {
     "TONGBAN_AUDIT_CHAIN_SECONDS": 1,
     "TONGBAN_AUDIT_CHECKPOINT_ROWS": 1000,
     "TONGBAN_AUDIT_CHECKPOINT_SECONDS": 600,
+    # claiming an enterprise: the account level needed, always with a second factor in the session
+    "TONGBAN_ENTERPRISE_CLAIM_ACR": "L3",
+    # dispute tries (SMS code) per enterprise per hour
+    "TONGBAN_CLAIM_DISPUTE_RATE": 10,
+    # the clerk identity desk (ID-number recovery, undoing claims): the clerk's session level
+    "TONGBAN_CLERK_IDENTITY_ACR": "L3",
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

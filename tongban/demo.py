@@ -16,7 +16,7 @@ from .extensions import db
 DEMO_PASSWORD = "Demo-Passw0rd!"
 CITIZEN = {"id_number": "11010519491231002X", "name": "张三", "phone": "13800138000"}
 CITIZEN2 = {"id_number": "110105198001010016", "name": "王五", "phone": "13900139000"}
-ENTERPRISE = {"uscc": "91350100M000100Y43", "name": "通办示范科技有限公司"}
+ENTERPRISE = {"uscc": "91350100M000100Y43", "name": "通办示范科技有限公司", "contact_phone": "13700137000"}
 DEMO_CLIENT_ID = "demo-portal"
 POPULATION = [
     (CITIZEN["id_number"], CITIZEN["name"]),
@@ -68,7 +68,8 @@ def seed() -> dict:
         accounts.create_org(ENTERPRISE["uscc"], ENTERPRISE["name"], citizen.id_number, actor="demo")
     from idp.enterprise import add_register_record  # the local legal person register
 
-    add_register_record(ENTERPRISE["uscc"], ENTERPRISE["name"], CITIZEN["id_number"], CITIZEN["name"])
+    add_register_record(ENTERPRISE["uscc"], ENTERPRISE["name"], CITIZEN["id_number"], CITIZEN["name"],
+                        ENTERPRISE["contact_phone"])
 
     secret = _demo_secret()
     row = db.session.execute(select(Client).where(Client.client_id == DEMO_CLIENT_ID)).scalar_one_or_none()

@@ -195,3 +195,52 @@ def bearer(token: str) -> dict:
 
 def callback_params(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+# ---------------------------------------------------------------- identity proofing
+
+
+def prove(browser: Browser, user, phone: str = "13700137999", acr: str = "L3", level: int = 3) -> None:
+    """Make ``user`` identity-verified (L3, as if the population register confirmed it) and step
+    the browser's log-in session up with an SMS code read from the SMS outbox: the session then
+    has ``acr`` L3 and ``amr`` pwd sms mfa (what claiming an enterprise needs)."""
+    from idp.mfa import SmsOutbox
+    from idp.models import User
+    from tongban.extensions import db
+
+    db.session.expire_all()
+    row = db.session.get(User, user.id)
+    row.assurance_level = max(row.assurance_level, level)
+    row.phone = row.phone or phone
+    db.session.commit()
+    params = {"acr": acr, "next": "/account"}
+    page = browser.http.get(browser._abs("/mfa/verify"), params=params, allow_redirects=False)
+    assert page.status_code == 200, page.status_code
+    csrf = _CSRF.search(page.text).group(1)
+    sent = browser.http.post(browser._abs("/mfa/verify/sms/send"), params=params, data={"csrf_token": csrf},
+                             allow_redirects=False)
+    assert sent.status_code == 302, sent.text[:300]
+    db.session.expire_all()
+    body = db.session.query(SmsOutbox).filter_by(phone=row.phone).order_by(SmsOutbox.id.desc()).first().body
+    code = re.search(r"\b(\d{6})\b", body).group(1)
+    done = browser.http.post(browser._abs("/mfa/verify/sms"), params=params, data={"csrf_token": csrf, "code": code},
+                             allow_redirects=False)
+    assert done.status_code == 302, done.text[:300]
+    if level >= 3:
+        after = browser.http.get(browser._abs(done.headers["Location"]), allow_redirects=False)
+        assert after.status_code == 302 and after.headers["Location"].endswith("/account"), after.text[:500]
+
+
+def proven_session(user):
+    """A log-in session row proven at L3 with a second factor (for service-level tests)."""
+    from idp.models import LoginSession
+    from tongban.clock import digest, token, utcnow
+    from tongban.extensions import db
+
+    user.assurance_level = max(user.assurance_level, 3)
+    now = utcnow()
+    sess = LoginSession(sid=token(24), token_hash=digest(token(32)), user_id=user.id, auth_time=now, acr="L3",
+                        amr="pwd sms mfa", created_at=now, last_seen=now)
+    db.session.add(sess)
+    db.session.flush()
+    return sess

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import CITIZEN_ID, OTHER_ID, PASSWORD, USCC
-from tests.idp.helpers import _CSRF, Browser, Step, bearer, discover, validate_id_token
+from tests.idp.helpers import _CSRF, Browser, Step, bearer, discover, prove, proven_session, validate_id_token
 from tests.idp.test_oidc_authlib import RP
 
 ENTERPRISE_NAME = "通办示范科技有限公司"
@@ -65,6 +65,7 @@ def _citizen(id_number: str, name: str = "赵六"):
     from tongban.extensions import db
 
     user = accounts.create_user(id_number, name, PASSWORD)
+    user.assurance_level = 3  # identity verified: administrators must be
     db.session.commit()
     return user
 
@@ -76,9 +77,14 @@ def _post_form(browser: Browser, page_url: str, action: str, data: dict) -> requ
     return browser.http.post(browser._abs(action), data=data, allow_redirects=False)
 
 
-def _logged_in(live_server, login: str) -> Browser:
+def _logged_in(live_server, login: str, *, proven: bool = True) -> Browser:
+    """A browser logged in as ``login``; ``proven``: identity-verified, SMS second factor in the session."""
+    from idp import accounts
+
     b = Browser(live_server)
     assert b.login(login).status_code == 302
+    if proven:
+        prove(b, accounts.find_user_by_login(login), phone=f"1370013{login[-4:].replace('X', '0')}")
     return b
 
 
@@ -199,20 +205,20 @@ def test_at_most_five_admins(app, live_server, citizen, register):
     org = enterprise.get_enterprise(USCC)
     assert len(enterprise.admins(org)) == 5
     with pytest.raises(Conflict):
-        enterprise.appoint_admin(org.legal_rep, org, ids[5])
+        enterprise.appoint_admin(org.legal_rep, org, ids[5], proven_session(org.legal_rep))
     db.session.rollback()
     # an admin may authorise agents but not appoint admins; removing one frees a place
     admin = enterprise.admins(org)[0]
     from tongban.errors import Forbidden
 
     with pytest.raises(Forbidden):
-        enterprise.appoint_admin(admin.user, org, ids[5])
+        enterprise.appoint_admin(admin.user, org, ids[5], proven_session(admin.user))
     db.session.rollback()
     resp = _post_form(b, f"/enterprise/{USCC}", f"/enterprise/{USCC}/admins/{admin.id}/remove", {})
     assert resp.status_code == 303
     db.session.expire_all()
     assert db.session.query(EnterpriseAdmin).count() == 4
-    enterprise.appoint_admin(org.legal_rep, org, ids[5])
+    enterprise.appoint_admin(org.legal_rep, org, ids[5], proven_session(org.legal_rep))
     db.session.commit()
     ctx.pop()
 
@@ -379,7 +385,7 @@ def test_wallet_shows_enterprise_to_admin(app, citizen, register):
 
     admin = _citizen(_id_number(9), "钱七")
     with app.test_request_context():
-        org = enterprise.claim(citizen, USCC)
-        enterprise.appoint_admin(citizen, org, admin.id_number)
+        org = enterprise.claim(citizen, USCC, proven_session(citizen))
+        enterprise.appoint_admin(citizen, org, admin.id_number, proven_session(citizen))
         db.session.commit()
     assert USCC in services.holder_ids_for(admin) and USCC in services.holder_ids_for(citizen)
