@@ -47,6 +47,8 @@ DEFAULTS: dict = {
     "TONGBAN_OUTBOX_THREAD": True,
     "TONGBAN_OUTBOX_TIMEOUT": 5,
     "TONGBAN_LOGOUT_TOKEN_LIFETIME": 120,
+    # licence:verify lookups each client system may make per minute (POST /api/v1/licences/verify)
+    "TONGBAN_LICENCE_VERIFY_RATE": 120,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],
