@@ -260,3 +260,25 @@ def test_verify_api_upload_limits(app, client, make_client):
     r = client.post("/api/v1/licences/verify", headers=auth, content_type="multipart/form-data",
                     data={"file": (io.BytesIO(b"not a pdf"), "l.pdf"), **why})
     assert r.status_code == 400
+
+
+def test_clerk_verify_page_names_the_failed_check_in_chinese(app, issue):
+    from idp import accounts
+    from tests.licence.test_departments import _CSRF, CLERK_AUTH, _login
+
+    accounts.create_staff(CLERK_AUTH, "政数窗口", "Test-Passw0rd!", app.config["TONGBAN_AUTHORITY_USCC"], "clerk")
+    db.session.commit()
+    good, bad = issue(), issue("结婚证")
+    services.revoke(bad.identifier, "撤销登记", "test")
+    db.session.commit()
+    client = _login(app, CLERK_AUTH)
+    csrf = _CSRF.search(client.get("/clerk/verify").get_data(as_text=True)).group(1)
+    forged = bad.pdf + f"\n%ZZBS:{good.identifier}\n".encode()
+    r = client.post("/clerk/verify", data={"csrf_token": csrf, "file": (io.BytesIO(forged), "l.pdf")},
+                    content_type="multipart/form-data")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "不能采信" in page and "印章完好、证照有效" not in page
+    assert "签章之后文件被追加或修改了内容" in page and "nothing_after" in page and good.identifier not in page
+    r = client.post("/clerk/verify", data={"csrf_token": csrf, "file": (io.BytesIO(good.pdf), "l.pdf")},
+                    content_type="multipart/form-data")
+    assert "印章完好、证照有效" in r.get_data(as_text=True)
