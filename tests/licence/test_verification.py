@@ -282,3 +282,23 @@ def test_clerk_verify_page_names_the_failed_check_in_chinese(app, issue):
     r = client.post("/clerk/verify", data={"csrf_token": csrf, "file": (io.BytesIO(good.pdf), "l.pdf")},
                     content_type="multipart/form-data")
     assert "印章完好、证照有效" in r.get_data(as_text=True)
+
+
+def test_offline_code_decoding_is_bounded_server_side(issue):
+    import zlib
+
+    import base45
+
+    from licence import offline
+
+    lic = issue()
+    raw = offline.make_token(lic)
+    _header, claims, *_ = offline.decode_token(raw)
+    assert claims[-260]["id"] == lic.identifier
+    cose = zlib.decompress(base45.b45decode(raw[len(offline.PREFIX):]))
+    for bad in (cose + b"\x00", b"\x00" * 2_000_000):
+        code = offline.PREFIX + base45.b45encode(zlib.compress(bad, 9)).decode()
+        with pytest.raises(offline.OfflineError):
+            offline.decode_token(code)
+    with pytest.raises(offline.OfflineError):
+        offline.decode_token(offline.PREFIX + "A" * 5000)
