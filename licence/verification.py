@@ -66,6 +66,7 @@ class SignedRevision:
     sha256: str  # of the signed revision's bytes (``pdf[:end]``)
     identifier: str | None  # ZZBS from the signed revision's document information
     cert_serial: str  # the signer certificate's serial (hex, lower case)
+    cert_der: bytes = b""  # the signer certificate itself
     later_timestamps: tuple[bool, ...] = ()  # for each later signature: is it a document timestamp?
     info_untouched: bool = False  # the document information is the signed one (no later revision changes it)
 
@@ -115,6 +116,7 @@ def signed_revision(pdf: bytes) -> SignedRevision | None:
         if end > len(pdf):
             return None
         cert_serial = format(sig.signer_cert.serial_number, "x")
+        cert_der = sig.signer_cert.dump()
     except Exception:
         return None
     chunk = pdf[:end]
@@ -135,7 +137,7 @@ def signed_revision(pdf: bytes) -> SignedRevision | None:
         except Exception:
             later.append(False)
     return SignedRevision(index=0, end=end, sha256=hashlib.sha256(chunk).hexdigest(), identifier=ident,
-                          cert_serial=cert_serial, later_timestamps=tuple(later),
+                          cert_serial=cert_serial, cert_der=cert_der, later_timestamps=tuple(later),
                           info_untouched=info_untouched)
 
 
@@ -169,19 +171,16 @@ def _issuer_seal_ok(rev: SignedRevision, sig: dict, lic: Licence | None) -> bool
         return False
     if lic is None or seal.org.uscc != lic.issuer_uscc:
         return False
-    if not (sig.get("intact") and sig.get("trusted")):
-        return False
     cert = db.session.get(IssuedCertificate, rev.cert_serial)
-    if cert is None:
+    # the very certificate our CA issued for that seal (not merely one with the same serial)
+    if cert is None or seal.cert_serial != cert.serial or cert.cert_der != rev.cert_der or not sig.get("intact"):
         return False
-    if cert.revoked_at is not None:
-        # acceptable only with a trusted timestamp from before the revocation
-        signed_at = _parse_time(sig.get("signed_at")) if sig.get("timestamped") else None
-        if signed_at is None or signed_at >= cert.revoked_at:
-            return False
-    elif sig.get("revoked"):
-        return False
-    return True
+    if cert.revoked_at is None:
+        return bool(sig.get("trusted")) and not sig.get("revoked")
+    # revoked since: still the issuer's seal when a trusted timestamp proves it signed before that
+    # (pyHanko, validating at the current time, no longer calls the revoked certificate trusted)
+    signed_at = _parse_time(sig.get("signed_at")) if sig.get("timestamped") else None
+    return signed_at is not None and signed_at < cert.revoked_at
 
 
 def _issued_version(rev: SignedRevision, lic: Licence) -> tuple[bool, bool]:

@@ -302,3 +302,25 @@ def test_offline_code_decoding_is_bounded_server_side(issue):
             offline.decode_token(code)
     with pytest.raises(offline.OfflineError):
         offline.decode_token(offline.PREFIX + "A" * 5000)
+
+
+def test_issuer_seal_revoked_after_or_before_signing(app, issue):
+    from datetime import timedelta
+
+    from keys.models import IssuedCertificate
+    from seal import services as seals
+    from tongban.clock import utcnow
+
+    lic = issue()
+    seal = seals.get_active_seal(app.config["TONGBAN_AUTHORITY_USCC"], "licence")
+    seals.revoke_seal(seal.id, "密钥更换")
+    cert = db.session.get(IssuedCertificate, seal.cert_serial)
+    cert.revoked_at = utcnow() + timedelta(minutes=1)  # revoked after the licence was sealed
+    db.session.commit()
+    r = services.verify_file(lic.pdf)
+    assert r["seal"]["signatures"][0]["revoked"] is True  # the seal verdict says so ...
+    assert r["valid"] is True and r["failed"] == []  # ... but the timestamp proves it signed before
+    cert.revoked_at = lic.created_at - timedelta(minutes=1)  # revoked before it signed: not the issuer's seal
+    db.session.commit()
+    r = services.verify_file(lic.pdf)
+    assert r["valid"] is False and "issuer_seal" in r["failed"] and r["licence"] is None
