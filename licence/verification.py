@@ -62,6 +62,7 @@ class SignedRevision:
     """What the certifying signature covers, read straight from pyHanko's objects."""
 
     index: int  # position among the document's signatures
+    field: str  # its form field's name (matched against the seal verdict's entry)
     end: int  # offset of the end of the signed revision
     sha256: str  # of the signed revision's bytes (``pdf[:end]``)
     identifier: str | None  # ZZBS from the signed revision's document information
@@ -69,6 +70,7 @@ class SignedRevision:
     cert_der: bytes = b""  # the signer certificate itself
     later_timestamps: tuple[bool, ...] = ()  # for each later signature: is it a document timestamp?
     info_untouched: bool = False  # the document information is the signed one (no later revision changes it)
+    ends_cleanly: bool = False  # nothing after the last revision's %%EOF
 
 
 @dataclass
@@ -112,6 +114,9 @@ def signed_revision(pdf: bytes) -> SignedRevision | None:
         br = [int(v) for v in sig.byte_range]
         if len(br) != 4 or br[0] != 0 or br[1] <= 0 or br[2] <= br[1] or br[3] <= 0:
             return None
+        # the only unsigned bytes are the signature value itself (no room for anything else)
+        if br[2] - br[1] != len(sig.pkcs7_content) * 2 + 2:
+            return None
         end = br[2] + br[3]
         if end > len(pdf):
             return None
@@ -130,15 +135,20 @@ def signed_revision(pdf: bytes) -> SignedRevision | None:
         info_untouched = _info(reader) == signed_info
     except Exception:
         ident = None
+    try:
+        ends_cleanly = _ends_cleanly(reader, pdf)
+    except Exception:
+        ends_cleanly = False
     later = []
     for other in sigs[1:]:
         try:
             later.append(other.sig_object_type == "/DocTimeStamp")
         except Exception:
             later.append(False)
-    return SignedRevision(index=0, end=end, sha256=hashlib.sha256(chunk).hexdigest(), identifier=ident,
+    return SignedRevision(index=0, field=str(sig.field_name), end=end, sha256=hashlib.sha256(chunk).hexdigest(),
+                          identifier=ident,
                           cert_serial=cert_serial, cert_der=cert_der, later_timestamps=tuple(later),
-                          info_untouched=info_untouched)
+                          info_untouched=info_untouched, ends_cleanly=ends_cleanly)
 
 
 def signed_sha256(pdf: bytes) -> str:
@@ -147,10 +157,23 @@ def signed_sha256(pdf: bytes) -> str:
     return rev.sha256 if rev else ""
 
 
-def _ends_cleanly(pdf: bytes) -> bool:
-    """Nothing but end-of-line whitespace after the last ``%%EOF``."""
-    tail = pdf[-1024:].rstrip(b"\r\n\t \x00\x0c")
-    return tail.endswith(b"%%EOF")
+_TAIL = re.compile(rb"\s*(?:endstream\s*)?(?:endobj\s*)?(?:trailer\s*)?(?:<<[^%]*>>\s*)?"
+                   rb"startxref\s+(\d+)\s+%%EOF\s*")
+
+
+def _ends_cleanly(reader, pdf: bytes) -> bool:
+    """The file ends where its last revision does: trailer, ``startxref`` of that revision, ``%%EOF``.
+
+    No comment, no second ``%%EOF``, nothing else after it (whitespace aside).
+    """
+    xrefs = reader.xrefs
+    last = xrefs.total_revisions - 1
+    start = xrefs.get_xref_container_info(last).end_location
+    tail = pdf[start:]
+    if len(tail) > 16 * 1024:
+        return False
+    found = _TAIL.fullmatch(tail)
+    return found is not None and int(found.group(1)) == xrefs.get_startxref_for_revision(last)
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -198,7 +221,7 @@ def evaluate(pdf: bytes, seal_verdict: dict) -> Verdict:
     out = Verdict(checks=dict.fromkeys(CHECKS, False))
     sigs = seal_verdict.get("signatures") or []
     rev = signed_revision(pdf)
-    if rev is None or rev.index >= len(sigs):
+    if rev is None or rev.index >= len(sigs) or sigs[rev.index].get("field") != rev.field:
         return out
     sig = sigs[rev.index]
     out.checks["sealed"] = bool(sig.get("intact")) and bool(sig.get("certified"))
@@ -213,7 +236,7 @@ def evaluate(pdf: bytes, seal_verdict: dict) -> Verdict:
     later_ok = len(later) == len(rev.later_timestamps) and all(
         ts or s.get("valid") for s, ts in zip(later, rev.later_timestamps, strict=True))
     out.checks["nothing_after"] = (bool(sig.get("covers_whole_document")) and sig.get("changes_after") in _OK_AFTER
-                                   and later_ok and rev.info_untouched and _ends_cleanly(pdf))
+                                   and later_ok and rev.info_untouched and rev.ends_cleanly)
     if lic is not None:
         out.checks["issued_version"], out.copy = _issued_version(rev, lic)
     if out.checks["identifier_signed"] and out.checks["issuer_seal"] and out.checks["issued_version"]:

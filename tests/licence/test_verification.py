@@ -66,9 +66,12 @@ def test_appended_identifier_after_a_revoked_licence(issue):
     msgs = {c["check"]: c for c in r["checks"]}
     assert "追加" in msgs["nothing_after"]["message"] and "appended" in msgs["nothing_after"]["message_en"]
     assert "已注销" in msgs["status"]["message"]
-    # the same trick on a valid licence's own PDF: bytes after the seal are refused as well
-    r = services.verify_file(good.pdf + b"\n%junk\n")
-    assert r["valid"] is False and _failed(r) == {"nothing_after"}
+    # the same trick on a valid licence's own PDF: bytes after the seal are refused as well, also
+    # when they end in a copy of the real startxref and %%EOF
+    startxref = good.pdf.rstrip()[:-len(b"%%EOF")].rstrip().rsplit(b"\n", 1)[1]
+    for junk in (b"\n%junk\n", b"\n%ZZBS:" + bad.identifier.encode() + b"\nstartxref\n" + startxref + b"\n%%EOF\n"):
+        r = services.verify_file(good.pdf + junk)
+        assert r["valid"] is False and _failed(r) == {"nothing_after"}, junk
 
 
 @pytest.mark.parametrize("certify", [True, False])
