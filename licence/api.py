@@ -18,6 +18,7 @@ from idp import consents
 from idp.accounts import get_user_by_sub
 from idp.server import require_oauth
 from idp.stepup import require_acr
+from tongban import ratelimit
 from tongban.extensions import csrf, db
 
 from . import services
@@ -135,19 +136,44 @@ def fetch_download(link: str):
     return resp
 
 
+def _throttled(client_id: str) -> Response | None:
+    """``licence:verify`` lookups per client and minute (TONGBAN_LICENCE_VERIFY_RATE): 429 beyond."""
+    limit = int(current_app.config.get("TONGBAN_LICENCE_VERIFY_RATE", 120))
+    hit = ratelimit.hit(f"licence-verify:{client_id}", limit, 60)
+    if hit.allowed:
+        return None
+    resp = _json({"error": "rate_limited",
+                  "error_description": "too many licence verifications by this system; try again later"}, 429)
+    resp.headers["Retry-After"] = str(hit.retry_after)
+    return resp
+
+
+def _uploaded(upload) -> bytes:
+    limit = int(current_app.config.get("TONGBAN_SEAL_MAX_BYTES") or 20 * 1024 * 1024)
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidRequest(f"the PDF is larger than {limit // (1024 * 1024) or 1} MB", "pdf_too_large", 413)
+    if not data:
+        raise InvalidRequest("the uploaded file is empty")
+    return data
+
+
 @api.route("/licences/verify", methods=["POST"])
 @require_oauth([VERIFY, READ])
 def verify():
     caller = _caller()
+    throttled = _throttled(caller.client_id)
+    if throttled is not None:
+        return throttled
     upload = request.files.get("file")
     if upload is not None:
-        result = services.verify_file(upload.read())
+        result = services.verify_file(_uploaded(upload))
     else:
         ident = str(_params().get("id") or "").strip()
         if not ident:
             raise InvalidRequest("send JSON {\"id\"} or a multipart file")
         result = services.verify_identifier(ident)
-    if result["licence"]:
+    if result["licence"]:  # only a document bound to the licence, never a miss or a forgery
         lic = services.find(result["licence"]["id"])
         services.record_access(lic, caller, "verify")
     services.audit_call(caller, "verified", (result["licence"] or {}).get("id", ""), status=result["status"])

@@ -41,14 +41,16 @@ def types_cmd(as_json):
 @click.option("--holder-id", required=True, help="citizen ID number or USCC")
 @click.option("--holder-name", required=True)
 @click.option("--issuer-org", default=None, help="USCC of the issuing organisation (default: the authority)")
+@click.option("--department", default=None,
+              help="USCC of the issuing department (default: the issuer); needs a delegation when it differs")
 @click.option("--field", "fields", multiple=True, help="KEY=VALUE, repeatable")
 @click.option("--valid-until", default=None, help="YYYY-MM-DD")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
-def issue_cmd(type_ref, holder_id, holder_name, issuer_org, fields, valid_until, as_json):
+def issue_cmd(type_ref, holder_id, holder_name, issuer_org, department, fields, valid_until, as_json):
     """Issue an e-licence, sealed by the issuer's licence seal."""
     lic = services.issue(type_ref, holder_id, holder_name, _fields(fields), issuer_uscc=issuer_org,
-                         valid_until=valid_until, actor=ACTOR)
+                         valid_until=valid_until, actor=ACTOR, department_uscc=department)
     out = {"id": lic.identifier, "verify_url": services.verify_url(lic.verify_code), "type": lic.type_code,
            "type_name": lic.type_name, "version": f"{lic.version:03d}",
            "valid_until": lic.valid_until.isoformat() if lic.valid_until else None}
@@ -99,6 +101,23 @@ def _status_cmd(name: str, fn, needs_reason: bool):
 _status_cmd("revoke", services.revoke, True)
 _status_cmd("suspend", services.suspend, True)
 _status_cmd("resume", services.resume, False)
+
+
+@licences_cli.command("delegate")
+@click.argument("department")
+@click.option("--issuer-org", default=None, help="whose licence seal it may issue under (default: the authority)")
+@click.option("--withdraw", is_flag=True, help="withdraw the delegation instead")
+@command_errors
+def delegate_cmd(department, issuer_org, withdraw):
+    """Allow a department without its own licence seal to issue under the authority's (or withdraw it)."""
+    if withdraw:
+        n = services.withdraw_delegation(department, issuer_org, ACTOR)
+        if not n:
+            raise ValidationError(f"{department} has no such delegation", "no_delegation")
+        click.echo(f"{department}: delegation withdrawn")
+        return
+    row = services.delegate(department, issuer_org, ACTOR)
+    click.echo(f"{row.department_uscc}: may issue under the licence seal of {row.issuer_uscc}")
 
 
 @licences_cli.command("expire")

@@ -39,5 +39,11 @@ class NotPermitted(Forbidden):
     code = "forbidden"
 
 
+class NotDelegated(Forbidden):
+    """A department without its own licence seal issues under another's only with a delegation."""
+
+    code = "not_delegated"
+
+
 __all__ = ["BadTransition", "InvalidField", "InvalidRequest", "LicenceNotFound", "NoLicenceSeal",
-           "NotPermitted", "UnknownType"]
+           "NotDelegated", "NotPermitted", "UnknownType"]

@@ -78,6 +78,10 @@ class Licence(db.Model):
     status_idx: Mapped[int] = mapped_column(Integer, unique=True)  # index in the signed status list
     pdf: Mapped[bytes] = mapped_column(LargeBinary)  # the sealed PDF
     pdf_sha256: Mapped[str] = mapped_column(String(64))
+    # SHA-256 of the revision the certifying seal covers (what verification compares)
+    signed_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # USCC of the department that issued it: its clerks (and only they) manage it
+    department_uscc: Mapped[str] = mapped_column(String(18), default="", server_default="", index=True)
     issued_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
@@ -128,3 +132,18 @@ class DownloadLink(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # SHA-256 of the sealed revision of the watermarked copy handed out (verifies as a copy)
+    copy_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class LicenceDelegation(db.Model):
+    """A department allowed to issue licences under another organisation's licence seal (the authority's)."""
+
+    __tablename__ = "licence_delegations"
+    __table_args__ = (UniqueConstraint("department_uscc", "issuer_uscc"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    department_uscc: Mapped[str] = mapped_column(String(18), index=True)
+    issuer_uscc: Mapped[str] = mapped_column(String(18))
+    granted_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)

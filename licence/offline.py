@@ -13,6 +13,7 @@ the signed status list (``statuslist+jwt``, 2 bits per licence:
 from __future__ import annotations
 
 import base64
+import io
 import json
 import threading
 import time
@@ -83,18 +84,44 @@ class OfflineError(ValueError):
     pass
 
 
+MAX_CODE_CHARS = 4400  # the most a QR code holds in alphanumeric mode
+MAX_TOKEN_BYTES = 4096  # decompressed
+
+
+def _inflate(data: bytes) -> bytes:
+    """zlib-decompress at most MAX_TOKEN_BYTES; a longer (or unfinished) stream is refused."""
+    d = zlib.decompressobj()
+    out = d.decompress(data, MAX_TOKEN_BYTES)
+    if d.unconsumed_tail or not d.eof or d.unused_data:
+        raise OfflineError("the code is too large or has trailing data")
+    return out
+
+
+def _cbor_exact(data: bytes):
+    """One CBOR item that uses every byte (trailing data refused)."""
+    if not isinstance(data, bytes):
+        raise OfflineError("the code has the wrong structure")
+    fp = io.BytesIO(data)
+    value = cbor2.CBORDecoder(fp).decode()
+    if fp.tell() != len(data):
+        raise OfflineError("the code has trailing data")
+    return value
+
+
 def decode_token(raw: str) -> tuple[dict, dict, bytes, bytes, bytes]:
     """(protected header, claims, protected bytes, payload, signature); OfflineError if malformed."""
     raw = (raw or "").strip()
     if not raw.startswith(PREFIX):
         raise OfflineError(f"not a Tongban offline licence code (prefix {PREFIX})")
+    if len(raw) > MAX_CODE_CHARS:
+        raise OfflineError("the code is too long")
     try:
-        obj = cbor2.loads(zlib.decompress(base45.b45decode(raw[len(PREFIX):])))
+        obj = _cbor_exact(_inflate(base45.b45decode(raw[len(PREFIX):])))
         if isinstance(obj, cbor2.CBORTag):
             obj = obj.value
         protected, _unprotected, payload, signature = obj
-        header = cbor2.loads(protected)
-        claims = cbor2.loads(payload)
+        header = _cbor_exact(protected)
+        claims = _cbor_exact(payload)
     except Exception as e:  # any decoding failure is the same answer to a verifier
         raise OfflineError(f"the code cannot be decoded: {type(e).__name__}") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):

@@ -26,6 +26,14 @@ _LICENCE = {"type": "object", "properties": {
 _VERDICT = {"type": "object", "properties": {
     "valid": {"type": "boolean"}, "status": {"enum": ["valid", "suspended", "revoked", "expired", "unknown"]},
     "licence": {**_PUBLIC_LICENCE, "nullable": True}, "seal": {"type": "object", "nullable": True}}}
+# a file's verdict names every check (licence/verification.py); failed ones carry a message
+_CHECK_CODES = ["sealed", "identifier_signed", "issuer_seal", "nothing_after", "issued_version", "status"]
+_FILE_VERDICT = {"type": "object", "properties": {
+    **_VERDICT["properties"], "copy": {"type": "boolean"}, "superseded_by": {"type": "string"},
+    "failed": {"type": "array", "items": {"enum": _CHECK_CODES}},
+    "checks": {"type": "array", "items": {"type": "object", "required": ["check", "ok"], "properties": {
+        "check": {"enum": _CHECK_CODES}, "ok": {"type": "boolean"},
+        "message": {"type": "string", "description": "Chinese"}, "message_en": {"type": "string"}}}}}}
 
 
 def _ok(schema: dict, description: str = "OK") -> dict:
@@ -76,7 +84,8 @@ PATHS: dict = {
             "multipart/form-data": {"schema": {"type": "object", "required": ["file", "purpose", "service_item"],
                                                "properties": {"file": {"type": "string", "format": "binary"},
                                                               **_BODY_PURPOSE}}}}},
-        "responses": {"200": _ok(_VERDICT), "400": _ERR, "401": _ERR, "403": _ERR}}},
+        "responses": {"200": _ok({"anyOf": [_FILE_VERDICT, _VERDICT]}), "400": _ERR, "401": _ERR, "403": _ERR,
+                      "413": _ERR, "429": _ERR}}},
     "/api/v1/licences/status-list": {"get": {
         "tags": ["licences"], "summary": "Signed status list (IETF Token Status List, 2 bits per licence)",
         "security": [], "responses": {"200": {"description": "statuslist+jwt",

@@ -22,13 +22,14 @@ from tongban.extensions import db
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name
 
-from . import identifiers, pdf
+from . import identifiers, pdf, verification
 from .catalogue import TYPES
 from .errors import (
     BadTransition,
     InvalidField,
     LicenceNotFound,
     NoLicenceSeal,
+    NotDelegated,
     NotPermitted,
     UnknownType,
 )
@@ -40,6 +41,7 @@ from .models import (
     Licence,
     LicenceAccess,
     LicenceCounter,
+    LicenceDelegation,
     LicenceType,
 )
 
@@ -318,10 +320,65 @@ def _sealed_pdf(lic: Licence, t: LicenceType, actor: str, purpose: str, watermar
                                      page=out.page, box=out.seal_box, field_name="LicenceSeal")
 
 
+# ---------------------------------------------------------------- departments and delegations
+
+
+def delegated_issuer(department_uscc: str) -> str | None:
+    """The organisation under whose licence seal ``department_uscc`` may issue, if delegated."""
+    return db.session.execute(select(LicenceDelegation.issuer_uscc).where(
+        LicenceDelegation.department_uscc == department_uscc).order_by(LicenceDelegation.id)).scalars().first()
+
+
+def delegate(department_uscc: str, issuer_uscc: str | None = None, actor: str = "admin") -> LicenceDelegation:
+    """Allow a department to issue under ``issuer_uscc``'s licence seal (default: the authority's)."""
+    dept = _org(validate_uscc(department_uscc))
+    issuer = _org(validate_uscc(issuer_uscc or current_app.config["TONGBAN_AUTHORITY_USCC"]))
+    if dept.uscc == issuer.uscc:
+        raise ValidationError("a department issues under its own seal without a delegation", "invalid_delegation")
+    licence_seal(issuer.uscc)
+    row = db.session.execute(select(LicenceDelegation).where(LicenceDelegation.department_uscc == dept.uscc,
+                                                              LicenceDelegation.issuer_uscc == issuer.uscc)
+                             ).scalar_one_or_none()
+    if row is None:
+        row = LicenceDelegation(department_uscc=dept.uscc, issuer_uscc=issuer.uscc, granted_by=actor[:200],
+                                created_at=utcnow())
+        db.session.add(row)
+        db.session.flush()
+        audit.record("licence.delegated", actor=actor, object=f"org:{dept.uscc}",
+                     detail={"issuer": issuer.uscc})
+    return row
+
+
+def withdraw_delegation(department_uscc: str, issuer_uscc: str | None = None, actor: str = "admin") -> int:
+    issuer = issuer_uscc or current_app.config["TONGBAN_AUTHORITY_USCC"]
+    rows = db.session.execute(select(LicenceDelegation).where(
+        LicenceDelegation.department_uscc == (department_uscc or "").strip().upper(),
+        LicenceDelegation.issuer_uscc == issuer.strip().upper())).scalars().all()
+    for row in rows:
+        db.session.delete(row)
+        audit.record("licence.delegation_withdrawn", actor=actor, object=f"org:{row.department_uscc}",
+                     detail={"issuer": row.issuer_uscc})
+    db.session.flush()
+    return len(rows)
+
+
+def department_of(lic: Licence) -> str:
+    return lic.department_uscc or lic.issuer_uscc
+
+
+def may_manage(department_usccs, lic: Licence) -> bool:
+    """A clerk manages only licences their own department issued."""
+    return department_of(lic) in set(department_usccs)
+
+
 def issue(type_ref: str, holder_id: str, holder_name: str, fields: dict | None = None, *,
-          issuer_uscc: str | None = None, valid_until: date | str | None = None, actor: str = "system"
-          ) -> Licence:
-    """Issue an e-licence: identifier, metadata, sealed and certified PDF. Flushes; the caller commits."""
+          issuer_uscc: str | None = None, valid_until: date | str | None = None, actor: str = "system",
+          department_uscc: str | None = None) -> Licence:
+    """Issue an e-licence: identifier, metadata, sealed and certified PDF. Flushes; the caller commits.
+
+    ``department_uscc`` is the issuing department (default: the issuer); a department issuing
+    under another organisation's seal needs a delegation (``flask licences delegate``).
+    """
     t = get_type(type_ref)
     holder_id = check_holder(t.holder_kind, holder_id)
     holder_name = (holder_name or "").strip()
@@ -329,15 +386,18 @@ def issue(type_ref: str, holder_id: str, holder_name: str, fields: dict | None =
         raise InvalidField("the holder's name is required")
     data = check_data(t, fields or {})
     issuer = _org(issuer_uscc or current_app.config["TONGBAN_AUTHORITY_USCC"])
+    department = (department_uscc or issuer.uscc).strip().upper()
+    if department != issuer.uscc and delegated_issuer(department) != issuer.uscc:
+        raise NotDelegated(f"department {department} has no delegation to issue under the seal of {issuer.uscc}")
     licence_seal(issuer.uscc)  # before a serial is taken: refuse early
     start = today()
     until = valid_until_for(t, start, valid_until)
     return _create_version(t, issuer.uscc, issuer.name, holder_id, holder_name, data, start, until, actor,
-                           serial=None, version=1)
+                           serial=None, version=1, department_uscc=department)
 
 
 def _create_version(t, issuer_uscc, issuer_name, holder_id, holder_name, data, start, until, actor, *,
-                    serial: str | None, version: int) -> Licence:
+                    serial: str | None, version: int, department_uscc: str) -> Licence:
     if serial is None:
         serial_no = next_value(f"serial:{issuer_uscc}")
         lid = identifiers.build(t.code, issuer_uscc, serial_no, version)
@@ -349,9 +409,10 @@ def _create_version(t, issuer_uscc, issuer_name, holder_id, holder_name, data, s
                   holder_kind=t.holder_kind, holder_id=holder_id, holder_name=holder_name,
                   number=_number(t, holder_id, data, lid), data=data, issued_on=start, valid_from=start,
                   valid_until=until, status="valid", status_idx=next_value(STATUS_LIST_KEY) - 1,
-                  issued_by=actor[:200], created_at=now, pdf=b"", pdf_sha256="")
+                  issued_by=actor[:200], created_at=now, pdf=b"", pdf_sha256="", department_uscc=department_uscc)
     lic.pdf = _sealed_pdf(lic, t, actor, purpose=f"签发电子证照 {lic.identifier}")
     lic.pdf_sha256 = hashlib.sha256(lic.pdf).hexdigest()
+    lic.signed_sha256 = verification.signed_sha256(lic.pdf)
     db.session.add(lic)
     db.session.flush()
     audit.record("licence.issued", actor=actor, object=f"licence:{lic.identifier}",
@@ -430,7 +491,7 @@ def change(identifier: str, fields: dict, actor: str, *, holder_name: str | None
     until = valid_until_for(t, old.valid_from, valid_until) if valid_until else old.valid_until
     new = _create_version(t, old.issuer_uscc, old.issuer_name, old.holder_id,
                           (holder_name or old.holder_name).strip(), data, today(), until, actor,
-                          serial=old.serial, version=old.version + 1)
+                          serial=old.serial, version=old.version + 1, department_uscc=department_of(old))
     new.valid_from = old.valid_from
     old.status, old.superseded_by, old.status_changed_at = "superseded", new.identifier, utcnow()
     old.status_reason = reason or "变更"
@@ -593,32 +654,25 @@ def redeem_download_link(raw: str) -> tuple[Licence, bytes]:
     mark = f"仅供{link.department}用于{link.purpose}（{link.service_item}）{stamp}"
     data = _sealed_pdf(lic, lic.type, f"client:{link.client_id}",
                        purpose=f"共享下载 {lic.identifier}：{link.purpose}", watermark=mark)
+    link.copy_sha256 = verification.signed_sha256(data)
     caller = Caller(link.client_id, link.department, "", link.purpose, link.service_item)
     record_access(lic, caller, "fetch")
     audit_call(caller, "fetched", f"licence:{lic.identifier}")
     return lic, data
 
 
-_ZZBS_IN_PDF = re.compile(rb"ZZBS:(1\.2\.156\.3005\.2\.[0-9A-Z.]{30,60})")
-
-
 def identifier_in_pdf(data: bytes) -> str | None:
-    """The identifier our PDFs carry in their document information (Keywords ``ZZBS:<id>``)."""
-    found = _ZZBS_IN_PDF.findall(data or b"")
-    return found[-1].decode() if found else None
+    """The identifier (Keywords ``ZZBS:<id>``) of the revision the certifying seal covers, if any.
+
+    Never a search of the whole file: bytes appended after the seal name nothing.
+    """
+    rev = verification.signed_revision(data or b"")
+    return rev.identifier if rev else None
 
 
 def verify_file(data: bytes) -> dict:
-    """Seal check plus current status of a licence PDF someone brings."""
-    seal = _seal_services().verify_pdf(data)
-    ident = identifier_in_pdf(data)
-    lic = db.session.execute(select(Licence).where(Licence.identifier == ident)).scalar_one_or_none() \
-        if ident else None
-    if lic is None:
-        return {"valid": False, "status": "unknown", "licence": None, "seal": seal}
-    view = public_view(lic)
-    return {"valid": bool(seal.get("valid")) and view["valid"], "status": view["status"],
-            "licence": view["licence"], "seal": seal}
+    """The verdict on a licence PDF someone brings: bound to the document we issued (see verification)."""
+    return verification.verify_licence_document(data)
 
 
 def verify_identifier(identifier: str) -> dict:

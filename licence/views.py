@@ -12,7 +12,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -32,7 +31,7 @@ from tongban.masking import mask_name, mask_number
 from tongban.security import cacheable
 
 from . import offline, services
-from .errors import LicenceNotFound
+from .errors import LicenceNotFound, NotDelegated
 from .models import Licence
 
 bp = Blueprint("licence", __name__)
@@ -143,10 +142,12 @@ def _clerk_orgs(user):
                                    .order_by(Organisation.id)).scalars())
 
 
-def issuer_for(org) -> str:
-    """The clerk's organisation issues when it has its own licence seal; otherwise the authority."""
+def issuer_for(org) -> str | None:
+    """Whose licence seal the clerk's department issues under: its own, else a delegated one, else None."""
     seal = services._seal_services().get_active_seal(org.uscc, kind="licence")
-    return org.uscc if seal is not None else current_app.config["TONGBAN_AUTHORITY_USCC"]
+    if seal is not None:
+        return org.uscc
+    return services.delegated_issuer(org.uscc)
 
 
 def _clerk():
@@ -158,16 +159,16 @@ def _clerk():
 
 
 def _clerk_may(orgs, lic: Licence) -> bool:
-    allowed = {o.uscc for o in orgs} | {issuer_for(o) for o in orgs}
-    return lic.issuer_uscc in allowed
+    """Only licences the clerk's own department issued (not every licence under the same seal)."""
+    return services.may_manage({o.uscc for o in orgs}, lic)
 
 
 @bp.route("/clerk")
 @login_required
 def clerk_home():
     _user, orgs = _clerk()
-    issuers = {issuer_for(o) for o in orgs} | {o.uscc for o in orgs}
-    recent = list(db.session.execute(select(Licence).where(Licence.issuer_uscc.in_(issuers))
+    departments = [o.uscc for o in orgs]
+    recent = list(db.session.execute(select(Licence).where(Licence.department_uscc.in_(departments))
                                      .order_by(Licence.id.desc()).limit(30)).scalars())
     return render_template("licence/clerk_home.html", types=services.list_types(), orgs=orgs, recent=recent,
                            status=services.public_status, masked=mask_name)
@@ -208,14 +209,18 @@ def clerk_issue(type_code: str):
         if not ConfirmForm().validate_on_submit():
             abort(400)
         fields = {i["name"]: values.get(f"f_{i['name']}", "") for i in t.items}
+        issuer = issuer_for(org)
         try:
+            if issuer is None:
+                raise NotDelegated(_("Your department has no licence seal of its own and no delegation to "
+                                     "issue under the authority's seal."))
             lic = services.issue(t.code, values.get("holder_id", ""), values.get("holder_name", ""), fields,
-                                 issuer_uscc=issuer_for(org), valid_until=values.get("valid_until") or None,
-                                 actor=f"user:{user.sub}")
+                                 issuer_uscc=issuer, valid_until=values.get("valid_until") or None,
+                                 actor=f"user:{user.sub}", department_uscc=org.uscc)
             db.session.commit()
         except TongbanError as e:
             db.session.rollback()
-            error, status = e.message, 400
+            error, status = e.message, e.status if e.status in (400, 403, 409) else 400
         else:
             flash(_("Issued: %(identifier)s", identifier=lic.identifier), "success")
             return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))

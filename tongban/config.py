@@ -77,6 +77,8 @@ DEFAULTS: dict = {
     "TONGBAN_CLAIM_DISPUTE_RATE": 10,
     # the clerk identity desk (ID-number recovery, undoing claims): the clerk's session level
     "TONGBAN_CLERK_IDENTITY_ACR": "L3",
+    # licence:verify lookups each client system may make per minute (POST /api/v1/licences/verify)
+    "TONGBAN_LICENCE_VERIFY_RATE": 120,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],
