@@ -96,7 +96,8 @@ def verify_page():
         db.session.commit()
     except TongbanError as e:
         db.session.rollback()
-        return render_template("seal/verify.html", verdict=None, error=e.message), e.status
+        headers = {"Retry-After": str(e.retry_after)} if getattr(e, "retry_after", None) else {}
+        return render_template("seal/verify.html", verdict=None, error=e.message), e.status, headers
     return render_template("seal/verify.html", verdict=verdict, error=None,
                            filename=(request.files["file"].filename or "")[:200])
 
