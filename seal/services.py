@@ -792,6 +792,16 @@ def verify_pdf(pdf: bytes) -> dict:
         slot.release()
 
 
+def _signature_key(sig) -> bytes:
+    """What makes a signature the same as another: its signature value (the CMS around it can be
+    padded or re-encoded to look different), else the whole CMS blob."""
+    try:
+        value = sig.signer_info["signature"].native
+    except Exception:  # a CMS too broken to have one: compare the bytes
+        value = None
+    return hashlib.sha256(value if isinstance(value, bytes) and value else (sig.pkcs7_content or b"")).digest()
+
+
 def _too_many(found: int, limit: int) -> TooManySignatures:
     return TooManySignatures(localised(_l("The document carries %(found)s signatures or revisions; at most "
                                           "%(limit)s signatures are verified per document.",
@@ -829,7 +839,7 @@ def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
         for sig in sigs:
             # the same signature bytes twice is a copy (a genuine signature differs in its signed
             # attributes at least); validate it once, and a copy proves nothing: not valid
-            key = hashlib.sha256(sig.pkcs7_content or b"").digest()
+            key = _signature_key(sig)
             if key in first_field:
                 results.append((sig, None, f"a copy of the signature in field {first_field[key]}"))
                 continue

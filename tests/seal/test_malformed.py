@@ -193,6 +193,33 @@ def test_a_copy_is_validated_once_and_proves_nothing(seal, client):
         assert c["seal_code"] is None  # never "": the schema says 13 digits or null
 
 
+def test_a_padded_copy_is_still_a_copy(seal, client):
+    """The copy's CMS bytes differ (other padding) but its signature value is the first one's."""
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+    sealed = services.sign_pdf(seal, GOOD, purpose="p", actor="t")
+    db.session.commit()
+    w = IncrementalPdfFileWriter(io.BytesIO(sealed))
+    form = w.root["/AcroForm"]
+    original = form["/Fields"][0].get_object()["/V"]
+    contents = bytes(original["/Contents"])
+    padded = contents[:-1] + b"\x01"
+    assert padded != contents and contents.endswith(b"\x00")
+    copy = generic.DictionaryObject({k: v for k, v in original.items()})
+    copy[generic.NameObject("/Contents")] = generic.ByteStringObject(padded)
+    form["/Fields"].append(w.add_object(generic.DictionaryObject({
+        generic.NameObject("/FT"): generic.NameObject("/Sig"),
+        generic.NameObject("/T"): generic.TextStringObject("Padded"),
+        generic.NameObject("/V"): w.add_object(copy)})))
+    w.update_container(form)
+    out = io.BytesIO()
+    w.write(out)
+    r = _verify(client, out.getvalue())
+    assert r.status_code == 200 and r.json["valid"] is False
+    assert r.json["signatures"][1]["error"].startswith("a copy of the signature in field")
+
+
 def test_signature_cap_is_configurable(app, seal, authority_seal, client):
     once = services.sign_pdf(seal, GOOD, purpose="p", actor="t")
     twice = services.sign_pdf(authority_seal, once, purpose="p", actor="t")
