@@ -224,6 +224,12 @@ def _issue(grant, sess, client):
 @bp.route("/oauth/token", methods=["POST"])
 @csrf.exempt
 def issue_token():
+    if request.args:
+        # RFC 6749 §3.2/§4: the parameters are form fields of the body. Authlib would read the query
+        # string too, so a grant_type or code there would count; this endpoint has no query part.
+        body = {"error": "invalid_request",
+                "error_description": "send the token request's parameters in the form body, not the query string"}
+        return Response(json.dumps(body), 400, {"Cache-Control": "no-store"}, mimetype="application/json")
     response = server.create_token_response()
     session = db.session()
     if session.in_transaction():  # client_credentials touches no table: nothing to commit

@@ -32,7 +32,7 @@ def _hooks() -> list:
 def _register_openapi(app: Flask) -> None:
     from tongban import openapi
 
-    from .openapi import PATHS, SCOPES
+    from .openapi import PATHS, SCOPES, USER_ONLY_SCOPES
 
-    openapi.register_paths(PATHS, scopes=SCOPES)
+    openapi.register_paths(PATHS, scopes=SCOPES, user_only_scopes=USER_ONLY_SCOPES)
     openapi.init_app(app)

@@ -12,6 +12,7 @@ import json
 
 from authlib.integrations.flask_oauth2 import current_token
 from flask import Blueprint, Response, current_app, request
+from werkzeug.routing import BaseConverter
 
 from idp import clients as registry
 from idp import consents
@@ -26,6 +27,16 @@ from .errors import InvalidRequest, LicenceNotFound, NotPermitted
 
 api = Blueprint("licence_api", __name__, url_prefix="/api/v1")
 csrf.exempt(api)
+
+
+class LicenceIdConverter(BaseConverter):
+    """A path segment that is not one of the fixed names beside it (``GET /licences/verify`` is
+    405 Allow: POST, not a read of a licence called "verify")."""
+
+    regex = r"(?!(?:verify|status-list|offline|download)(?:/|$))[^/]+"
+
+
+api.record_once(lambda state: state.app.url_map.converters.setdefault("licence_id", LicenceIdConverter))
 READ, VERIFY = "licence:read", "licence:verify"
 
 
@@ -101,7 +112,7 @@ def _readable(identifier: str):
         raise LicenceNotFound("no such licence among those the holder shared") from None
 
 
-@api.route("/licences/<identifier>")
+@api.route("/licences/<licence_id:identifier>")
 @require_oauth(READ)
 @require_acr("L2", config="TONGBAN_LICENCE_READ_ACR")  # RFC 9470
 def get_licence(identifier: str):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 _PURPOSE = [
-    {"name": "purpose", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 500},
+    {"name": "purpose", "in": "query", "required": True,
+     "schema": {"type": "string", "minLength": 1, "maxLength": 500},
      "description": "事由: why the department needs the licence, in words"},
-    {"name": "service_item", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 100},
+    {"name": "service_item", "in": "query", "required": True,
+     "schema": {"type": "string", "minLength": 1, "maxLength": 100},
      "description": "事项编码: the government service item's code"},
 ]
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
        "description": "GB/T 36904 identifier, e.g. 1.2.156.3005.2.<type>.<issuer>.<serial>.<version>.<check>"}
 _ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-_BODY_PURPOSE = {"purpose": {"type": "string"}, "service_item": {"type": "string"}}
+_BODY_PURPOSE = {"purpose": {"type": "string", "minLength": 1, "maxLength": 500},
+                 "service_item": {"type": "string", "minLength": 1, "maxLength": 100}}
 _PUBLIC_LICENCE = {"type": "object", "properties": {
     "id": {"type": "string"}, "type": {"type": "string"}, "type_name": {"type": "string"},
     "holder_name": {"type": "string", "description": "masked"}, "issuer": {"type": "string"},
@@ -46,7 +49,8 @@ PATHS: dict = {
         "security": [{"oauth2": ["licence:read"]}, {"oauth2": ["licence:verify"]}], "parameters": _PURPOSE,
         "responses": {"200": _ok({"type": "array", "items": {"type": "object", "properties": {
             "code": {"type": "string", "minLength": 21, "maxLength": 21}, "name": {"type": "string"},
-            "holder_kind": {"enum": ["citizen", "organisation"]}}}}), "400": _ERR, "401": _ERR}}},
+            "holder_kind": {"enum": ["citizen", "organisation"]}}}}), "400": _ERR, "401": _ERR,
+            "403": _ERR}}},
     "/api/v1/licences": {"get": {
         "tags": ["licences"], "summary": "The licences of the token's consenting holder",
         "description": "Needs a user token (authorization code flow) whose holder granted licence:read to "
@@ -84,8 +88,11 @@ PATHS: dict = {
             "multipart/form-data": {"schema": {"type": "object", "required": ["file", "purpose", "service_item"],
                                                "properties": {"file": {"type": "string", "format": "binary"},
                                                               **_BODY_PURPOSE}}}}},
+        "description": "A file is checked as POST /api/v1/seals/verify checks it, with the same limits: "
+                       "422 for too many signatures or too long a verification, 503 (Retry-After) when "
+                       "the verifier is busy.",
         "responses": {"200": _ok({"anyOf": [_FILE_VERDICT, _VERDICT]}), "400": _ERR, "401": _ERR, "403": _ERR,
-                      "413": _ERR, "429": _ERR}}},
+                      "413": _ERR, "422": _ERR, "429": _ERR, "503": _ERR}}},
     "/api/v1/licences/status-list": {"get": {
         "tags": ["licences"], "summary": "Signed status list (IETF Token Status List, 2 bits per licence)",
         "security": [], "responses": {"200": {"description": "statuslist+jwt",
@@ -103,3 +110,4 @@ PATHS: dict = {
 
 SCOPES = {"licence:read": "a consenting holder's e-licences (authorization code flow)",
           "licence:verify": "verify e-licences (client credentials are enough)"}
+USER_ONLY_SCOPES = ("licence:read",)  # not in the client credentials flow: client tokens get 403

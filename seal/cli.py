@@ -84,14 +84,15 @@ def sign_cmd(seal_id, in_pdf, out_pdf, page, box, field_name, certify, purpose, 
 @click.argument("in_pdf", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def verify_cmd(in_pdf, as_json):
-    """Verify the seals of a PDF: exit 0 valid, 1 not valid, 2 not readable as a PDF."""
+    """Verify the seals of a PDF: exit 0 valid, 1 not valid, 2 not readable as a PDF or not verifiable
+    (too many signatures, too long)."""
     try:
         data = Path(in_pdf).read_bytes()
         verdict = services.verify_pdf(data)
         db.session.commit()
-    except (OSError, BadPdf) as e:
+    except (OSError, TongbanError) as e:
         db.session.rollback()
-        message = e.message if isinstance(e, BadPdf) else f"cannot read {in_pdf}: {e.strerror}"
+        message = e.message if isinstance(e, TongbanError) else f"cannot read {in_pdf}: {e.strerror}"
         if as_json:
             click.echo(json.dumps({"valid": False, "error": message}, ensure_ascii=False))
         click.echo(f"error: {message}", err=True)
@@ -106,7 +107,7 @@ def verify_cmd(in_pdf, as_json):
                      ("covers the whole document" if s["covers_whole_document"]
                       else f"changed after sealing: {s.get('changes_after', '?')}"),
                      ("trusted" if s["trusted"] else "NOT TRUSTED"), ("REVOKED" if s["revoked"] else "not revoked")]
-            click.echo(f"{s['organisation']} · {s['seal_name']} ({s['seal_code']}) at {s['signed_at']}: "
+            click.echo(f"{s['organisation']} · {s['seal_name']} ({s['seal_code'] or '—'}) at {s['signed_at']}: "
                        + ", ".join(flags))
         click.echo("VALID" if verdict["valid"] else "NOT VALID")
     sys.exit(0 if verdict["valid"] else 1)

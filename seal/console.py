@@ -185,21 +185,12 @@ def _upload(form: SealPdfForm) -> bytes:
 
 def _page_box(pdf: bytes, page_ix: int) -> tuple[float, float, float, float]:
     """The page's visible box (CropBox, else MediaBox, inherited); 400 for a page that does not exist."""
-    from pyhanko.pdf_utils import generic
-
-    reader = services._reader(pdf)
-    count = int(reader.root["/Pages"]["/Count"])
+    reader, count = services.read_pdf(pdf)
     if not 0 <= page_ix < count:
         raise ValidationError(
             _("Page %(page)s does not exist: the document has %(count)s pages.", page=page_ix + 1, count=count),
             "invalid_page")
-    node, box = reader.find_page_for_modification(page_ix)[0].get_object(), None
-    while node is not None and box is None:
-        box = node.get("/CropBox") or node.get("/MediaBox")
-        parent = node.get("/Parent")
-        node = parent.get_object() if isinstance(parent, generic.IndirectObject | generic.DictionaryObject) else None
-    x1, y1, x2, y2 = (float(v) for v in (box or (0, 0, 595, 842)))
-    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+    return services.visible_box(reader, page_ix, count)
 
 
 def _seal_box(pdf: bytes, page_ix: int, position: str) -> tuple[float, float, float, float] | None:

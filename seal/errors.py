@@ -33,3 +33,25 @@ class NotAuthorised(Forbidden):
     """The client or officer may not use this seal."""
 
     code = "not_authorised"
+
+
+class TooManySignatures(TongbanError):
+    """More signatures (or revisions) than one verification examines (TONGBAN_VERIFY_MAX_SIGNATURES)."""
+
+    code = "too_many_signatures"
+    status = 422
+
+
+class VerificationTooLong(TongbanError):
+    """The verification ran past TONGBAN_VERIFY_MAX_SECONDS."""
+
+    code = "verification_too_long"
+    status = 422
+
+
+class VerifierBusy(TongbanError):
+    """This worker already runs TONGBAN_VERIFY_CONCURRENCY verifications; try again shortly."""
+
+    code = "verifier_busy"
+    status = 503
+    retry_after = 5

@@ -10,12 +10,16 @@ import functools
 import hashlib
 import io
 import logging
+import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 
 from asn1crypto import x509 as asn1_x509
+from flask_babel import lazy_gettext as _l
+from pyhanko.pdf_utils.misc import PdfError
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -28,8 +32,17 @@ from tongban.bootstrap import on_bootstrap
 from tongban.clock import utcnow
 from tongban.errors import NotFound, TongbanError, ValidationError
 from tongban.extensions import db
+from tongban.i18n import localised
 
-from .errors import BadPdf, NotAuthorised, SealingRefused, SealNotUsable
+from .errors import (
+    BadPdf,
+    NotAuthorised,
+    SealingRefused,
+    SealNotUsable,
+    TooManySignatures,
+    VerificationTooLong,
+    VerifierBusy,
+)
 from .models import KIND_NAMES, KINDS, Seal, SealAuthorisation
 from .picture import DIAMETER_MM, PURPOSE_TEXT, render
 
@@ -53,7 +66,7 @@ DEFAULT_VALID_DAYS = 3 * 365
 def _new_code(uscc: str) -> str:
     """13 digits: the administrative division (USCC positions 3-8) and a 7-digit number."""
     division = uscc[2:8] if uscc[2:8].isdigit() else "000000"
-    for _ in range(20):
+    for _attempt in range(20):
         code = division + f"{secrets.randbelow(10**7):07d}"
         if db.session.execute(select(Seal.id).where(Seal.code == code)).first() is None:
             return code
@@ -224,6 +237,235 @@ def _reader(pdf: bytes, *, incremental: bool = False):
         raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
 
 
+# Bounds on every walk of a document's object graph. An attacker's PDF may loop (a Pages node
+# that is its own /Parent, circular /Kids), nest without end or claim absurd counts; each walk
+# below keeps a set of the objects seen and stops at these limits.
+MAX_TREE_DEPTH = 64  # page tree and field tree levels, /Parent links followed
+MAX_PAGES = 100_000
+MAX_FIELDS = 10_000  # form fields walked in the /AcroForm tree
+MAX_COORDINATE = 1_000_000.0  # points: ISO 32000 allows 14,400 in at user unit 1 (~1e6 pt)
+
+# What pyHanko raises on a document it cannot make sense of (rather than a defect of ours or a
+# signer failing): the PDF is damaged, 400 ``invalid_pdf``. The XMP parser's errors are
+# ValueErrors, as are pyHanko's validation errors.
+_DOCUMENT_ERRORS = (PdfError, ValueError, TypeError, KeyError, IndexError, AttributeError, AssertionError,
+                    RecursionError, ArithmeticError, UnicodeError)
+
+
+class _Bad(Exception):
+    """A structural defect found by the checks below (turned into BadPdf by ``check_structure``)."""
+
+
+def _ref_key(obj) -> tuple | None:
+    from pyhanko.pdf_utils import generic
+
+    return (obj.idnum, obj.generation) if isinstance(obj, generic.IndirectObject) else None
+
+
+def _as_dict(obj, what: str):
+    from pyhanko.pdf_utils import generic
+
+    obj = obj.get_object() if isinstance(obj, generic.IndirectObject) else obj
+    if not isinstance(obj, generic.DictionaryObject):
+        raise _Bad(f"{what} is not a dictionary")
+    return obj
+
+
+def _as_int(obj, what: str, low: int, high: int) -> int:
+    from pyhanko.pdf_utils import generic
+
+    obj = obj.get_object() if isinstance(obj, generic.IndirectObject) else obj
+    if isinstance(obj, bool) or not isinstance(obj, int) or not low <= int(obj) <= high:
+        raise _Bad(f"{what} is not a whole number from {low} to {high}")
+    return int(obj)
+
+
+def _box(value, what: str) -> tuple[float, float, float, float]:
+    """A rectangle as (x1, y1, x2, y2) normalised, or _Bad: four finite numbers of sane size."""
+    import math
+
+    from pyhanko.pdf_utils import generic
+
+    value = value.get_object() if isinstance(value, generic.IndirectObject) else value
+    if not isinstance(value, generic.ArrayObject) or len(value) != 4:
+        raise _Bad(f"{what} is not an array of four numbers")
+    nums = []
+    for v in value:
+        v = v.get_object() if isinstance(v, generic.IndirectObject) else v
+        if isinstance(v, bool) or not isinstance(v, int | float | generic.FloatObject):
+            raise _Bad(f"{what} holds something other than a number")
+        try:
+            f = float(v)
+        except (OverflowError, ValueError, ArithmeticError):
+            raise _Bad(f"{what} holds a number out of range") from None
+        if not math.isfinite(f) or abs(f) > MAX_COORDINATE:
+            raise _Bad(f"{what} holds a number out of range")
+        nums.append(f)
+    x1, y1, x2, y2 = nums
+    if x1 == x2 or y1 == y2:
+        raise _Bad(f"{what} is empty")
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+def _check_page_tree(root) -> int:
+    """Walk the whole page tree (bounded): every node a dictionary reached once, /Kids arrays of
+    references, whole-number /Count, boxes of four finite numbers; the pages found match /Count."""
+    from pyhanko.pdf_utils import generic
+
+    if "/Pages" not in root:
+        raise _Bad("the catalogue has no /Pages")
+    top_ref = root.raw_get("/Pages")
+    if not isinstance(top_ref, generic.IndirectObject):
+        raise _Bad("/Pages is not a reference")
+    declared = _as_int(_as_dict(top_ref, "/Pages").get("/Count"), "/Pages /Count", 1, MAX_PAGES)
+    seen: set = set()
+    found = 0
+    stack = [(top_ref, None, 0)]
+    while stack:
+        ref, parent_key, depth = stack.pop()
+        key = _ref_key(ref)
+        if key in seen:
+            raise _Bad("the page tree has a cycle or a node reached twice")
+        seen.add(key)
+        if depth > MAX_TREE_DEPTH or len(seen) > MAX_PAGES + MAX_TREE_DEPTH * 64:
+            raise _Bad("the page tree is too deep or too large")
+        node = _as_dict(ref, "a page tree node")
+        # /Parent must lead back up the way we came (the root has none): what inherits boxes
+        # and resources follows it, and a node that is its own parent loops
+        if "/Parent" in node and (parent_key is None or _ref_key(node.raw_get("/Parent")) != parent_key):
+            raise _Bad("a page tree node's /Parent is not the node that lists it")
+        for name in ("/MediaBox", "/CropBox"):
+            if name in node:
+                _box(node[name], name)
+        kind = node.get("/Type")
+        if kind == "/Pages":
+            _as_int(node.get("/Count"), "/Count", 0, MAX_PAGES)
+            kids = node.get("/Kids")
+            if not isinstance(kids, generic.ArrayObject):
+                raise _Bad("a /Pages node has no /Kids array")
+            for kid in reversed(kids):
+                if not isinstance(kid, generic.IndirectObject):
+                    raise _Bad("a page tree child is not a reference")
+                stack.append((kid, key, depth + 1))
+        elif kind == "/Page":
+            found += 1
+            if found > MAX_PAGES:
+                raise _Bad("too many pages")
+        else:
+            raise _Bad("a page tree node is neither /Pages nor /Page")
+    if found != declared:
+        raise _Bad(f"/Count says {declared} pages, the page tree has {found}")
+    return found
+
+
+def _check_fields(root) -> int:
+    """Walk the form's field tree (bounded); the number of signature fields with a value."""
+    from pyhanko.pdf_utils import generic
+
+    if "/AcroForm" not in root:
+        return 0
+    form = _as_dict(root["/AcroForm"], "/AcroForm")
+    fields = form.get("/Fields")
+    if fields is None:
+        return 0
+    if not isinstance(fields, generic.ArrayObject):
+        raise _Bad("/AcroForm /Fields is not an array")
+    seen: set = set()
+    signed = 0
+    stack = [(f, 0) for f in reversed(fields)]
+    while stack:
+        ref, depth = stack.pop()
+        key = _ref_key(ref)
+        if key is not None:
+            if key in seen:
+                raise _Bad("the form's field tree has a cycle or a field reached twice")
+            seen.add(key)
+        if depth > MAX_TREE_DEPTH or len(seen) > MAX_FIELDS:
+            raise _Bad("the form's field tree is too deep or too large")
+        field = _as_dict(ref, "a form field")
+        if field.get("/FT") == "/Sig" and field.get("/V") is not None:
+            signed += 1
+        kids = field.get("/Kids")
+        if kids is not None:
+            if not isinstance(kids, generic.ArrayObject):
+                raise _Bad("a form field's /Kids is not an array")
+            stack.extend((k, depth + 1) for k in reversed(kids))
+    return signed
+
+
+def _check_docmdp(root) -> None:
+    """A certification's permissions (/Perms /DocMDP) must be readable: /P is 1, 2 or 3."""
+    from pyhanko.pdf_utils import generic
+
+    if "/Perms" not in root:
+        return
+    perms = _as_dict(root["/Perms"], "/Perms")
+    if "/DocMDP" not in perms:
+        return
+    refs = _as_dict(perms["/DocMDP"], "the certification signature").get("/Reference")
+    if refs is None:
+        return
+    if not isinstance(refs, generic.ArrayObject) or len(refs) > 16:
+        raise _Bad("the certification's /Reference is not an array")
+    for ref in refs:
+        params = _as_dict(ref, "a signature reference").get("/TransformParams")
+        if params is not None and "/P" in _as_dict(params, "/TransformParams"):
+            _as_int(params.get_object()["/P"], "the certification's /P", 1, 3)
+
+
+def check_structure(handler) -> dict:
+    """The checks every PDF path runs before pyHanko works on a document (bounded walks of the
+    page tree, the form fields and the certification); BadPdf when one fails.
+
+    Returns ``{"pages": n, "signatures": n}`` (signature fields with a value).
+    """
+    try:
+        root = _as_dict(handler.root, "the catalogue")
+        pages = _check_page_tree(root)
+        signatures = _check_fields(root)
+        _check_docmdp(root)
+    except _Bad as e:
+        raise BadPdf(f"damaged PDF: {e}") from None
+    except TongbanError:
+        raise
+    except _DOCUMENT_ERRORS as e:
+        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
+    return {"pages": pages, "signatures": signatures}
+
+
+def visible_box(handler, page_ix: int, count: int) -> tuple[float, float, float, float]:
+    """Page ``page_ix``'s visible box (CropBox, else MediaBox, inherited along at most
+    MAX_TREE_DEPTH /Parent links), normalised x1 < x2, y1 < y2; A4 when none is given.
+    ``count`` is the page count from ``check_structure``, which must have passed."""
+    from pyhanko.pdf_utils import generic
+
+    try:
+        node = handler.find_page_for_modification(page_ix % count)[0].get_object()
+        seen: set[int] = set()
+        for _link in range(MAX_TREE_DEPTH + 1):
+            if not isinstance(node, generic.DictionaryObject) or id(node) in seen:
+                break
+            seen.add(id(node))
+            for name in ("/CropBox", "/MediaBox"):
+                if name in node:
+                    return _box(node[name], name)
+            parent = node.get("/Parent")
+            node = parent.get_object() if isinstance(parent, generic.IndirectObject) else parent
+    except _Bad as e:
+        raise BadPdf(f"damaged PDF: {e}") from None
+    except TongbanError:
+        raise
+    except _DOCUMENT_ERRORS as e:
+        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
+    return 0.0, 0.0, 595.0, 842.0
+
+
+def read_pdf(pdf: bytes):
+    """A reader of ``pdf`` that passed ``check_structure``, and its page count; BadPdf otherwise."""
+    reader = _reader(pdf)
+    return reader, check_structure(reader)["pages"]
+
+
 # Parsed seal pictures, by content: importing a picture into a document reads every object of
 # it (the font program above all); from an already parsed reader that is a copy. A reader reads
 # lazily from its stream, so imports are serialised (each takes a fraction of a millisecond).
@@ -285,20 +527,11 @@ def _stamp_style(seal: Seal):
             margins=layout.Margins(0, 0, 0, 0), inner_content_scaling=layout.InnerScaling.SHRINK_TO_FIT))
 
 
-def _placement(writer, page: int, existing: int) -> tuple[int, tuple[float, float, float, float]]:
+def _placement(writer, page: int, existing: int, count: int) -> tuple[int, tuple[float, float, float, float]]:
     """Default box: bottom right of the page, moved left for each seal already on the document."""
-    from pyhanko.pdf_utils import generic
-
-    count = int(writer.root["/Pages"]["/Count"])
     if not -count <= page < count:
         raise ValidationError(f"page {page} does not exist (the document has {count})", "invalid_page")
-    page_obj = writer.find_page_for_modification(page)[0].get_object()
-    node, box = page_obj, None
-    while node is not None and box is None:
-        box = node.get("/CropBox") or node.get("/MediaBox")
-        parent = node.get("/Parent")
-        node = parent.get_object() if isinstance(parent, generic.IndirectObject | generic.DictionaryObject) else None
-    x1, y1, x2, _y2 = (float(v) for v in (box or (0, 0, 595, 842)))
+    x1, y1, x2, _y2 = visible_box(writer, page, count)
     size = SEAL_SIZE_PT
     right = x2 - 56 - existing * (size + 12)
     if right - size < x1 + 10:
@@ -367,6 +600,12 @@ async def _sign(pdf_signer, writer, out: io.BytesIO, cert_serial: str) -> None:
             await vc.aclose()
 
 
+def _sane_box(box) -> bool:
+    """Four finite numbers within the page-size limit, x1 < x2 and y1 < y2 (NaN fails every test)."""
+    return len(box) == 4 and all(-MAX_COORDINATE <= float(v) <= MAX_COORDINATE for v in box) \
+        and box[0] < box[2] and box[1] < box[3]
+
+
 def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool = False,
              page: int = 0, box: tuple[float, float, float, float] | None = None,
              field_name: str | None = None, timestamp: bool = True, embed_revocation: bool = True) -> bytes:
@@ -392,19 +631,25 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
     if not seal.valid_from <= now < seal.valid_until:
         raise SealNotUsable("the seal is outside its validity period")
     writer = _reader(pdf, incremental=True)  # one parse: the writer's reader serves both
-    existing = {f[0]: f[1] for f in fields.enumerate_sig_fields(writer.prev)}
-    new_field = None
-    if field_name and field_name in existing:
-        if existing[field_name] is not None:
-            raise SealingRefused(f"the field {field_name!r} is already signed")
-    else:
-        field_name = field_name or f"Seal{len(existing) + 1}"
-        on_page, default_box = _placement(writer, page, len(existing))
-        if box is not None:
-            if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
-                raise ValidationError("box is x1,y1,x2,y2 with x1<x2 and y1<y2", "invalid_box")
-            default_box = tuple(float(v) for v in box)
-        new_field = fields.SigFieldSpec(sig_field_name=field_name, on_page=on_page, box=default_box)
+    count = check_structure(writer.prev)["pages"]
+    if box is not None and not _sane_box(box):
+        raise ValidationError("box is x1,y1,x2,y2 with x1<x2 and y1<y2", "invalid_box")
+    try:
+        existing = {f[0]: f[1] for f in fields.enumerate_sig_fields(writer.prev)}
+        new_field = None
+        if field_name and field_name in existing:
+            if existing[field_name] is not None:
+                raise SealingRefused(f"the field {field_name!r} is already signed")
+        else:
+            field_name = field_name or f"Seal{len(existing) + 1}"
+            on_page, default_box = _placement(writer, page, len(existing), count)
+            if box is not None:
+                default_box = tuple(float(v) for v in box)
+            new_field = fields.SigFieldSpec(sig_field_name=field_name, on_page=on_page, box=default_box)
+    except TongbanError:
+        raise
+    except _DOCUMENT_ERRORS as e:
+        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
 
     cert_row = ca_service.get_certificate(seal.cert_serial)
     cert = asn1_x509.Certificate.load(cert_row.cert_der)
@@ -431,6 +676,12 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
                 pdf_signer.sign_pdf(writer, output=out)
     except SigningError as e:
         raise SealingRefused(f"the document cannot be sealed: {e}") from None
+    except TongbanError:
+        raise
+    except _DOCUMENT_ERRORS as e:
+        # pyHanko reading the rest of the document (the XMP metadata, the certification, a
+        # field's widget) as it signs; the signers raise their own errors, not these
+        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
     sealed = out.getvalue()
     audit.record("seal.used", actor=actor, object=f"seal:{seal.id}", detail={
         "document_sha256": hashlib.sha256(pdf).hexdigest(), "sealed_sha256": hashlib.sha256(sealed).hexdigest(),
@@ -459,6 +710,9 @@ def _subject(cert: asn1_x509.Certificate) -> dict:
             "org_id": subject.get("organization_identifier", ""), "serial": subject.get("serial_number", "")}
 
 
+_SEAL_CODE = re.compile(r"[0-9]{13}")
+
+
 def _verdict_for(sig, status, is_last: bool) -> dict:
     from pyhanko.sign.diff_analysis import ModificationLevel
     from pyhanko.sign.validation.status import SignatureCoverageLevel
@@ -479,7 +733,8 @@ def _verdict_for(sig, status, is_last: bool) -> dict:
     intact = bool(status.intact and status.valid)
     return {
         "seal_name": seal.name if seal else subj["cn"],
-        "seal_code": seal.code if seal else subj["serial"],
+        # the schema promises 13 digits or null: a foreign certificate's serial may be anything
+        "seal_code": seal.code if seal else (subj["serial"] if _SEAL_CODE.fullmatch(subj["serial"] or "") else None),
         "organisation": seal.org.name if seal else subj["org"],
         "organisation_uscc": seal.org.uscc if seal else subj["org_id"],
         "signer": cert.subject.human_friendly,
@@ -498,25 +753,98 @@ def _verdict_for(sig, status, is_last: bool) -> dict:
     }
 
 
+# One worker's verifications at a time, per configured limit (the configuration may differ per app
+# in tests): a verification is CPU-bound Python, so more at once only makes every one slower.
+_verify_slots: dict[int, threading.BoundedSemaphore] = {}
+_verify_slots_lock = threading.Lock()
+
+
+def _verify_slot(limit: int) -> threading.BoundedSemaphore:
+    with _verify_slots_lock:
+        return _verify_slots.setdefault(limit, threading.BoundedSemaphore(max(1, limit)))
+
+
 def verify_pdf(pdf: bytes) -> dict:
     """The verdict ``{"valid", "signatures": [...]}`` of INTERFACES.md; BadPdf (400) when not a PDF.
 
     ``valid`` needs at least one signature, every one intact, trusted and not revoked with
     pyHanko's overall verdict (``bottom_line``) good, and the last one covering the whole
     document: any change after it other than added validation data makes the document invalid.
+
+    Bounded, as the verify API is public: at most ``TONGBAN_VERIFY_MAX_SIGNATURES`` signatures
+    (and four revisions per signature, plus 16) or TooManySignatures (422); the same signature
+    bytes are validated once, a copy is reported as not valid; past ``TONGBAN_VERIFY_MAX_SECONDS``
+    (checked between signatures) VerificationTooLong (422); at most
+    ``TONGBAN_VERIFY_CONCURRENCY`` verifications at once per worker, else VerifierBusy (503).
     """
+    from flask import current_app, has_app_context
+
+    from tongban.config import DEFAULTS
+
+    cfg = current_app.config if has_app_context() else DEFAULTS
+    slot = _verify_slot(int(cfg["TONGBAN_VERIFY_CONCURRENCY"]))
+    if not slot.acquire(blocking=False):
+        raise VerifierBusy(localised(_l("The seal verifier is busy; please try again in a few seconds.")))
+    try:
+        return _verify(pdf, max_signatures=int(cfg["TONGBAN_VERIFY_MAX_SIGNATURES"]),
+                       deadline=time.monotonic() + float(cfg["TONGBAN_VERIFY_MAX_SECONDS"]))
+    finally:
+        slot.release()
+
+
+def _signature_key(sig) -> bytes:
+    """What makes a signature the same as another: its signature value (the CMS around it can be
+    padded or re-encoded to look different), else the whole CMS blob."""
+    try:
+        value = sig.signer_info["signature"].native
+    except Exception:  # a CMS too broken to have one: compare the bytes
+        value = None
+    return hashlib.sha256(value if isinstance(value, bytes) and value else (sig.pkcs7_content or b"")).digest()
+
+
+def _too_many(found: int, limit: int) -> TooManySignatures:
+    return TooManySignatures(localised(_l("The document carries %(found)s signatures or revisions; at most "
+                                          "%(limit)s signatures are verified per document.",
+                                          found=found, limit=limit)))
+
+
+def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
     from pyhanko.sign.validation import async_validate_pdf_signature
 
+    def in_time() -> None:
+        if time.monotonic() > deadline:
+            raise VerificationTooLong(localised(_l("Verifying this document takes too long; it is too complex "
+                                                   "to verify here.")))
+
     reader = _reader(pdf)
+    found = check_structure(reader)["signatures"]
+    if found > max_signatures:
+        raise _too_many(found, max_signatures)
     try:
+        revisions = reader.xrefs.total_revisions
+        if revisions > 4 * max_signatures + 16:  # each revision after a signature is diffed against it
+            raise _too_many(revisions, max_signatures)
         sigs = list(reader.embedded_signatures)
-    except Exception as e:
-        raise BadPdf(f"damaged PDF: {str(e)[:200]}") from None
+    except TongbanError:
+        raise
+    except _DOCUMENT_ERRORS as e:
+        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
+    if len(sigs) > max_signatures:
+        raise _too_many(len(sigs), max_signatures)
+    in_time()
     vc_sig = ca_service.validation_context()
 
     async def run():
-        results = []
+        results, first_field = [], {}
         for sig in sigs:
+            # the same signature bytes twice is a copy (a genuine signature differs in its signed
+            # attributes at least); validate it once, and a copy proves nothing: not valid
+            key = _signature_key(sig)
+            if key in first_field:
+                results.append((sig, None, f"a copy of the signature in field {first_field[key]}"))
+                continue
+            first_field[key] = sig.field_name
+            in_time()
             try:
                 status = await async_validate_pdf_signature(sig, signer_validation_context=vc_sig,
                                                             ts_validation_context=vc_sig)
@@ -535,7 +863,7 @@ def verify_pdf(pdf: bytes) -> dict:
             except Exception as e:  # e.g. a certificate too malformed to describe
                 status, error = None, str(e)
         if status is None:
-            out.append({"seal_name": "", "seal_code": "", "organisation": "", "signer": "", "signed_at": None,
+            out.append({"seal_name": "", "seal_code": None, "organisation": "", "signer": "", "signed_at": None,
                         "intact": False, "covers_whole_document": False, "trusted": False, "revoked": False,
                         "valid": False, "field": sig.field_name, "is_last": is_last, "error": error[:200]})
     valid = bool(out) and all(s["valid"] for s in out) and out[-1]["covers_whole_document"]

@@ -96,7 +96,8 @@ def verify_page():
         db.session.commit()
     except TongbanError as e:
         db.session.rollback()
-        return render_template("seal/verify.html", verdict=None, error=e.message), e.status
+        headers = {"Retry-After": str(e.retry_after)} if getattr(e, "retry_after", None) else {}
+        return render_template("seal/verify.html", verdict=None, error=e.message), e.status, headers
     return render_template("seal/verify.html", verdict=verdict, error=None,
                            filename=(request.files["file"].filename or "")[:200])
 
@@ -122,15 +123,20 @@ _ADDED: set[str] = set()
 _SIGNATURE = {"type": "object", "required": ["seal_name", "seal_code", "organisation", "signer", "signed_at",
                                              "intact", "covers_whole_document", "trusted", "revoked"],
               "properties": {
-                  "seal_name": {"type": "string"}, "seal_code": {"type": "string", "pattern": "^[0-9]{13}$"},
+                  "seal_name": {"type": "string"},
+                  "seal_code": {"type": "string", "pattern": "^[0-9]{13}$", "nullable": True,
+                                "description": "null when the signature names no seal code (a foreign or "
+                                               "broken signature)"},
                   "organisation": {"type": "string"}, "organisation_uscc": {"type": "string"},
                   "signer": {"type": "string"}, "signed_at": {"type": "string", "format": "date-time",
                                                              "nullable": True},
                   "intact": {"type": "boolean"}, "covers_whole_document": {"type": "boolean"},
                   "changes_after": {"type": "string"}, "trusted": {"type": "boolean"},
                   "revoked": {"type": "boolean"}, "valid": {"type": "boolean"}, "certified": {"type": "boolean"},
-                  "timestamped": {"type": "boolean"}}}
+                  "timestamped": {"type": "boolean"}, "field": {"type": "string"}, "is_last": {"type": "boolean"},
+                  "error": {"type": "string", "description": "why a signature could not be evaluated"}}}
 _ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_RETRY = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
 _PDF_UPLOAD = {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
 
 OPENAPI_SCHEMAS = {
@@ -143,14 +149,22 @@ OPENAPI_SCHEMAS = {
 OPENAPI_PATHS = {
     "/api/v1/seals/verify": {"post": {
         "summary": "Verify the e-seals of a PDF (public, rate-limited)",
+        "description": "Bounded per request: at most TONGBAN_VERIFY_MAX_SIGNATURES signatures (default 20), "
+                       "TONGBAN_VERIFY_MAX_SECONDS of work (default 20), TONGBAN_VERIFY_CONCURRENCY "
+                       "verifications at once per server process (default 2). Copies of one signature are "
+                       "validated once and reported as not valid.",
         "operationId": "verifySeals", "tags": ["seals"], "security": [],
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _PDF_UPLOAD}}},
         "responses": {
             "200": {"description": "The verdict", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/SealVerdict"}}}},
-            "400": {"description": "Not a PDF, or damaged", **_ERR},
-            "413": {"description": "Too large", **_ERR},
-            "429": {"description": "Too many requests", **_ERR},
+            "400": {"description": "No file, not a PDF, or damaged (invalid_pdf)", **_ERR},
+            "413": {"description": "Larger than TONGBAN_SEAL_MAX_BYTES (too_large)", **_ERR},
+            "422": {"description": "Too many signatures (too_many_signatures) or too long to verify "
+                                   "(verification_too_long)", **_ERR},
+            "429": {"description": "Too many requests from this address (rate_limited)", "headers": _RETRY,
+                    **_ERR},
+            "503": {"description": "The verifier is busy (verifier_busy)", "headers": _RETRY, **_ERR},
         }}},
     "/api/v1/seals/{seal_id}/sign": {"post": {
         "summary": "Apply an e-seal to a PDF (PAdES B-LT, visible seal); logged as a use of the seal",
@@ -159,7 +173,7 @@ OPENAPI_PATHS = {
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["file", "purpose"], "properties": {
                 "file": {"type": "string", "format": "binary"},
-                "purpose": {"type": "string", "description": "Why the seal is used (事由)"},
+                "purpose": {"type": "string", "minLength": 1, "description": "Why the seal is used (事由)"},
                 "page": {"type": "integer", "default": 0, "description": "Page index; -1 = last"},
                 "field": {"type": "string", "description": "An empty signature field to sign"},
                 "certify": {"type": "boolean", "default": False,
@@ -167,14 +181,15 @@ OPENAPI_PATHS = {
         "responses": {
             "200": {"description": "The sealed PDF", "content": {"application/pdf": {
                 "schema": {"type": "string", "format": "binary"}}}},
-            "400": {"description": "Missing purpose, not a PDF, or damaged", **_ERR},
+            "400": {"description": "Missing purpose or file, no such page, not a PDF, or damaged (invalid_pdf)",
+                    **_ERR},
             "401": {"description": "No or bad access token", **_ERR},
             "403": {"description": "Scope seal:sign missing, or the system is not authorised for this seal",
                     **_ERR},
             "404": {"description": "Unknown seal", **_ERR},
             "409": {"description": "The seal is suspended, revoked or expired; or the document forbids "
-                                   "further signatures", **_ERR},
-            "413": {"description": "Too large", **_ERR},
+                                   "further signatures (a certification)", **_ERR},
+            "413": {"description": "Larger than TONGBAN_SEAL_MAX_BYTES (too_large)", **_ERR},
         }}},
 }
 OPENAPI_SCOPES = {"seal:sign": "Apply the organisation's e-seal to documents"}

@@ -35,12 +35,17 @@ def init_app(app: Flask) -> None:
         from .extensions import db
 
         db.session.rollback()
+        # an error that says when to come back (a busy verifier) says it in Retry-After too
+        headers = {"Retry-After": str(e.retry_after)} if getattr(e, "retry_after", None) else {}
         if wants_json():
-            return jsonify(e.to_dict()), e.status
-        return render_template("tongban/error.html", code=e.status, message=e.message), e.status
+            return jsonify(e.to_dict()), e.status, headers
+        return render_template("tongban/error.html", code=e.status, message=e.message), e.status, headers
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
+        # keep the exception's own headers (405's Allow, 401's WWW-Authenticate, 429's Retry-After)
+        headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"]
         if wants_json():
-            return jsonify(error=e.name.lower().replace(" ", "_"), error_description=e.description), e.code
-        return render_template("tongban/error.html", code=e.code, message=e.description), e.code
+            body = jsonify(error=e.name.lower().replace(" ", "_"), error_description=e.description)
+            return body, e.code, headers
+        return render_template("tongban/error.html", code=e.code, message=e.description), e.code, headers
