@@ -25,6 +25,7 @@ from sqlalchemy import select
 from idp.account_views import login_required
 from idp.forms import ConfirmForm
 from idp.sessions import current_user
+from rating.hooks import licence_issued
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
@@ -210,6 +211,7 @@ def clerk_issue(type_code: str):
             lic = services.issue(t.code, values.get("holder_id", ""), values.get("holder_name", ""), fields,
                                  issuer_uscc=issuer_for(org), valid_until=values.get("valid_until") or None,
                                  actor=f"user:{user.sub}")
+            licence_issued(lic, org, user)  # 好差评: the issuance is a rateable window service
             db.session.commit()
         except TongbanError as e:
             db.session.rollback()
