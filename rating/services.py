@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from hashlib import sha256
 
-from flask import current_app
+from flask import current_app, has_request_context
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from tongban import audit
 from tongban.clock import digest, token, utcnow
 from tongban.errors import ValidationError
 from tongban.extensions import db
+from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name, mask_number, mask_text
 
@@ -162,6 +163,13 @@ def citizen_key(id_number: str) -> str:
 
 def rating_url(raw: str) -> str:
     return f"{current_app.config['TONGBAN_ISSUER']}/r/{raw}"
+
+
+def channel_name(code: str) -> str:
+    """In the page's language on a page; Chinese (the data's language) in the CLI and exports."""
+    if code not in CHANNELS:
+        return code
+    return str(CHANNELS[code]) if has_request_context() else CHANNELS_ZH[code]
 
 
 def channel_code(value) -> str:
@@ -600,7 +608,7 @@ def figures(by: str | None = None, month: str | None = None, department: str | N
         k = len(keys)
         total, satisfied, bad_n, closed, on_time, late = (int(x or 0) for x in r[k:k + 6])
         key = r[0] if keys else ""
-        name = r[1] if len(keys) > 1 else (str(CHANNELS.get(key, key)) if by == "channel" else key)
+        name = r[1] if len(keys) > 1 else (channel_name(key) if by == "channel" else key)
         rows.append({"key": key, "name": name, "ratings": total, "satisfied": satisfied,
                      "satisfaction_rate": _rate(satisfied, total), "bad": bad_n, "cases_closed": closed,
                      "closed_on_time": on_time, "on_time_rate": _rate(on_time, bad_n), "overdue": late,
@@ -626,8 +634,8 @@ def public_cases(month: str | None = None, limit: int = 50) -> list[dict]:
     for c in db.session.execute(q).scalars():
         r, ev = c.rating, c.rating.event
         out.append({"department": ev.department_name, "service_item": ev.service_item_name,
-                    "channel": str(CHANNELS.get(ev.channel, ev.channel)), "level": r.level,
-                    "level_name": str(LEVELS[r.level]), "reasons": [str(REASONS[x]) for x in r.reasons],
+                    "channel": channel_name(ev.channel), "level": r.level,
+                    "level_name": localised(LEVELS[r.level]), "reasons": [localised(REASONS[x]) for x in r.reasons],
                     "comment": mask_text(r.comment), "evaluator": ev.citizen_masked or "匿名",
                     "rated_on": (r.rated_at + CST).date().isoformat(),
                     "response": mask_text(c.response), "rectification": mask_text(c.rectification),

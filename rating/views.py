@@ -17,6 +17,7 @@ from tongban import audit
 from tongban.clock import utcnow
 from tongban.errors import TongbanError
 from tongban.extensions import db
+from tongban.masking import mask_text
 from tongban.security import cacheable
 
 from . import services
@@ -120,7 +121,7 @@ def public():
     cacheable(60)
     return render_template("rating/public.html", month=month, totals=services.figures(None, month)[0],
                            departments=services.figures("department", month),
-                           channels=services.figures("channel", month), cases=services.public_cases(month),
+                           by_channel=services.figures("channel", month), cases=services.public_cases(month),
                            months=services.recent_months(), **_labels())
 
 
@@ -214,5 +215,6 @@ def _beijing(at) -> str:
 
 def init_app(app) -> None:
     app.add_template_filter(_beijing, "beijing")
+    app.add_template_filter(mask_text, "mask_text")
     app.register_blueprint(bp)
     app.register_blueprint(admin_bp)
