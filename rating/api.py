@@ -53,11 +53,12 @@ def register_event():
         service_item_name=body.get("service_item_name"), channel=body.get("channel"), sub=body.get("sub"),
         id_number=body.get("id_number"), handled_at=body.get("handled_at"), window=body.get("window"),
         staff=body.get("staff"), case_no=body.get("case_no"))
+    answer = {"event_id": new.event.public_id, "rating_url": new.url,
+              "rate_until": services.iso_beijing(new.event.rate_until)}
+    db.session.commit()  # before drawing the QR: no write lock held while computing
     from .views import qr_data_uri
 
-    answer = {"event_id": new.event.public_id, "rating_url": new.url, "rating_qr": qr_data_uri(new.url),
-              "rate_until": services._iso(new.event.rate_until)}
-    db.session.commit()
+    answer["rating_qr"] = qr_data_uri(new.url)
     return _json(answer, 201)
 
 
@@ -69,7 +70,8 @@ def event_status(event_id: str):
     if event.client_id != client.client_id:
         raise EventNotFound("no such service event")  # another system's events do not exist for you
     r = event.rating
-    return _json({"event_id": event.public_id, "rated": r is not None, "rate_until": services._iso(event.rate_until),
+    return _json({"event_id": event.public_id, "rated": r is not None,
+                  "rate_until": services.iso_beijing(event.rate_until),
                   "rating": services.record(r) if r is not None else None})
 
 

@@ -644,7 +644,7 @@ def public_cases(month: str | None = None, limit: int = 50) -> list[dict]:
     return out
 
 
-def _iso(at: datetime | None) -> str | None:
+def iso_beijing(at: datetime | None) -> str | None:
     return (at + CST).isoformat(timespec="seconds") + "+08:00" if at else None
 
 
@@ -668,20 +668,20 @@ def record(rating: Rating) -> dict:
         "evaluator": ev.citizen_masked or "匿名",
         "evaluation_method": "link" if rating.via == "link" else "account",
         "window": ev.window,
-        "handled_at": _iso(ev.handled_at),
-        "evaluated_at": _iso(rating.rated_at),
+        "handled_at": iso_beijing(ev.handled_at),
+        "evaluated_at": iso_beijing(rating.rated_at),
         "valid": not rating.invalidated,
         "rectification": None,
     }
     if c is not None:
         rec["rectification"] = {
-            "state": c.state, "due_at": _iso(c.due_at), "verified_at": _iso(c.verified_at),
-            "verify_note": c.verify_note, "responded_at": _iso(c.responded_at), "response": c.response,
-            "rectified_at": _iso(c.rectified_at), "rectification": c.rectification,
-            "called_back_at": _iso(c.called_back_at), "callback_answer": c.callback_answer,
-            "closed_at": _iso(c.closed_at), "on_time": bool(c.closed_at and c.closed_at <= c.due_at),
+            "state": c.state, "due_at": iso_beijing(c.due_at), "verified_at": iso_beijing(c.verified_at),
+            "verify_note": c.verify_note, "responded_at": iso_beijing(c.responded_at), "response": c.response,
+            "rectified_at": iso_beijing(c.rectified_at), "rectification": c.rectification,
+            "called_back_at": iso_beijing(c.called_back_at), "callback_answer": c.callback_answer,
+            "closed_at": iso_beijing(c.closed_at), "on_time": bool(c.closed_at and c.closed_at <= c.due_at),
             "appeal": {"reason": c.appeal_reason, "decision": c.appeal_decision,
-                       "decided_at": _iso(c.appeal_decided_at)} if c.appealed_at else None,
+                       "decided_at": iso_beijing(c.appeal_decided_at)} if c.appealed_at else None,
             "escalation_level": c.escalation_level,
         }
     return rec
