@@ -115,6 +115,8 @@ CASE_STATES = {
     "appealed": _l("Appealed"), "upheld": _l("Appeal upheld"),
 }
 TERMINAL = ("closed", "upheld")
+# no deadline runs while the authority considers an appeal: the department waits on it
+NOT_RUNNING = (*TERMINAL, "appealed")
 CALLBACK_ANSWERS = {"satisfied": _l("Satisfied with the handling"),
                     "unsatisfied": _l("Still dissatisfied"), "unreachable": _l("Could not be reached")}
 HANDLER_ROLES = ("clerk", "admin")
@@ -471,7 +473,7 @@ def cases_for_reader(state: str | None = None, limit: int = 200,
     if departments is not None:
         q = q.where(RatingCase.department_code.in_(departments))
     if state == "overdue":
-        q = q.where(RatingCase.state.not_in(TERMINAL), RatingCase.due_at < utcnow())
+        q = q.where(RatingCase.state.not_in(NOT_RUNNING), RatingCase.due_at < utcnow())
     elif state == "active":
         q = q.where(RatingCase.state.not_in(TERMINAL))
     elif state in CASE_STATES:
@@ -536,7 +538,7 @@ def decide_appeal(c: RatingCase, user, *, uphold: bool, note=None, now: datetime
 
 def overdue(c: RatingCase, now: datetime | None = None) -> bool:
     now = now or utcnow()
-    if c.state in TERMINAL:
+    if c.state in NOT_RUNNING:
         return False
     return now > c.due_at or (c.state == "open" and now > c.verify_due)
 
@@ -545,7 +547,7 @@ def escalate_overdue(now: datetime | None = None) -> int:
     """Escalate overdue cases to the authority: level 1 when not verified in time, level 2 when
     not closed in time. Each escalation is audited once."""
     now = now or utcnow()
-    live = RatingCase.state.not_in(TERMINAL)
+    live = RatingCase.state.not_in(NOT_RUNNING)
     late_verify = and_(RatingCase.state == "open", RatingCase.verify_due < now)
     candidates = db.session.execute(select(RatingCase.id, RatingCase.due_at).where(
         live, or_(and_(RatingCase.due_at < now, RatingCase.escalation_level < 2),
@@ -586,7 +588,7 @@ def figures(by: str | None = None, month: str | None = None, department: str | N
     keys = GROUPS.get(by or "", ())
     bad = Rating.level <= BAD
     closed_on_time = and_(RatingCase.closed_at.is_not(None), RatingCase.closed_at <= RatingCase.due_at)
-    live_late = and_(RatingCase.state.not_in(TERMINAL), RatingCase.due_at < now)
+    live_late = and_(RatingCase.state.not_in(NOT_RUNNING), RatingCase.due_at < now)
     q = (select(*keys, func.count(Rating.id),
                 func.sum(case((Rating.level >= SATISFIED, 1), else_=0)),
                 func.sum(case((bad, 1), else_=0)),

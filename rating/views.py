@@ -18,7 +18,6 @@ from tongban.clock import utcnow
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_text
-from tongban.security import cacheable
 
 from . import services
 from .errors import AlreadyRated, InvalidRating, NotYourEvent, RatingClosed
@@ -118,7 +117,6 @@ def rate_own(event_id: str):
 @bp.route("/ratings")
 def public():
     month = _month_arg()
-    cacheable(60)
     return render_template("rating/public.html", month=month, totals=services.figures(None, month)[0],
                            departments=services.figures("department", month),
                            by_channel=services.figures("channel", month), cases=services.public_cases(month),

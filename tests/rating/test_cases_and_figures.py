@@ -259,3 +259,27 @@ def test_openapi_lists_the_rating_api(client):
         doc["paths"])
     assert "rating:write" in doc["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]["scopes"]
     assert "RatingEvent" in doc["components"]["schemas"]
+
+
+def test_no_escalation_while_the_authority_considers_an_appeal(app, bad_case, dept_clerk):
+    from rating import services
+
+    clerk, _ = dept_clerk
+    c = bad_case
+    services.case_step(c, "appeal", clerk, note="非本部门原因")
+    db.session.commit()
+    late = c.due_at + timedelta(days=1)
+    assert services.escalate_overdue(now=late) == 0 and not services.overdue(c, now=late)
+    services.escalation_chore()  # what the worker thread runs hourly
+    assert c.escalation_level == 0 and _audit("rating.case_escalated") == 0
+
+
+def test_rating_page_in_english_and_for_the_owner(app, citizen, new_event, logged_in):
+    new = new_event(sub=citizen.sub)
+    me = logged_in(CITIZEN_ID)
+    me.set_cookie("lang", "en")
+    page = me.get(f"/r/{new.link}").get_data(as_text=True)
+    assert "Rate this service" in page and "Very dissatisfied" in page
+    me.set_cookie("lang", "zh_CN")
+    page = me.get(f"/r/{new.link}").get_data(as_text=True)
+    assert "评价本次服务" in page and "非常不满意" in page and "排队等候时间长" in page
