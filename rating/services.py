@@ -595,6 +595,7 @@ def figures(by: str | None = None, month: str | None = None, department: str | N
                 func.sum(case((RatingCase.state == "closed", 1), else_=0)),
                 func.sum(case((closed_on_time, 1), else_=0)),
                 func.sum(case((live_late, 1), else_=0)),
+                func.sum(case((Rating.rater_user_id.is_not(None), 1), else_=0)),
                 *[func.sum(case((Rating.level == lv, 1), else_=0)) for lv in (5, 4, 3, 2, 1)])
          .select_from(Rating).join(RatingEvent, RatingEvent.id == Rating.event_id)
          .outerjoin(RatingCase, RatingCase.rating_id == Rating.id)
@@ -608,13 +609,16 @@ def figures(by: str | None = None, month: str | None = None, department: str | N
     rows = []
     for r in db.session.execute(q).all():
         k = len(keys)
-        total, satisfied, bad_n, closed, on_time, late = (int(x or 0) for x in r[k:k + 6])
+        total, satisfied, bad_n, closed, on_time, late, logged_in = (int(x or 0) for x in r[k:k + 7])
         key = r[0] if keys else ""
         name = r[1] if len(keys) > 1 else (channel_name(key) if by == "channel" else key)
         rows.append({"key": key, "name": name, "ratings": total, "satisfied": satisfied,
                      "satisfaction_rate": _rate(satisfied, total), "bad": bad_n, "cases_closed": closed,
                      "closed_on_time": on_time, "on_time_rate": _rate(on_time, bad_n), "overdue": late,
-                     "levels": {str(lv): int(n or 0) for lv, n in zip((5, 4, 3, 2, 1), r[k + 6:], strict=True)}})
+                     # rated by the logged-in citizen, not with the link alone (which the department's
+                     # own system holds): a low share with high satisfaction is worth a look
+                     "logged_in": logged_in, "logged_in_rate": _rate(logged_in, total),
+                     "levels": {str(lv): int(n or 0) for lv, n in zip((5, 4, 3, 2, 1), r[k + 7:], strict=True)}})
     return rows
 
 

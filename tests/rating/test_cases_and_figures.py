@@ -181,6 +181,7 @@ def test_figures_report_and_export(app, citizen, new_event, make_client, client)
     month = rows[0].month
     total = services.figures(None, month)[0]
     assert (total["ratings"], total["satisfied"], total["bad"], total["satisfaction_rate"]) == (4, 3, 1, 75.0)
+    assert total["logged_in"] == 4 and total["levels"] == {"5": 1, "4": 1, "3": 1, "2": 1, "1": 0}
     by_dept = {r["key"]: r for r in services.figures("department", month)}
     assert by_dept[DEPT]["ratings"] == 3 and by_dept[DEPT]["bad"] == 1 and by_dept[OTHER_DEPT]["bad"] == 0
     by_channel = {r["key"]: r["ratings"] for r in services.figures("channel", month)}
