@@ -24,6 +24,7 @@ from sqlalchemy import select
 from idp.account_views import login_required
 from idp.forms import ConfirmForm
 from idp.sessions import current_user
+from rating.hooks import licence_issued
 from tongban import audit
 from tongban.errors import TongbanError
 from tongban.extensions import db
@@ -217,6 +218,7 @@ def clerk_issue(type_code: str):
             lic = services.issue(t.code, values.get("holder_id", ""), values.get("holder_name", ""), fields,
                                  issuer_uscc=issuer, valid_until=values.get("valid_until") or None,
                                  actor=f"user:{user.sub}", department_uscc=org.uscc)
+            licence_issued(lic, org, user)  # 好差评: the issuance is a rateable window service
             db.session.commit()
         except TongbanError as e:
             db.session.rollback()

@@ -37,11 +37,13 @@ def create_app(config: dict | None = None) -> Flask:
     import idp
     import keys
     import licence
+    import rating
     import seal
 
     keys.init_app(app)
     idp.init_app(app)
     seal.init_app(app)
     licence.init_app(app)
+    rating.init_app(app)
     cfg.finish(app)
     return app

@@ -84,6 +84,14 @@ DEFAULTS: dict = {
     "TONGBAN_VERIFY_MAX_SIGNATURES": 20,
     "TONGBAN_VERIFY_MAX_SECONDS": 20,
     "TONGBAN_VERIFY_CONCURRENCY": 2,
+    # 好差评: days a citizen may rate a service after it was handled; working days a department
+    # has to verify a bad rating and to respond, rectify and call back; holidays (YYYY-MM-DD)
+    # and make-up working days (调休) for the working-day count
+    "TONGBAN_RATING_PERIOD_DAYS": 15,
+    "TONGBAN_RATING_VERIFY_DAYS": 1,
+    "TONGBAN_RATING_RECTIFY_DAYS": 15,
+    "TONGBAN_RATING_HOLIDAYS": [],
+    "TONGBAN_RATING_MAKEUP_WORKDAYS": [],
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

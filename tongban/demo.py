@@ -88,6 +88,9 @@ def seed() -> dict:
 
     portals = register_portals(Path(cfg["TONGBAN_INSTANCE_DIR"]))
     documents = _seed_documents()
+    from rating.demo import seed_demo  # 好差评: rated services, so the dashboard shows real figures
+
+    seed_demo(citizen, clerk)
     db.session.commit()
     return {"documents": documents, "citizen": CITIZEN, "clerk": CITIZEN2, "password": DEMO_PASSWORD,
             "enterprise": ENTERPRISE, "client_id": DEMO_CLIENT_ID, "client_secret": secret, "portals": portals}
@@ -137,6 +140,7 @@ Tongban demo ({iss})
                redirect URI http://127.0.0.1:8080/callback
   e-licences   社会保障卡 for {info['citizen']['name']}, 营业执照 for the enterprise: log in, open {iss}/wallet
   clerk desk   {iss}/clerk (log in as the window clerk)   verify a PDF: {iss}/seals/verify
+  好差评        public figures {iss}/ratings   supervision {iss}/admin/ratings (clerk)   rate: {iss}/ratings/mine
   discovery    {iss}/.well-known/openid-configuration
 """)
     for p in info.get("portals", []):
