@@ -33,3 +33,10 @@ class NotAuthorised(Forbidden):
     """The client or officer may not use this seal."""
 
     code = "not_authorised"
+
+
+class BadOfd(TongbanError):
+    """Not an OFD package (GB/T 33190), or one too damaged or too large to read."""
+
+    code = "invalid_ofd"
+    status = 400

@@ -63,6 +63,10 @@ def _new_code(uscc: str) -> str:
 def create_seal(org_uscc: str, name: str, kind: str = "official", *, alg: str = "ec", backend: str | None = None,
                 valid_days: int = DEFAULT_VALID_DAYS, actor: str = "admin") -> Seal:
     """A seal with its key (local or PKCS#11), its certificate from our CA, and its picture."""
+    if alg == "sm2":  # 国密: SM2 key and certificate, GB/T 38540 seal data (seal/gm.py)
+        from .gm import create_sm2_seal
+
+        return create_sm2_seal(org_uscc, name, kind, backend=backend, valid_days=valid_days, actor=actor)
     org = get_org(org_uscc)
     if kind not in KINDS:
         raise ValidationError(f"unknown seal kind {kind!r} (one of {', '.join(KINDS)})", "invalid_kind")
@@ -391,6 +395,8 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
         raise SealNotUsable(f"the seal is {seal.status}")
     if not seal.valid_from <= now < seal.valid_until:
         raise SealNotUsable("the seal is outside its validity period")
+    if seal.alg == "sm2":
+        raise SealNotUsable("an SM2 seal seals OFD documents (seals sign-ofd), not PDF")
     writer = _reader(pdf, incremental=True)  # one parse: the writer's reader serves both
     existing = {f[0]: f[1] for f in fields.enumerate_sig_fields(writer.prev)}
     new_field = None
