@@ -316,13 +316,17 @@ def _signature_xml(*, refs: list[tuple[str, bytes]], when: datetime, page_id: st
     return _xml_bytes(root)
 
 
-def _placement(pkg: Package, pages, default_box, page: int, anchor: str | None, existing: int):
+def _placement(pkg: Package, pages, default_box, page: int, anchor: str | None, existing: int, box=None):
     count = len(pages)
     if not -count <= page < count:
         raise ValidationError(f"page {page} does not exist (the document has {count})", "invalid_page")
     page_id, content = pages[page % count]
     x0, y0, w, h = _page_box(pkg, content, default_box)
     size = SEAL_SIZE_MM
+    if box is not None:
+        if len(box) != 4 or not (box[2] > 0 and box[3] > 0):
+            raise ValidationError("box is x,y,width,height in millimetres", "invalid_box")
+        return page_id, tuple(float(v) for v in box)
     if anchor:
         centre = _find_anchor(pkg, content, anchor)
         if centre is None:
@@ -340,8 +344,11 @@ def _placement(pkg: Package, pages, default_box, page: int, anchor: str | None, 
 
 
 def sign_ofd(seal: Seal, data: bytes, *, purpose: str, actor: str, page: int = 0,
-             anchor: str | None = None) -> bytes:
-    """Seal an OFD with an SM2 seal (GB/T 33190 signature holding a GB/T 38540 v4 SES_Signature)."""
+             anchor: str | None = None, box: tuple[float, float, float, float] | None = None) -> bytes:
+    """Seal an OFD with an SM2 seal (GB/T 33190 signature holding a GB/T 38540 v4 SES_Signature).
+
+    The seal goes at ``box`` (x, y, width, height in mm, origin top left) on ``page``, or centred
+    on the first text object containing ``anchor``, or bottom right."""
     purpose = (purpose or "").strip()
     if not purpose:
         raise ValidationError("a purpose (事由) is required to use a seal", "purpose_required")
@@ -358,7 +365,7 @@ def sign_ofd(seal: Seal, data: bytes, *, purpose: str, actor: str, page: int = 0
     root, body, doc_path = _doc_root(pkg)
     pages, default_box = _pages(pkg, doc_path)
     sigs_path, entries = _signature_list(pkg, body)
-    page_id, boundary = _placement(pkg, pages, default_box, page, anchor, len(entries))
+    page_id, boundary = _placement(pkg, pages, default_box, page, anchor, len(entries), box)
 
     doc_dir = posixpath.dirname(doc_path)
     signs_dir = posixpath.join(doc_dir, "Signs") if doc_dir else "Signs"

@@ -120,13 +120,15 @@ def list_seals(org_uscc: str | None = None) -> list[Seal]:
     return list(db.session.execute(q).scalars())
 
 
-def get_active_seal(org_uscc: str, kind: str = "licence") -> Seal | None:
-    """The organisation's newest active seal of ``kind`` within its validity, or None."""
+def get_active_seal(org_uscc: str, kind: str = "licence", alg: str | None = None) -> Seal | None:
+    """The organisation's newest active seal of ``kind`` within its validity, or None: a PAdES
+    (EC/RSA) seal, or with ``alg="sm2"`` an SM2 seal (for OFD)."""
     now = utcnow()
     return db.session.execute(
         select(Seal).join(Organisation, Organisation.id == Seal.org_id)
         .where(Organisation.uscc == org_uscc.strip().upper(), Seal.kind == kind, Seal.status == "active",
-               Seal.valid_from <= now, Seal.valid_until > now)
+               Seal.valid_from <= now, Seal.valid_until > now,
+               Seal.alg == "sm2" if alg == "sm2" else Seal.alg != "sm2")
         .order_by(Seal.created_at.desc()).limit(1)
     ).scalar_one_or_none()
 
