@@ -271,6 +271,13 @@ def test_refusals_change_nothing(app, org, seal, sm2_seal, plain_pdf):
         ofd.verify_ofd(_zip({"OFD.xml": b"<x/>", "../evil": b"x"}))
     with pytest.raises(BadOfd):  # entities are not expanded
         ofd.verify_ofd(_zip({"OFD.xml": b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>'}))
+    many = _files(ofd.sign_ofd(sm2_seal, make_ofd(), purpose="x", actor="t"))
+    many["Doc_0/Signs/Signatures.xml"] = (
+        b'<ofd:Signatures xmlns:ofd="http://www.ofdspec.org/2016">'
+        + b"".join(b'<ofd:Signature ID="%d" BaseLoc="/Doc_0/Signs/Sign_0/Signature.xml"/>' % i for i in range(51))
+        + b"</ofd:Signatures>")
+    with pytest.raises(BadOfd):  # verifying costs signatures x files: a cap
+        ofd.verify_ofd(_zip(many))
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("OFD.xml", b"<x/>")
