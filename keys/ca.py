@@ -205,15 +205,16 @@ class CAState:
 
 
 def _load() -> CAState:
-    rows = db.session.execute(select(CAKey)).scalars().all()
+    rows = db.session.execute(select(CAKey).where(CAKey.role.in_(ROLES))).scalars().all()  # not the SM2 CA's
     state = CAState({r.role: Authority(r.role, r.alg, x509.load_der_x509_certificate(r.cert_der), r.private_key)
                      for r in rows})
-    for crl in db.session.execute(select(RevocationList)).scalars():
+    for crl in db.session.execute(select(RevocationList).where(RevocationList.issuer.in_(("root", "issuing")))
+                                  ).scalars():
         db.session.expunge(crl)
         state.crls[crl.issuer] = crl
     state.revoked = dict(db.session.execute(
         select(IssuedCertificate.serial, IssuedCertificate.revocation_reason)
-        .where(IssuedCertificate.revoked_at.is_not(None))).all())
+        .where(IssuedCertificate.issuer == "issuing", IssuedCertificate.revoked_at.is_not(None))).all())
     return state
 
 
@@ -288,7 +289,12 @@ def revoke(serial: str, reason: str, *, actor: str = "admin") -> IssuedCertifica
         row.revoked_at = utcnow().replace(microsecond=0)
         row.revocation_reason = (reason or "")[:200]
         db.session.flush()
-        _crl_row("issuing", force=True)
+        if row.issuer == "issuing":
+            _crl_row("issuing", force=True)
+        else:  # an SM2 seal certificate: the SM2 CA's CRL
+            from .sm2ca import revoked_certificate
+
+            revoked_certificate(serial)
         audit.record("ca.cert_revoked", actor=actor, object=f"cert:{serial}", detail={"reason": reason})
     return row
 
@@ -311,8 +317,8 @@ def _crl_row(issuer: str, force: bool = False) -> RevocationList:
          .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
              cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value), critical=False))
     if issuer == "issuing":
-        revoked = db.session.execute(select(IssuedCertificate).where(IssuedCertificate.revoked_at.is_not(None))
-                                     ).scalars()
+        revoked = db.session.execute(select(IssuedCertificate).where(
+            IssuedCertificate.issuer == "issuing", IssuedCertificate.revoked_at.is_not(None))).scalars()
         for r in revoked:
             b = b.add_revoked_certificate(
                 x509.RevokedCertificateBuilder().serial_number(int(r.serial, 16)).revocation_date(r.revoked_at)

@@ -50,6 +50,8 @@ class IssuedCertificate(db.Model):
     private_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     revocation_reason: Mapped[str] = mapped_column(String(200), default="")
+    # the CA that signed it: "issuing" (EC/RSA) or "sm2-issuing" (keys/sm2ca.py); each has its own CRL
+    issuer: Mapped[str] = mapped_column(String(20), default="issuing", server_default="issuing")
 
 
 class RevocationList(db.Model):

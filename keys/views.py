@@ -69,3 +69,46 @@ def tsa():
     if request.content_length and request.content_length > 64 * 1024:
         return Response("request too large", status=413, mimetype="text/plain")
     return Response(respond_der(request.get_data()), mimetype="application/timestamp-reply")
+
+
+# ---------------------------------------------------------------- the 国密 (SM2) seal CA
+
+
+@bp.route("/ca/sm2-root.pem")
+def sm2_root():
+    from .sm2ca import root_pem
+
+    cacheable(3600)
+    return Response(root_pem(), mimetype="application/x-pem-file")
+
+
+@bp.route("/ca/sm2-issuing.pem")
+def sm2_issuing():
+    from .sm2ca import issuing_pem
+
+    cacheable(3600)
+    return Response(issuing_pem(), mimetype="application/x-pem-file")
+
+
+@bp.route("/ca/sm2-crl")
+def sm2_crl():
+    from tongban.extensions import db
+
+    from .sm2ca import crl_der
+
+    body = crl_der("sm2-issuing")
+    db.session.commit()
+    cacheable(60)
+    return Response(body, mimetype="application/pkix-crl")
+
+
+@bp.route("/ca/sm2-root.crl")
+def sm2_root_crl():
+    from tongban.extensions import db
+
+    from .sm2ca import crl_der
+
+    body = crl_der("sm2-root")
+    db.session.commit()
+    cacheable(3600)
+    return Response(body, mimetype="application/pkix-crl")

@@ -140,10 +140,14 @@ def download_link(identifier: str):
 
 @api.route("/licences/download/<link>")
 def fetch_download(link: str):
-    lic, data = services.redeem_download_link(link)
+    fmt = request.args.get("format") or None  # pdf or ofd; by default the licence type's format
+    if fmt not in (None, "pdf", "ofd"):
+        raise InvalidRequest("format is pdf or ofd")
+    lic, data = services.redeem_download_link(link, fmt)
     db.session.commit()
-    resp = Response(data, mimetype="application/pdf")
-    resp.headers["Content-Disposition"] = f'attachment; filename="{lic.type_code}-{lic.serial}.pdf"'
+    ext = "ofd" if data[:4] == b"PK\x03\x04" else "pdf"
+    resp = Response(data, mimetype="application/ofd" if ext == "ofd" else "application/pdf")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{lic.type_code}-{lic.serial}.{ext}"'
     return resp
 
 

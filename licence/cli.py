@@ -85,6 +85,20 @@ def pdf_cmd(identifier, out):
     click.echo(f"{out}: {len(lic.pdf)} bytes, {lic.identifier}")
 
 
+@licences_cli.command("ofd")
+@click.argument("identifier")
+@click.argument("out", type=click.Path(dir_okay=False))
+@command_errors
+def ofd_cmd(identifier, out):
+    """Write the e-licence as an OFD sealed with the issuer's SM2 licence seal."""
+    from .ofd import sealed_ofd
+
+    lic = services.find(identifier)
+    data = sealed_ofd(lic, actor="cli")
+    Path(out).write_bytes(data)
+    click.echo(f"{out}: {len(data)} bytes, {lic.identifier}")
+
+
 def _status_cmd(name: str, fn, needs_reason: bool):
     @click.argument("identifier")
     @command_errors

@@ -637,8 +637,9 @@ def create_download_link(lic: Licence, caller: Caller, minutes: int | None = Non
     return raw, expires
 
 
-def redeem_download_link(raw: str) -> tuple[Licence, bytes]:
-    """Claim the link atomically (once only), then build the watermarked, sealed copy."""
+def redeem_download_link(raw: str, fmt: str | None = None) -> tuple[Licence, bytes]:
+    """Claim the link atomically (once only), then build the watermarked, sealed copy: PDF, or OFD
+    (``fmt``; by default the licence type's file format)."""
     link = db.session.execute(select(DownloadLink).where(DownloadLink.token_hash == digest(raw or ""))
                               ).scalar_one_or_none()
     now = utcnow()
@@ -652,9 +653,15 @@ def redeem_download_link(raw: str) -> tuple[Licence, bytes]:
     lic = db.session.get(Licence, link.licence_id)
     stamp = now.strftime("%Y-%m-%d %H:%M")
     mark = f"仅供{link.department}用于{link.purpose}（{link.service_item}）{stamp}"
-    data = _sealed_pdf(lic, lic.type, f"client:{link.client_id}",
-                       purpose=f"共享下载 {lic.identifier}：{link.purpose}", watermark=mark)
-    link.copy_sha256 = verification.signed_sha256(data)
+    from .ofd import file_format, sealed_ofd
+
+    if (fmt or file_format(lic.type)) == "ofd":
+        data = sealed_ofd(lic, actor=f"client:{link.client_id}", purpose=f"共享下载 {lic.identifier}：{link.purpose}",
+                          watermark=mark)
+    else:
+        data = _sealed_pdf(lic, lic.type, f"client:{link.client_id}",
+                           purpose=f"共享下载 {lic.identifier}：{link.purpose}", watermark=mark)
+        link.copy_sha256 = verification.signed_sha256(data)
     caller = Caller(link.client_id, link.department, "", link.purpose, link.service_item)
     record_access(lic, caller, "fetch")
     audit_call(caller, "fetched", f"licence:{lic.identifier}")
@@ -671,7 +678,14 @@ def identifier_in_pdf(data: bytes) -> str | None:
 
 
 def verify_file(data: bytes) -> dict:
-    """The verdict on a licence PDF someone brings: bound to the document we issued (see verification)."""
+    """The verdict on a licence PDF (or OFD: licence/ofd.py) someone brings: bound to the document we
+    issued (see verification)."""
+    from seal.ofd import is_ofd
+
+    if is_ofd(data):
+        from .ofd import verify_file as verify_ofd_file
+
+        return verify_ofd_file(data)
     return verification.verify_licence_document(data)
 
 

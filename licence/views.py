@@ -132,6 +132,25 @@ def wallet_pdf(identifier: str):
     return resp
 
 
+@bp.route("/wallet/<identifier>/ofd")
+@login_required
+def wallet_ofd(identifier: str):
+    """The licence as an OFD sealed with the issuer's SM2 seal (made on request)."""
+    lic = _own(identifier)
+    return _ofd_response(lic, f"user:{current_user().sub}")
+
+
+def _ofd_response(lic: Licence, actor: str) -> Response:
+    from .ofd import sealed_ofd
+
+    data = sealed_ofd(lic, actor=actor)
+    db.session.commit()
+    resp = Response(data, mimetype="application/ofd")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{lic.type_code}-{lic.serial}-{lic.version:03d}.ofd"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
 # ---------------------------------------------------------------- clerk console
 
 
@@ -270,6 +289,19 @@ def clerk_licence(identifier: str):
     return render_template("licence/clerk_licence.html", lic=lic, form=ConfirmForm(),
                            status=services.public_status(lic.status, lic.valid_until),
                            verify_url=services.verify_url(lic.verify_code), items=lic.type.items)
+
+
+@bp.route("/clerk/licences/<identifier>/ofd")
+@login_required
+def clerk_licence_ofd(identifier: str):
+    user, orgs = _clerk()
+    try:
+        lic = services.find(identifier)
+    except LicenceNotFound:
+        abort(404)
+    if not _clerk_may(orgs, lic):
+        abort(403)
+    return _ofd_response(lic, f"user:{user.sub}")
 
 
 @bp.route("/clerk/verify", methods=["GET", "POST"])

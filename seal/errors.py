@@ -55,3 +55,8 @@ class VerifierBusy(TongbanError):
     code = "verifier_busy"
     status = 503
     retry_after = 5
+class BadOfd(TongbanError):
+    """Not an OFD package (GB/T 33190), or one too damaged or too large to read."""
+
+    code = "invalid_ofd"
+    status = 400

@@ -31,6 +31,8 @@ class Seal(db.Model):
     alg: Mapped[str] = mapped_column(String(10), default="ec")
     cert_serial: Mapped[str] = mapped_column(ForeignKey("ca_certificates.serial"), index=True)
     picture: Mapped[bytes] = mapped_column(LargeBinary)  # the seal drawn as a one-page vector PDF
+    # SM2 seals: the GB/T 38540 seal data (SESeal, DER) signed by the seal maker; None otherwise
+    eseal: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
     org: Mapped[Organisation] = relationship()

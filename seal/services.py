@@ -76,6 +76,10 @@ def _new_code(uscc: str) -> str:
 def create_seal(org_uscc: str, name: str, kind: str = "official", *, alg: str = "ec", backend: str | None = None,
                 valid_days: int = DEFAULT_VALID_DAYS, actor: str = "admin") -> Seal:
     """A seal with its key (local or PKCS#11), its certificate from our CA, and its picture."""
+    if alg == "sm2":  # 国密: SM2 key and certificate, GB/T 38540 seal data (seal/gm.py)
+        from .gm import create_sm2_seal
+
+        return create_sm2_seal(org_uscc, name, kind, backend=backend, valid_days=valid_days, actor=actor)
     org = get_org(org_uscc)
     if kind not in KINDS:
         raise ValidationError(f"unknown seal kind {kind!r} (one of {', '.join(KINDS)})", "invalid_kind")
@@ -129,13 +133,15 @@ def list_seals(org_uscc: str | None = None) -> list[Seal]:
     return list(db.session.execute(q).scalars())
 
 
-def get_active_seal(org_uscc: str, kind: str = "licence") -> Seal | None:
-    """The organisation's newest active seal of ``kind`` within its validity, or None."""
+def get_active_seal(org_uscc: str, kind: str = "licence", alg: str | None = None) -> Seal | None:
+    """The organisation's newest active seal of ``kind`` within its validity, or None: a PAdES
+    (EC/RSA) seal, or with ``alg="sm2"`` an SM2 seal (for OFD)."""
     now = utcnow()
     return db.session.execute(
         select(Seal).join(Organisation, Organisation.id == Seal.org_id)
         .where(Organisation.uscc == org_uscc.strip().upper(), Seal.kind == kind, Seal.status == "active",
-               Seal.valid_from <= now, Seal.valid_until > now)
+               Seal.valid_from <= now, Seal.valid_until > now,
+               Seal.alg == "sm2" if alg == "sm2" else Seal.alg != "sm2")
         .order_by(Seal.created_at.desc()).limit(1)
     ).scalar_one_or_none()
 
@@ -630,6 +636,8 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
         raise SealNotUsable(f"the seal is {seal.status}")
     if not seal.valid_from <= now < seal.valid_until:
         raise SealNotUsable("the seal is outside its validity period")
+    if seal.alg == "sm2":
+        raise SealNotUsable("an SM2 seal seals OFD documents (seals sign-ofd), not PDF")
     writer = _reader(pdf, incremental=True)  # one parse: the writer's reader serves both
     count = check_structure(writer.prev)["pages"]
     if box is not None and not _sane_box(box):

@@ -11,6 +11,7 @@ from tongban.extensions import csrf, db
 
 from . import services
 from .errors import BadPdf, PdfTooLarge
+from .ofd import verify_document
 
 bp = Blueprint("seal", __name__)
 
@@ -52,7 +53,7 @@ def api_verify():
     throttled = _throttled()
     if throttled is not None:
         return throttled
-    verdict = services.verify_pdf(_uploaded_pdf())
+    verdict = verify_document(_uploaded_pdf())  # PDF or OFD
     db.session.commit()
     return jsonify(verdict)
 
@@ -92,7 +93,7 @@ def verify_page():
         return render_template("seal/verify.html", verdict=None,
                                error=_("Too many verifications; please try again in a minute.")), 429
     try:
-        verdict = services.verify_pdf(_uploaded_pdf())
+        verdict = verify_document(_uploaded_pdf())
         db.session.commit()
     except TongbanError as e:
         db.session.rollback()
