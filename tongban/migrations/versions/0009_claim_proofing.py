@@ -1,7 +1,7 @@
 """enterprise claim proofing: the register's contact phone, claims with dispute and undo
 
 Revision ID: 0009_claim_proofing
-Revises: 0007_qr_device
+Revises: 0008_licence_binding
 Create Date: 2026-12-07 07:30:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0009_claim_proofing"
-down_revision = "0007_qr_device"
+down_revision = "0008_licence_binding"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """per (account, address) log-in throttling (login_throttles)
 
 Revision ID: 0010_session_security
-Revises: 0007_qr_device
+Revises: 0009_claim_proofing
 Create Date: 2026-12-07 07:30:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0010_session_security"
-down_revision = "0007_qr_device"
+down_revision = "0009_claim_proofing"
 branch_labels = None
 depends_on = None
 

@@ -6,7 +6,7 @@ The upgrade checks that chain one last time, records the verdict as a new event
 same order, with the keyed MAC (``tongban/audit.py``) the next time it runs.
 
 Revision ID: 0011_audit_chainer
-Revises: 0007_qr_device
+Revises: 0010_session_security
 Create Date: 2026-12-07 07:00:00
 
 """
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0011_audit_chainer"
-down_revision = "0007_qr_device"
+down_revision = "0010_session_security"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """好差评: service events (rating_events), ratings and bad-rating cases (rating_cases)
 
 Revision ID: 0012_ratings
-Revises: 0007_qr_device
+Revises: 0011_audit_chainer
 Create Date: 2026-12-07 06:58:34.770538
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0012_ratings"
-down_revision = "0007_qr_device"
+down_revision = "0011_audit_chainer"
 branch_labels = None
 depends_on = None
 

@@ -2,7 +2,7 @@
 seal data of SM2 seals (seals.eseal)
 
 Revision ID: 0013_sm2_seals
-Revises: 0007_qr_device
+Revises: 0012_ratings
 Create Date: 2026-12-07 07:20:00
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0013_sm2_seals"
-down_revision = "0007_qr_device"
+down_revision = "0012_ratings"
 branch_labels = None
 depends_on = None
 
