@@ -362,6 +362,8 @@ def test_clerk_moves_squatted_id_number_to_its_owner(app, live_server, clerk, re
     assert rec.actor == f"user:{clerk.sub}" and rec.object == f"user:{owner.sub}" and old.sub in rec.detail
     assert CITIZEN_ID not in rec.detail
     told = _sms_to("13600136000", expect=2)[-1]  # after the step-up code
+    desk = c.http.get(f"{live_server}/clerk/identity/").text
+    assert 'id="recoveries"' in desk and old.sub in desk and "110***********002X" in desk
     assert "110***********002X" in told
 
     # the owner logs in with the ID number and, proven, claims the enterprise
