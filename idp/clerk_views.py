@@ -89,9 +89,13 @@ def _errors(form) -> str:
 @login_required
 def home():
     _clerk()
-    return render_template("idp/clerk_identity.html", form=RecoverForm(),
-                           disputed=enterprise.claims(states=("disputed",)), recent=enterprise.claims(limit=30),
-                           masked=mask_name)
+    return _desk(RecoverForm())
+
+
+def _desk(form, status: int = 200):
+    return render_template("idp/clerk_identity.html", form=form, disputed=enterprise.claims(states=("disputed",)),
+                           recent=enterprise.claims(limit=30), recoveries=identity.recent(),
+                           masked=mask_name), status
 
 
 @bp.route("/recover", methods=["POST"])
@@ -119,8 +123,7 @@ def recover():
     else:
         flash(_errors(form), "error")
     form.password.data = form.confirm.data = ""
-    return render_template("idp/clerk_identity.html", form=form, disputed=enterprise.claims(states=("disputed",)),
-                           recent=enterprise.claims(limit=30), masked=mask_name), status
+    return _desk(form, status)
 
 
 def _claim_or_404(claim_id: int):

@@ -20,12 +20,13 @@ Audited as ``identity.recovered`` with the clerk, the reason and both subjects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tongban import audit
-from tongban.audit import AuditLog
 from tongban.clock import token, utcnow
 from tongban.errors import Conflict, NotFound, ValidationError
 from tongban.extensions import db
@@ -55,10 +56,29 @@ def _tombstone() -> str:
     return "~" + token(16).lower().replace("-", "x").replace("_", "y")[:17]
 
 
+class IdRecovery(db.Model):
+    """One ID-number recovery: the number moved from ``previous_user_id`` (closed) to ``owner_id``."""
+
+    __tablename__ = "id_recoveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id_number_masked: Mapped[str] = mapped_column(String(18))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    previous_user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    by: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id])
+    previous_user: Mapped[User] = relationship(foreign_keys=[previous_user_id])
+
+
+def recent(limit: int = 30) -> list[IdRecovery]:
+    return list(db.session.execute(select(IdRecovery).order_by(IdRecovery.id.desc()).limit(limit)).scalars())
+
+
 def _was_recovered(user: User) -> bool:
-    return db.session.execute(select(AuditLog.id).where(
-        AuditLog.action == "identity.recovered", AuditLog.outcome == "success",
-        AuditLog.object == f"user:{user.sub}").limit(1)).first() is not None
+    return db.session.execute(select(IdRecovery.id).where(IdRecovery.owner_id == user.id).limit(1)).first() is not None
 
 
 def squatter_of(id_number: str) -> User | None:
@@ -118,6 +138,8 @@ def recover(id_number: str, *, name: str, password: str, phone: str | None, reas
                  assurance_level=3, verified_at=now, created_at=now, password_changed_at=now, failed_logins=0)
     db.session.add(owner)
     db.session.flush()
+    db.session.add(IdRecovery(id_number_masked=mask_number(ident.value), owner_id=owner.id,
+                              previous_user_id=squatter.id, by=by, reason=reason[:1000], at=now))
     audit.record("account.created", actor=by, object=f"user:{owner.sub}",
                  detail={"id_number": mask_number(ident.value), "in_person": True})
     audit.record("identity.recovered", actor=by, object=f"user:{owner.sub}",

@@ -362,6 +362,8 @@ def test_clerk_moves_squatted_id_number_to_its_owner(app, live_server, clerk, re
     assert rec.actor == f"user:{clerk.sub}" and rec.object == f"user:{owner.sub}" and old.sub in rec.detail
     assert CITIZEN_ID not in rec.detail
     told = _sms_to("13600136000", expect=2)[-1]  # after the step-up code
+    desk = c.http.get(f"{live_server}/clerk/identity/").text
+    assert 'id="recoveries"' in desk and old.sub in desk and "110***********002X" in desk
     assert "110***********002X" in told
 
     # the owner logs in with the ID number and, proven, claims the enterprise
@@ -441,3 +443,35 @@ def test_phished_password_alone_gives_no_power(live_server, citizen, register, m
     assert agent.status_code == admin.status_code == 303
     assert _db().query(AgentAuthorisation).count() == 0 and _db().query(EnterpriseAdmin).count() == 0
     assert _audits("enterprise.agent_authorised", "failure") and _audits("enterprise.admin_appointed", "failure")
+
+
+def test_claim_notice_goes_through_the_configured_sms_sender(app, citizen, register):
+    """A deployment's SMS gateway (``app.extensions["tongban.sms_sender"]``) gets the notice, after
+    the commit; nothing is sent for a refused claim."""
+    from idp import enterprise
+    from tongban import outbox
+    from tongban.errors import Forbidden
+
+    sent: list[tuple[str, str]] = []
+
+    class Gateway:
+        def send(self, phone: str, text: str) -> None:
+            sent.append((phone, text))
+
+    app.extensions["tongban.sms_sender"] = Gateway()
+    try:
+        with app.test_request_context():
+            with pytest.raises(Forbidden):
+                enterprise.claim(citizen, USCC, None)
+            _db().rollback()
+            enterprise.claim(citizen, USCC, proven_session(citizen))
+            assert sent == []  # not before the commit
+            _db().commit()
+        for _ in range(50):
+            outbox.work_once()
+            if sent:
+                break
+            __import__("time").sleep(0.1)
+    finally:
+        app.extensions.pop("tongban.sms_sender", None)
+    assert len(sent) == 1 and sent[0][0] == CONTACT and ENTERPRISE_NAME in sent[0][1]

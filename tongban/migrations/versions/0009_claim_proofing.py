@@ -1,4 +1,4 @@
-"""enterprise claim proofing: the register's contact phone, claims with dispute and undo
+"""enterprise claim proofing: the register's contact phone, claims with dispute and undo, ID-number recoveries
 
 Revision ID: 0009_claim_proofing
 Revises: 0008_licence_binding
@@ -48,8 +48,28 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_enterprise_claims_user_id'), ['user_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_enterprise_claims_state'), ['state'], unique=False)
 
+    op.create_table('id_recoveries',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('id_number_masked', sa.String(length=18), nullable=False),
+    sa.Column('owner_id', sa.Integer(), nullable=False),
+    sa.Column('previous_user_id', sa.Integer(), nullable=False),
+    sa.Column('by', sa.String(length=80), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['owner_id'], ['users.id'], name=op.f('fk_id_recoveries_owner_id_users'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['previous_user_id'], ['users.id'], name=op.f('fk_id_recoveries_previous_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_id_recoveries'))
+    )
+    with op.batch_alter_table('id_recoveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_id_recoveries_owner_id'), ['owner_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_id_recoveries_previous_user_id'), ['previous_user_id'], unique=False)
+
 
 def downgrade():
+    with op.batch_alter_table('id_recoveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_id_recoveries_previous_user_id'))
+        batch_op.drop_index(batch_op.f('ix_id_recoveries_owner_id'))
+    op.drop_table('id_recoveries')
     with op.batch_alter_table('enterprise_claims', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_enterprise_claims_state'))
         batch_op.drop_index(batch_op.f('ix_enterprise_claims_user_id'))
