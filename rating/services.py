@@ -396,7 +396,8 @@ def rate(event: RatingEvent, *, level, reasons=None, comment=None, rater=None, l
     else:  # rated from the account: the link dies too
         db.session.execute(used.values(link_used_at=now))
     row = Rating(public_id=token(12), event_id=event.id, level=level, reasons=reasons, comment=comment,
-                 rater_user_id=rater.id if rater is not None and (mine or not has_citizen(event)) else None,
+                 # only the event's own citizen counts as a rater in person (see figures' logged_in)
+                 rater_user_id=rater.id if mine else None,
                  via="link" if link is not None else "account", rated_at=now, month=month_of(now))
     try:
         with db.session.begin_nested():

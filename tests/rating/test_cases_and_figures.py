@@ -284,3 +284,24 @@ def test_rating_page_in_english_and_for_the_owner(app, citizen, new_event, logge
     me.set_cookie("lang", "zh_CN")
     page = me.get(f"/r/{new.link}").get_data(as_text=True)
     assert "评价本次服务" in page and "非常不满意" in page and "排队等候时间长" in page
+
+
+def test_demo_seed_gives_the_dashboard_real_figures(app, citizen, supervisor):
+    from idp import accounts
+    from rating import services
+    from rating.demo import seed_demo
+    from rating.models import RatingEvent
+
+    clerk = accounts.create_staff("330802198501010012", "赵六", "Test-Passw0rd!",
+                                  app.config["TONGBAN_AUTHORITY_USCC"], "admin")
+    created = seed_demo(citizen, clerk)
+    db.session.commit()
+    assert created > 50 and seed_demo(citizen, clerk) == 0  # idempotent
+    report = services.report()
+    assert report["totals"]["ratings"] > 40 and report["totals"]["bad"] >= 1
+    assert len(report["by_department"]) == 3 and len(report["by_month"]) >= 2
+    states = {c.state for c in services.cases_for_reader("all")}
+    assert "closed" in states
+    # some recent services are left for the demo citizen to rate
+    assert any(services.rateable(e) for e in services.events_of(citizen))
+    assert db.session.scalar(select(func.count()).select_from(RatingEvent)) == created

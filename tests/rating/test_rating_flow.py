@@ -23,6 +23,27 @@ def _audit(action: str) -> int:
     return db.session.scalar(select(func.count()).select_from(AuditLog).where(AuditLog.action == action))
 
 
+def _decode_qr(data_uri: str) -> str:
+    """The SVG's modules drawn and read by zxing-cpp, an independent decoder."""
+    import base64
+
+    import zxingcpp
+    from PIL import Image, ImageDraw
+
+    svg = base64.b64decode(data_uri.split(",", 1)[1]).decode()
+    box = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
+    module = 0.8  # box_size 8 in tenths of a millimetre
+    size, scale = round(box / module), 8
+    img = Image.new("L", (size * scale, size * scale), 255)
+    draw = ImageDraw.Draw(img)
+    for x, y in re.findall(r"M([\d.]+),([\d.]+)H", svg):
+        col, row = round(float(x) / module), round(float(y) / module)
+        draw.rectangle([col * scale, row * scale, (col + 1) * scale - 1, (row + 1) * scale - 1], fill=0)
+    found = zxingcpp.read_barcodes(img)
+    assert found, "no QR code in the SVG"
+    return found[0].text
+
+
 def _event_body(**kw) -> dict:
     body = {"department_code": DEPT, "service_item_code": "330800-QT-001", "service_item_name": "食品经营许可证核发",
             "channel": "window", "case_no": "BJ-2026-0001", "window": "A03", "staff": "窗口一"}
@@ -37,6 +58,7 @@ def test_system_registers_event_and_the_link_rates_once(client, citizen, system,
     r = client.post("/api/v1/ratings/events", json=_event_body(sub=citizen.sub), headers=auth)
     assert r.status_code == 201, r.json
     assert r.json["rating_qr"].startswith("data:image/svg+xml;base64,")
+    assert _decode_qr(r.json["rating_qr"]) == r.json["rating_url"]
     link = r.json["rating_url"].rsplit("/r/", 1)[1]
     event = db.session.scalar(select(RatingEvent))
     # the register's department name, the caller's code; the link is stored only as a hash
