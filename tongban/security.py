@@ -126,7 +126,7 @@ def _has_secure(cookie: str) -> bool:
 
 def init_app(app: Flask) -> None:
     https = app.config["TONGBAN_ISSUER"].startswith("https://")
-    proxies = app.config["TONGBAN_TRUSTED_PROXIES"]
+    proxies = app.config.get("TONGBAN_TRUSTED_PROXIES", 0)
     if proxies:
         # the client address, scheme and host as the (trusted) proxies saw them; with 0 the
         # X-Forwarded-* headers are ignored and request.remote_addr is the socket peer
