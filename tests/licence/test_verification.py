@@ -259,7 +259,7 @@ def test_verify_api_upload_limits(app, client, make_client):
     why = {"purpose": "核验", "service_item": "0001"}
     r = client.post("/api/v1/licences/verify", headers=auth, content_type="multipart/form-data",
                     data={"file": (io.BytesIO(b"%PDF-1.7\n" + b"0" * 4096), "l.pdf"), **why})
-    assert r.status_code == 413 and r.get_json()["error"] == "pdf_too_large"
+    assert r.status_code == 413 and r.get_json()["error"] == "too_large"
     r = client.post("/api/v1/licences/verify", headers=auth, content_type="multipart/form-data",
                     data={"file": (io.BytesIO(b"not a pdf"), "l.pdf"), **why})
     assert r.status_code == 400
