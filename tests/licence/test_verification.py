@@ -234,9 +234,9 @@ def test_not_a_pdf_and_unsealed_pdf(issue):
     assert r["valid"] is False and r["licence"] is None and "sealed" in r["failed"]
 
 
-def test_verify_api_is_rate_limited_per_client(app, client, make_client, issue):
+def test_verify_api_is_rate_limited_per_client(app, client, make_client, issue, monkeypatch):
     lic = issue()
-    app.config["TONGBAN_LICENCE_VERIFY_RATE"] = 2
+    monkeypatch.setitem(app.config, "TONGBAN_LICENCE_VERIFY_RATE", 2)
     _a, auth = _api_token(client, make_client, "licence:verify")
     _b, other = _api_token(client, make_client, "licence:verify")
     body = {"id": lic.identifier, "purpose": "核验", "service_item": "0001"}
@@ -253,8 +253,8 @@ def test_verify_api_is_rate_limited_per_client(app, client, make_client, issue):
     assert len(services.access_log(lic)) == 3
 
 
-def test_verify_api_upload_limits(app, client, make_client):
-    app.config["TONGBAN_SEAL_MAX_BYTES"] = 1024
+def test_verify_api_upload_limits(app, client, make_client, monkeypatch):
+    monkeypatch.setitem(app.config, "TONGBAN_SEAL_MAX_BYTES", 1024)
     _a, auth = _api_token(client, make_client, "licence:verify")
     why = {"purpose": "核验", "service_item": "0001"}
     r = client.post("/api/v1/licences/verify", headers=auth, content_type="multipart/form-data",
