@@ -327,3 +327,19 @@ def test_issuer_seal_revoked_after_or_before_signing(app, issue):
     db.session.commit()
     r = services.verify_file(lic.pdf)
     assert r["valid"] is False and "issuer_seal" in r["failed"] and r["licence"] is None
+
+
+def test_migration_backfill_computes_the_same_signed_hash(issue):
+    """0008 fills signed_sha256 of licences issued before it the way issuing does now."""
+    import hashlib
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tongban/migrations/versions/0008_licence_binding.py"
+    spec = importlib.util.spec_from_file_location("m0008", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lic = issue()
+    found = mod._BYTE_RANGE.search(lic.pdf)
+    end = int(found.group(2)) + int(found.group(3))
+    assert hashlib.sha256(lic.pdf[:end]).hexdigest() == lic.signed_sha256
