@@ -19,6 +19,7 @@ from idp import consents
 from idp.accounts import get_user_by_sub
 from idp.server import require_oauth
 from idp.stepup import require_acr
+from seal.errors import BadPdf, PdfTooLarge
 from tongban import ratelimit
 from tongban.extensions import csrf, db
 
@@ -167,9 +168,9 @@ def _uploaded(upload) -> bytes:
     limit = int(current_app.config.get("TONGBAN_SEAL_MAX_BYTES") or 20 * 1024 * 1024)
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
-        raise InvalidRequest(f"the PDF is larger than {limit // (1024 * 1024) or 1} MB", "pdf_too_large", 413)
+        raise PdfTooLarge(f"the PDF is larger than {limit // (1024 * 1024) or 1} MB")
     if not data:
-        raise InvalidRequest("the uploaded file is empty")
+        raise BadPdf("the uploaded file is empty")
     return data
 
 

@@ -12,6 +12,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -313,8 +314,11 @@ def clerk_verify():
         if not ConfirmForm().validate_on_submit():
             abort(400)
         f = request.files.get("file")
-        data = f.read() if f else b""
+        limit = int(current_app.config.get("TONGBAN_SEAL_MAX_BYTES") or 20 * 1024 * 1024)
+        data = f.stream.read(limit + 1) if f else b""
         try:
+            if len(data) > limit:
+                raise TongbanError(_("The file is larger than %(mb)s MB.", mb=limit // (1024 * 1024) or 1))
             result = services.verify_file(data)
         except TongbanError as e:
             error = e.message

@@ -83,8 +83,15 @@ def test_codes_are_parsed_within_bounds(issue):
         "cbor_trailing": {"kind": "cbor", "hex": "0000"},
         "fine": {"kind": "cbor", "hex": "a201616102820203"},
     }
+    # the server's own status list, as the page fetches it
+    jwt = offline.status_list_jwt()
+    claims = json.loads(base64.urlsafe_b64decode(jwt.split(".")[1] + "=="))
+    cases["server_list"] = {"kind": "status", "claims": claims, "now": int(time.time() * 1000),
+                            "idx": [lic.status_idx]}
     out = _run(cases)
     assert out["good"]["ok"]["-260"]["id"] == lic.identifier
+    assert out["good"]["ok"]["65535"]["status_list"]["uri"] == claims["sub"]  # the list the code names
+    assert out["server_list"] == {"ok": [0]}
     assert out["fine"] == {"ok": {"1": "a", "2": [2, 3]}}
     assert out["bomb"] == {"error": "too_large"}
     for name in ("not_base45", "too_long"):

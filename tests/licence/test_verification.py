@@ -234,9 +234,9 @@ def test_not_a_pdf_and_unsealed_pdf(issue):
     assert r["valid"] is False and r["licence"] is None and "sealed" in r["failed"]
 
 
-def test_verify_api_is_rate_limited_per_client(app, client, make_client, issue):
+def test_verify_api_is_rate_limited_per_client(app, client, make_client, issue, monkeypatch):
     lic = issue()
-    app.config["TONGBAN_LICENCE_VERIFY_RATE"] = 2
+    monkeypatch.setitem(app.config, "TONGBAN_LICENCE_VERIFY_RATE", 2)
     _a, auth = _api_token(client, make_client, "licence:verify")
     _b, other = _api_token(client, make_client, "licence:verify")
     body = {"id": lic.identifier, "purpose": "核验", "service_item": "0001"}
@@ -253,13 +253,13 @@ def test_verify_api_is_rate_limited_per_client(app, client, make_client, issue):
     assert len(services.access_log(lic)) == 3
 
 
-def test_verify_api_upload_limits(app, client, make_client):
-    app.config["TONGBAN_SEAL_MAX_BYTES"] = 1024
+def test_verify_api_upload_limits(app, client, make_client, monkeypatch):
+    monkeypatch.setitem(app.config, "TONGBAN_SEAL_MAX_BYTES", 1024)
     _a, auth = _api_token(client, make_client, "licence:verify")
     why = {"purpose": "核验", "service_item": "0001"}
     r = client.post("/api/v1/licences/verify", headers=auth, content_type="multipart/form-data",
                     data={"file": (io.BytesIO(b"%PDF-1.7\n" + b"0" * 4096), "l.pdf"), **why})
-    assert r.status_code == 413 and r.get_json()["error"] == "pdf_too_large"
+    assert r.status_code == 413 and r.get_json()["error"] == "too_large"
     r = client.post("/api/v1/licences/verify", headers=auth, content_type="multipart/form-data",
                     data={"file": (io.BytesIO(b"not a pdf"), "l.pdf"), **why})
     assert r.status_code == 400
@@ -327,3 +327,19 @@ def test_issuer_seal_revoked_after_or_before_signing(app, issue):
     db.session.commit()
     r = services.verify_file(lic.pdf)
     assert r["valid"] is False and "issuer_seal" in r["failed"] and r["licence"] is None
+
+
+def test_migration_backfill_computes_the_same_signed_hash(issue):
+    """0008 fills signed_sha256 of licences issued before it the way issuing does now."""
+    import hashlib
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tongban/migrations/versions/0008_licence_binding.py"
+    spec = importlib.util.spec_from_file_location("m0008", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lic = issue()
+    found = mod._BYTE_RANGE.search(lic.pdf)
+    end = int(found.group(2)) + int(found.group(3))
+    assert hashlib.sha256(lic.pdf[:end]).hexdigest() == lic.signed_sha256

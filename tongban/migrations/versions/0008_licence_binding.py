@@ -5,8 +5,13 @@ Revises: 0007_qr_device
 Create Date: 2026-12-07 07:10:00
 
 """
+import hashlib
+import re
+
 from alembic import op
 import sqlalchemy as sa
+
+_BYTE_RANGE = re.compile(rb"/ByteRange\s*\[\s*0\s+(\d+)\s+(\d+)\s+(\d+)\s*\]")
 
 
 # revision identifiers, used by Alembic.
@@ -21,9 +26,21 @@ def upgrade():
         batch_op.add_column(sa.Column('signed_sha256', sa.String(length=64), server_default='', nullable=False))
         batch_op.add_column(sa.Column('department_uscc', sa.String(length=18), server_default='', nullable=False))
         batch_op.create_index(batch_op.f('ix_licences_department_uscc'), ['department_uscc'], unique=False)
-    # licences issued so far: the issuing organisation is the department; the signed hash
-    # is computed from the stored PDF on first verification
+    # licences issued so far: the issuing organisation is the department, and the hash of the
+    # revision their (only, certifying) seal covers comes from the stored PDF
     op.execute("UPDATE licences SET department_uscc = issuer_uscc")
+    conn = op.get_bind()
+    licences = sa.table("licences", sa.column("id", sa.Integer), sa.column("pdf", sa.LargeBinary),
+                        sa.column("signed_sha256", sa.String))
+    ids = [r[0] for r in conn.execute(sa.select(licences.c.id))]
+    for lid in ids:
+        pdf = conn.execute(sa.select(licences.c.pdf).where(licences.c.id == lid)).scalar() or b""
+        found = _BYTE_RANGE.search(pdf)
+        if found:
+            end = int(found.group(2)) + int(found.group(3))
+            if end <= len(pdf):
+                conn.execute(licences.update().where(licences.c.id == lid)
+                             .values(signed_sha256=hashlib.sha256(pdf[:end]).hexdigest()))
     with op.batch_alter_table('licence_download_links', schema=None) as batch_op:
         batch_op.add_column(sa.Column('copy_sha256', sa.String(length=64), nullable=True))
         batch_op.create_index(batch_op.f('ix_licence_download_links_copy_sha256'), ['copy_sha256'], unique=False)
