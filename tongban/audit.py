@@ -94,8 +94,6 @@ class AuditHead(db.Model):
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64), default=GENESIS)
     mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    checkpoint_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    checkpoint_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class AuditCheckpoint(db.Model):
@@ -115,7 +113,7 @@ class AuditCheckpoint(db.Model):
 
 @event.listens_for(AuditHead.__table__, "after_create")
 def _create_head(target, connection, **kw):
-    connection.execute(insert(target).values(id=1, seq=0, last_hash=GENESIS, checkpoint_seq=0))
+    connection.execute(insert(target).values(id=1, seq=0, last_hash=GENESIS))
 
 
 # ---------------------------------------------------------------- keys and MACs
@@ -314,23 +312,26 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
     with db.engine.connect() as conn:  # a look without the lock: most passes find nothing to do
         pending = conn.execute(select(AuditLog.id).where(AuditLog.seq.is_(None), AuditLog.id > after)
                                .limit(1)).first()
-        head = conn.execute(select(AuditHead.seq, AuditHead.checkpoint_seq, AuditHead.checkpoint_at)
-                            .where(AuditHead.id == 1)).first()
-    if pending is None and head is not None and not (head.seq > head.checkpoint_seq and _checkpoint_due(
-            app, head.seq, head.checkpoint_seq, head.checkpoint_at, utcnow())):
+        head_seq = conn.execute(select(AuditHead.seq).where(AuditHead.id == 1)).scalar()
+        cp_seq, cp_at = _last_checkpoint(conn)
+    if pending is None and head_seq is not None and not (
+            head_seq > cp_seq and _checkpoint_due(app, head_seq, cp_seq, cp_at, utcnow())):
         return 0, after
     with db.engine.begin() as conn:
         # the chainer's lock: the head row (row lock on PostgreSQL, write lock on SQLite), held
         # for this short transaction only
         head = conn.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq)
-                            .returning(AuditHead.seq, AuditHead.last_hash, AuditHead.mac,
-                                       AuditHead.checkpoint_seq, AuditHead.checkpoint_at)).one_or_none()
+                            .returning(AuditHead.seq, AuditHead.last_hash, AuditHead.mac)).one_or_none()
         if head is None:
             raise ChainError("the chain's head row is missing")
-        seq, last, mac, cp_seq, cp_at = head
+        seq, last, mac = head
         if not (seq == 0 and last == GENESIS and mac is None) and (
                 mac is None or not hmac.compare_digest(mac, head_mac(k.chain, seq, last))):
             raise ChainError("the chain's head does not carry a valid MAC")
+        witness = read_witness(app)
+        if witness is not None and witness[0] > seq:  # rewound (or emptied and re-chained): not extended
+            raise ChainError(f"the chain's head ({seq}) is behind the {witness[0]} entries this instance saw")
+        cp_seq, cp_at = _last_checkpoint(conn)
         rows = conn.execute(select(AuditLog.id, AuditLog.at, AuditLog.actor, AuditLog.action, AuditLog.object,
                                    AuditLog.ip, AuditLog.outcome, AuditLog.detail, AuditLog.tag)
                             .where(AuditLog.seq.is_(None), AuditLog.id > after).order_by(AuditLog.id)
@@ -351,12 +352,17 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
             at = now.replace(microsecond=0)
             sig = _b64url(k.signer.sign(_checkpoint_message(issuer, seq, last, at)))
             conn.execute(insert(AuditCheckpoint).values(seq=seq, hash=last, at=at, signature=sig))
-            values.update(checkpoint_seq=seq, checkpoint_at=now)
         if rows or due:
             conn.execute(update(AuditHead).where(AuditHead.id == 1).values(**values))
     if rows:
         _write_witness(app, seq, last)
     return len(rows), (rows[-1].id if rows else after)
+
+
+def _last_checkpoint(conn) -> tuple[int, datetime | None]:
+    row = conn.execute(select(AuditCheckpoint.seq, AuditCheckpoint.at).order_by(AuditCheckpoint.seq.desc())
+                       .limit(1)).first()
+    return (row.seq, row.at) if row else (0, None)
 
 
 def _checkpoint_due(app: Flask, seq: int, cp_seq: int, cp_at: datetime | None, now: datetime) -> bool:

@@ -706,3 +706,20 @@ def test_the_migration_records_a_broken_legacy_chain(tmp_path):
     finally:
         db.session.remove()
         ctx.pop()
+
+
+def test_unchaining_everything_to_have_it_rechained_without_some_rows_is_refused(app):
+    """The attacker keeps Tongban's genuine tags, deletes the seal uses, hands every other row
+    back to the chainer and resets the head: the chainer will not rebuild history."""
+    for i in range(3):
+        audit.record("seal.used", object="seal:S1", detail={"i": i})
+        audit.record("test.event", detail={"i": i})
+    db.session.commit()
+    audit.chain()
+    _sql("DELETE FROM audit_log WHERE action = 'seal.used'")
+    _sql("UPDATE audit_log SET seq = NULL, prev_hash = NULL, hash = NULL")
+    _sql("UPDATE audit_head SET seq = 0, last_hash = :g, mac = NULL", g=audit.GENESIS)
+    _sql("DELETE FROM audit_checkpoints")
+    with pytest.raises(audit.ChainError):
+        audit.chain()
+    _assert_broken(app, None, "no longer contains")
