@@ -723,3 +723,35 @@ def test_unchaining_everything_to_have_it_rechained_without_some_rows_is_refused
     with pytest.raises(audit.ChainError):
         audit.chain()
     _assert_broken(app, None, "no longer contains")
+
+
+def test_verify_while_events_are_chained_gives_no_false_alarm(app):
+    """A chainer committing between verify's reads only adds rows beyond the head it read."""
+    _seed(3)
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def traffic():
+        try:
+            with app.app_context():
+                while not stop.is_set():
+                    audit.record("test.traffic")
+                    db.session.commit()
+                    audit.chain()
+                db.session.remove()
+        except Exception as e:  # pragma: no cover - the assertion shows it
+            errors.append(repr(e))
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        verdicts = []
+        for _ in range(15):
+            verdicts.append(audit.verify(chain_first=False))
+            db.session.rollback()
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors
+    assert all(v.whole for v in verdicts), [v.reason for v in verdicts if not v.whole]
+    assert audit.verify().whole
