@@ -592,6 +592,8 @@ def _record_refusal(resp) -> None:
         record_later("client.auth_failed", actor=f"client:{str(client_id or '')[:100]}", object=path,
                      outcome="failure", detail={"status": status})
         return
+    if status == 401 and "Authorization" not in request.headers:
+        return  # no credentials at all: nothing was refused to anyone (and no free way to fill the log)
     token = _current_token()
     client_id = getattr(token, "client_id", "") if token is not None else ""
     actor = f"client:{client_id}" if client_id else ""
