@@ -40,15 +40,29 @@ def current_session() -> LoginSession | None:
             idle = timedelta(minutes=cfg["TONGBAN_SESSION_IDLE_MINUTES"])
             absolute = timedelta(hours=cfg["TONGBAN_SESSION_ABSOLUTE_HOURS"])
             if now - row.last_seen > idle or now - row.created_at > absolute:
-                end(row, "expired")
+                _end_after_request(row.id, "expired")
             elif row.user.disabled:
-                end(row, "account_disabled")
+                _end_after_request(row.id, "account_disabled")
             else:
                 if now - row.last_seen > timedelta(minutes=1):
                     _touch(row, now)
                 sess = row
     g._sso = sess
     return sess
+
+
+def _end_after_request(session_id: int, reason: str) -> None:
+    """End a session found expired (or whose account is disabled) in its own transaction after
+    the request: a page that only reads never commits, so ending it in the page's transaction
+    was rolled back (refresh tokens kept working, no back-channel logout, no audit entry)."""
+    from tongban.extensions import after_request_task
+
+    def task():
+        row = db.session.get(LoginSession, session_id)
+        if row is not None and row.ended_at is None:
+            end(row, reason)
+
+    after_request_task(task)
 
 
 def _touch(row: LoginSession, now) -> None:

@@ -134,8 +134,7 @@ def _reset(app) -> None:
         else:
             for t in tables:
                 conn.execute(text(f'DELETE FROM "{t}"'))
-        conn.execute(text("INSERT INTO audit_head (id, seq, last_hash, checkpoint_seq) VALUES (1, 0, :h, 0)"),
-                     {"h": "0" * 64})
+        conn.execute(text("INSERT INTO audit_head (id, seq, last_hash) VALUES (1, 0, :h)"), {"h": "0" * 64})
     from tongban.audit import reset_witness
 
     reset_witness(app)  # the instance folder's witness of the (now emptied) audit chain

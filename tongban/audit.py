@@ -94,8 +94,6 @@ class AuditHead(db.Model):
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64), default=GENESIS)
     mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    checkpoint_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    checkpoint_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class AuditCheckpoint(db.Model):
@@ -115,7 +113,7 @@ class AuditCheckpoint(db.Model):
 
 @event.listens_for(AuditHead.__table__, "after_create")
 def _create_head(target, connection, **kw):
-    connection.execute(insert(target).values(id=1, seq=0, last_hash=GENESIS, checkpoint_seq=0))
+    connection.execute(insert(target).values(id=1, seq=0, last_hash=GENESIS))
 
 
 # ---------------------------------------------------------------- keys and MACs
@@ -314,23 +312,26 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
     with db.engine.connect() as conn:  # a look without the lock: most passes find nothing to do
         pending = conn.execute(select(AuditLog.id).where(AuditLog.seq.is_(None), AuditLog.id > after)
                                .limit(1)).first()
-        head = conn.execute(select(AuditHead.seq, AuditHead.checkpoint_seq, AuditHead.checkpoint_at)
-                            .where(AuditHead.id == 1)).first()
-    if pending is None and head is not None and not (head.seq > head.checkpoint_seq and _checkpoint_due(
-            app, head.seq, head.checkpoint_seq, head.checkpoint_at, utcnow())):
+        head_seq = conn.execute(select(AuditHead.seq).where(AuditHead.id == 1)).scalar()
+        cp_seq, cp_at = _last_checkpoint(conn)
+    if pending is None and head_seq is not None and not (
+            head_seq > cp_seq and _checkpoint_due(app, head_seq, cp_seq, cp_at, utcnow())):
         return 0, after
     with db.engine.begin() as conn:
         # the chainer's lock: the head row (row lock on PostgreSQL, write lock on SQLite), held
         # for this short transaction only
         head = conn.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq)
-                            .returning(AuditHead.seq, AuditHead.last_hash, AuditHead.mac,
-                                       AuditHead.checkpoint_seq, AuditHead.checkpoint_at)).one_or_none()
+                            .returning(AuditHead.seq, AuditHead.last_hash, AuditHead.mac)).one_or_none()
         if head is None:
             raise ChainError("the chain's head row is missing")
-        seq, last, mac, cp_seq, cp_at = head
+        seq, last, mac = head
         if not (seq == 0 and last == GENESIS and mac is None) and (
                 mac is None or not hmac.compare_digest(mac, head_mac(k.chain, seq, last))):
             raise ChainError("the chain's head does not carry a valid MAC")
+        witness = read_witness(app)
+        if witness is not None and witness[0] > seq:  # rewound (or emptied and re-chained): not extended
+            raise ChainError(f"the chain's head ({seq}) is behind the {witness[0]} entries this instance saw")
+        cp_seq, cp_at = _last_checkpoint(conn)
         rows = conn.execute(select(AuditLog.id, AuditLog.at, AuditLog.actor, AuditLog.action, AuditLog.object,
                                    AuditLog.ip, AuditLog.outcome, AuditLog.detail, AuditLog.tag)
                             .where(AuditLog.seq.is_(None), AuditLog.id > after).order_by(AuditLog.id)
@@ -351,12 +352,17 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
             at = now.replace(microsecond=0)
             sig = _b64url(k.signer.sign(_checkpoint_message(issuer, seq, last, at)))
             conn.execute(insert(AuditCheckpoint).values(seq=seq, hash=last, at=at, signature=sig))
-            values.update(checkpoint_seq=seq, checkpoint_at=now)
         if rows or due:
             conn.execute(update(AuditHead).where(AuditHead.id == 1).values(**values))
     if rows:
         _write_witness(app, seq, last)
     return len(rows), (rows[-1].id if rows else after)
+
+
+def _last_checkpoint(conn) -> tuple[int, datetime | None]:
+    row = conn.execute(select(AuditCheckpoint.seq, AuditCheckpoint.at).order_by(AuditCheckpoint.seq.desc())
+                       .limit(1)).first()
+    return (row.seq, row.at) if row else (0, None)
 
 
 def _checkpoint_due(app: Flask, seq: int, cp_seq: int, cp_at: datetime | None, now: datetime) -> bool:
@@ -491,14 +497,22 @@ def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -
             chain(app=app)
     prev, expected_seq, count = GENESIS, 1, 0
     by_seq: dict[int, str] = {}
-    wanted = {int(c["seq"]) for c in (checkpoints or []) if str(c.get("seq", "")).isdigit()}
+    # read in this order (witness, checkpoints, head, rows): a chainer committing meanwhile only
+    # adds rows beyond the head read here, which are left for the next check
+    witness = read_witness(app)
     stored = list(db.session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)
                                      .execution_options(populate_existing=True)).scalars())
+    head = db.session.execute(select(AuditHead.seq, AuditHead.last_hash, AuditHead.mac)
+                              .where(AuditHead.id == 1)).first()
+    wanted = {int(c["seq"]) for c in (checkpoints or []) if str(c.get("seq", "")).isdigit()}
     wanted |= {c.seq for c in stored}
-    witness = read_witness(app)
     if witness is not None:
         wanted.add(witness[0])
-    rows = db.session.execute(select(AuditLog).where(AuditLog.seq.is_not(None)).order_by(AuditLog.seq)
+    if head is not None:
+        wanted.add(head.seq)
+    # rows beyond the head read above (chained meanwhile) are walked too: only the key makes them
+    rows = db.session.execute(select(AuditLog).where(AuditLog.seq.is_not(None))
+                              .order_by(AuditLog.seq)
                               .execution_options(yield_per=1000, populate_existing=True)).scalars()
     for row in rows:
         if row.seq != expected_seq:
@@ -512,12 +526,10 @@ def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -
         prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
     last_id = db.session.execute(select(AuditLog.id).where(AuditLog.seq.is_not(None))
                                  .order_by(AuditLog.seq.desc()).limit(1)).scalar()
-    head = db.session.get(AuditHead, 1)
-    if head is not None:
-        db.session.refresh(head)
-    if head is None or head.seq != expected_seq - 1 or head.last_hash != prev:
+    if head is None or head.seq > expected_seq - 1 or (
+            head.last_hash != (by_seq.get(head.seq) if head.seq else GENESIS)):
         return Verdict(False, last_id, count, "the chain's head does not match its last row (rows deleted at the end)")
-    if count and (head.mac is None or not hmac.compare_digest(head.mac, head_mac(k.chain, head.seq, head.last_hash))):
+    if head.seq and not hmac.compare_digest(head.mac or "", head_mac(k.chain, head.seq, head.last_hash)):
         return Verdict(False, last_id, count, "the chain's head does not carry a valid MAC (rows deleted at the end)")
     if witness is not None and (witness[0] < 0 or by_seq.get(witness[0]) != witness[1]):
         return Verdict(False, last_id, count, f"the log no longer contains entry {witness[0]} this instance "
@@ -580,6 +592,8 @@ def _record_refusal(resp) -> None:
         record_later("client.auth_failed", actor=f"client:{str(client_id or '')[:100]}", object=path,
                      outcome="failure", detail={"status": status})
         return
+    if status == 401 and "Authorization" not in request.headers:
+        return  # no credentials at all: nothing was refused to anyone (and no free way to fill the log)
     token = _current_token()
     client_id = getattr(token, "client_id", "") if token is not None else ""
     actor = f"client:{client_id}" if client_id else ""

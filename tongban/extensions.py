@@ -73,6 +73,17 @@ def after_request_write(fn) -> None:
     g.setdefault("_tongban_after_writes", []).append(fn)
 
 
+def after_request_task(fn) -> None:
+    """Run ``fn()`` once this request's session is closed, in a fresh app context and session
+    that is committed (rolled back if ``fn`` raises): ORM work a reading page must not leave
+    in its own never-committed transaction (e.g. ending a log-in session found expired)."""
+    from flask import g, has_app_context
+
+    if not has_app_context():
+        raise RuntimeError("after_request_task needs an application context")
+    g.setdefault("_tongban_after_tasks", []).append(fn)
+
+
 def fn_now(fn) -> None:
     with db.engine.begin() as conn:
         fn(conn)
@@ -102,6 +113,14 @@ def init_after_request_writes(app) -> None:
                 fn_now(fn)
             except Exception:  # bookkeeping must never fail the response
                 logging.getLogger(__name__).exception("deferred write failed")
+        for task in g.pop("_tongban_after_tasks", []):
+            with app.app_context():
+                try:
+                    task()
+                    db.session.commit()
+                except Exception:
+                    db.session.rollback()
+                    logging.getLogger(__name__).exception("after-request task failed")
         for hook in app.extensions.get("tongban.after_session", []):
             try:
                 hook()

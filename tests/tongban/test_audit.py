@@ -706,3 +706,52 @@ def test_the_migration_records_a_broken_legacy_chain(tmp_path):
     finally:
         db.session.remove()
         ctx.pop()
+
+
+def test_unchaining_everything_to_have_it_rechained_without_some_rows_is_refused(app):
+    """The attacker keeps Tongban's genuine tags, deletes the seal uses, hands every other row
+    back to the chainer and resets the head: the chainer will not rebuild history."""
+    for i in range(3):
+        audit.record("seal.used", object="seal:S1", detail={"i": i})
+        audit.record("test.event", detail={"i": i})
+    db.session.commit()
+    audit.chain()
+    _sql("DELETE FROM audit_log WHERE action = 'seal.used'")
+    _sql("UPDATE audit_log SET seq = NULL, prev_hash = NULL, hash = NULL")
+    _sql("UPDATE audit_head SET seq = 0, last_hash = :g, mac = NULL", g=audit.GENESIS)
+    _sql("DELETE FROM audit_checkpoints")
+    with pytest.raises(audit.ChainError):
+        audit.chain()
+    _assert_broken(app, None, "no longer contains")
+
+
+def test_verify_while_events_are_chained_gives_no_false_alarm(app):
+    """A chainer committing between verify's reads only adds rows beyond the head it read."""
+    _seed(3)
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def traffic():
+        try:
+            with app.app_context():
+                while not stop.is_set():
+                    audit.record("test.traffic")
+                    db.session.commit()
+                    audit.chain()
+                db.session.remove()
+        except Exception as e:  # pragma: no cover - the assertion shows it
+            errors.append(repr(e))
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        verdicts = []
+        for _ in range(15):
+            verdicts.append(audit.verify(chain_first=False))
+            db.session.rollback()
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors
+    assert all(v.whole for v in verdicts), [v.reason for v in verdicts if not v.whole]
+    assert audit.verify().whole

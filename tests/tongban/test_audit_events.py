@@ -60,9 +60,11 @@ def test_refusals_at_the_licence_sharing_api(app, client, make_client):
     # no purpose / service item
     r = client.get("/api/v1/licence-types", headers=bearer)
     assert r.status_code == 400
-    # no token at all
-    r = client.get("/api/v1/licences?purpose=x&service_item=y")
+    # a forged token
+    r = client.get("/api/v1/licences?purpose=x&service_item=y", headers={"Authorization": "Bearer forged"})
     assert r.status_code == 401
+    # no credentials at all: an anonymous probe is not written to the log
+    assert client.get("/api/v1/licences?purpose=x&service_item=y").status_code == 401
     rows = _rows("api.refused")
     assert [(r.object, r.outcome) for r in rows] == [
         ("GET /api/v1/licences", "refused"), ("GET /api/v1/licence-types", "refused"),

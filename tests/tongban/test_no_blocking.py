@@ -201,3 +201,27 @@ def _today():
     from tongban.clock import utcnow
 
     return utcnow().date()
+
+
+def test_a_session_found_expired_on_a_page_is_really_ended(app, citizen):
+    """Ending it used to happen in the page's transaction, which a GET never commits: the
+    session row stayed open (its refresh tokens kept working) and nothing was audited."""
+    from sqlalchemy import select
+
+    from idp.models import LoginSession
+    from tests.flask_flows import login
+    from tongban.audit import AuditLog
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    browser = app.test_client()
+    assert login(browser).status_code == 302
+    idle = app.config["TONGBAN_SESSION_IDLE_MINUTES"]
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE login_sessions SET last_seen = :t"), {"t": utcnow() - timedelta(minutes=idle + 1)})
+    assert browser.get("/account").status_code == 302  # to the log-in page
+    db.session.expire_all()
+    row = db.session.execute(select(LoginSession)).scalar_one()
+    assert row.ended_at is not None and row.end_reason == "expired"
+    ended = db.session.execute(select(AuditLog).where(AuditLog.action == "session.ended")).scalar_one()
+    assert '"reason": "expired"' in ended.detail

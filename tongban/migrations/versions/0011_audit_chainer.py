@@ -79,10 +79,6 @@ def upgrade():
     )
     with op.batch_alter_table('audit_head', schema=None) as batch_op:
         batch_op.add_column(sa.Column('mac', sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column('checkpoint_seq', sa.BigInteger(), nullable=False, server_default='0'))
-        batch_op.add_column(sa.Column('checkpoint_at', sa.DateTime(), nullable=True))
-    with op.batch_alter_table('audit_head', schema=None) as batch_op:
-        batch_op.alter_column('checkpoint_seq', server_default=None)
 
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.alter_column('seq', existing_type=sa.BigInteger(), nullable=True)
@@ -130,7 +126,5 @@ def downgrade():
         batch_op.alter_column('prev_hash', existing_type=sa.String(length=64), nullable=False)
         batch_op.alter_column('seq', existing_type=sa.BigInteger(), nullable=False)
     with op.batch_alter_table('audit_head', schema=None) as batch_op:
-        batch_op.drop_column('checkpoint_at')
-        batch_op.drop_column('checkpoint_seq')
         batch_op.drop_column('mac')
     op.drop_table('audit_checkpoints')
