@@ -117,6 +117,8 @@ def check_type_spec(spec: dict) -> dict:
     if layout.get("kind", "permit") not in LAYOUT_KINDS or layout.get("page", "A4L") not in pdf.PAGES:
         raise ValidationError(f"layout.kind must be one of {', '.join(LAYOUT_KINDS)}, page one of "
                               f"{', '.join(pdf.PAGES)}", "invalid_licence_type")
+    if layout.get("file_format", "pdf") not in ("pdf", "ofd"):  # the default file (licence/ofd.py)
+        raise ValidationError("layout.file_format must be pdf or ofd", "invalid_licence_type")
     validity = spec.get("validity") or {"permanent": True}
     return {"code": code, "name": name, "holder_kind": spec["holder_kind"],
             "authority": str(spec.get("authority", "")), "items": items, "validity": validity,

@@ -73,6 +73,16 @@ def _sign_api(seal_id: str):
         page_ix = int(page)
     except ValueError:
         raise ValidationError("page must be an integer", "invalid_request") from None
+    if seal.alg == "sm2":  # 国密 seals seal OFD documents (seal/ofd.py)
+        from .ofd import sign_ofd
+
+        sealed = sign_ofd(seal, pdf, purpose=purpose, actor=f"client:{client_id}", page=page_ix,
+                          anchor=request.form.get("anchor") or None)
+        db.session.commit()
+        resp = Response(sealed, mimetype="application/ofd")
+        resp.headers["Content-Disposition"] = 'attachment; filename="sealed.ofd"'
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
     certify = (request.form.get("certify") or "").lower() in ("1", "true", "yes")
     sealed = services.sign_pdf(seal, pdf, purpose=purpose, actor=f"client:{client_id}", certify=certify,
                                page=page_ix, field_name=request.form.get("field") or None)

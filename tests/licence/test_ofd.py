@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import zipfile
 
+import pytest
+
 from licence import ofd as licence_ofd
 from seal import ofd
 from tongban.extensions import db
@@ -127,3 +129,14 @@ def test_sharing_download_in_ofd_and_the_type_default(app, issue):
     db.session.commit()
     _got, data = services.redeem_download_link(raw)
     assert data.startswith(b"PK\x03\x04")
+
+
+def test_type_spec_file_format(app):
+    from licence import services
+    from tongban.errors import ValidationError
+
+    spec = {"code": "91350100M000100Y43001", "name": "测试许可证", "holder_kind": "organisation",
+            "items": [{"name": "scope", "label": "经营范围"}], "layout": {"kind": "permit", "file_format": "ofd"}}
+    assert services.check_type_spec(spec)["layout"]["file_format"] == "ofd"
+    with pytest.raises(ValidationError):
+        services.check_type_spec({**spec, "layout": {"file_format": "docx"}})

@@ -138,7 +138,20 @@ def test_the_package_follows_gbt_33190_and_openssl_checks_the_signature(app, sm2
     assert tbs["eseal"].dump() == files["Doc_0/Signs/Sign_0/Seal.esl"] == sm2_seal.eseal
     assert sig["signature_alg_id"].dotted == "1.2.156.10197.1.501"
     assert _openssl_verifies(tmp_path, sig["cert"].native, tbs.dump(), sig["signature"].native)
-    assert sig["time_stamp"].native  # an RFC 3161 token over the signature value
+    # an RFC 3161 token over the signature value, from our TSA: OpenSSL checks it too
+    from cryptography.hazmat.primitives import serialization
+
+    from keys.ca import ca, root_pem
+
+    (tmp_path / "token.der").write_bytes(sig["time_stamp"].native)
+    (tmp_path / "signature.bin").write_bytes(sig["signature"].native)
+    (tmp_path / "ec-root.pem").write_text(root_pem())
+    (tmp_path / "ec-chain.pem").write_bytes(b"".join(ca()[r].cert.public_bytes(serialization.Encoding.PEM)
+                                                     for r in ("issuing", "tsa")))
+    ts = subprocess.run(["openssl", "ts", "-verify", "-data", "signature.bin", "-in", "token.der", "-token_in",
+                         "-CAfile", "ec-root.pem", "-untrusted", "ec-chain.pem"], cwd=tmp_path,
+                        capture_output=True, text=True)
+    assert ts.returncode == 0 and "Verification: OK" in ts.stdout, ts.stdout + ts.stderr
     assert ofd.verify_ofd(sealed)["valid"]
 
 
@@ -301,3 +314,24 @@ def test_http_verify_accepts_ofd(app, client, sm2_seal):
     page = client.post("/seals/verify", data={"file": (io.BytesIO(sealed), "doc.ofd"), "csrf_token": token},
                        content_type="multipart/form-data")
     assert page.status_code == 200 and sm2_seal.code in page.get_data(as_text=True)
+
+
+def test_sign_api_seals_ofd_with_an_sm2_seal(app, client, make_client, sm2_seal):
+    from seal import services
+    from tests.seal.test_api_cli import _token
+
+    cid, secret = make_client(scopes=["seal:sign"], grant_types=["client_credentials"])
+    auth = {"Authorization": f"Bearer {_token(client, cid, secret, 'seal:sign')}"}
+    services.authorise_client(sm2_seal.id, cid)
+    db.session.commit()
+
+    def post(data: bytes, **form):
+        return client.post(f"/api/v1/seals/{sm2_seal.id}/sign", headers=auth, content_type="multipart/form-data",
+                           data={"file": (io.BytesIO(data), "doc.ofd"), "purpose": "合同签订", **form})
+
+    r = post(make_ofd(), anchor="甲方（盖章）")
+    assert r.status_code == 200 and r.mimetype == "application/ofd"
+    assert ofd.verify_ofd(r.data)["valid"]
+    assert post(make_ofd(), anchor="nowhere").status_code == 400
+    r = post(b"%PDF-1.7 not an OFD")
+    assert r.status_code == 400 and r.json["error"] == "invalid_ofd"
