@@ -334,7 +334,8 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
         _event(user, "success", ip, user_agent)
         audit.record("login.success", actor=f"user:{user.sub}", object=f"user:{user.sub}")
         return LoginResult(user, True)
-    assert failure is not None
+    if failure is None:  # not reserved, and none of the outcomes above: cannot happen
+        raise RuntimeError(f"unexpected log-in slot outcome {slot.outcome!r}")
     _event(user, "bad_password", ip, user_agent)
     audit.record("login.failure", actor=f"user:{user.sub}", outcome="failure",
                  detail={"reason": "bad_password", "consecutive": failure.count})
