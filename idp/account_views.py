@@ -7,6 +7,7 @@ from functools import wraps
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from tongban import audit, ratelimit
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.i18n import safe_next
@@ -29,6 +30,32 @@ def login_required(view):
     return wrapper
 
 
+def _registration_throttled():
+    """Registrations per client address, then in all (each one hashes a password and creates an
+    account): None while allowed, else a function rendering the 429 page."""
+    cfg = current_app.config
+    window = cfg["TONGBAN_REGISTER_RATE_WINDOW"]
+    ip = request.remote_addr or ""
+    hit = ratelimit.hit(f"register-ip:{accounts.login_source(ip)}", cfg["TONGBAN_REGISTER_RATE_PER_IP"], window)
+    scope = "address"
+    if hit.allowed:
+        hit = ratelimit.hit("register-all", cfg["TONGBAN_REGISTER_RATE_GLOBAL"], window)
+        scope = "global"
+    if hit.allowed:
+        return None
+    audit.record("account.register_throttled", actor=ip[:64] or "anonymous", outcome="failure",
+                 detail={"scope": scope})
+    db.session.commit()
+
+    def render(form):
+        error = _("Too many registrations. Try again in %(m)d minutes.", m=max(1, -(-hit.retry_after // 60)))
+        resp = current_app.make_response((render_template("idp/register.html", form=form, error=error), 429))
+        resp.headers["Retry-After"] = str(hit.retry_after)
+        return resp
+
+    return render
+
+
 @bp.route("/register", methods=["GET", "POST"])
 def register():
     if not current_app.config["TONGBAN_PUBLIC_REGISTRATION"]:
@@ -37,6 +64,9 @@ def register():
     if request.method == "GET":
         form.next.data = safe_next(request.args.get("next"), "")
     if form.validate_on_submit():
+        throttled = _registration_throttled()
+        if throttled is not None:
+            return throttled(form)
         try:
             user = accounts.create_user(form.id_number.data, form.name.data, form.password.data,
                                         form.phone.data)

@@ -158,12 +158,13 @@ class _Slot:
     user_id: int
     outcome: str  # reserved | disabled | locked | busy
     locked_until: datetime | None = None
+    password_hash: str = ""  # read with the reservation: the check needs no other connection
 
 
 # how long a reserved try may stay unanswered before its slot counts as free again
 _PENDING_STALE = timedelta(seconds=30)
 # how long a try waits for a slot that concurrent tries of the same pair hold
-_SLOT_WAIT = 10.0
+_SLOT_WAIT = 30.0  # = _PENDING_STALE: after that a slot counts as free anyway
 
 
 def _pair_lock_minutes(locks: int) -> int:
@@ -206,10 +207,11 @@ def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot |
     failures = case((and_(t.locked_until.is_not(None), t.locked_until <= now), 0), else_=t.failures)
     pending = case((or_(t.pending_at.is_(None), t.pending_at < now - _PENDING_STALE), 0), else_=t.pending)
     with db.engine.begin() as conn:
-        found = conn.execute(select(User.id, User.disabled, User.locked_until).where(clause)).first()
+        found = conn.execute(select(User.id, User.disabled, User.locked_until, User.password_hash)
+                             .where(clause)).first()
         if found is None:
             return None
-        user_id, disabled, account_locked = found
+        user_id, disabled, account_locked, password_hash = found
         if disabled:
             return _Slot(user_id, "disabled")
         if account_locked is not None and account_locked > now and not _familiar(conn, user_id, ip, now):
@@ -220,7 +222,7 @@ def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot |
             .values(failures=failures, locked_until=None, pending=pending + 1, pending_at=now)
             .returning(t.failures)).first()
         if took is not None:
-            return _Slot(user_id, "reserved")
+            return _Slot(user_id, "reserved", password_hash=password_hash)
         until = conn.execute(select(t.locked_until).where(t.user_id == user_id, t.source == source)).scalar()
         if until is not None and until > now:
             return _Slot(user_id, "locked", until)
@@ -289,6 +291,9 @@ def _record_failure(user_id: int, source: str, now: datetime) -> _Failure:
 
 
 def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "") -> LoginResult:
+    """Check a log-in. The request's session is not used until the try is settled: reserving the
+    slot, the Argon2 check and settling it each hold at most one pooled connection, never two,
+    and no transaction is open during the check."""
     source = login_source(ip)
     slot = _take_slot(login, source, ip)
     if slot is None:
@@ -296,6 +301,18 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
         audit.record("login.failure", actor=mask_number((login or "").strip()[:20]), object="",
                      outcome="failure", detail={"reason": "unknown_account"})
         return LoginResult(None, False, reason="bad_credentials")
+    right, new_hash, failure = False, None, None
+    if slot.outcome == "reserved":
+        try:
+            right = verify_password(slot.password_hash, password)
+            new_hash = hash_password(password) if right and needs_rehash(slot.password_hash) else None
+        except BaseException:
+            _give_back(slot.user_id, source)
+            raise
+        if right:
+            _release_success(slot.user_id, source)
+        else:
+            failure = _record_failure(slot.user_id, source, utcnow())
     user = db.session.get(User, slot.user_id, populate_existing=True)
     if user is None:  # deleted in between
         return LoginResult(None, False, reason="bad_credentials")
@@ -313,21 +330,14 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
         audit.record("login.refused_locked", actor=f"user:{user.sub}", outcome="failure",
                      detail={"locked_until": until.isoformat(timespec="seconds") if until else None})
         return LoginResult(user, False, locked_until=until, reason="locked")
-    try:
-        right = verify_password(user.password_hash, password)
-        new_hash = hash_password(password) if right and needs_rehash(user.password_hash) else None
-    except BaseException:
-        _give_back(user.id, source)
-        raise
     if right:
-        _release_success(user.id, source)
-        db.session.refresh(user)
-        if new_hash:
+        if new_hash and user.password_hash == slot.password_hash:
             user.password_hash = new_hash
         _event(user, "success", ip, user_agent)
         audit.record("login.success", actor=f"user:{user.sub}", object=f"user:{user.sub}")
         return LoginResult(user, True)
-    failure = _record_failure(user.id, source, utcnow())
+    if failure is None:  # not reserved, and none of the outcomes above: cannot happen
+        raise RuntimeError(f"unexpected log-in slot outcome {slot.outcome!r}")
     _event(user, "bad_password", ip, user_agent)
     audit.record("login.failure", actor=f"user:{user.sub}", outcome="failure",
                  detail={"reason": "bad_password", "consecutive": failure.count})

@@ -258,6 +258,12 @@ def verify_sms():
     if purpose == "phone":
         mfa.confirm_phone(subj.user)
         flash(_("Your mobile phone number is confirmed (level L2)."), "success")
+        if mfa.has_second_factor(subj.user):
+            # the phone is confirmed, but the code does not count as this session's second
+            # factor: SMS never stands in for the app or passkey the account has
+            stepup.refresh(subj.sess)
+            db.session.commit()
+            return redirect(url_for("mfa.verify", **subj.args()))
     return _done(subj, ["sms"])
 
 

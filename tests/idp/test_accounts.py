@@ -325,3 +325,40 @@ def test_hsts_only_with_an_https_issuer():
     security.init_app(plain)
     plain.add_url_rule("/page", "page", lambda: "<p>hi</p>")
     assert "Strict-Transport-Security" not in plain.test_client().get("/page").headers
+
+
+# ---------------------------------------------------------------- registration throttling
+
+
+def test_registration_is_rate_limited_per_address_and_in_all(app, browser):
+    """The attack: one address (or many) creating accounts as fast as it can post."""
+    per_ip = app.config["TONGBAN_REGISTER_RATE_PER_IP"]
+    addr = {"REMOTE_ADDR": "192.0.2.30"}
+    c = browser("en")
+    for i in range(per_ip):
+        data = {"name": "李四", "id_number": _id_number(f"11010519800101{i + 10:02d}1"), "phone": "",
+                "password": PASSWORD, "confirm": PASSWORD, "next": "",
+                "csrf_token": csrf_token(c, "/register")}
+        assert c.post("/register", data=data, environ_base=addr).status_code == 302
+        c = browser("en")
+    before = _users()
+    data = {"name": "李四", "id_number": OTHER_ID, "phone": "", "password": PASSWORD, "confirm": PASSWORD,
+            "next": "", "csrf_token": csrf_token(c, "/register")}
+    resp = c.post("/register", data=data, environ_base=addr)
+    assert resp.status_code == 429 and 1 <= int(resp.headers["Retry-After"]) <= 3601
+    assert "Too many registrations" in resp.get_data(as_text=True)
+    assert _users() == before  # nothing created
+    # another address may still register
+    ok = c.post("/register", data=data, environ_base={"REMOTE_ADDR": "192.0.2.31"})
+    assert ok.status_code == 302 and _users() == before + 1
+
+    # and in all: many addresses together meet the global bound
+    app.config["TONGBAN_REGISTER_RATE_GLOBAL"] = per_ip + 1  # used: per_ip + 1 so far
+    try:
+        c = browser("en")
+        data = {"name": "王五", "id_number": _id_number("11010519800101099"), "phone": "",
+                "password": PASSWORD, "confirm": PASSWORD, "next": "", "csrf_token": csrf_token(c, "/register")}
+        resp = c.post("/register", data=data, environ_base={"REMOTE_ADDR": "192.0.2.99"})
+        assert resp.status_code == 429
+    finally:
+        app.config["TONGBAN_REGISTER_RATE_GLOBAL"] = 300

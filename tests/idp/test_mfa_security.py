@@ -258,3 +258,32 @@ def test_a_failed_delivery_is_retried_then_expires(app, citizen):
         assert mfa.sms_outbox_chore() == 1
     db.session.expire_all()
     assert db.session.query(SmsOutbox).count() == 0
+
+
+def test_confirming_the_phone_is_not_a_second_factor_when_a_stronger_one_exists(app, browser, citizen):
+    """The sibling: a phone check (L1 → L2) by SMS must not record "sms" as the session's factor
+    (it would count toward L3 and toward changing the app) when the account has an app."""
+    from idp.models import LoginSession
+
+    start = utcnow()
+    with freeze_time(start) as frozen:
+        totp, _codes = _enrol_totp(browser())
+        frozen.tick(timedelta(seconds=31))
+        c = browser("en")
+        _login_with_totp(c, totp)
+        frozen.tick(timedelta(minutes=app.config["TONGBAN_MFA_FRESH_MINUTES"], seconds=1))
+        page = c.get("/mfa/verify?acr=L2&next=/account")
+        assert c.post("/mfa/verify/sms/send?acr=L2&next=/account",
+                      data={"csrf_token": _csrf(page)}).status_code == 302
+        ok = c.post("/mfa/verify/sms?acr=L2&next=/account", data={"csrf_token": _csrf(page),
+                                                                  "code": _sms_code(app)})
+        assert ok.status_code == 302
+        db.session.expire_all()
+        sess = db.session.execute(select(LoginSession).where(LoginSession.user_id == citizen.id,
+                                                             LoginSession.ended_at.is_(None))
+                                  .order_by(LoginSession.id.desc())).scalars().first()
+        assert "sms" not in sess.amr.split() and sess.acr == "L2"
+        # and it did not make the session fresh for changing factors
+        resp = _post(c, "/account/security/totp/remove")
+        assert "/account/security/confirm" in resp.headers["Location"]
+        assert _totp_row(citizen.id) is not None
