@@ -116,7 +116,9 @@ def ensure_authority_seal() -> None:
 
 
 def get_seal(seal_id: str) -> Seal:
-    seal = db.session.get(Seal, str(seal_id)) if seal_id else None
+    seal_id = str(seal_id or "")
+    # a key no seal can have is not looked up (PostgreSQL refuses NUL in a text parameter)
+    seal = db.session.get(Seal, seal_id) if seal_id and len(seal_id) <= 64 and "\x00" not in seal_id else None
     if seal is None:
         raise NotFound(f"no seal {seal_id}", "unknown_seal")
     return seal
@@ -216,6 +218,16 @@ def uses(seal_id: str, limit: int = 100) -> list[audit.AuditLog]:
 # ---------------------------------------------------------------- sealing
 
 
+@functools.cache
+def _decode_limits():
+    """pyHanko's limits for untrusted input (per stream: ratio, size, per purpose), with a smaller
+    budget for the whole document: sealing and verifying decode little beyond object and
+    cross-reference streams, so max(64 MiB, 20 x the file) instead of max(256 MiB, 100 x)."""
+    from pyhanko.pdf_utils.decode_limits import DecodeLimits, DocumentDecodeBudget
+
+    return DecodeLimits(document_budget=DocumentDecodeBudget(base_allowance=64 * 1024 * 1024, max_ratio=20))
+
+
 def _reader(pdf: bytes, *, incremental: bool = False):
     """A reader of ``pdf`` or, with ``incremental``, a writer appending to it (whose ``prev`` reads it)."""
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
@@ -225,10 +237,10 @@ def _reader(pdf: bytes, *, incremental: bool = False):
         raise BadPdf("not a PDF file")
     try:
         if incremental:
-            writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
+            writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False, decode_limits=_decode_limits())
             writer.prev.root  # noqa: B018  (forces the trailer and catalogue to be read)
             return writer
-        reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+        reader = PdfFileReader(io.BytesIO(pdf), strict=False, decode_limits=_decode_limits())
         reader.root  # noqa: B018
         return reader
     except TongbanError:
