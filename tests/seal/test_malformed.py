@@ -274,3 +274,18 @@ def test_cli_verify_reports_limits_with_exit_2(app, seal, tmp_path):
     path.write_bytes(_with_copies(sealed, 40))
     r = app.test_cli_runner().invoke(args=["seals", "verify", str(path)])
     assert r.exit_code == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_verify_page_and_cli_verify_answer_every_malformed_pdf(app, client, tmp_path):
+    page = client.get("/seals/verify")
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    runner = app.test_cli_runner()
+    for name in NAMES:
+        data = {"file": (io.BytesIO(CORPUS[name]), "d.pdf"), "csrf_token": token}
+        r = returns(lambda data=data: client.post("/seals/verify", data=data, content_type="multipart/form-data"))
+        assert r.status_code == (200 if name in VERIFY_NO_SEAL else 400), name
+        assert r.mimetype == "text/html"
+        path = tmp_path / f"{name}.pdf"
+        path.write_bytes(CORPUS[name])
+        r = returns(lambda path=path: runner.invoke(args=["seals", "verify", str(path), "--json"]))
+        assert r.exit_code == (1 if name in VERIFY_NO_SEAL else 2), (name, r.output)
