@@ -785,8 +785,9 @@ def verify_pdf(pdf: bytes) -> dict:
 
     Bounded, as the verify API is public: at most ``TONGBAN_VERIFY_MAX_SIGNATURES`` signatures
     (and four revisions per signature, plus 16) or TooManySignatures (422); the same signature
-    bytes are validated once, a copy is reported as not valid; past ``TONGBAN_VERIFY_MAX_SECONDS``
-    (checked between signatures) VerificationTooLong (422); at most
+    value is validated once, a copy is reported as not valid; past ``TONGBAN_VERIFY_MAX_SECONDS``
+    (checked before each signature and each revision compared with a signed one)
+    VerificationTooLong (422); at most
     ``TONGBAN_VERIFY_CONCURRENCY`` verifications at once per worker, else VerifierBusy (503).
     """
     from flask import current_app, has_app_context
@@ -820,6 +821,25 @@ def _too_many(found: int, limit: int) -> TooManySignatures:
                                           found=found, limit=limit)))
 
 
+@functools.cache
+def _deadline_policy_class():
+    from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, StandardDiffPolicy
+
+    class DeadlineDiffPolicy(StandardDiffPolicy):
+        """pyHanko's default difference analysis, checking the deadline before each revision it
+        compares with a signed one (the costly part: every later revision, for every signature)."""
+
+        def __init__(self, in_time):
+            self.__dict__.update(DEFAULT_DIFF_POLICY.__dict__)  # the default policy's rules, as they are
+            self._in_time = in_time
+
+        def apply(self, *args, **kwargs):
+            self._in_time()
+            return super().apply(*args, **kwargs)
+
+    return DeadlineDiffPolicy
+
+
 def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
     from pyhanko.sign.validation import async_validate_pdf_signature
 
@@ -827,6 +847,8 @@ def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
         if time.monotonic() > deadline:
             raise VerificationTooLong(localised(_l("Verifying this document takes too long; it is too complex "
                                                    "to verify here.")))
+
+    diff_policy = _deadline_policy_class()(in_time)
 
     reader = _reader(pdf)
     found = check_structure(reader)["signatures"]
@@ -859,7 +881,9 @@ def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
             in_time()
             try:
                 status = await async_validate_pdf_signature(sig, signer_validation_context=vc_sig,
-                                                            ts_validation_context=vc_sig)
+                                                            ts_validation_context=vc_sig, diff_policy=diff_policy)
+            except VerificationTooLong:
+                raise
             except Exception as e:  # a signature too broken to evaluate is simply not valid
                 results.append((sig, None, str(e)))
                 continue

@@ -48,7 +48,7 @@ DEFAULTS: dict = {
     "TONGBAN_OUTBOX_TIMEOUT": 5,
     "TONGBAN_LOGOUT_TOKEN_LIFETIME": 120,
     # the public seal verifier: signatures examined per document, seconds one verification may
-    # run (checked between signatures), verifications at once per worker process
+    # run (checked per signature and per revision compared), verifications at once per worker process
     "TONGBAN_VERIFY_MAX_SIGNATURES": 20,
     "TONGBAN_VERIFY_MAX_SECONDS": 20,
     "TONGBAN_VERIFY_CONCURRENCY": 2,

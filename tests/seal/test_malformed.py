@@ -245,6 +245,26 @@ def test_time_bound(app, seal, client):
     assert _verify(client, sealed).json["valid"] is True
 
 
+def test_time_bound_is_checked_inside_the_difference_analysis(app, seal, client, monkeypatch):
+    """One signature, then a later revision: the clock runs out while pyHanko compares them."""
+    sealed = services.sign_pdf(seal, GOOD, purpose="p", actor="t")
+    db.session.commit()
+    updated = _with_copies(sealed, 0)  # an incremental update after the seal, no new field
+    assert _verify(client, updated).json["signatures"][0]["intact"] is True
+
+    class Clock:
+        calls = 0
+
+        @classmethod
+        def monotonic(cls) -> float:  # the deadline is set, the checks before the signature pass; then not
+            cls.calls += 1
+            return 0.0 if cls.calls <= 3 else 1e9
+
+    monkeypatch.setattr(services, "time", Clock)
+    r = _verify(client, updated)
+    assert r.status_code == 422 and r.json["error"] == "verification_too_long" and Clock.calls >= 4
+
+
 def test_concurrent_verifications_per_worker_are_capped(app, client):
     limit = app.config["TONGBAN_VERIFY_CONCURRENCY"]
     slot = services._verify_slot(limit)
