@@ -37,6 +37,7 @@ from tongban.security import cacheable
 from . import services
 from .errors import BadPdf, NotAuthorised, PdfTooLarge, SealingRefused, SealNotUsable
 from .models import Seal
+from .pdfcheck import visible_box
 
 bp = Blueprint("seal_console", __name__)
 
@@ -190,7 +191,7 @@ def _page_box(pdf: bytes, page_ix: int) -> tuple[float, float, float, float]:
         raise ValidationError(
             _("Page %(page)s does not exist: the document has %(count)s pages.", page=page_ix + 1, count=count),
             "invalid_page")
-    return services.visible_box(reader, page_ix, count)
+    return visible_box(reader, page_ix, count)
 
 
 def _seal_box(pdf: bytes, page_ix: int, position: str) -> tuple[float, float, float, float] | None:

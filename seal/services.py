@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 
 from asn1crypto import x509 as asn1_x509
 from flask_babel import lazy_gettext as _l
-from pyhanko.pdf_utils.misc import PdfError
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -44,6 +43,7 @@ from .errors import (
     VerifierBusy,
 )
 from .models import KIND_NAMES, KINDS, Seal, SealAuthorisation
+from .pdfcheck import DOCUMENT_ERRORS, check_structure, damaged, decode_limits, sane_box, visible_box
 from .picture import DIAMETER_MM, PURPOSE_TEXT, render
 
 SEAL_SIZE_PT = DIAMETER_MM / 25.4 * 72
@@ -120,7 +120,9 @@ def ensure_authority_seal() -> None:
 
 
 def get_seal(seal_id: str) -> Seal:
-    seal = db.session.get(Seal, str(seal_id)) if seal_id else None
+    seal_id = str(seal_id or "")
+    # a key no seal can have is not looked up (PostgreSQL refuses NUL in a text parameter)
+    seal = db.session.get(Seal, seal_id) if seal_id and len(seal_id) <= 64 and "\x00" not in seal_id else None
     if seal is None:
         raise NotFound(f"no seal {seal_id}", "unknown_seal")
     return seal
@@ -231,239 +233,16 @@ def _reader(pdf: bytes, *, incremental: bool = False):
         raise BadPdf("not a PDF file")
     try:
         if incremental:
-            writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
+            writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False, decode_limits=decode_limits())
             writer.prev.root  # noqa: B018  (forces the trailer and catalogue to be read)
             return writer
-        reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+        reader = PdfFileReader(io.BytesIO(pdf), strict=False, decode_limits=decode_limits())
         reader.root  # noqa: B018
         return reader
     except TongbanError:
         raise
     except Exception as e:
-        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
-
-
-# Bounds on every walk of a document's object graph. An attacker's PDF may loop (a Pages node
-# that is its own /Parent, circular /Kids), nest without end or claim absurd counts; each walk
-# below keeps a set of the objects seen and stops at these limits.
-MAX_TREE_DEPTH = 64  # page tree and field tree levels, /Parent links followed
-MAX_PAGES = 100_000
-MAX_FIELDS = 10_000  # form fields walked in the /AcroForm tree
-MAX_COORDINATE = 1_000_000.0  # points: ISO 32000 allows 14,400 in at user unit 1 (~1e6 pt)
-
-# What pyHanko raises on a document it cannot make sense of (rather than a defect of ours or a
-# signer failing): the PDF is damaged, 400 ``invalid_pdf``. The XMP parser's errors are
-# ValueErrors, as are pyHanko's validation errors.
-_DOCUMENT_ERRORS = (PdfError, ValueError, TypeError, KeyError, IndexError, AttributeError, AssertionError,
-                    RecursionError, ArithmeticError, UnicodeError)
-
-
-class _Bad(Exception):
-    """A structural defect found by the checks below (turned into BadPdf by ``check_structure``)."""
-
-
-def _ref_key(obj) -> tuple | None:
-    from pyhanko.pdf_utils import generic
-
-    return (obj.idnum, obj.generation) if isinstance(obj, generic.IndirectObject) else None
-
-
-def _as_dict(obj, what: str):
-    from pyhanko.pdf_utils import generic
-
-    obj = obj.get_object() if isinstance(obj, generic.IndirectObject) else obj
-    if not isinstance(obj, generic.DictionaryObject):
-        raise _Bad(f"{what} is not a dictionary")
-    return obj
-
-
-def _as_int(obj, what: str, low: int, high: int) -> int:
-    from pyhanko.pdf_utils import generic
-
-    obj = obj.get_object() if isinstance(obj, generic.IndirectObject) else obj
-    if isinstance(obj, bool) or not isinstance(obj, int) or not low <= int(obj) <= high:
-        raise _Bad(f"{what} is not a whole number from {low} to {high}")
-    return int(obj)
-
-
-def _box(value, what: str) -> tuple[float, float, float, float]:
-    """A rectangle as (x1, y1, x2, y2) normalised, or _Bad: four finite numbers of sane size."""
-    import math
-
-    from pyhanko.pdf_utils import generic
-
-    value = value.get_object() if isinstance(value, generic.IndirectObject) else value
-    if not isinstance(value, generic.ArrayObject) or len(value) != 4:
-        raise _Bad(f"{what} is not an array of four numbers")
-    nums = []
-    for v in value:
-        v = v.get_object() if isinstance(v, generic.IndirectObject) else v
-        if isinstance(v, bool) or not isinstance(v, int | float | generic.FloatObject):
-            raise _Bad(f"{what} holds something other than a number")
-        try:
-            f = float(v)
-        except (OverflowError, ValueError, ArithmeticError):
-            raise _Bad(f"{what} holds a number out of range") from None
-        if not math.isfinite(f) or abs(f) > MAX_COORDINATE:
-            raise _Bad(f"{what} holds a number out of range")
-        nums.append(f)
-    x1, y1, x2, y2 = nums
-    if x1 == x2 or y1 == y2:
-        raise _Bad(f"{what} is empty")
-    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
-
-
-def _check_page_tree(root) -> int:
-    """Walk the whole page tree (bounded): every node a dictionary reached once, /Kids arrays of
-    references, whole-number /Count, boxes of four finite numbers; the pages found match /Count."""
-    from pyhanko.pdf_utils import generic
-
-    if "/Pages" not in root:
-        raise _Bad("the catalogue has no /Pages")
-    top_ref = root.raw_get("/Pages")
-    if not isinstance(top_ref, generic.IndirectObject):
-        raise _Bad("/Pages is not a reference")
-    declared = _as_int(_as_dict(top_ref, "/Pages").get("/Count"), "/Pages /Count", 1, MAX_PAGES)
-    seen: set = set()
-    found = 0
-    stack = [(top_ref, None, 0)]
-    while stack:
-        ref, parent_key, depth = stack.pop()
-        key = _ref_key(ref)
-        if key in seen:
-            raise _Bad("the page tree has a cycle or a node reached twice")
-        seen.add(key)
-        if depth > MAX_TREE_DEPTH or len(seen) > MAX_PAGES + MAX_TREE_DEPTH * 64:
-            raise _Bad("the page tree is too deep or too large")
-        node = _as_dict(ref, "a page tree node")
-        # /Parent must lead back up the way we came (the root has none): what inherits boxes
-        # and resources follows it, and a node that is its own parent loops
-        if "/Parent" in node and (parent_key is None or _ref_key(node.raw_get("/Parent")) != parent_key):
-            raise _Bad("a page tree node's /Parent is not the node that lists it")
-        for name in ("/MediaBox", "/CropBox"):
-            if name in node:
-                _box(node[name], name)
-        kind = node.get("/Type")
-        if kind == "/Pages":
-            _as_int(node.get("/Count"), "/Count", 0, MAX_PAGES)
-            kids = node.get("/Kids")
-            if not isinstance(kids, generic.ArrayObject):
-                raise _Bad("a /Pages node has no /Kids array")
-            for kid in reversed(kids):
-                if not isinstance(kid, generic.IndirectObject):
-                    raise _Bad("a page tree child is not a reference")
-                stack.append((kid, key, depth + 1))
-        elif kind == "/Page":
-            found += 1
-            if found > MAX_PAGES:
-                raise _Bad("too many pages")
-        else:
-            raise _Bad("a page tree node is neither /Pages nor /Page")
-    if found != declared:
-        raise _Bad(f"/Count says {declared} pages, the page tree has {found}")
-    return found
-
-
-def _check_fields(root) -> int:
-    """Walk the form's field tree (bounded); the number of signature fields with a value."""
-    from pyhanko.pdf_utils import generic
-
-    if "/AcroForm" not in root:
-        return 0
-    form = _as_dict(root["/AcroForm"], "/AcroForm")
-    fields = form.get("/Fields")
-    if fields is None:
-        return 0
-    if not isinstance(fields, generic.ArrayObject):
-        raise _Bad("/AcroForm /Fields is not an array")
-    seen: set = set()
-    signed = 0
-    stack = [(f, 0) for f in reversed(fields)]
-    while stack:
-        ref, depth = stack.pop()
-        key = _ref_key(ref)
-        if key is not None:
-            if key in seen:
-                raise _Bad("the form's field tree has a cycle or a field reached twice")
-            seen.add(key)
-        if depth > MAX_TREE_DEPTH or len(seen) > MAX_FIELDS:
-            raise _Bad("the form's field tree is too deep or too large")
-        field = _as_dict(ref, "a form field")
-        if field.get("/FT") == "/Sig" and field.get("/V") is not None:
-            signed += 1
-        kids = field.get("/Kids")
-        if kids is not None:
-            if not isinstance(kids, generic.ArrayObject):
-                raise _Bad("a form field's /Kids is not an array")
-            stack.extend((k, depth + 1) for k in reversed(kids))
-    return signed
-
-
-def _check_docmdp(root) -> None:
-    """A certification's permissions (/Perms /DocMDP) must be readable: /P is 1, 2 or 3."""
-    from pyhanko.pdf_utils import generic
-
-    if "/Perms" not in root:
-        return
-    perms = _as_dict(root["/Perms"], "/Perms")
-    if "/DocMDP" not in perms:
-        return
-    refs = _as_dict(perms["/DocMDP"], "the certification signature").get("/Reference")
-    if refs is None:
-        return
-    if not isinstance(refs, generic.ArrayObject) or len(refs) > 16:
-        raise _Bad("the certification's /Reference is not an array")
-    for ref in refs:
-        params = _as_dict(ref, "a signature reference").get("/TransformParams")
-        if params is not None and "/P" in _as_dict(params, "/TransformParams"):
-            _as_int(params.get_object()["/P"], "the certification's /P", 1, 3)
-
-
-def check_structure(handler) -> dict:
-    """The checks every PDF path runs before pyHanko works on a document (bounded walks of the
-    page tree, the form fields and the certification); BadPdf when one fails.
-
-    Returns ``{"pages": n, "signatures": n}`` (signature fields with a value).
-    """
-    try:
-        root = _as_dict(handler.root, "the catalogue")
-        pages = _check_page_tree(root)
-        signatures = _check_fields(root)
-        _check_docmdp(root)
-    except _Bad as e:
-        raise BadPdf(f"damaged PDF: {e}") from None
-    except TongbanError:
-        raise
-    except _DOCUMENT_ERRORS as e:
-        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
-    return {"pages": pages, "signatures": signatures}
-
-
-def visible_box(handler, page_ix: int, count: int) -> tuple[float, float, float, float]:
-    """Page ``page_ix``'s visible box (CropBox, else MediaBox, inherited along at most
-    MAX_TREE_DEPTH /Parent links), normalised x1 < x2, y1 < y2; A4 when none is given.
-    ``count`` is the page count from ``check_structure``, which must have passed."""
-    from pyhanko.pdf_utils import generic
-
-    try:
-        node = handler.find_page_for_modification(page_ix % count)[0].get_object()
-        seen: set[int] = set()
-        for _link in range(MAX_TREE_DEPTH + 1):
-            if not isinstance(node, generic.DictionaryObject) or id(node) in seen:
-                break
-            seen.add(id(node))
-            for name in ("/CropBox", "/MediaBox"):
-                if name in node:
-                    return _box(node[name], name)
-            parent = node.get("/Parent")
-            node = parent.get_object() if isinstance(parent, generic.IndirectObject) else parent
-    except _Bad as e:
-        raise BadPdf(f"damaged PDF: {e}") from None
-    except TongbanError:
-        raise
-    except _DOCUMENT_ERRORS as e:
-        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
-    return 0.0, 0.0, 595.0, 842.0
+        raise damaged(e) from None
 
 
 def read_pdf(pdf: bytes):
@@ -606,12 +385,6 @@ async def _sign(pdf_signer, writer, out: io.BytesIO, cert_serial: str) -> None:
             await vc.aclose()
 
 
-def _sane_box(box) -> bool:
-    """Four finite numbers within the page-size limit, x1 < x2 and y1 < y2 (NaN fails every test)."""
-    return len(box) == 4 and all(-MAX_COORDINATE <= float(v) <= MAX_COORDINATE for v in box) \
-        and box[0] < box[2] and box[1] < box[3]
-
-
 def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool = False,
              page: int = 0, box: tuple[float, float, float, float] | None = None,
              field_name: str | None = None, timestamp: bool = True, embed_revocation: bool = True) -> bytes:
@@ -640,7 +413,7 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
         raise SealNotUsable("an SM2 seal seals OFD documents (seals sign-ofd), not PDF")
     writer = _reader(pdf, incremental=True)  # one parse: the writer's reader serves both
     count = check_structure(writer.prev)["pages"]
-    if box is not None and not _sane_box(box):
+    if box is not None and not sane_box(box):
         raise ValidationError("box is x1,y1,x2,y2 with x1<x2 and y1<y2", "invalid_box")
     try:
         existing = {f[0]: f[1] for f in fields.enumerate_sig_fields(writer.prev)}
@@ -656,8 +429,8 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
             new_field = fields.SigFieldSpec(sig_field_name=field_name, on_page=on_page, box=default_box)
     except TongbanError:
         raise
-    except _DOCUMENT_ERRORS as e:
-        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
+    except DOCUMENT_ERRORS as e:
+        raise damaged(e) from None
 
     cert_row = ca_service.get_certificate(seal.cert_serial)
     cert = asn1_x509.Certificate.load(cert_row.cert_der)
@@ -686,10 +459,10 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
         raise SealingRefused(f"the document cannot be sealed: {e}") from None
     except TongbanError:
         raise
-    except _DOCUMENT_ERRORS as e:
+    except DOCUMENT_ERRORS as e:
         # pyHanko reading the rest of the document (the XMP metadata, the certification, a
         # field's widget) as it signs; the signers raise their own errors, not these
-        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
+        raise damaged(e) from None
     sealed = out.getvalue()
     audit.record("seal.used", actor=actor, object=f"seal:{seal.id}", detail={
         "document_sha256": hashlib.sha256(pdf).hexdigest(), "sealed_sha256": hashlib.sha256(sealed).hexdigest(),
@@ -781,8 +554,9 @@ def verify_pdf(pdf: bytes) -> dict:
 
     Bounded, as the verify API is public: at most ``TONGBAN_VERIFY_MAX_SIGNATURES`` signatures
     (and four revisions per signature, plus 16) or TooManySignatures (422); the same signature
-    bytes are validated once, a copy is reported as not valid; past ``TONGBAN_VERIFY_MAX_SECONDS``
-    (checked between signatures) VerificationTooLong (422); at most
+    value is validated once, a copy is reported as not valid; past ``TONGBAN_VERIFY_MAX_SECONDS``
+    (checked before each signature and each revision compared with a signed one)
+    VerificationTooLong (422); at most
     ``TONGBAN_VERIFY_CONCURRENCY`` verifications at once per worker, else VerifierBusy (503).
     """
     from flask import current_app, has_app_context
@@ -816,6 +590,25 @@ def _too_many(found: int, limit: int) -> TooManySignatures:
                                           found=found, limit=limit)))
 
 
+@functools.cache
+def _deadline_policy_class():
+    from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, StandardDiffPolicy
+
+    class DeadlineDiffPolicy(StandardDiffPolicy):
+        """pyHanko's default difference analysis, checking the deadline before each revision it
+        compares with a signed one (the costly part: every later revision, for every signature)."""
+
+        def __init__(self, in_time):
+            self.__dict__.update(DEFAULT_DIFF_POLICY.__dict__)  # the default policy's rules, as they are
+            self._in_time = in_time
+
+        def apply(self, *args, **kwargs):
+            self._in_time()
+            return super().apply(*args, **kwargs)
+
+    return DeadlineDiffPolicy
+
+
 def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
     from pyhanko.sign.validation import async_validate_pdf_signature
 
@@ -823,6 +616,8 @@ def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
         if time.monotonic() > deadline:
             raise VerificationTooLong(localised(_l("Verifying this document takes too long; it is too complex "
                                                    "to verify here.")))
+
+    diff_policy = _deadline_policy_class()(in_time)
 
     reader = _reader(pdf)
     found = check_structure(reader)["signatures"]
@@ -835,8 +630,8 @@ def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
         sigs = list(reader.embedded_signatures)
     except TongbanError:
         raise
-    except _DOCUMENT_ERRORS as e:
-        raise BadPdf(f"damaged PDF: {str(e)[:200] or type(e).__name__}") from None
+    except DOCUMENT_ERRORS as e:
+        raise damaged(e) from None
     if len(sigs) > max_signatures:
         raise _too_many(len(sigs), max_signatures)
     in_time()
@@ -855,7 +650,9 @@ def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
             in_time()
             try:
                 status = await async_validate_pdf_signature(sig, signer_validation_context=vc_sig,
-                                                            ts_validation_context=vc_sig)
+                                                            ts_validation_context=vc_sig, diff_policy=diff_policy)
+            except VerificationTooLong:
+                raise
             except Exception as e:  # a signature too broken to evaluate is simply not valid
                 results.append((sig, None, str(e)))
                 continue

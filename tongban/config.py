@@ -80,7 +80,7 @@ DEFAULTS: dict = {
     # licence:verify lookups each client system may make per minute (POST /api/v1/licences/verify)
     "TONGBAN_LICENCE_VERIFY_RATE": 120,
     # the public seal verifier: signatures examined per document, seconds one verification may
-    # run (checked between signatures), verifications at once per worker process
+    # run (checked per signature and per revision compared), verifications at once per worker process
     "TONGBAN_VERIFY_MAX_SIGNATURES": 20,
     "TONGBAN_VERIFY_MAX_SECONDS": 20,
     "TONGBAN_VERIFY_CONCURRENCY": 2,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 
 def raw_pdf(objects: dict[int, bytes], root: bytes = b"1 0 R", trailer_extra: bytes = b"") -> bytes:
     """A PDF of the given objects (number -> body) with a correct cross-reference table."""
@@ -19,6 +21,7 @@ def raw_pdf(objects: dict[int, bytes], root: bytes = b"1 0 R", trailer_extra: by
     return bytes(out)
 
 CAT = b"<< /Type /Catalog /Pages 2 0 R >>"
+_BOMB = zlib.compress(b"<x:xmpmeta>" + b" " * (40 * 1024 * 1024), 9)  # 40 MiB from ~40 KiB
 PAGES = b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"
 PAGE = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>"
 def doc(cat: bytes = CAT, pages: bytes = PAGES, page: bytes = PAGE, objs: dict | None = None) -> bytes:
@@ -59,6 +62,9 @@ CORPUS = {
     "broken_xmp": doc(cat=b"<< /Type /Catalog /Pages 2 0 R /Metadata 4 0 R >>",
                       objs={4: b"<< /Type /Metadata /Subtype /XML /Length 20 >>\nstream\n"
                                b"<x:xmpmeta <<<<>>>>\nendstream"}),
+    "xmp_bomb": doc(cat=b"<< /Type /Catalog /Pages 2 0 R /Metadata 4 0 R >>",
+                    objs={4: b"<< /Type /Metadata /Subtype /XML /Filter /FlateDecode /Length %d >>\nstream\n%s"
+                             b"\nendstream" % (len(_BOMB), _BOMB)}),
     "docmdp_p_str": doc(cat=b"<< /Type /Catalog /Pages 2 0 R /Perms << /DocMDP 4 0 R >> >>",
                         objs={4: b"<< /Type /Sig /Filter /Adobe.PPKLite /SubFilter /ETSI.CAdES.detached "
                                  b"/Reference [<< /Type /SigRef /TransformMethod /DocMDP /TransformParams "
@@ -76,4 +82,4 @@ CORPUS = {
 }
 SIGN_REFUSED = {"docmdp_p1"}  # 409: a certification that allows no changes
 # verification never reads the XMP metadata, and a certification without signature is no seal
-VERIFY_NO_SEAL = {"broken_xmp", "docmdp_p1"}
+VERIFY_NO_SEAL = {"broken_xmp", "xmp_bomb", "docmdp_p1"}

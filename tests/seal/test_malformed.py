@@ -245,6 +245,26 @@ def test_time_bound(app, seal, client):
     assert _verify(client, sealed).json["valid"] is True
 
 
+def test_time_bound_is_checked_inside_the_difference_analysis(app, seal, client, monkeypatch):
+    """One signature, then a later revision: the clock runs out while pyHanko compares them."""
+    sealed = services.sign_pdf(seal, GOOD, purpose="p", actor="t")
+    db.session.commit()
+    updated = _with_copies(sealed, 0)  # an incremental update after the seal, no new field
+    assert _verify(client, updated).json["signatures"][0]["intact"] is True
+
+    class Clock:
+        calls = 0
+
+        @classmethod
+        def monotonic(cls) -> float:  # the deadline is set, the checks before the signature pass; then not
+            cls.calls += 1
+            return 0.0 if cls.calls <= 3 else 1e9
+
+    monkeypatch.setattr(services, "time", Clock)
+    r = _verify(client, updated)
+    assert r.status_code == 422 and r.json["error"] == "verification_too_long" and Clock.calls >= 4
+
+
 def test_concurrent_verifications_per_worker_are_capped(app, client):
     limit = app.config["TONGBAN_VERIFY_CONCURRENCY"]
     slot = services._verify_slot(limit)
@@ -274,3 +294,18 @@ def test_cli_verify_reports_limits_with_exit_2(app, seal, tmp_path):
     path.write_bytes(_with_copies(sealed, 40))
     r = app.test_cli_runner().invoke(args=["seals", "verify", str(path)])
     assert r.exit_code == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_verify_page_and_cli_verify_answer_every_malformed_pdf(app, client, tmp_path):
+    page = client.get("/seals/verify")
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    runner = app.test_cli_runner()
+    for name in NAMES:
+        data = {"file": (io.BytesIO(CORPUS[name]), "d.pdf"), "csrf_token": token}
+        r = returns(lambda data=data: client.post("/seals/verify", data=data, content_type="multipart/form-data"))
+        assert r.status_code == (200 if name in VERIFY_NO_SEAL else 400), name
+        assert r.mimetype == "text/html"
+        path = tmp_path / f"{name}.pdf"
+        path.write_bytes(CORPUS[name])
+        r = returns(lambda path=path: runner.invoke(args=["seals", "verify", str(path), "--json"]))
+        assert r.exit_code == (1 if name in VERIFY_NO_SEAL else 2), (name, r.output)

@@ -147,6 +147,8 @@ def test_odd_printable_keys_are_404(app, client, system_token, live_server, citi
         assert client.get(f"/v/{key}", headers={"Accept": "application/json"}).status_code == 404
         assert client.post(f"/api/v1/seals/{key}/sign", headers=auth, data={"purpose": "p"}).status_code == 404
         assert client.get(f"/api/v1/licences/download/{key}").status_code == 404
+    # NUL in general is refused before any view runs (tongban.security); a seal id never reaches SQL
+    assert client.post("/api/v1/seals/%00/sign", headers=auth, data={"purpose": "p"}).status_code in (400, 404)
 
     _cid, _sec, tok, _ = user_token(live_server, make_client)
     why = {"purpose": "核验", "service_item": "1234"}
@@ -162,4 +164,5 @@ def test_odd_printable_keys_are_404(app, client, system_token, live_server, citi
     db.session.commit()
     assert login(client, OTHER_ID).status_code in (302, 303)
     assert client.get(f"/seals/console/{ODD}").status_code == 404
+    assert client.get("/seals/console/%00").status_code in (400, 404)
     assert client.get(f"/seals/console/{ODD}/picture.png").status_code == 404
