@@ -204,7 +204,7 @@ def prove(browser: Browser, user, phone: str = "13700137999", acr: str = "L3", l
     """Make ``user`` identity-verified (L3, as if the population register confirmed it) and step
     the browser's log-in session up with an SMS code read from the SMS outbox: the session then
     has ``acr`` L3 and ``amr`` pwd sms mfa (what claiming an enterprise needs)."""
-    from idp.mfa import SmsOutbox
+    from idp.mfa import SmsOutbox, outbox_text
     from idp.models import User
     from tongban.extensions import db
 
@@ -222,7 +222,7 @@ def prove(browser: Browser, user, phone: str = "13700137999", acr: str = "L3", l
     assert sent.status_code == 302, sent.text[:300]
     db.session.expire_all()
     body = db.session.query(SmsOutbox).filter_by(phone=row.phone).order_by(SmsOutbox.id.desc()).first().body
-    code = re.search(r"\b(\d{6})\b", body).group(1)
+    code = re.search(r"\b(\d{6})\b", outbox_text(body)).group(1)
     done = browser.http.post(browser._abs("/mfa/verify/sms"), params=params, data={"csrf_token": csrf, "code": code},
                              allow_redirects=False)
     assert done.status_code == 302, done.text[:300]

@@ -80,12 +80,12 @@ def _sms_to(phone: str, expect: int = 0) -> list[str]:
     deliver what is due (the worker thread may be doing it too) until ``expect`` arrived."""
     import time
 
-    from idp.mfa import SmsOutbox
+    from idp.mfa import SmsOutbox, outbox_text
     from tongban import outbox
 
     for _ in range(50):
         outbox.work_once()
-        bodies = [r.body for r in _db().query(SmsOutbox).filter_by(phone=phone).order_by(SmsOutbox.id)]
+        bodies = [outbox_text(r.body) for r in _db().query(SmsOutbox).filter_by(phone=phone).order_by(SmsOutbox.id)]
         if len(bodies) >= expect:
             return bodies
         time.sleep(0.1)
