@@ -108,7 +108,7 @@ def test_bad_input_is_refused_and_changes_nothing(client, citizen, system, make_
         (_event_body(sub=citizen.sub, channel="carrier-pigeon"), 400, "invalid_event"),
         (_event_body(sub=citizen.sub, department_code="11330800MB19572705"), 400, "invalid_event"),
         (_event_body(sub=citizen.sub, service_item_code=""), 400, "invalid_event"),
-        (_event_body(sub=citizen.sub, service_item_name="x\x00y"), 400, "invalid_event"),
+        (_event_body(sub=citizen.sub, service_item_name="x\x00y"), 400, "invalid_request"),  # refused app-wide
         (_event_body(sub=citizen.sub, service_item_name=["a"]), 400, "invalid_event"),
         (_event_body(sub=citizen.sub, handled_at="2999-01-01T00:00:00+08:00"), 400, "invalid_event"),
         (_event_body(sub=citizen.sub, handled_at="2001-01-01T00:00:00+08:00"), 400, "invalid_event"),
