@@ -28,6 +28,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -82,7 +83,7 @@ class AuditLog(db.Model):
 
     def payload(self, seq: int | None = None) -> str:
         return canonical(self.seq if seq is None else seq, self.at, self.actor, self.action, self.object,
-                         self.ip, self.outcome, self.detail)
+                         self.ip, self.outcome, self.detail, self.tag)
 
 
 class AuditHead(db.Model):
@@ -119,10 +120,14 @@ def _create_head(target, connection, **kw):
 # ---------------------------------------------------------------- keys and MACs
 
 
-def canonical(seq, at, actor, action, obj, ip, outcome, detail) -> str:
+def canonical(seq, at, actor, action, obj, ip, outcome, detail, tag=None) -> str:
+    """What a row's MAC covers. The tag is part of it: a chained row's tag cannot be freed (set to
+    NULL or changed) to let a copy of the row be chained again as a new event."""
     stamp = at.isoformat(timespec="microseconds") if isinstance(at, datetime) else str(at)
-    return json.dumps([seq, stamp, actor, action, obj, ip, outcome, detail], ensure_ascii=False,
-                      separators=(",", ":"))
+    items = [seq, stamp, actor, action, obj, ip, outcome, detail]
+    if tag is not None:
+        items.append(tag)
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
 
 
 def legacy_hash(prev_hash: str, payload: str) -> str:
@@ -260,14 +265,7 @@ def record(action: str, *, actor: str = "", object: str = "", outcome: str = "su
     return row
 
 
-def record_later(action: str, *, actor: str = "", object: str = "", outcome: str = "success",
-                 detail: dict | None = None, ip: str | None = None) -> None:
-    """Like ``record``, but written in its own short transaction once the request's session is
-    closed: for reads (a page that shows personal data never commits) and refusals (the
-    request's own transaction is rolled back). Outside a request it is written at once."""
-    from .extensions import after_request_write
-
-    app = current_app._get_current_object()
+def _row_values(app: Flask, action: str, actor, object, outcome: str, detail, ip) -> dict:
     values = {
         "at": utcnow(), "actor": mask_text(str(actor or ""))[:200], "action": action,
         "object": mask_text(str(object or ""))[:300], "ip": (ip if ip is not None else client_ip())[:64],
@@ -276,12 +274,54 @@ def record_later(action: str, *, actor: str = "", object: str = "", outcome: str
     }
     values["tag"] = row_tag(keys(app).chain, secrets.token_hex(12), values["at"], values["actor"], action,
                             values["object"], values["ip"], outcome, values["detail"])
+    return values
+
+
+def record_later(action: str, *, actor: str = "", object: str = "", outcome: str = "success",
+                 detail: dict | None = None, ip: str | None = None, throttle: str | None = None) -> None:
+    """Like ``record``, but written in its own short transaction once the request's session is
+    closed: for reads (a page that shows personal data never commits) and refusals (the
+    request's own transaction is rolled back). Outside a request it is written at once.
+
+    ``throttle``: a key (the source of an unauthenticated request) under which at most
+    TONGBAN_AUDIT_REFUSALS_PER_MINUTE such events are written per minute; the first one over
+    is written as one ``audit.refusals_suppressed`` event, the rest are counted only — so no
+    stranger can fill the log."""
+    from .extensions import after_request_write
+
+    app = current_app._get_current_object()
+    values = _row_values(app, action, actor, object, outcome, detail, ip)
+    suppressed = _row_values(app, "audit.refusals_suppressed", "system", throttle or "", "refused",
+                             {"action": action, "per_minute": app.config["TONGBAN_AUDIT_REFUSALS_PER_MINUTE"]},
+                             ip) if throttle else None
 
     def write(conn):
-        conn.execute(insert(AuditLog).values(**values))
+        row = values
+        if throttle:
+            from . import ratelimit
+
+            limit = app.config["TONGBAN_AUDIT_REFUSALS_PER_MINUTE"]
+            counted = ratelimit.hit(f"audit-refusals:{throttle}", limit, 60, conn=conn)
+            if not counted.allowed:
+                if counted.count != limit + 1:
+                    return
+                row = suppressed
+        conn.execute(insert(AuditLog).values(**row))
         wake(app)  # (the chainer waits for its short pause, by then this has committed)
 
     after_request_write(write)
+
+
+def _source(ip: str) -> str:
+    """Where an unauthenticated request comes from: an IPv4 address, or the /64 of an IPv6 one
+    (a host picks any address in its /64)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr.ipv4_mapped or addr) if isinstance(addr, ipaddress.IPv6Address) else str(addr)
 
 
 # ---------------------------------------------------------------- the chainer
@@ -341,7 +381,8 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
                 refused.append(r.id)  # not written by Tongban, or edited since: left out, verify names it
                 continue
             seq += 1
-            h = row_mac(k.chain, last, canonical(seq, r.at, r.actor, r.action, r.object, r.ip, r.outcome, r.detail))
+            h = row_mac(k.chain, last,
+                        canonical(seq, r.at, r.actor, r.action, r.object, r.ip, r.outcome, r.detail, r.tag))
             conn.execute(update(AuditLog).where(AuditLog.id == r.id, AuditLog.seq.is_(None))
                          .values(seq=seq, prev_hash=last, hash=h))
             last = h
@@ -590,7 +631,7 @@ def _record_refusal(resp) -> None:
         auth = request.authorization
         client_id = (auth.username if auth and auth.type == "basic" else None) or request.form.get("client_id", "")
         record_later("client.auth_failed", actor=f"client:{str(client_id or '')[:100]}", object=path,
-                     outcome="failure", detail={"status": status})
+                     outcome="failure", detail={"status": status}, throttle=_source(client_ip()))
         return
     if status == 401 and "Authorization" not in request.headers:
         return  # no credentials at all: nothing was refused to anyone (and no free way to fill the log)
@@ -598,6 +639,7 @@ def _record_refusal(resp) -> None:
     client_id = getattr(token, "client_id", "") if token is not None else ""
     actor = f"client:{client_id}" if client_id else ""
     record_later("api.refused", actor=actor, object=f"{request.method} {path}"[:300], outcome="refused",
+                 throttle=None if client_id else _source(client_ip()),
                  detail={"status": status, "error": code,
                          "purpose": str(request.values.get("purpose", ""))[:200],
                          "service_item": str(request.values.get("service_item", ""))[:100]})

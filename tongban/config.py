@@ -71,6 +71,9 @@ DEFAULTS: dict = {
     "TONGBAN_AUDIT_CHAIN_SECONDS": 1,
     "TONGBAN_AUDIT_CHECKPOINT_ROWS": 1000,
     "TONGBAN_AUDIT_CHECKPOINT_SECONDS": 600,
+    # refusals of unauthenticated requests (bad client credentials, junk bearer tokens) audited per
+    # minute per source address (IPv6: per /64); the rest are counted in one suppressed-event row
+    "TONGBAN_AUDIT_REFUSALS_PER_MINUTE": 30,
     # claiming an enterprise: the account level needed, always with a second factor in the session
     "TONGBAN_ENTERPRISE_CLAIM_ACR": "L3",
     # dispute tries (SMS code) per enterprise per hour

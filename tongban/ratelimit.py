@@ -33,8 +33,11 @@ class Hit:
     retry_after: int
 
 
-def hit(key: str, limit: int, window: int) -> Hit:
-    """Count one event under ``key``; allowed while the count in this window is <= limit."""
+def hit(key: str, limit: int, window: int, *, conn=None) -> Hit:
+    """Count one event under ``key``; allowed while the count in this window is <= limit.
+
+    ``conn``: count in that connection's transaction (without Redis) instead of a transaction
+    of its own, for callers already writing in one (no second SQLite writer to wait for)."""
     now = time.time()
     start = int(now // window) * window
     retry_after = max(1, int(start + window - now) + 1)
@@ -46,22 +49,28 @@ def hit(key: str, limit: int, window: int) -> Hit:
         pipe.expire(rkey, window + 5)
         count = int(pipe.execute()[0])
     else:
-        count = _db_hit(key, start)
+        count = _db_hit(key, start, conn)
     return Hit(count <= limit, count, retry_after)
 
 
-def _db_hit(key: str, start: int) -> int:
+def _db_hit(key: str, start: int, conn=None) -> int:
     dialect = db.engine.dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(RateCounter).values(key=key, window=start, count=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=["key", "window"], set_={"count": literal_column("rate_counters.count") + 1}
     ).returning(RateCounter.count)
+    if conn is not None:
+        return _count(conn, stmt, start)
     # its own transaction: a throttled request must count even when the request rolls back
-    with db.engine.begin() as conn:
-        count = conn.execute(stmt).scalar_one()
-        if count == 1:
-            conn.execute(delete(RateCounter).where(RateCounter.window < start - 3600))
+    with db.engine.begin() as own:
+        return _count(own, stmt, start)
+
+
+def _count(conn, stmt, start: int) -> int:
+    count = conn.execute(stmt).scalar_one()
+    if count == 1:
+        conn.execute(delete(RateCounter).where(RateCounter.window < start - 3600))
     return count
 
 

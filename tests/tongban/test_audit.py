@@ -755,3 +755,26 @@ def test_verify_while_events_are_chained_gives_no_false_alarm(app):
     assert not errors
     assert all(v.whole for v in verdicts), [v.reason for v in verdicts if not v.whole]
     assert audit.verify().whole
+
+
+def test_a_chained_rows_tag_cannot_be_freed_to_replay_it(app):
+    """A database-only attacker frees a chained row's unique tag and inserts a copy of the row
+    carrying it: the chainer would seal the copy as a new event, so the tag is under the MAC."""
+    from sqlalchemy import text
+
+    for i in range(3):
+        audit.record("licence.revoked", actor=f"user:{i}", object=f"licence:{i}", detail={"i": i})
+    db.session.commit()
+    audit.chain()
+    assert audit.verify().whole
+    with db.engine.begin() as conn:
+        r = conn.execute(text("SELECT id, at, actor, action, object, ip, outcome, detail, tag FROM audit_log "
+                              "WHERE action='licence.revoked' ORDER BY id LIMIT 1")).one()
+        conn.execute(text("UPDATE audit_log SET tag=NULL WHERE id=:i"), {"i": r.id})
+        conn.execute(text("INSERT INTO audit_log (at, actor, action, object, ip, outcome, detail, tag) "
+                          "VALUES (:at,:actor,:action,:object,:ip,:outcome,:detail,:tag)"),
+                     dict(at=r.at, actor=r.actor, action=r.action, object=r.object, ip=r.ip, outcome=r.outcome,
+                          detail=r.detail, tag=r.tag))
+    db.session.expire_all()
+    verdict = audit.verify()
+    assert not verdict.whole and verdict.bad_id == r.id

@@ -117,3 +117,19 @@ def test_administrators_reading_the_audit_log_and_sms_outbox(app, client):
     page = client.get("/admin/audit").get_data(as_text=True)
     assert "admin.sms_read" in page
     _chain_is_whole()
+
+
+def test_strangers_cannot_fill_the_log(app, client, monkeypatch):
+    """Junk bearer tokens and made-up client ids are audited up to a limit per source and minute;
+    past it one row says how the rest were suppressed, and nothing more is written."""
+    monkeypatch.setitem(app.config, "TONGBAN_AUDIT_REFUSALS_PER_MINUTE", 5)
+    for i in range(12):
+        client.get("/api/v1/licences", headers={"Authorization": f"Bearer junk{i}"})
+    for i in range(12):
+        client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": f"nobody{i}",
+                                          "client_secret": "x"})
+    refused = _rows("api.refused") + _rows("client.auth_failed")
+    assert len(refused) == 5  # one budget per source, whatever the endpoint
+    suppressed = _rows("audit.refusals_suppressed")
+    assert len(suppressed) == 1 and suppressed[0].object == "127.0.0.1"
+    _chain_is_whole()
