@@ -24,6 +24,8 @@ def main() -> int:
     from tongban.config import instance_dir
 
     app = create_app()
+    # development: text messages (SMS codes) go to this terminal unless a gateway is configured
+    app.config["TONGBAN_SMS_GATEWAY"] = app.config.get("TONGBAN_SMS_GATEWAY") or "log"
     issuer = app.config["TONGBAN_ISSUER"]
     parts = urlsplit(issuer)
     folder = instance_dir()
