@@ -305,3 +305,18 @@ def test_a_pending_authenticator_secret_is_not_shown_to_a_stale_session(app, bro
         confirm = _post(c, "/account/security/totp/confirm", {"code": "123456"})
         assert "/account/security/confirm" in confirm.headers["Location"]
         assert _totp_row(citizen.id).confirmed_at is None
+
+
+def test_the_log_gateway_for_development(app, citizen, caplog):
+    from idp.mfa import SmsOutbox
+
+    app.config["TONGBAN_SMS_GATEWAY"] = "log"
+    try:
+        with caplog.at_level("WARNING"):
+            _queue_code(app, citizen)
+    finally:
+        app.config["TONGBAN_SMS_GATEWAY"] = ""
+    assert any("SMS to 13800138000" in r.getMessage() and re.search(r"\b\d{6}\b", r.getMessage())
+               for r in caplog.records)
+    db.session.expire_all()
+    assert db.session.query(SmsOutbox).count() == 0
