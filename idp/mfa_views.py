@@ -352,6 +352,9 @@ def totp_start():
 @bp.get("/account/security/totp")
 @login_required
 def totp_setup():
+    refused = _needs_reauth()  # the pending secret is shown and bound only in a fresh session
+    if refused is not None:
+        return refused
     user = sessions.current_user()
     row = mfa.totp_factor(user)
     if row is None or row.confirmed_at is not None:
@@ -364,6 +367,9 @@ def totp_setup():
 def totp_qr():
     import qrcode
     from qrcode.image.svg import SvgPathImage
+
+    if not is_fresh(sessions.current_session()):
+        abort(403)
 
     user = sessions.current_user()
     row = mfa.totp_factor(user)
@@ -378,6 +384,9 @@ def totp_qr():
 @bp.post("/account/security/totp/confirm")
 @login_required
 def totp_confirm():
+    refused = _needs_reauth()  # the pending secret is shown and bound only in a fresh session
+    if refused is not None:
+        return refused
     _check_form()
     user = sessions.current_user()
     db.session.commit()  # see _subject()

@@ -305,8 +305,9 @@ def login():
     if not form.validate_on_submit():
         return render_template("idp/login.html", form=form), 400
     cfg = current_app.config
-    hit = ratelimit.hit(f"login-ip:{request.remote_addr}", cfg["TONGBAN_LOGIN_RATE_PER_IP"],
-                        cfg["TONGBAN_LOGIN_RATE_WINDOW"])
+    # keyed like the lockout: an IPv6 host cannot step round the limit inside its /64
+    source = accounts.login_source(request.remote_addr or "")
+    hit = ratelimit.hit(f"login-ip:{source}", cfg["TONGBAN_LOGIN_RATE_PER_IP"], cfg["TONGBAN_LOGIN_RATE_WINDOW"])
     if not hit.allowed:
         audit.record("login.throttled", actor=request.remote_addr or "", outcome="failure")
         db.session.commit()

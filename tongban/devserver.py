@@ -27,6 +27,8 @@ def main() -> int:
         app = create_app()
     except ConfigError as e:
         sys.exit(f"configuration error: {e}")
+    # development: text messages (SMS codes) go to this terminal unless a gateway is configured
+    app.config["TONGBAN_SMS_GATEWAY"] = app.config.get("TONGBAN_SMS_GATEWAY") or "log"
     issuer = app.config["TONGBAN_ISSUER"]
     parts = urlsplit(issuer)
     folder = instance_dir()

@@ -376,3 +376,36 @@ def test_per_address_throttling_answers_429_with_retry_after(app, browser, citiz
     # another address is not affected
     resp = _login_post(client, PASSWORD, environ_base={"REMOTE_ADDR": "198.51.100.24"})
     assert resp.status_code == 302
+
+
+def test_slots_held_by_tries_in_flight_are_not_a_lock(app, browser, citizen, monkeypatch):
+    """All slots of the pair taken by tries still being checked: a right password waits, and
+    when it cannot wait longer it gets 429 "try again", never 423 "locked"."""
+    threshold = app.config["TONGBAN_LOCKOUT_THRESHOLD"]
+    db.session.merge(LoginThrottle(user_id=citizen.id, source="127.0.0.1", failures=0, pending=threshold,
+                                   pending_at=utcnow(), locks=0))
+    db.session.commit()
+    monkeypatch.setattr(accounts, "_SLOT_WAIT", 0.0)
+    resp = _login_post(browser(), PASSWORD)
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+    assert _state(citizen.id, "127.0.0.1") == (0, None)
+
+
+def test_a_slot_never_answered_is_free_again(app, citizen):
+    """A worker that died between reserving and answering does not leave the pair stuck."""
+    threshold = app.config["TONGBAN_LOCKOUT_THRESHOLD"]
+    db.session.merge(LoginThrottle(user_id=citizen.id, source=IP, failures=0, pending=threshold,
+                                   pending_at=utcnow() - timedelta(seconds=31), locks=0))
+    db.session.commit()
+    assert _try(PASSWORD).ok
+    db.session.expire_all()
+    assert db.session.get(LoginThrottle, (citizen.id, IP)).pending == 0
+
+
+def test_ipv6_hosts_share_the_per_address_rate_limit(app, browser, citizen, low_ip_rate):
+    client = browser()
+    for i in range(low_ip_rate):
+        resp = _login_post(client, WRONG, login="110105198001010016", environ_base={"REMOTE_ADDR": f"2001:db8::{i}"})
+        assert resp.status_code == 401
+    resp = _login_post(client, PASSWORD, environ_base={"REMOTE_ADDR": "2001:db8::ffff"})
+    assert resp.status_code == 429

@@ -287,3 +287,36 @@ def test_confirming_the_phone_is_not_a_second_factor_when_a_stronger_one_exists(
         resp = _post(c, "/account/security/totp/remove")
         assert "/account/security/confirm" in resp.headers["Location"]
         assert _totp_row(citizen.id) is not None
+
+
+def test_a_pending_authenticator_secret_is_not_shown_to_a_stale_session(app, browser, citizen):
+    """The owner started setting up an app and left; someone in the open session later must
+    not read the secret (or bind their own phone to it)."""
+    start = utcnow()
+    with freeze_time(start) as frozen:
+        c = browser("en")
+        assert login(c).status_code == 302
+        assert _post(c, "/account/security/totp/start").status_code == 302
+        assert c.get("/account/security/totp").status_code == 200
+        frozen.tick(timedelta(minutes=app.config["TONGBAN_MFA_FRESH_MINUTES"], seconds=1))
+        page = c.get("/account/security/totp")
+        assert page.status_code == 302 and "/account/security/confirm" in page.headers["Location"]
+        assert c.get("/account/security/totp/qr.svg").status_code == 403
+        confirm = _post(c, "/account/security/totp/confirm", {"code": "123456"})
+        assert "/account/security/confirm" in confirm.headers["Location"]
+        assert _totp_row(citizen.id).confirmed_at is None
+
+
+def test_the_log_gateway_for_development(app, citizen, caplog):
+    from idp.mfa import SmsOutbox
+
+    app.config["TONGBAN_SMS_GATEWAY"] = "log"
+    try:
+        with caplog.at_level("WARNING"):
+            _queue_code(app, citizen)
+    finally:
+        app.config["TONGBAN_SMS_GATEWAY"] = ""
+    assert any("SMS to 13800138000" in r.getMessage() and re.search(r"\b\d{6}\b", r.getMessage())
+               for r in caplog.records)
+    db.session.expire_all()
+    assert db.session.query(SmsOutbox).count() == 0
