@@ -41,6 +41,11 @@ def _ref_key(obj) -> tuple | None:
     return (obj.idnum, obj.generation) if isinstance(obj, generic.IndirectObject) else None
 
 
+def _value(obj):
+    """The object itself: an indirect reference resolved (one level, as every PDF value may be one)."""
+    return obj.get_object() if isinstance(obj, generic.IndirectObject) else obj
+
+
 def _as_dict(obj, what: str):
     obj = obj.get_object() if isinstance(obj, generic.IndirectObject) else obj
     if not isinstance(obj, generic.DictionaryObject):
@@ -106,10 +111,10 @@ def _check_page_tree(root) -> int:
         for name in ("/MediaBox", "/CropBox"):
             if name in node:
                 _box(node[name], name)
-        kind = node.get("/Type")
+        kind = _value(node.get("/Type"))
         if kind == "/Pages":
             _as_int(node.get("/Count"), "/Count", 0, MAX_PAGES)
-            kids = node.get("/Kids")
+            kids = _value(node.get("/Kids"))
             if not isinstance(kids, generic.ArrayObject):
                 raise _Bad("a /Pages node has no /Kids array")
             for kid in reversed(kids):
@@ -132,16 +137,16 @@ def _check_fields(root) -> int:
     if "/AcroForm" not in root:
         return 0
     form = _as_dict(root["/AcroForm"], "/AcroForm")
-    fields = form.get("/Fields")
+    fields = _value(form.get("/Fields"))
     if fields is None:
         return 0
     if not isinstance(fields, generic.ArrayObject):
         raise _Bad("/AcroForm /Fields is not an array")
     seen: set = set()
     signed = 0
-    stack = [(f, 0) for f in reversed(fields)]
+    stack = [(f, None, 0) for f in reversed(fields)]
     while stack:
-        ref, depth = stack.pop()
+        ref, inherited_type, depth = stack.pop()
         key = _ref_key(ref)
         if key is not None:
             if key in seen:
@@ -150,13 +155,14 @@ def _check_fields(root) -> int:
         if depth > MAX_TREE_DEPTH or len(seen) > MAX_FIELDS:
             raise _Bad("the form's field tree is too deep or too large")
         field = _as_dict(ref, "a form field")
-        if field.get("/FT") == "/Sig" and field.get("/V") is not None:
+        field_type = _value(field.get("/FT")) or inherited_type  # /FT is inheritable
+        if field_type == "/Sig" and field.get("/V") is not None:  # the value itself is not parsed
             signed += 1
-        kids = field.get("/Kids")
+        kids = _value(field.get("/Kids"))
         if kids is not None:
             if not isinstance(kids, generic.ArrayObject):
                 raise _Bad("a form field's /Kids is not an array")
-            stack.extend((k, depth + 1) for k in reversed(kids))
+            stack.extend((k, field_type, depth + 1) for k in reversed(kids))
     return signed
 
 
@@ -167,7 +173,7 @@ def _check_docmdp(root) -> None:
     perms = _as_dict(root["/Perms"], "/Perms")
     if "/DocMDP" not in perms:
         return
-    refs = _as_dict(perms["/DocMDP"], "the certification signature").get("/Reference")
+    refs = _value(_as_dict(perms["/DocMDP"], "the certification signature").get("/Reference"))
     if refs is None:
         return
     if not isinstance(refs, generic.ArrayObject) or len(refs) > 16:

@@ -143,7 +143,7 @@ def test_console_upload_rerenders_the_form(officer_client, seal, name):
 # ---------------------------------------------------------------- the verifier's limits
 
 
-def _with_copies(sealed: bytes, copies: int) -> bytes:
+def _with_copies(sealed: bytes, copies: int, *, indirect_type: bool = False) -> bytes:
     """The attack: more signature fields whose value is the first seal's signature dictionary."""
     from pyhanko.pdf_utils import generic
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
@@ -153,9 +153,10 @@ def _with_copies(sealed: bytes, copies: int) -> bytes:
     first = form["/Fields"][0].get_object()
     sig_ref = first.raw_get("/V")
     fields = form["/Fields"]
+    sig_type = w.add_object(generic.NameObject("/Sig")) if indirect_type else generic.NameObject("/Sig")
     for i in range(copies):
         fields.append(w.add_object(generic.DictionaryObject({
-            generic.NameObject("/FT"): generic.NameObject("/Sig"),
+            generic.NameObject("/FT"): sig_type,
             generic.NameObject("/T"): generic.TextStringObject(f"Copy{i}"),
             generic.NameObject("/V"): sig_ref})))
     w.update_container(form)
@@ -178,6 +179,35 @@ def test_copies_of_one_signature_are_capped(app, seal, client):
     assert "签章" in r.json["error_description"]  # Chinese by default
     r = _verify(client, _with_copies(sealed, 50), **{"Accept-Language": "en"})
     assert r.status_code == 422 and "at most 20 signatures" in r.json["error_description"]
+
+
+def test_signatures_are_counted_before_pyhanko_reads_them(app, seal, client, monkeypatch):
+    """The cap holds before any signature dictionary is parsed (parsing 1,750 of them is the cost),
+    also when /FT is an indirect object."""
+    from pyhanko.sign.validation import pdf_embedded
+
+    sealed = services.sign_pdf(seal, GOOD, purpose="p", actor="t")
+    db.session.commit()
+
+    def not_reached(reader):
+        raise RuntimeError("the signatures were read before they were counted")
+
+    monkeypatch.setattr(pdf_embedded, "collect_embedded_signatures", not_reached)
+    for indirect in (False, True):
+        r = _verify(client, _with_copies(sealed, 30, indirect_type=indirect))
+        assert r.status_code == 422 and r.json["error"] == "too_many_signatures", (indirect, r.json)
+
+
+def test_indirect_arrays_are_fine(seal, sign_api):
+    """/Kids and /Fields may be indirect objects: a legal document is not refused for it."""
+    from tests.seal.malformed import doc
+
+    pdf = doc(pages=b"<< /Type /Pages /Kids 4 0 R /Count 1 >>",
+              cat=b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields 5 0 R >> >>",
+              objs={4: b"[3 0 R]", 5: b"[]"})
+    r = sign_api(pdf)
+    assert r.status_code == 200, r.json
+    assert services.verify_pdf(r.data)["valid"] is True
 
 
 def test_a_copy_is_validated_once_and_proves_nothing(seal, client):
