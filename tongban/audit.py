@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask, current_app, has_request_context, request
 from sqlalchemy import BigInteger, DateTime, Integer, String, Text, event, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.exceptions import HTTPException
 
 from .clock import utcnow
 from .extensions import after_commit, db, session_holds_sqlite_write
@@ -629,7 +630,7 @@ def _record_refusal(resp) -> None:
         if code != "invalid_client":
             return
         auth = request.authorization
-        client_id = (auth.username if auth and auth.type == "basic" else None) or request.form.get("client_id", "")
+        client_id = (auth.username if auth and auth.type == "basic" else None) or _param("client_id")
         record_later("client.auth_failed", actor=f"client:{str(client_id or '')[:100]}", object=path,
                      outcome="failure", detail={"status": status}, throttle=_source(client_ip()))
         return
@@ -641,8 +642,15 @@ def _record_refusal(resp) -> None:
     record_later("api.refused", actor=actor, object=f"{request.method} {path}"[:300], outcome="refused",
                  throttle=None if client_id else _source(client_ip()),
                  detail={"status": status, "error": code,
-                         "purpose": str(request.values.get("purpose", ""))[:200],
-                         "service_item": str(request.values.get("service_item", ""))[:100]})
+                         "purpose": _param("purpose")[:200], "service_item": _param("service_item")[:100]})
+
+
+def _param(name: str) -> str:
+    """A request parameter for the record, or "" when the body cannot be read (too large, broken)."""
+    try:
+        return str(request.values.get(name, ""))
+    except HTTPException:
+        return ""
 
 
 def _current_token():
