@@ -806,12 +806,18 @@ def acting_claims(sid: str | None, client_id: str, *, commit: bool = False) -> d
     if row is None or row.org_id is None:
         return {}
     sess = db.session.execute(select(LoginSession).where(LoginSession.sid == sid)).scalar_one_or_none()
+    now = utcnow()
     if sess is None or sess.ended_at is not None:
         raise AuthorityEnded(sid)
-    now = utcnow()
-    if not _still_valid(row, sess.user_id, now):
-        from . import sessions
+    from . import sessions
 
+    if sessions.is_expired(sess.created_at, sess.last_seen, now):
+        # past its idle or absolute lifetime: over even before a sweep or its browser ends it
+        sessions.end(sess, "expired", "system")
+        if commit:
+            db.session.commit()
+        raise AuthorityEnded(sid)
+    if not _still_valid(row, sess.user_id, now):
         agent = row.agent
         reason = ("enterprise_authority_expired" if agent is not None and agent.withdrawn_at is None
                   and agent.valid_until <= now else "enterprise_authority_withdrawn")

@@ -269,6 +269,11 @@ def userinfo():
                         {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
     from . import enterprise
 
+    sid = tok.claims.get("sid")
+    if sid and not sessions.is_live(sid):  # its log-in session ended or is past its lifetime
+        return Response(json.dumps({"error": "invalid_token",
+                                    "error_description": "the log-in session has ended"}), 401,
+                        {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
     claims = dict(user_claims(user, tok.get_scope()))
     try:  # check-on-use: a withdrawn or expired enterprise authority ends the session here
         claims.update(enterprise.claims_for_scope(tok.claims.get("sid"), tok.client_id, tok.get_scope(),
