@@ -310,8 +310,8 @@ def login():
     if not form.validate_on_submit():
         return render_template("idp/login.html", form=form), 400
     cfg = current_app.config
-    hit = ratelimit.hit(f"login-ip:{request.remote_addr}", cfg["TONGBAN_LOGIN_RATE_PER_IP"],
-                        cfg["TONGBAN_LOGIN_RATE_WINDOW"])
+    hit = ratelimit.hit_client("login-ip", request.remote_addr, cfg["TONGBAN_LOGIN_RATE_PER_IP"],
+                              cfg["TONGBAN_LOGIN_RATE_WINDOW"])
     if not hit.allowed:
         audit.record("login.throttled", actor=request.remote_addr or "", outcome="failure")
         db.session.commit()
