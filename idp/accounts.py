@@ -5,7 +5,6 @@ Services flush; the request or CLI command commits once.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import re
 import time
@@ -141,16 +140,9 @@ def _login_clause(login: str):
 
 def login_source(ip: str) -> str:
     """The address a lock is kept for: an IPv4 address, or the /64 an IPv6 host can roam in."""
-    ip = (ip or "").strip()
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip[:64]
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-    return str(addr)
+    from tongban.ratelimit import client_key
+
+    return client_key(ip)
 
 
 @dataclass
@@ -180,11 +172,21 @@ def _ensure_throttle_row(conn, user_id: int, source: str) -> None:
 
 
 def _familiar(conn, user_id: int, ip: str, now: datetime) -> bool:
-    """Whether the account logged in successfully from this address recently."""
+    """Whether the account logged in successfully from this source recently: the same
+    ``login_source`` (the /64 for IPv6, where a device's temporary address keeps changing),
+    matching how the per-address locks are kept."""
+    if not ip:
+        return False
     days = current_app.config["TONGBAN_LOCKOUT_FAMILIAR_DAYS"]
-    return bool(ip) and conn.execute(select(LoginEvent.id).where(
-        LoginEvent.user_id == user_id, LoginEvent.outcome == "success", LoginEvent.ip == ip[:64],
-        LoginEvent.at > now - timedelta(days=days)).limit(1)).first() is not None
+    source = login_source(ip)
+    recent = conn.execute(select(LoginEvent.ip).where(
+        LoginEvent.user_id == user_id, LoginEvent.outcome == "success",
+        LoginEvent.at > now - timedelta(days=days)).group_by(LoginEvent.ip).limit(_FAMILIAR_SCAN)).scalars()
+    return any(seen and login_source(seen) == source for seen in recent)
+
+
+# distinct addresses of recent successful log-ins looked at (an account has few)
+_FAMILIAR_SCAN = 500
 
 
 def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot | None:

@@ -397,17 +397,22 @@ class DisputeRefused(Forbidden):
     code = "dispute_refused"
 
 
-def dispute_with_code(uscc: str, code: str, note: str = "") -> EnterpriseClaim:
+def dispute_with_code(uscc: str, code: str, note: str = "", *, source: str = "") -> EnterpriseClaim:
     """The enterprise (whoever holds the register's contact phone) disputes a claim with the SMS code.
 
-    Throttled per enterprise (``TONGBAN_CLAIM_DISPUTE_RATE`` tries per hour); a wrong code
-    changes nothing. The claim stays in force until a clerk checks in person and undoes it.
+    Throttled per ``source`` (the caller's address; an IPv6 /64, and its /48, count as one):
+    ``TONGBAN_CLAIM_DISPUTE_RATE_PER_IP`` tries per hour. The per-enterprise limit
+    (``TONGBAN_CLAIM_DISPUTE_RATE`` wrong codes per hour) refuses further wrong codes only:
+    a right code always goes through, so nobody can use up an enterprise's tries and block
+    its dispute (the 10-character code, 31**10 values, needs no per-enterprise guard against
+    guessing). A wrong code changes nothing. The claim stays in force until a clerk checks
+    in person and undoes it.
     """
     from tongban import ratelimit
 
     uscc = validate_uscc(uscc)
-    limit = current_app.config["TONGBAN_CLAIM_DISPUTE_RATE"]
-    if not ratelimit.hit(f"claim-dispute:{uscc}", limit, 3600).allowed:
+    cfg = current_app.config
+    if not ratelimit.hit_client("claim-dispute-ip", source, cfg["TONGBAN_CLAIM_DISPUTE_RATE_PER_IP"], 3600).allowed:
         audit.record("enterprise.claim_disputed", actor="anonymous", object=f"org:{uscc}", outcome="failure",
                      detail={"reason": "throttled"})
         raise DisputeRefused(str(_l("Too many tries. Try again later or go to a government service counter.")),
@@ -420,6 +425,9 @@ def dispute_with_code(uscc: str, code: str, note: str = "") -> EnterpriseClaim:
             EnterpriseClaim.org_id == org.id, EnterpriseClaim.dispute_code_hash == wanted,
             EnterpriseClaim.state.in_(("active", "disputed")))).scalar_one_or_none()
     if row is None:
+        if not ratelimit.hit(f"claim-dispute:{uscc}", cfg["TONGBAN_CLAIM_DISPUTE_RATE"], 3600).allowed:
+            raise DisputeRefused(str(_l("Too many tries. Try again later or go to a government service "
+                                        "counter.")), "throttled", 429)  # no audit row per flood try
         audit.record("enterprise.claim_disputed", actor="anonymous", object=f"org:{uscc}", outcome="failure",
                      detail={"reason": "bad_code"})
         raise DisputeRefused(str(_l("This code does not match a claim of this enterprise.")), "bad_code")
@@ -806,12 +814,18 @@ def acting_claims(sid: str | None, client_id: str, *, commit: bool = False) -> d
     if row is None or row.org_id is None:
         return {}
     sess = db.session.execute(select(LoginSession).where(LoginSession.sid == sid)).scalar_one_or_none()
+    now = utcnow()
     if sess is None or sess.ended_at is not None:
         raise AuthorityEnded(sid)
-    now = utcnow()
-    if not _still_valid(row, sess.user_id, now):
-        from . import sessions
+    from . import sessions
 
+    if sessions.is_expired(sess.created_at, sess.last_seen, now):
+        # past its idle or absolute lifetime: over even before a sweep or its browser ends it
+        sessions.end(sess, "expired", "system")
+        if commit:
+            db.session.commit()
+        raise AuthorityEnded(sid)
+    if not _still_valid(row, sess.user_id, now):
         agent = row.agent
         reason = ("enterprise_authority_expired" if agent is not None and agent.withdrawn_at is None
                   and agent.valid_until <= now else "enterprise_authority_withdrawn")

@@ -159,7 +159,8 @@ def dispute():
     if not form.validate_on_submit():
         return render_template("idp/enterprise_dispute.html", form=form, done=False), 400
     try:
-        enterprise.dispute_with_code(form.uscc.data, form.code.data, form.note.data or "")
+        enterprise.dispute_with_code(form.uscc.data, form.code.data, form.note.data or "",
+                                     source=request.remote_addr or "")
     except TongbanError as e:
         db.session.commit()  # the refusal is audited, the try counted
         flash(e.message, "error")

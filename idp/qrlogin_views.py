@@ -42,8 +42,8 @@ def _binding() -> str | None:
 def start():
     """A new code for this browser (CSRF-checked: the page sends its token in X-CSRFToken)."""
     cfg = current_app.config
-    hit = ratelimit.hit(f"qr-ip:{request.remote_addr}", cfg.get("TONGBAN_QR_RATE_PER_IP", 30),
-                        cfg.get("TONGBAN_QR_RATE_WINDOW", 60))
+    hit = ratelimit.hit_client("qr-ip", request.remote_addr, cfg.get("TONGBAN_QR_RATE_PER_IP", 30),
+                              cfg.get("TONGBAN_QR_RATE_WINDOW", 60))
     if not hit.allowed:
         audit.record("qr.throttled", actor=request.remote_addr or "", outcome="failure")
         db.session.commit()

@@ -305,6 +305,11 @@ class Introspection(IntrospectionEndpoint):
             c = token.claims
             if token.is_revoked() or not registry.is_enabled(token.client_id):
                 return {"active": False}
+            if c.get("sid"):
+                from .sessions import is_live
+
+                if not is_live(c["sid"]):  # its log-in session ended or is past its lifetime
+                    return {"active": False}
             out = {"active": True, "token_type": "Bearer", "scope": c.get("scope", ""),
                    "client_id": c["client_id"], "sub": c["sub"], "aud": c.get("aud"), "iss": c["iss"],
                    "exp": c["exp"], "iat": c.get("iat"), "jti": c["jti"]}

@@ -36,10 +36,7 @@ def current_session() -> LoginSession | None:
         ).scalar_one_or_none()
         if row is not None and row.ended_at is None:
             now = utcnow()
-            cfg = current_app.config
-            idle = timedelta(minutes=cfg["TONGBAN_SESSION_IDLE_MINUTES"])
-            absolute = timedelta(hours=cfg["TONGBAN_SESSION_ABSOLUTE_HOURS"])
-            if now - row.last_seen > idle or now - row.created_at > absolute:
+            if is_expired(row.created_at, row.last_seen, now):
                 _end_after_request(row.id, "expired")
             elif row.user.disabled:
                 _end_after_request(row.id, "account_disabled")
@@ -49,6 +46,17 @@ def current_session() -> LoginSession | None:
                 sess = row
     g._sso = sess
     return sess
+
+
+def is_expired(created_at, last_seen, now=None) -> bool:
+    """Whether a session started at ``created_at`` and last seen at ``last_seen`` is past its
+    idle or absolute lifetime: over then whether or not its row was ended yet (the browser
+    may never come back; ``logout.end_expired_sessions`` ends such rows)."""
+    now = now or utcnow()
+    cfg = current_app.config
+    idle = timedelta(minutes=cfg["TONGBAN_SESSION_IDLE_MINUTES"])
+    absolute = timedelta(hours=cfg["TONGBAN_SESSION_ABSOLUTE_HOURS"])
+    return now - last_seen > idle or now - created_at > absolute
 
 
 def _end_after_request(session_id: int, reason: str) -> None:
@@ -166,7 +174,20 @@ def session_clients(sid: str) -> list[str]:
 
 
 def is_live(sid: str | None) -> bool:
+    """Whether the log-in session ``sid`` still holds: not ended and within its idle and
+    absolute lifetimes. Tokens bound to it (refresh, introspection, userinfo) ask this, so a
+    session whose browser never came back stops working on time; one found expired is ended
+    (refresh tokens revoked, access tokens denied, back-channel logout) after the request."""
     if not sid:
         return False
-    row = db.session.execute(select(LoginSession.ended_at).where(LoginSession.sid == sid)).first()
-    return row is not None and row[0] is None
+    row = db.session.execute(select(LoginSession.id, LoginSession.ended_at, LoginSession.created_at,
+                                    LoginSession.last_seen).where(LoginSession.sid == sid)).first()
+    if row is None or row.ended_at is not None:
+        return False
+    if is_expired(row.created_at, row.last_seen):
+        from flask import has_request_context
+
+        if has_request_context():
+            _end_after_request(row.id, "expired")
+        return False
+    return True

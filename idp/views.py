@@ -269,6 +269,11 @@ def userinfo():
                         {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
     from . import enterprise
 
+    sid = tok.claims.get("sid")
+    if sid and not sessions.is_live(sid):  # its log-in session ended or is past its lifetime
+        return Response(json.dumps({"error": "invalid_token",
+                                    "error_description": "the log-in session has ended"}), 401,
+                        {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
     claims = dict(user_claims(user, tok.get_scope()))
     try:  # check-on-use: a withdrawn or expired enterprise authority ends the session here
         claims.update(enterprise.claims_for_scope(tok.claims.get("sid"), tok.client_id, tok.get_scope(),
@@ -305,9 +310,8 @@ def login():
     if not form.validate_on_submit():
         return render_template("idp/login.html", form=form), 400
     cfg = current_app.config
-    # keyed like the lockout: an IPv6 host cannot step round the limit inside its /64
-    source = accounts.login_source(request.remote_addr or "")
-    hit = ratelimit.hit(f"login-ip:{source}", cfg["TONGBAN_LOGIN_RATE_PER_IP"], cfg["TONGBAN_LOGIN_RATE_WINDOW"])
+    hit = ratelimit.hit_client("login-ip", request.remote_addr, cfg["TONGBAN_LOGIN_RATE_PER_IP"],
+                              cfg["TONGBAN_LOGIN_RATE_WINDOW"])
     if not hit.allowed:
         audit.record("login.throttled", actor=request.remote_addr or "", outcome="failure")
         db.session.commit()

@@ -38,7 +38,7 @@ def _uploaded_pdf() -> bytes:
 
 def _throttled() -> Response | None:
     limit = int(current_app.config["TONGBAN_SEAL_VERIFY_RATE"])
-    hit = ratelimit.hit(f"seal-verify:{request.remote_addr or ''}", limit, 60)
+    hit = ratelimit.hit_client("seal-verify", request.remote_addr, limit, 60)
     if hit.allowed:
         return None
     resp = jsonify(error="rate_limited", error_description="too many verifications; try again later")

@@ -78,6 +78,12 @@ DEFAULTS: dict = {
     "TONGBAN_ENTERPRISE_CLAIM_ACR": "L3",
     # dispute tries (SMS code) per enterprise per hour
     "TONGBAN_CLAIM_DISPUTE_RATE": 10,
+    # wrong dispute codes per source address (IPv6: per /64) per hour, counted before the
+    # per-enterprise limit so one source cannot use up an enterprise's tries
+    "TONGBAN_CLAIM_DISPUTE_RATE_PER_IP": 5,
+    # per-address limits (log-in, QR log-in, seal verifier) count an IPv6 /64 as one address
+    # and each /48 as this many addresses
+    "TONGBAN_RATE_IPV6_48_FACTOR": 16,
     # the clerk identity desk (ID-number recovery, undoing claims): the clerk's session level
     "TONGBAN_CLERK_IDENTITY_ACR": "L3",
     # licence:verify lookups each client system may make per minute (POST /api/v1/licences/verify)

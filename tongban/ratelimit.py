@@ -6,6 +6,7 @@ RETURNING``), so parallel requests cannot both see a count under the limit.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass
 
@@ -74,6 +75,50 @@ def _count(conn, stmt, start: int) -> int:
     return count
 
 
+def client_key(remote_addr: str | None) -> str:
+    """The source a per-address limit counts: an IPv4 address (also when IPv4-mapped), or the
+    /64 of an IPv6 address. One IPv6 host holds a whole /64 and picks any address in it, so
+    counting the raw address would give it 2**64 fresh counters."""
+    ip = (remote_addr or "").strip()
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+def wide_client_key(remote_addr: str | None) -> str | None:
+    """The /48 of an IPv6 address (the usual end-site allocation: 65536 /64s), else None."""
+    try:
+        addr = ipaddress.ip_address((remote_addr or "").strip())
+    except ValueError:
+        return None
+    if not isinstance(addr, ipaddress.IPv6Address) or addr.ipv4_mapped is not None:
+        return None
+    return str(ipaddress.ip_network(f"{addr}/48", strict=False))
+
+
+def hit_client(name: str, remote_addr: str | None, limit: int, window: int) -> Hit:
+    """Count one event of ``name`` for the client at ``remote_addr``: per ``client_key`` (the
+    /64 for IPv6) within ``limit``, and for IPv6 also per /48 within ``limit`` times
+    ``TONGBAN_RATE_IPV6_48_FACTOR`` (a site spreading over its /64s is still bounded)."""
+    from flask import current_app
+
+    narrow = hit(f"{name}:{client_key(remote_addr)}", limit, window)
+    wide = wide_client_key(remote_addr)
+    if wide is None:
+        return narrow
+    factor = int(current_app.config.get("TONGBAN_RATE_IPV6_48_FACTOR", 16))
+    broad = hit(f"{name}:{wide}", limit * max(1, factor), window)
+    if not broad.allowed and narrow.allowed:
+        return broad
+    return narrow
+
+
 def reset(key: str) -> None:
     r = redis_client()
     if r is not None:
@@ -84,4 +129,4 @@ def reset(key: str) -> None:
         conn.execute(delete(RateCounter).where(RateCounter.key == key))
 
 
-__all__ = ["Hit", "RateCounter", "hit", "reset"]
+__all__ = ["Hit", "RateCounter", "client_key", "hit", "hit_client", "reset", "wide_client_key"]

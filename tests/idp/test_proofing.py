@@ -215,6 +215,46 @@ def test_claim_notifies_register_phone_and_can_be_disputed(app, live_server, cit
     assert statuses[-1] == 429
 
 
+def test_others_wrong_codes_cannot_block_the_enterprises_dispute(app, citizen, register):
+    """The reviewer's attack: anyone used up the per-enterprise tries with wrong codes and the
+    enterprise holding the right code was refused. Now wrong codes are limited per source
+    (an IPv6 /64 is one source) and a right code is never refused for others' tries."""
+    from idp import enterprise
+    from idp.enterprise import DisputeRefused, EnterpriseClaim
+    from tongban.extensions import db
+
+    with app.test_request_context():
+        enterprise.claim(citizen, USCC, proven_session(citizen))
+        db.session.commit()
+    [sms] = _sms_to(CONTACT, expect=1)
+    code = re.search(r"\b([2-9A-Z]{10})\b", sms).group(1)
+    per_ip = app.config["TONGBAN_CLAIM_DISPUTE_RATE_PER_IP"]
+    per_org = app.config["TONGBAN_CLAIM_DISPUTE_RATE"]
+
+    def _try(code_, source):
+        with app.test_request_context():
+            try:
+                enterprise.dispute_with_code(USCC, code_, source=source)
+            except DisputeRefused as e:
+                db.session.commit()
+                return e.code
+            db.session.commit()
+            return "ok"
+
+    # one attacker, rotating addresses in its /64: throttled after its own allowance
+    tries = [_try(f"ABCDEFGH{n % 8 + 2}K", f"2001:db8:66:1::{n + 1:x}") for n in range(per_ip + 2)]
+    assert tries == ["bad_code"] * per_ip + ["throttled"] * 2
+    # many sources together use up the enterprise's wrong-code allowance
+    for n in range(per_org):
+        _try("ABCDEFGHJK", f"198.51.100.{n + 1}")
+    assert _try("ABCDEFGHJK", "198.51.100.250") == "throttled"
+    assert db.session.query(EnterpriseClaim).one().state == "active"
+    # the enterprise's right code still goes through
+    assert _try(code, "203.0.113.5") == "ok"
+    db.session.expire_all()
+    assert db.session.query(EnterpriseClaim).one().state == "disputed"
+
+
 # ---------------------------------------------------------------- a clerk undoes a claim
 
 
