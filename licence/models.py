@@ -136,6 +136,19 @@ class DownloadLink(db.Model):
     copy_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
+class LicenceOfd(db.Model):
+    """An OFD of a licence that Tongban sealed and handed out (wallet, clerk, CLI or a shared copy):
+    the SHA-256 of the whole package. An OFD verifies as a licence only when it is one of these."""
+
+    __tablename__ = "licence_ofds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    licence_id: Mapped[int] = mapped_column(ForeignKey("licences.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    copy: Mapped[bool] = mapped_column(Boolean, default=False)  # a watermarked shared copy
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class LicenceDelegation(db.Model):
     """A department allowed to issue licences under another organisation's licence seal (the authority's)."""
 

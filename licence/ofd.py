@@ -10,6 +10,7 @@ OFDs are sealed when asked for (the PDF stays the stored original), each one a f
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -21,12 +22,13 @@ from lxml import etree
 from sqlalchemy import select
 
 from seal.ofdwriter import OfdBuilder
+from tongban.clock import utcnow
 from tongban.errors import TongbanError
 from tongban.extensions import db
 
 from . import services
 from .errors import NoLicenceSeal
-from .models import Licence
+from .models import Licence, LicenceOfd
 
 FORMATS = ("pdf", "ofd")
 PT_TO_MM = 25.4 / 72
@@ -133,14 +135,19 @@ def sealed_ofd(lic: Licence, *, actor: str, purpose: str | None = None, watermar
     seal = ofd_seal(lic.issuer_uscc)
     data, page, (cx, cy) = render_ofd(lic, watermark)
     size = ofd.SEAL_SIZE_MM
-    return _sign_at(seal, data, page=page, box=(cx - size / 2, cy - size / 2, size, size), actor=actor,
-                    purpose=purpose or f"电子证照OFD {lic.identifier}")
+    sealed = _sign_at(seal, data, page=page, box=(cx - size / 2, cy - size / 2, size, size), actor=actor,
+                      purpose=purpose or f"电子证照OFD {lic.identifier}")
+    # what verify_file binds a licence OFD to: the very package handed out (like a PDF's signed revision)
+    db.session.add(LicenceOfd(licence_id=lic.id, sha256=hashlib.sha256(sealed).hexdigest(),
+                              copy=watermark is not None, created_at=utcnow()))
+    db.session.flush()
+    return sealed
 
 
 def _sign_at(seal, data: bytes, *, page: int, box, actor: str, purpose: str) -> bytes:
     from seal import ofd
 
-    return ofd.sign_ofd(seal, data, purpose=purpose, actor=actor, page=page, box=box)
+    return ofd.sign_ofd(seal, data, purpose=purpose, actor=actor, page=page, box=box, licence_use=True)
 
 
 _ZZBS = re.compile(r"^1\.2\.156\.3005\.2\.[0-9A-Z.]{30,60}$")
@@ -159,8 +166,10 @@ def identifier_in_ofd(data: bytes) -> str | None:
 
 def verify_file(data: bytes) -> dict:
     """The seal check plus the current status of a licence OFD, bound like a PDF's: the seal is
-    valid and covers the whole package (so the identifier in OFD.xml is the sealed one), and it
-    is a licence seal of the licence's issuer."""
+    valid and covers the whole package (so the identifier in OFD.xml is the sealed one), it is a
+    licence seal of the licence's issuer, and the package is byte for byte one Tongban sealed for
+    that licence (its SHA-256 stored in ``licence_ofds`` when it was handed out). The licence is
+    named only then: a forged package does not get to show somebody else's licence."""
     from seal.models import Seal
     from seal.ofd import verify_ofd
 
@@ -176,9 +185,15 @@ def verify_file(data: bytes) -> dict:
         row = db.session.execute(select(Seal).where(Seal.code == last["seal_code"])).scalar_one_or_none()
         bound = (row is not None and row.kind == "licence" and row.org.uscc == lic.issuer_uscc
                  and last["organisation_uscc"] == lic.issuer_uscc)
+    issued = db.session.execute(select(LicenceOfd).where(
+        LicenceOfd.licence_id == lic.id, LicenceOfd.sha256 == hashlib.sha256(bytes(data)).hexdigest())
+    ).scalar_one_or_none()
+    if not (bool(seal_verdict.get("valid")) and bound and issued is not None):
+        return {"valid": False, "status": "unknown", "licence": None, "seal": seal_verdict, "format": "ofd",
+                "issued_version": False}
     view = services.public_view(lic)
-    return {"valid": bool(seal_verdict.get("valid")) and bound and view["valid"], "status": view["status"],
-            "licence": view["licence"], "seal": seal_verdict, "format": "ofd"}
+    return {"valid": view["valid"], "status": view["status"], "licence": view["licence"], "seal": seal_verdict,
+            "format": "ofd", "issued_version": True, "copy": issued.copy}
 
 
 __all__ = ["file_format", "identifier_in_ofd", "render_ofd", "sealed_ofd", "verify_file"]

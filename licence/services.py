@@ -319,7 +319,7 @@ def _sealed_pdf(lic: Licence, t: LicenceType, actor: str, purpose: str, watermar
     seal = licence_seal(lic.issuer_uscc)
     out = pdf.render(sheet(lic, t, watermark))
     return _seal_services().sign_pdf(seal, out.pdf, purpose=purpose, actor=actor, certify=True,
-                                     page=out.page, box=out.seal_box, field_name="LicenceSeal")
+                                     page=out.page, box=out.seal_box, field_name="LicenceSeal", licence_use=True)
 
 
 # ---------------------------------------------------------------- departments and delegations
@@ -639,6 +639,20 @@ def create_download_link(lic: Licence, caller: Caller, minutes: int | None = Non
     return raw, expires
 
 
+_MARK_DEPARTMENT = re.compile(r"[^0-9A-Za-z\u4e00-\u9fff（）()·]")
+
+
+def copy_marking(link: DownloadLink, lic: Licence, now: datetime) -> tuple[str, str]:
+    """The watermark drawn on a shared copy and the reason sealed with it: a fixed wording, the
+    department the client was registered for (admin-set; letters, digits, Chinese characters and
+    brackets only, at most 30) and the link's reference number. The caller's purpose and service
+    item are in the access log under that number, never in the document the issuer seals."""
+    department = _MARK_DEPARTMENT.sub("", link.department or "")[:30] or "共享调用方"
+    ref = f"GX{link.id:08d}"
+    stamp = now.strftime("%Y-%m-%d %H:%M")
+    return f"仅供{department}办事使用 共享编号{ref} {stamp}", f"共享下载 {lic.identifier} 共享编号{ref}"
+
+
 def redeem_download_link(raw: str, fmt: str | None = None) -> tuple[Licence, bytes]:
     """Claim the link atomically (once only), then build the watermarked, sealed copy: PDF, or OFD
     (``fmt``; by default the licence type's file format)."""
@@ -653,16 +667,13 @@ def redeem_download_link(raw: str, fmt: str | None = None) -> tuple[Licence, byt
     if not claimed:
         raise LicenceNotFound("this download link was already used")
     lic = db.session.get(Licence, link.licence_id)
-    stamp = now.strftime("%Y-%m-%d %H:%M")
-    mark = f"仅供{link.department}用于{link.purpose}（{link.service_item}）{stamp}"
+    mark, reason = copy_marking(link, lic, now)
     from .ofd import file_format, sealed_ofd
 
     if (fmt or file_format(lic.type)) == "ofd":
-        data = sealed_ofd(lic, actor=f"client:{link.client_id}", purpose=f"共享下载 {lic.identifier}：{link.purpose}",
-                          watermark=mark)
+        data = sealed_ofd(lic, actor=f"client:{link.client_id}", purpose=reason, watermark=mark)
     else:
-        data = _sealed_pdf(lic, lic.type, f"client:{link.client_id}",
-                           purpose=f"共享下载 {lic.identifier}：{link.purpose}", watermark=mark)
+        data = _sealed_pdf(lic, lic.type, f"client:{link.client_id}", purpose=reason, watermark=mark)
         link.copy_sha256 = verification.signed_sha256(data)
     caller = Caller(link.client_id, link.department, "", link.purpose, link.service_item)
     record_access(lic, caller, "fetch")

@@ -9,7 +9,9 @@ check failed. A licence is valid only when every one of these holds:
 ``issuer_seal``       the seal is the licence seal (kind ``licence``) of the licence's issuer,
                       its certificate chains to our CA and was not revoked when it signed;
 ``nothing_after``     nothing follows the signed revision but validation data (DSS) or
-                      document timestamps, and no bytes follow the file's last ``%%EOF``;
+                      document timestamps, the document information and the catalogue's XMP
+                      ``/Metadata``, ``/Version`` and ``/MarkInfo`` are the signed ones, and no
+                      bytes follow the file's last ``%%EOF``;
 ``issued_version``    the signed revision is byte for byte one we issued (its SHA-256 equals
                       the one stored at issuance, or that of a watermarked copy we shared);
 ``status``            the licence is currently valid (not suspended, revoked, superseded, expired).
@@ -69,7 +71,7 @@ class SignedRevision:
     cert_serial: str  # the signer certificate's serial (hex, lower case)
     cert_der: bytes = b""  # the signer certificate itself
     later_timestamps: tuple[bool, ...] = ()  # for each later signature: is it a document timestamp?
-    info_untouched: bool = False  # the document information is the signed one (no later revision changes it)
+    info_untouched: bool = False  # the document information and XMP metadata are the signed ones
     ends_cleanly: bool = False  # nothing after the last revision's %%EOF
 
 
@@ -94,6 +96,61 @@ def _info(reader) -> dict[str, str]:
     if info is None:
         return {}
     return {str(k): _text(v) for k, v in info.get_object().items() if str(k) not in _REFRESHED}
+
+
+# catalogue entries that describe the document but that pyHanko's diff analysis lets a later
+# revision replace (MetadataUpdateRule rates a new XMP /Metadata stream an LTA update)
+_CATALOGUE_META = ("/Metadata", "/Version", "/MarkInfo")
+
+
+_XMP_REFRESHED = ("{http://ns.adobe.com/xap/1.0/}ModifyDate", "{http://ns.adobe.com/xap/1.0/}MetadataDate",
+                  "{http://ns.adobe.com/pdf/1.3/}Producer")
+_STREAM_KEYS = ("/Length", "/Filter", "/DecodeParms")
+
+
+def _serialised(obj) -> bytes:
+    from pyhanko.pdf_utils.generic import DictionaryObject
+
+    if hasattr(obj, "get_object"):
+        obj = obj.get_object()
+    buf = io.BytesIO()
+    if hasattr(obj, "data"):  # a stream: its dictionary (but the encoding) and its decoded content
+        plain = DictionaryObject({k: v for k, v in obj.items() if k not in _STREAM_KEYS})
+        plain.write_to_stream(buf, None)
+        buf.write(b"\x00" + _xmp_content(obj.data))
+    else:
+        obj.write_to_stream(buf, None)
+    return buf.getvalue()
+
+
+def _xmp_content(data: bytes) -> bytes:
+    """The XMP packet in canonical form without what every revision refreshes (xmp:ModifyDate,
+    xmp:MetadataDate, pdf:Producer, as pyHanko does with each update); the raw bytes when it is
+    not XML we accept (then any change counts)."""
+    from lxml import etree
+
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        return data
+    try:
+        root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                                                      huge_tree=False, remove_blank_text=True))
+    except etree.XMLSyntaxError:
+        return data
+    for el in list(root.iter()):
+        if not isinstance(el.tag, str):
+            continue
+        if el.tag in _XMP_REFRESHED:
+            el.getparent().remove(el)
+            continue
+        for name in _XMP_REFRESHED:
+            el.attrib.pop(name, None)
+    return etree.tostring(root, method="c14n")
+
+
+def _catalogue_meta(reader) -> dict[str, bytes]:
+    """The catalogue's XMP metadata, /Version and /MarkInfo as bytes (absent ones left out)."""
+    root = reader.root
+    return {key: _serialised(root.raw_get(key)) for key in _CATALOGUE_META if key in root}
 
 
 def signed_revision(pdf: bytes) -> SignedRevision | None:
@@ -127,14 +184,16 @@ def signed_revision(pdf: bytes) -> SignedRevision | None:
     chunk = pdf[:end]
     ident, info_untouched = None, False
     try:  # the document information as it was when sealed: a reader of the signed bytes only
-        signed_info = _info(PdfFileReader(io.BytesIO(chunk), strict=False))
+        signed_reader = PdfFileReader(io.BytesIO(chunk), strict=False)
+        signed_info = _info(signed_reader)
         found = _ZZBS.fullmatch(signed_info.get("/Keywords", "").strip())
         ident = found.group(1) if found else None
         # pyHanko's diff analysis follows the catalogue only, not the trailer's /Info: a later
-        # revision may refresh /ModDate and /Producer (LTV updates do), nothing else
-        info_untouched = _info(reader) == signed_info
+        # revision may refresh /ModDate and /Producer (LTV updates do), nothing else; and it lets
+        # a later revision replace the XMP metadata: that must be the signed one, byte for byte
+        info_untouched = _info(reader) == signed_info and _catalogue_meta(reader) == _catalogue_meta(signed_reader)
     except Exception:
-        ident = None
+        ident, info_untouched = None, False
     try:
         ends_cleanly = _ends_cleanly(reader, pdf)
     except Exception:

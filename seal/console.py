@@ -35,7 +35,7 @@ from tongban.masking import mask_name, mask_text
 from tongban.security import cacheable
 
 from . import services
-from .errors import BadPdf, NotAuthorised, PdfTooLarge, SealingRefused, SealNotUsable
+from .errors import BadPdf, LicenceSealReserved, NotAuthorised, PdfTooLarge, SealingRefused, SealNotUsable
 from .models import Seal
 from .pdfcheck import visible_box
 
@@ -218,6 +218,8 @@ def _message(e: TongbanError, seal: Seal) -> str:
         return _("Only the seal officers of the seal's organisation may use this seal.")
     if isinstance(e, SealingRefused):
         return _("This document does not allow another seal (it was certified with no changes allowed).")
+    if isinstance(e, LicenceSealReserved):
+        return _("A licence seal only seals the e-licences Tongban issues. Nothing was sealed.")
     return e.message
 
 

@@ -60,3 +60,9 @@ class BadOfd(TongbanError):
 
     code = "invalid_ofd"
     status = 400
+
+
+class LicenceSealReserved(Conflict):
+    """A licence seal used on an arbitrary document (licence seals seal only the licences issued)."""
+
+    code = "licence_seal_reserved"

@@ -28,6 +28,7 @@ import hashlib
 import io
 import posixpath
 import secrets
+import struct
 import zipfile
 from datetime import UTC, datetime
 
@@ -43,7 +44,7 @@ from tongban.clock import utcnow
 from tongban.errors import ValidationError
 
 from . import ses
-from .errors import BadOfd, SealNotUsable
+from .errors import BadOfd, LicenceSealReserved, SealNotUsable
 from .models import Seal
 
 NS = "http://www.ofdspec.org/2016"
@@ -77,6 +78,50 @@ def _norm(path: str | None, base: str = "") -> str:
     return norm
 
 
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record (22 bytes)
+_LOCAL = struct.Struct("<4s5H3L2H")  # local file header (30 bytes)
+
+
+def _check_layout(data: bytes, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
+    """The package is exactly one ZIP archive, with nothing before, between or after its parts.
+
+    zipfile reads the central directory from the end of the file and silently allows for bytes
+    placed in front of the archive (or a comment after it): a forged package in front of a genuine
+    sealed one would be what a front-to-back reader shows, while the seal check reads the genuine
+    one. So: the first local header is at offset 0, every entry's local header names the same file
+    as its central directory entry and follows the previous entry's data without a gap, the central
+    directory follows the last entry, and the end record (no comment) ends the file.
+    """
+    if len(data) < _EOCD.size:
+        raise BadOfd("damaged OFD package: too short")
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len = _EOCD.unpack(data[-_EOCD.size:])
+    if sig != b"PK\x05\x06" or comment_len != 0 or disk != 0 or cd_disk != 0:
+        raise BadOfd("not a plain OFD package: the file must end with the ZIP end record (no comment, "
+                     "no trailing bytes, one part)")
+    if n_disk != n_total or n_total != len(infos) or cd_offset + cd_size != len(data) - _EOCD.size:
+        raise BadOfd("not a plain OFD package: the central directory is not where the end record says")
+    if zf.start_dir != cd_offset:  # zipfile found the archive shifted: bytes were placed in front of it
+        raise BadOfd("not a plain OFD package: bytes precede the archive")
+    pos = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.header_offset != pos:
+            raise BadOfd("not a plain OFD package: bytes between or before the entries")
+        header = data[pos:pos + _LOCAL.size]
+        if len(header) != _LOCAL.size:
+            raise BadOfd("damaged OFD package: truncated entry")
+        (lsig, _ver, flags, _method, _t, _d, _crc, _csize, _usize, name_len, extra_len) = _LOCAL.unpack(header)
+        start = pos + _LOCAL.size
+        raw_name = data[start:start + name_len]
+        if lsig != b"PK\x03\x04" or raw_name != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800
+                                                                              else "cp437"):
+            raise BadOfd("not a plain OFD package: an entry's local header does not match the directory")
+        pos = start + name_len + extra_len + info.compress_size
+        if flags & 0x8:  # a data descriptor follows the data: 12 or 16 bytes (with its signature)
+            pos += 16 if data[pos:pos + 4] == b"PK\x07\x08" else 12
+    if pos != cd_offset:
+        raise BadOfd("not a plain OFD package: bytes between the entries and the central directory")
+
+
 class Package:
     """The files of an OFD package, in order (names without a leading slash)."""
 
@@ -97,13 +142,15 @@ class Package:
             max_total = 4 * int(current_app.config.get("TONGBAN_SEAL_MAX_BYTES", 20 * 1024 * 1024))
         if not is_ofd(data):
             raise BadOfd("not an OFD file (an OFD is a ZIP package)")
+        data = bytes(data)
         try:
-            zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
+            zf = zipfile.ZipFile(io.BytesIO(data))
             infos = zf.infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise BadOfd(f"damaged OFD package: {str(e)[:120]}") from None
         if len(infos) > MAX_ENTRIES:
             raise BadOfd(f"the package has more than {MAX_ENTRIES} files")
+        _check_layout(data, zf, infos)
         files: dict[str, bytes] = {}
         total = 0
         for info in infos:
@@ -303,6 +350,13 @@ def _check_timestamp(token_der: bytes, signature: bytes) -> tuple[bool, datetime
 # ---------------------------------------------------------------- sealing
 
 
+def check_licence_use(seal: Seal, licence_use: bool) -> None:
+    """A licence seal (电子证照专用章) seals only the licences Tongban renders and issues or shares:
+    a document brought by a caller (API, CLI, console) sealed with it would verify as a licence."""
+    if seal.kind == "licence" and not licence_use:
+        raise LicenceSealReserved("a licence seal (电子证照专用章) only seals licences issued by Tongban")
+
+
 def _signature_xml(*, refs: list[tuple[str, bytes]], when: datetime, page_id: str, boundary: tuple[float, ...],
                    seal_path: str, signed_value_path: str, sign_id: str) -> bytes:
     root = etree.Element(O + "Signature", nsmap={"ofd": NS})
@@ -353,14 +407,18 @@ def _placement(pkg: Package, pages, default_box, page: int, anchor: str | None, 
 
 
 def sign_ofd(seal: Seal, data: bytes, *, purpose: str, actor: str, page: int = 0,
-             anchor: str | None = None, box: tuple[float, float, float, float] | None = None) -> bytes:
+             anchor: str | None = None, box: tuple[float, float, float, float] | None = None,
+             licence_use: bool = False) -> bytes:
     """Seal an OFD with an SM2 seal (GB/T 33190 signature holding a GB/T 38540 v4 SES_Signature).
 
     The seal goes at ``box`` (x, y, width, height in mm, origin top left) on ``page``, or centred
-    on the first text object containing ``anchor``, or bottom right."""
+    on the first text object containing ``anchor``, or bottom right. A licence seal (kind
+    ``licence``) seals only licences the licence code renders (``licence_use=True``), never an
+    uploaded document."""
     purpose = (purpose or "").strip()
     if not purpose:
         raise ValidationError("a purpose (事由) is required to use a seal", "purpose_required")
+    check_licence_use(seal, licence_use)
     if seal.alg != "sm2" or not seal.eseal:
         raise SealNotUsable("only SM2 seals (seals create --alg sm2) can seal OFD documents")
     now = utcnow().replace(microsecond=0)
@@ -513,9 +571,10 @@ def _verify_one(pkg: Package, sign_id: str, path: str, sigs_path: str, later_dir
     state = sm2ca.sm2ca()
     try:
         maker = asn1_x509.Certificate.load(eseal["cert"].native)
-        maker_trusted = maker.dump() == state["sm2-maker"].cert.dump() or (
-            sm2ca.signed_by(maker, state["sm2-issuing"].cert)
-            and sm2ca.signed_by(state["sm2-issuing"].cert, state["sm2-root"].cert))
+        # the seal maker (制章者) is our sm2-maker certificate exactly: a seal certificate is also
+        # issued by sm2-issuing, and its holder must not be able to make seals
+        maker_trusted = maker.dump() == state["sm2-maker"].cert.dump() and sm2ca.signed_by(
+            state["sm2-maker"].cert, state["sm2-issuing"].cert)
     except Exception:
         maker_trusted = False
     if not maker_ok:

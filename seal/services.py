@@ -387,12 +387,14 @@ async def _sign(pdf_signer, writer, out: io.BytesIO, cert_serial: str) -> None:
 
 def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool = False,
              page: int = 0, box: tuple[float, float, float, float] | None = None,
-             field_name: str | None = None, timestamp: bool = True, embed_revocation: bool = True) -> bytes:
+             field_name: str | None = None, timestamp: bool = True, embed_revocation: bool = True,
+             licence_use: bool = False) -> bytes:
     """Seal ``pdf``: PAdES with our TSA's timestamp and the CRLs embedded (B-LT), visible seal.
 
     ``box`` is x1, y1, x2, y2 in PDF points on ``page`` (default: bottom right); ``field_name``
     signs an existing empty signature field or names the new one. ``certify`` adds DocMDP
-    "no changes allowed". ``timestamp``/``embed_revocation`` exist for the benchmark.
+    "no changes allowed". ``timestamp``/``embed_revocation`` exist for the benchmark. A licence
+    seal seals only the licences the licence code renders (``licence_use=True``).
     """
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields
@@ -404,6 +406,9 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
     purpose = (purpose or "").strip()
     if not purpose:
         raise ValidationError("a purpose (事由) is required to use a seal", "purpose_required")
+    from .ofd import check_licence_use
+
+    check_licence_use(seal, licence_use)
     now = utcnow()
     if seal.status != "active":
         raise SealNotUsable(f"the seal is {seal.status}")

@@ -114,8 +114,11 @@ def test_pdf_sealed_through_the_seal_api_with_the_issuers_own_licence_seal(app, 
     r = client.post(f"/api/v1/seals/{seal.id}/sign", headers=auth, content_type="multipart/form-data",
                     data={"file": (io.BytesIO(_keywords_pdf(victim.identifier)), "x.pdf"), "purpose": "盖章",
                           "certify": "true"})
-    assert r.status_code == 200
-    forged = r.data
+    assert r.status_code == 409 and r.json["error"] == "licence_seal_reserved"  # licence seals seal licences only
+    # and had it been applied anyway (the seal's key used past that refusal): still no licence
+    forged = seals.sign_pdf(seal, _keywords_pdf(victim.identifier), purpose="盖章", actor=f"client:{cid}",
+                            certify=True, licence_use=True)
+    db.session.commit()
     result = services.verify_file(forged)
     assert result["valid"] is False and result["licence"] is None
     assert _failed(result) == {"issued_version", "status"}
@@ -145,7 +148,7 @@ def test_licence_sealed_by_another_departments_licence_seal(app, issue):
 
     page = pdfs.render(services.sheet(victim))
     forged = seals.sign_pdf(other, page.pdf, purpose="伪造", actor="x", certify=True, field_name="LicenceSeal",
-                            box=page.seal_box)
+                            box=page.seal_box, licence_use=True)
     db.session.commit()
     r = services.verify_file(forged)
     assert r["valid"] is False and r["licence"] is None

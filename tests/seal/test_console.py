@@ -164,3 +164,15 @@ def test_authority_admin_sees_all_read_only(app, client, org, seal, authority_se
         "csrf_token": token, "purpose": "x", "file": (io.BytesIO(make_pdf()), "a.pdf")})
     assert r.status_code == 403 and "Only the seal officers" in r.get_data(as_text=True)
     assert [u.action for u in services.uses(seal.id)].count("seal.used") == 0
+
+
+def test_officer_cannot_seal_an_uploaded_pdf_with_a_licence_seal(app, client, org, officer):
+    """A licence seal (电子证照专用章) seals only licences Tongban issues: not a document an officer uploads."""
+    licence_seal = services.create_seal(org.uscc, "测试科技有限公司电子证照专用章", "licence")
+    db.session.commit()
+    _logged_in(client)
+    before = len(services.uses(licence_seal.id))
+    r = _seal_form(client, licence_seal.id, make_pdf())
+    assert r.status_code == 409 and r.mimetype == "text/html"
+    assert "only seals the e-licences Tongban issues" in r.get_data(as_text=True)
+    assert len(services.uses(licence_seal.id)) == before

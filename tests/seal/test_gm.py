@@ -335,3 +335,40 @@ def test_sign_api_seals_ofd_with_an_sm2_seal(app, client, make_client, sm2_seal)
     assert post(make_ofd(), anchor="nowhere").status_code == 400
     r = post(b"%PDF-1.7 not an OFD")
     assert r.status_code == 400 and r.json["error"] == "invalid_ofd"
+
+
+def test_a_seal_holder_cannot_act_as_seal_maker(app, sm2_seal):
+    """The seal maker (制章者) is our sm2-maker certificate exactly: a seal's own certificate, though
+    issued by the same SM2 issuing CA, cannot sign seal data (here: a new name and picture for the
+    holder's own seal, made and used with the holder's key)."""
+    from datetime import timedelta
+
+    from keys import ca as ca_service
+    from keys import sm2
+    from tongban.clock import utcnow
+
+    row = ca_service.get_certificate(sm2_seal.cert_serial)
+    key = sm2.unseal_key(row.private_key, f"seal-key:{row.key_ref}")
+    now = utcnow().replace(microsecond=0)
+    self_made = ses.make_eseal(code=sm2_seal.code, name="某某市人民政府", signer_cert_der=row.cert_der,
+                               valid_start=now - timedelta(days=1), valid_end=now + timedelta(days=30),
+                               picture=b"\x89PNG", picture_type="png", width_mm=40, height_mm=40,
+                               maker_cert_der=row.cert_der, maker_key=key, created=now)
+    files = _files(ofd.sign_ofd(sm2_seal, make_ofd(), purpose="测试", actor="test"))
+    sig_xml = files["Doc_0/Signs/Sign_0/Signature.xml"]
+    files["Doc_0/Signs/Sign_0/Seal.esl"] = self_made
+    # Signature.xml's check value of Seal.esl: recomputed, as the holder would (they sign it anyway)
+    import base64
+
+    sig_xml = sig_xml.replace(base64.b64encode(sm2.sm3(bytes(sm2_seal.eseal))),
+                              base64.b64encode(sm2.sm3(self_made)))
+    files["Doc_0/Signs/Sign_0/Signature.xml"] = sig_xml
+    tbs = ses.make_tbs(self_made, time_info=now, data_hash=sm2.sm3(sig_xml),
+                       property_info="/Doc_0/Signs/Sign_0/Signature.xml")
+    signature = key.sign(tbs.dump())
+    files["Doc_0/Signs/Sign_0/SignedValue.dat"] = ses.make_signature(
+        tbs, signer_cert_der=row.cert_der, signature=signature, time_stamp=ofd._timestamp(signature))
+    verdict = ofd.verify_ofd(_zip(files))
+    (sig,) = verdict["signatures"]
+    assert sig["intact"] is True, sig  # every check value and signature verifies ...
+    assert sig["trusted"] is False and verdict["valid"] is False  # ... but the maker is not ours

@@ -252,7 +252,7 @@ def test_a_padded_copy_is_still_a_copy(seal, client):
 
 def test_signature_cap_is_configurable(app, seal, authority_seal, client):
     once = services.sign_pdf(seal, GOOD, purpose="p", actor="t")
-    twice = services.sign_pdf(authority_seal, once, purpose="p", actor="t")
+    twice = services.sign_pdf(authority_seal, once, purpose="p", actor="t", licence_use=True)
     db.session.commit()
     app.config["TONGBAN_VERIFY_MAX_SIGNATURES"], saved = 1, app.config["TONGBAN_VERIFY_MAX_SIGNATURES"]
     try:

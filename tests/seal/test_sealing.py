@@ -108,7 +108,7 @@ def test_unsigned_pdf_has_no_seal(app, plain_pdf):
 
 def test_co_sealing_keeps_the_first_seal_valid(seal, authority_seal, plain_pdf, nssdb, tmp_path):
     once = _sign(seal, plain_pdf)
-    twice = _sign(authority_seal, once, purpose="联合盖章")
+    twice = _sign(authority_seal, once, purpose="联合盖章", licence_use=True)  # a second organisation's seal
     verdict = services.verify_pdf(twice)
     assert verdict["valid"] is True
     first, second = verdict["signatures"]
@@ -121,7 +121,7 @@ def test_co_sealing_keeps_the_first_seal_valid(seal, authority_seal, plain_pdf, 
 
 
 def test_certified_document_refuses_another_seal(seal, authority_seal, plain_pdf):
-    certified = _sign(authority_seal, plain_pdf, certify=True)
+    certified = _sign(authority_seal, plain_pdf, certify=True, licence_use=True)
     verdict = services.verify_pdf(certified)
     assert verdict["valid"] is True and verdict["signatures"][0]["certified"] is True
     with pytest.raises(SealingRefused):
