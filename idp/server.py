@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from datetime import timedelta
 from functools import cached_property
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.integrations.flask_oauth2.errors import _HTTPException as _AuthlibHTTPException
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    MissingAuthorizationError,
+    UnsupportedResponseTypeError,
+)
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -269,16 +276,44 @@ class _RefreshTokenView:
 
 
 def _query_any_token(token_string, token_type_hint):
-    if token_type_hint != "refresh_token":
-        at = tokens.decode_access_token(token_string)
-        if at is not None:
-            return at
-    row = tokens.find_refresh_token(token_string)
-    return _RefreshTokenView(row) if row is not None else None
+    """The hint only orders the search (RFC 7009 §2.1, RFC 7662 §2.1): a token not found as the
+    hinted type is looked for as every other type."""
+
+    def access():
+        return tokens.decode_access_token(token_string)
+
+    def refresh():
+        row = tokens.find_refresh_token(token_string)
+        return _RefreshTokenView(row) if row is not None else None
+
+    order = (refresh, access) if token_type_hint == "refresh_token" else (access, refresh)
+    for find in order:
+        found = find()
+        if found is not None:
+            return found
+    return None
+
+
+class UnsupportedTokenTypeError(OAuth2Error):
+    """RFC 7009 §2.2.1: an error response of RFC 6749 §5.2, hence 400 (Authlib answers 401)."""
+
+    error = "unsupported_token_type"
+    status_code = 400
+
+
+def _check_token_params(endpoint, request):
+    if "token" not in request.form:
+        raise InvalidRequestError("the token parameter is required")
+    hint = request.form.get("token_type_hint")
+    if hint and hint not in endpoint.SUPPORTED_TOKEN_TYPES:
+        raise UnsupportedTokenTypeError(f"token_type_hint {hint!r} is not supported")
 
 
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def check_params(self, request, client):
+        _check_token_params(self, request)
 
     def query_token(self, token_string, token_type_hint):
         return _query_any_token(token_string, token_type_hint)
@@ -293,6 +328,9 @@ class Revocation(RevocationEndpoint):
 
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CLIENT_AUTH
+
+    def check_params(self, request, client):
+        _check_token_params(self, request)
 
     def query_token(self, token_string, token_type_hint):
         return _query_any_token(token_string, token_type_hint)
@@ -355,6 +393,14 @@ class JWTBearerValidator(BearerTokenValidator):
 
 
 class _ResourceProtector(ResourceProtector):
+    def raise_error_response(self, error):
+        if isinstance(error, MissingAuthorizationError):
+            # RFC 6750 §3.1: a request without any token gets the challenge, but no error code
+            from authlib.integrations.flask_oauth2.errors import raise_http_exception
+
+            raise_http_exception(401, json.dumps({}), [("WWW-Authenticate", "Bearer")])
+        return super().raise_error_response(error)
+
     def parse_request_authorization(self, request):
         """The Authorization header, or else (RFC 6750 §2.2) an ``access_token`` in a form-encoded
         POST body: how OIDC clients such as pyoidc call userinfo with POST."""
@@ -435,6 +481,56 @@ def _authorize_input_problem(data) -> str | None:
     return None
 
 
+def _trusted_redirect_uri(data) -> str | None:
+    """The redirect URI an error may be sent to: a registered one of a known client, else None."""
+    if not all(_single(data, k) for k in ("client_id", "redirect_uri") if k in data):
+        return None
+    client = registry.get_client(data.get("client_id") or "") if data.get("client_id") else None
+    if client is None:
+        return None
+    uri = data.get("redirect_uri")
+    if uri:
+        return uri if client.check_redirect_uri(uri) else None
+    return client.get_default_redirect_uri()
+
+
+class RequestNotSupportedError(OAuth2Error):
+    """OIDC Core §3.1.2.6: the ``request`` parameter (a request object) is not supported."""
+
+    error = "request_not_supported"
+
+
+class RequestUriNotSupportedError(OAuth2Error):
+    error = "request_uri_not_supported"
+
+
+class UnsupportedResponseModeError(OAuth2Error):
+    """OAuth 2.0 Multiple Response Types §5: only ``query`` is offered (no form_post, fragment, jwt)."""
+
+    error = "invalid_request"
+
+
+RESPONSE_MODES = ("query",)
+
+
+def _authorize_protocol_problem(data, redirect_uri: str) -> OAuth2Error | None:
+    """What the Authlib grant does not check of an authorization request, once the client and its
+    redirect URI are known (so the error goes back to the client): each parameter at most once
+    (RFC 6749 §3.1), no request object (OIDC Core §6), only the response modes offered."""
+    for key, values in data.lists():
+        if len(values) > 1:
+            return InvalidRequestError(f"{key} given more than once", redirect_uri=redirect_uri)
+    if "request" in data:
+        return RequestNotSupportedError("request objects are not supported", redirect_uri=redirect_uri)
+    if "request_uri" in data:
+        return RequestUriNotSupportedError("request_uri is not supported", redirect_uri=redirect_uri)
+    mode = data.get("response_mode")
+    if mode is not None and mode not in RESPONSE_MODES:
+        return UnsupportedResponseModeError(f"response_mode {mode[:20]!r} is not supported; use query",
+                                            redirect_uri=redirect_uri)
+    return None
+
+
 class Server(AuthorizationServer):
     def create_oauth2_request(self, request):
         req = FlaskOAuth2Request(flask_request)
@@ -455,10 +551,19 @@ class Server(AuthorizationServer):
         if problem:
             raise InvalidRequestError(problem)  # never redirected: the URI itself is bad
         try:
-            return super().get_consent_grant(request, end_user)
+            grant = super().get_consent_grant(request, end_user)
+        except UnsupportedResponseTypeError as error:
+            # Authlib raises it before looking at the client; with a known client and one of its
+            # redirect URIs it goes back to the client like every other error (RFC 6749 §4.1.2.1)
+            error.redirect_uri = _trusted_redirect_uri(flask_request.values)
+            raise
         except ValueError:
             # Authlib builds some errors from request values and refuses to (ValueError)
             raise InvalidRequestError("malformed authorization request") from None
+        error = _authorize_protocol_problem(flask_request.values, grant.redirect_uri)
+        if error is not None:
+            raise error
+        return grant
 
     def create_authorization_response(self, request=None, grant_user=None, grant=None):
         try:
@@ -487,6 +592,15 @@ class Server(AuthorizationServer):
 
     def handle_error_response(self, request, error):
         _after_error()
+        if error.redirect_uri:
+            # back at the client: ``state`` as sent (RFC 6749 §4.1.2.1), ``iss`` on every
+            # authorization response, errors included (RFC 9207 §2)
+            if error.state is None and _single(flask_request.values, "state"):
+                error.state = flask_request.values["state"]
+            response = super().handle_error_response(request, error)
+            if response.location:
+                response.location = _with_issuer(response.location)
+            return response
         return super().handle_error_response(request, error)
 
 
@@ -546,11 +660,29 @@ def _oauth_error_response(e: _AuthlibHTTPException):
     return Response(e.body, e.code, e.headers, mimetype="application/json")
 
 
+def _single(data, key: str) -> bool:
+    return len(data.getlist(key)) == 1
+
+
+def _with_issuer(location: str) -> str:
+    """``location`` with the issuer's ``iss`` parameter, exactly once."""
+    from authlib.common.urls import add_params_to_uri
+
+    if any(k == "iss" for k, _v in parse_qsl(urlsplit(location).query, keep_blank_values=True)):
+        return location
+    return add_params_to_uri(location, {"iss": current_app.config["TONGBAN_ISSUER"]})
+
+
 class Issuer(IssuerParameter):
-    """RFC 9207: ``iss`` in every authorization response (mix-up defence, RFC 9700 §4.4)."""
+    """RFC 9207: ``iss`` in every authorization response (mix-up defence, RFC 9700 §4.4); error
+    responses get it in ``Server.handle_error_response``."""
 
     def get_issuer(self) -> str | None:
         return current_app.config["TONGBAN_ISSUER"]
+
+    def add_issuer_parameter(self, authorization_server, response):
+        if response.location:
+            response.location = _with_issuer(response.location)
 
 
 __all__ = ["OAuth2Error", "init_server", "require_oauth", "server", "user_claims"]
