@@ -71,6 +71,50 @@ def user_claims(user: User, scope: str) -> dict:
     return info
 
 
+# the scope whose consent releases each claim (OIDC Core §5.4); the ``claims`` request parameter
+# (§5.5) asks for claims one by one, and asks for them as the scope that carries them
+CLAIM_SCOPES = {
+    **dict.fromkeys(("name", "gender", "birthdate", "locale", "assurance_level"), "profile"),
+    **dict.fromkeys(("phone_number", "phone_number_verified"), "phone"),
+    **dict.fromkeys(("id_number", "id_number_verified"), "id_number"),
+    **dict.fromkeys(("org_uscc", "org_name", "org_role", "org_authorised_until"), "enterprise"),
+}
+
+
+class ClaimsParameterError(ValueError):
+    pass
+
+
+def parse_claims_parameter(raw: str | None) -> dict:
+    """The ``claims`` request parameter: a JSON object whose ``userinfo`` and ``id_token`` members
+    are objects of claim name -> null or an object (OIDC Core §5.5). ClaimsParameterError if not."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ClaimsParameterError("claims is not JSON") from None
+    if not isinstance(value, dict):
+        raise ClaimsParameterError("claims must be a JSON object")
+    for member in ("userinfo", "id_token"):
+        part = value.get(member)
+        if part is None:
+            continue
+        if not isinstance(part, dict) or not all(v is None or isinstance(v, dict) for v in part.values()):
+            raise ClaimsParameterError(f"claims.{member} must map claim names to null or an object")
+    return value
+
+
+def claims_scopes(raw: str | None) -> list[str]:
+    """The scopes that carry the claims asked for in ``claims`` (unknown claims are ignored)."""
+    try:
+        value = parse_claims_parameter(raw)
+    except ClaimsParameterError:
+        return []
+    names = [n for member in ("userinfo", "id_token") for n in (value.get(member) or {})]
+    return list(dict.fromkeys(CLAIM_SCOPES[n] for n in names if n in CLAIM_SCOPES))
+
+
 # ---------------------------------------------------------------- grants
 
 
@@ -427,6 +471,23 @@ class _Payload(FlaskOAuth2Payload):
         return self._request.values
 
 
+class _AuthorizePayload(_Payload):
+    """An OpenID request's scope widened by the scopes of the claims asked for in ``claims``."""
+
+    @cached_property
+    def data(self):
+        values = self._request.values
+        scopes = (values.get("scope") or "").split()
+        extra = [s for s in claims_scopes(values.get("claims")) if s not in scopes] if "openid" in scopes else []
+        if not extra or len(values.getlist("scope")) != 1:
+            return values
+        from werkzeug.datastructures import MultiDict
+
+        data = MultiDict(values.items(multi=True))
+        data.setlist("scope", [" ".join(scopes + extra)])
+        return data
+
+
 class _BodyPayload(_Payload):
     """RFC 6749 §3.2: the token endpoint (and those built like it) reads the POST body only,
     never the query string."""
@@ -524,6 +585,10 @@ def _authorize_protocol_problem(data, redirect_uri: str) -> OAuth2Error | None:
         return RequestNotSupportedError("request objects are not supported", redirect_uri=redirect_uri)
     if "request_uri" in data:
         return RequestUriNotSupportedError("request_uri is not supported", redirect_uri=redirect_uri)
+    try:
+        parse_claims_parameter(data.get("claims"))
+    except ClaimsParameterError as e:
+        return InvalidRequestError(str(e), redirect_uri=redirect_uri)
     mode = data.get("response_mode")
     if mode is not None and mode not in RESPONSE_MODES:
         return UnsupportedResponseModeError(f"response_mode {mode[:20]!r} is not supported; use query",
@@ -536,6 +601,8 @@ class Server(AuthorizationServer):
         req = FlaskOAuth2Request(flask_request)
         if flask_request.path in BODY_ONLY_PATHS:
             req.payload = _BodyPayload(flask_request)
+        elif flask_request.path == "/oauth/authorize":
+            req.payload = _AuthorizePayload(flask_request)
         else:
             req.payload = _Payload(flask_request)
         return req

@@ -75,7 +75,7 @@ def discovery_document() -> dict:
                              "assurance_level", "org_uscc", "org_name", "org_role", "org_authorised_until"],
         "acr_values_supported": ["L1", "L2", "L3", "L4", "L5"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
-        "claims_parameter_supported": False,
+        "claims_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,

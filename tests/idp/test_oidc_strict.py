@@ -295,3 +295,28 @@ def test_pyoidc_accepts_a_post_with_login_credentials_sent_by_form(live_server, 
     resp = rp.parse_callback(step.url)
     assert isinstance(resp, AuthorizationResponse) and resp["iss"] == rp.provider["issuer"]
     assert rp.exchange(resp["code"])["id_token"]["sub"]
+
+
+def test_claims_parameter_releases_the_claims_asked_for(live_server, disco, browser, citizen, make_client):
+    """OIDC Core §5.5: claims asked for one by one, released as the scope that carries them would
+    be, within what the system may ask for; a malformed ``claims`` is invalid_request."""
+    assert disco["claims_parameter_supported"] is True
+    cid, secret = make_client(first_party=True, scopes=["openid", "profile", "phone"])
+    rp = RP(disco, cid, secret, scope="openid")
+    claims = {"id_token": {"name": {"essential": True}}, "userinfo": {"phone_number": None,
+                                                                      "id_number": None, "shoe_size": None}}
+    token, id_claims = rp.login(browser, claims=json.dumps(claims))
+    assert id_claims["name"] == "张三"
+    info = rp.userinfo(token["access_token"]).json()
+    assert info["phone_number"] == "+8613800138000"
+    assert "id_number" not in info and "id_number" not in id_claims, "not a scope this system may ask for"
+    assert set(token["scope"].split()) == {"openid", "profile", "phone"}
+    # without claims, scope openid alone releases nothing but sub
+    rp2 = RP(disco, cid, secret, scope="openid")
+    token2, id2 = rp2.login(browser)
+    assert "name" not in id2 and set(rp2.userinfo(token2["access_token"]).json()) == {"sub"}
+    # malformed: back at the client as invalid_request, with iss and state
+    pyrp = PyoidcRP(live_server, cid, secret)
+    for bad in ("[1]", "not json", '{"userinfo": ["name"]}', '{"id_token": {"name": 1}}'):
+        _error_callback(pyrp, browser.walk(pyrp.auth_url() + "&" + urlencode({"claims": bad})),
+                        "invalid_request")
