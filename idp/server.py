@@ -735,9 +735,10 @@ def _with_issuer(location: str) -> str:
     """``location`` with the issuer's ``iss`` parameter, exactly once."""
     from authlib.common.urls import add_params_to_uri
 
-    if any(k == "iss" for k, _v in parse_qsl(urlsplit(location).query, keep_blank_values=True)):
+    issuer = current_app.config["TONGBAN_ISSUER"]
+    if any(k == "iss" and v == issuer for k, v in parse_qsl(urlsplit(location).query, keep_blank_values=True)):
         return location
-    return add_params_to_uri(location, {"iss": current_app.config["TONGBAN_ISSUER"]})
+    return add_params_to_uri(location, {"iss": issuer})
 
 
 class Issuer(IssuerParameter):
