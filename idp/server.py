@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from datetime import timedelta
 from functools import cached_property
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.integrations.flask_oauth2.errors import _HTTPException as _AuthlibHTTPException
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    MissingAuthorizationError,
+    UnsupportedResponseTypeError,
+)
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -62,6 +69,50 @@ def user_claims(user: User, scope: str) -> dict:
     if "profile" in scopes or "id_number" in scopes:
         info["assurance_level"] = user.acr
     return info
+
+
+# the scope whose consent releases each claim (OIDC Core §5.4); the ``claims`` request parameter
+# (§5.5) asks for claims one by one, and asks for them as the scope that carries them
+CLAIM_SCOPES = {
+    **dict.fromkeys(("name", "gender", "birthdate", "locale", "assurance_level"), "profile"),
+    **dict.fromkeys(("phone_number", "phone_number_verified"), "phone"),
+    **dict.fromkeys(("id_number", "id_number_verified"), "id_number"),
+    **dict.fromkeys(("org_uscc", "org_name", "org_role", "org_authorised_until"), "enterprise"),
+}
+
+
+class ClaimsParameterError(ValueError):
+    pass
+
+
+def parse_claims_parameter(raw: str | None) -> dict:
+    """The ``claims`` request parameter: a JSON object whose ``userinfo`` and ``id_token`` members
+    are objects of claim name -> null or an object (OIDC Core §5.5). ClaimsParameterError if not."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ClaimsParameterError("claims is not JSON") from None
+    if not isinstance(value, dict):
+        raise ClaimsParameterError("claims must be a JSON object")
+    for member in ("userinfo", "id_token"):
+        part = value.get(member)
+        if part is None:
+            continue
+        if not isinstance(part, dict) or not all(v is None or isinstance(v, dict) for v in part.values()):
+            raise ClaimsParameterError(f"claims.{member} must map claim names to null or an object")
+    return value
+
+
+def claims_scopes(raw: str | None) -> list[str]:
+    """The scopes that carry the claims asked for in ``claims`` (unknown claims are ignored)."""
+    try:
+        value = parse_claims_parameter(raw)
+    except ClaimsParameterError:
+        return []
+    names = [n for member in ("userinfo", "id_token") for n in (value.get(member) or {})]
+    return list(dict.fromkeys(CLAIM_SCOPES[n] for n in names if n in CLAIM_SCOPES))
 
 
 # ---------------------------------------------------------------- grants
@@ -269,16 +320,44 @@ class _RefreshTokenView:
 
 
 def _query_any_token(token_string, token_type_hint):
-    if token_type_hint != "refresh_token":
-        at = tokens.decode_access_token(token_string)
-        if at is not None:
-            return at
-    row = tokens.find_refresh_token(token_string)
-    return _RefreshTokenView(row) if row is not None else None
+    """The hint only orders the search (RFC 7009 §2.1, RFC 7662 §2.1): a token not found as the
+    hinted type is looked for as every other type."""
+
+    def access():
+        return tokens.decode_access_token(token_string)
+
+    def refresh():
+        row = tokens.find_refresh_token(token_string)
+        return _RefreshTokenView(row) if row is not None else None
+
+    order = (refresh, access) if token_type_hint == "refresh_token" else (access, refresh)
+    for find in order:
+        found = find()
+        if found is not None:
+            return found
+    return None
+
+
+class UnsupportedTokenTypeError(OAuth2Error):
+    """RFC 7009 §2.2.1: an error response of RFC 6749 §5.2, hence 400 (Authlib answers 401)."""
+
+    error = "unsupported_token_type"
+    status_code = 400
+
+
+def _check_token_params(endpoint, request):
+    if "token" not in request.form:
+        raise InvalidRequestError("the token parameter is required")
+    hint = request.form.get("token_type_hint")
+    if hint and hint not in endpoint.SUPPORTED_TOKEN_TYPES:
+        raise UnsupportedTokenTypeError(f"token_type_hint {hint!r} is not supported")
 
 
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def check_params(self, request, client):
+        _check_token_params(self, request)
 
     def query_token(self, token_string, token_type_hint):
         return _query_any_token(token_string, token_type_hint)
@@ -293,6 +372,9 @@ class Revocation(RevocationEndpoint):
 
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CLIENT_AUTH
+
+    def check_params(self, request, client):
+        _check_token_params(self, request)
 
     def query_token(self, token_string, token_type_hint):
         return _query_any_token(token_string, token_type_hint)
@@ -360,6 +442,14 @@ class JWTBearerValidator(BearerTokenValidator):
 
 
 class _ResourceProtector(ResourceProtector):
+    def raise_error_response(self, error):
+        if isinstance(error, MissingAuthorizationError):
+            # RFC 6750 §3.1: a request without any token gets the challenge, but no error code
+            from authlib.integrations.flask_oauth2.errors import raise_http_exception
+
+            raise_http_exception(401, json.dumps({}), [("WWW-Authenticate", "Bearer")])
+        return super().raise_error_response(error)
+
     def parse_request_authorization(self, request):
         """The Authorization header, or else (RFC 6750 §2.2) an ``access_token`` in a form-encoded
         POST body: how OIDC clients such as pyoidc call userinfo with POST."""
@@ -384,6 +474,23 @@ class _Payload(FlaskOAuth2Payload):
     @cached_property
     def data(self):
         return self._request.values
+
+
+class _AuthorizePayload(_Payload):
+    """An OpenID request's scope widened by the scopes of the claims asked for in ``claims``."""
+
+    @cached_property
+    def data(self):
+        values = self._request.values
+        scopes = (values.get("scope") or "").split()
+        extra = [s for s in claims_scopes(values.get("claims")) if s not in scopes] if "openid" in scopes else []
+        if not extra or len(values.getlist("scope")) != 1:
+            return values
+        from werkzeug.datastructures import MultiDict
+
+        data = MultiDict(values.items(multi=True))
+        data.setlist("scope", [" ".join(scopes + extra)])
+        return data
 
 
 class _BodyPayload(_Payload):
@@ -440,11 +547,67 @@ def _authorize_input_problem(data) -> str | None:
     return None
 
 
+def _trusted_redirect_uri(data) -> str | None:
+    """The redirect URI an error may be sent to: a registered one of a known client, else None."""
+    if not all(_single(data, k) for k in ("client_id", "redirect_uri") if k in data):
+        return None
+    client = registry.get_client(data.get("client_id") or "") if data.get("client_id") else None
+    if client is None:
+        return None
+    uri = data.get("redirect_uri")
+    if uri:
+        return uri if client.check_redirect_uri(uri) else None
+    return client.get_default_redirect_uri()
+
+
+class RequestNotSupportedError(OAuth2Error):
+    """OIDC Core §3.1.2.6: the ``request`` parameter (a request object) is not supported."""
+
+    error = "request_not_supported"
+
+
+class RequestUriNotSupportedError(OAuth2Error):
+    error = "request_uri_not_supported"
+
+
+class UnsupportedResponseModeError(OAuth2Error):
+    """OAuth 2.0 Multiple Response Types §5: only ``query`` is offered (no form_post, fragment, jwt)."""
+
+    error = "invalid_request"
+
+
+RESPONSE_MODES = ("query",)
+
+
+def _authorize_protocol_problem(data, redirect_uri: str) -> OAuth2Error | None:
+    """What the Authlib grant does not check of an authorization request, once the client and its
+    redirect URI are known (so the error goes back to the client): each parameter at most once
+    (RFC 6749 §3.1), no request object (OIDC Core §6), only the response modes offered."""
+    for key, values in data.lists():
+        if len(values) > 1:
+            return InvalidRequestError(f"{key} given more than once", redirect_uri=redirect_uri)
+    if "request" in data:
+        return RequestNotSupportedError("request objects are not supported", redirect_uri=redirect_uri)
+    if "request_uri" in data:
+        return RequestUriNotSupportedError("request_uri is not supported", redirect_uri=redirect_uri)
+    try:
+        parse_claims_parameter(data.get("claims"))
+    except ClaimsParameterError as e:
+        return InvalidRequestError(str(e), redirect_uri=redirect_uri)
+    mode = data.get("response_mode")
+    if mode is not None and mode not in RESPONSE_MODES:
+        return UnsupportedResponseModeError(f"response_mode {mode[:20]!r} is not supported; use query",
+                                            redirect_uri=redirect_uri)
+    return None
+
+
 class Server(AuthorizationServer):
     def create_oauth2_request(self, request):
         req = FlaskOAuth2Request(flask_request)
         if flask_request.path in BODY_ONLY_PATHS:
             req.payload = _BodyPayload(flask_request)
+        elif flask_request.path == "/oauth/authorize":
+            req.payload = _AuthorizePayload(flask_request)
         else:
             req.payload = _Payload(flask_request)
         return req
@@ -460,10 +623,19 @@ class Server(AuthorizationServer):
         if problem:
             raise InvalidRequestError(problem)  # never redirected: the URI itself is bad
         try:
-            return super().get_consent_grant(request, end_user)
+            grant = super().get_consent_grant(request, end_user)
+        except UnsupportedResponseTypeError as error:
+            # Authlib raises it before looking at the client; with a known client and one of its
+            # redirect URIs it goes back to the client like every other error (RFC 6749 §4.1.2.1)
+            error.redirect_uri = _trusted_redirect_uri(flask_request.values)
+            raise
         except ValueError:
             # Authlib builds some errors from request values and refuses to (ValueError)
             raise InvalidRequestError("malformed authorization request") from None
+        error = _authorize_protocol_problem(flask_request.values, grant.redirect_uri)
+        if error is not None:
+            raise error
+        return grant
 
     def create_authorization_response(self, request=None, grant_user=None, grant=None):
         try:
@@ -492,6 +664,15 @@ class Server(AuthorizationServer):
 
     def handle_error_response(self, request, error):
         _after_error()
+        if error.redirect_uri:
+            # back at the client: ``state`` as sent (RFC 6749 §4.1.2.1), ``iss`` on every
+            # authorization response, errors included (RFC 9207 §2)
+            if error.state is None and _single(flask_request.values, "state"):
+                error.state = flask_request.values["state"]
+            response = super().handle_error_response(request, error)
+            if response.location:
+                response.location = _with_issuer(response.location)
+            return response
         return super().handle_error_response(request, error)
 
 
@@ -551,11 +732,30 @@ def _oauth_error_response(e: _AuthlibHTTPException):
     return Response(e.body, e.code, e.headers, mimetype="application/json")
 
 
+def _single(data, key: str) -> bool:
+    return len(data.getlist(key)) == 1
+
+
+def _with_issuer(location: str) -> str:
+    """``location`` with the issuer's ``iss`` parameter, exactly once."""
+    from authlib.common.urls import add_params_to_uri
+
+    issuer = current_app.config["TONGBAN_ISSUER"]
+    if any(k == "iss" and v == issuer for k, v in parse_qsl(urlsplit(location).query, keep_blank_values=True)):
+        return location
+    return add_params_to_uri(location, {"iss": issuer})
+
+
 class Issuer(IssuerParameter):
-    """RFC 9207: ``iss`` in every authorization response (mix-up defence, RFC 9700 §4.4)."""
+    """RFC 9207: ``iss`` in every authorization response (mix-up defence, RFC 9700 §4.4); error
+    responses get it in ``Server.handle_error_response``."""
 
     def get_issuer(self) -> str | None:
         return current_app.config["TONGBAN_ISSUER"]
+
+    def add_issuer_parameter(self, authorization_server, response):
+        if response.location:
+            response.location = _with_issuer(response.location)
 
 
 __all__ = ["OAuth2Error", "init_server", "require_oauth", "server", "user_claims"]

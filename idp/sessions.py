@@ -92,9 +92,15 @@ def current_user() -> User | None:
 
 
 def start(user: User, response_cookie: dict, *, acr: str | None = None, amr: str = "pwd") -> LoginSession:
-    """Create a session; the caller sets the cookie from ``response_cookie`` on its response."""
+    """Create a session; the caller sets the cookie from ``response_cookie`` on its response.
+
+    The same person logging in again in this browser (``prompt=login``, ``max_age``) keeps the
+    session: same ``sid``, new ``auth_time``, so the other systems signed in through it are not
+    logged out; the cookie is still replaced (a log-in never keeps a cookie value)."""
     old = current_session()
     if old is not None:
+        if old.user_id == user.id:
+            return _reauthenticate(old, response_cookie, acr=acr or _capped_acr(user, amr), amr=amr)
         end(old, "replaced")
     raw = token(32)
     now = utcnow()
@@ -107,6 +113,21 @@ def start(user: User, response_cookie: dict, *, acr: str | None = None, amr: str
     response_cookie["value"] = raw
     g._sso = sess
     audit.record("session.started", actor=f"user:{user.sub}", object=f"session:{sess.sid}")
+    return sess
+
+
+def _reauthenticate(sess: LoginSession, response_cookie: dict, *, acr: str, amr: str) -> LoginSession:
+    raw = token(32)
+    now = utcnow()
+    sess.token_hash = digest(raw)
+    sess.auth_time = now
+    sess.last_seen = now
+    sess.acr, sess.amr = acr, amr
+    db.session.flush()
+    response_cookie["value"] = raw
+    g._sso = sess
+    audit.record("session.reauthenticated", actor=f"user:{sess.user.sub}", object=f"session:{sess.sid}",
+                 detail={"amr": amr})
     return sess
 
 

@@ -65,7 +65,6 @@ def discovery_document() -> dict:
                                   "urn:ietf:params:oauth:grant-type:device_code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-        "userinfo_signing_alg_values_supported": ["none"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -75,8 +74,8 @@ def discovery_document() -> dict:
                              "phone_number_verified", "id_number", "id_number_verified",
                              "assurance_level", "org_uscc", "org_name", "org_role", "org_authorised_until"],
         "acr_values_supported": ["L1", "L2", "L3", "L4", "L5"],
-        "prompt_values_supported": ["none", "login", "consent"],
-        "claims_parameter_supported": False,
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
@@ -126,8 +125,23 @@ def _without_login_prompt() -> str:
     return url_for("idp.authorize") + "?" + urlencode(params)
 
 
+def _is_authorization_post() -> bool:
+    """A POSTed authorization request (OIDC Core §3.1.2.1), as opposed to the consent form, which
+    posts only its CSRF token and the decision to the authorization request's URL."""
+    return request.method == "POST" and any(k in request.form for k in ("client_id", "response_type"))
+
+
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
+@csrf.exempt  # a POSTed authorization request carries no CSRF token; the consent form is checked below
 def authorize():
+    if _is_authorization_post():
+        # the same request as a GET (parameters from the query and the body, all of them, so that a
+        # repeated one is still refused): every later step (log-in, step-up, chooser, consent)
+        # comes back to the authorization request's URL
+        params = list(request.args.items(multi=True)) + list(request.form.items(multi=True))
+        return redirect(url_for("idp.authorize") + "?" + urlencode(params), 303)
+    if request.method == "POST" and current_app.config.get("WTF_CSRF_ENABLED", True):
+        csrf.protect()  # the consent form
     sess = sessions.current_session()
     user = sess.user if sess else None
     try:
@@ -139,21 +153,36 @@ def authorize():
     data = grant.request.payload.data
     prompts = set((data.get("prompt") or "").split())
 
+    fresh = sess is not None and _fresh_login(sess)
     stale = False
     max_age = data.get("max_age")
-    fresh = sess is not None and _fresh_login(sess)
-    if sess is not None and max_age not in (None, "") and not fresh:
+    if max_age not in (None, ""):
         try:
-            stale = epoch() - to_epoch(sess.auth_time) > int(max_age)
+            max_age = int(max_age)
         except ValueError:
-            return server.handle_error_response(None, _invalid("max_age must be a number", redirect_uri))
-    if user is None or "login" in prompts or stale:
+            max_age = -1
+        if max_age < 0:
+            return server.handle_error_response(None, _invalid("max_age must be a number of seconds",
+                                                               redirect_uri))
+        # max_age=0 is a log-in now, whatever the clock says (OIDC Core §3.1.2.1)
+        stale = sess is not None and not fresh and (max_age == 0 or epoch() - to_epoch(sess.auth_time) > max_age)
+    hint = data.get("id_token_hint")
+    other_user = False
+    if hint:
+        claims = _decode_id_token_hint(hint)
+        aud = (claims or {}).get("aud")
+        if claims is None or client.client_id not in (aud if isinstance(aud, list) else [aud]):
+            return server.handle_error_response(None, _invalid("the id_token_hint is not valid for this client",
+                                                               redirect_uri))
+        # the person the system expects is not the one logged in here (OIDC Core §3.1.2.1)
+        other_user = user is not None and claims.get("sub") != user.sub and not fresh
+    if user is None or "login" in prompts or stale or other_user:
         if "none" in prompts:
             return server.handle_error_response(None, LoginRequiredError(redirect_uri=redirect_uri,
                                                                           state=data.get("state")))
         # remember that a log-in was asked for, so the one that answers it satisfies max_age
         # even if a clock second passes before the request continues (max_age=0)
-        flask_session[_REAUTH_KEY] = {"sid": sess.sid if sess else "", "at": epoch()}
+        flask_session[_REAUTH_KEY] = {"sid": sess.sid if sess else "", "auth": _auth_mark(sess), "at": epoch()}
         args = {"next": _without_login_prompt()}
         if data.get("login_hint"):
             args["login_hint"] = data["login_hint"]
@@ -197,10 +226,18 @@ _REAUTH_KEY = "tb_reauth"
 _REAUTH_WITHIN = 600  # seconds a log-in page may stay open and still answer the request
 
 
+def _auth_mark(sess) -> str:
+    """Changes whenever the session authenticates again (a log-in replaces the cookie value)."""
+    from tongban.clock import digest
+
+    return digest(sess.token_hash)[:16] if sess is not None else ""
+
+
 def _fresh_login(sess) -> bool:
-    """True once, for the session started by the log-in this browser was just sent to."""
+    """True once, for the log-in this browser was just sent to (a new session, or the same
+    session authenticated again)."""
     asked = flask_session.pop(_REAUTH_KEY, None)
-    if not asked or asked.get("sid") == sess.sid:
+    if not asked or (asked.get("sid") == sess.sid and asked.get("auth") == _auth_mark(sess)):
         return False
     return epoch() - int(asked.get("at", 0)) <= _REAUTH_WITHIN
 

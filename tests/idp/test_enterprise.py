@@ -294,6 +294,7 @@ def test_forged_choice_refused(live_server, disco, citizen, agent_user, register
     # prompt=none cannot choose
     step = agent.walk(RP(disco, x_id, x_secret, scope=SCOPE).auth_url(prompt="none"))
     assert step.kind == "callback" and step.params["error"] == "account_selection_required"
+    assert step.params["iss"] == disco["issuer"] and step.params["state"]  # RFC 9207, RFC 6749 §4.1.2.1
 
 
 # ---------------------------------------------------------------- authority ending
