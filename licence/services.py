@@ -526,7 +526,8 @@ def public_view(lic) -> dict:
 
 _PUBLIC_COLUMNS = (Licence.identifier, Licence.type_code, Licence.type_name, Licence.holder_name,
                    Licence.issuer_name, Licence.issued_on, Licence.valid_until, Licence.status,
-                   Licence.superseded_by)
+                   Licence.superseded_by, Licence.holder_kind, Licence.holder_id, Licence.number,
+                   Licence.status_changed_at)
 
 
 _LOOKUP = select(*_PUBLIC_COLUMNS).where(Licence.verify_code == bindparam("code"))
