@@ -52,7 +52,8 @@ LAYOUT_KINDS = tuple(pdf.LAYOUTS)
 
 
 def today() -> date:
-    return utcnow().date()
+    """Today in Beijing (UTC+8, no daylight saving): the date on licences and when they expire."""
+    return (utcnow() + timedelta(hours=8)).date()
 
 
 # ---------------------------------------------------------------- catalogue
