@@ -216,3 +216,23 @@ def test_other_holder_cannot_see_status_of_foreign_wallet_licence(client, citize
     r = client.get(f"/wallet/{other.identifier}")
     assert r.status_code == 404 and "秘密原因" not in r.get_data(as_text=True)
     assert client.get(f"/wallet/{other.identifier}/pdf").status_code == 404
+
+
+def test_licence_dates_are_beijing_dates(monkeypatch):
+    from licence import display
+
+    # 18:00 UTC on 1 January is 2 January in Beijing: a licence valid until 1 January has expired
+    monkeypatch.setattr(services, "utcnow", lambda: datetime(2026, 1, 1, 18, 0))
+    assert services.today() == date(2026, 1, 2)
+    assert display.state("valid", date(2026, 1, 1)) == "expired"
+    assert display.state("valid", date(2026, 1, 2)) == "valid"
+
+
+def test_signer_names_in_chinese(app):
+    from seal.views import beijing_time, readable_name
+
+    with app.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        assert readable_name("Common Name: 某局电子证照专用章, Organization: 某局, Country: CN") == \
+            "名称：某局电子证照专用章，组织：某局，国家：CN"
+        assert beijing_time("2026-03-01T20:30:00Z").startswith("2026年3月2日 04:30:00")
+        assert beijing_time(None) == "" and beijing_time("garbage") == "garbage"
