@@ -45,5 +45,20 @@ class NotDelegated(Forbidden):
     code = "not_delegated"
 
 
-__all__ = ["BadTransition", "InvalidField", "InvalidRequest", "LicenceNotFound", "NoLicenceSeal",
-           "NotDelegated", "NotPermitted", "UnknownType"]
+class LicenceNotValid(Conflict):
+    """The holder asks for the sealed file of a licence that is no longer valid."""
+
+    code = "licence_not_valid"
+
+
+__all__ = [
+    "BadTransition",
+    "InvalidField",
+    "InvalidRequest",
+    "LicenceNotFound",
+    "LicenceNotValid",
+    "NoLicenceSeal",
+    "NotDelegated",
+    "NotPermitted",
+    "UnknownType",
+]

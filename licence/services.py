@@ -52,7 +52,8 @@ LAYOUT_KINDS = tuple(pdf.LAYOUTS)
 
 
 def today() -> date:
-    return utcnow().date()
+    """Today in Beijing (UTC+8, no daylight saving): the date on licences and when they expire."""
+    return (utcnow() + timedelta(hours=8)).date()
 
 
 # ---------------------------------------------------------------- catalogue
@@ -526,7 +527,8 @@ def public_view(lic) -> dict:
 
 _PUBLIC_COLUMNS = (Licence.identifier, Licence.type_code, Licence.type_name, Licence.holder_name,
                    Licence.issuer_name, Licence.issued_on, Licence.valid_until, Licence.status,
-                   Licence.superseded_by)
+                   Licence.superseded_by, Licence.holder_kind, Licence.holder_id, Licence.number,
+                   Licence.status_changed_at)
 
 
 _LOOKUP = select(*_PUBLIC_COLUMNS).where(Licence.verify_code == bindparam("code"))

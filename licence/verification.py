@@ -311,6 +311,13 @@ def verify_licence_document(pdf: bytes) -> dict:
     from . import services
 
     seal_verdict = services._seal_services().verify_pdf(pdf)
+    return verdict_for(pdf, seal_verdict)
+
+
+def verdict_for(pdf: bytes, seal_verdict: dict) -> dict:
+    """verify_licence_document's answer from a seal verdict already made on the same bytes."""
+    from . import services
+
     v = evaluate(pdf, seal_verdict)
     status, licence, extra = "unknown", None, {}
     if v.licence is not None:
@@ -336,4 +343,30 @@ def verify_licence_document(pdf: bytes) -> dict:
     return result
 
 
-__all__ = ["CHECKS", "FAILURES", "signed_revision", "signed_sha256", "verify_licence_document"]
+def licence_in(pdf: bytes, seal_verdict: dict) -> dict | None:
+    """For the public seal verifier: None when the PDF does not present itself as a Tongban licence
+    (no licence identifier in its sealed document information); otherwise what it is worth as one.
+
+    ``{"is_licence", "valid", "status", "state", "status_changed_at", "superseded_by", "licence",
+    "failed", "messages"}`` (no reason: the page is public): the licence is named only when the
+    sealed revision is one we issued (as in verify_licence_document); a document that only claims an identifier is
+    "is_licence": false with the checks it failed.
+    """
+    rev = signed_revision(pdf)
+    if rev is None or rev.identifier is None:
+        return None
+    v = verdict_for(pdf, seal_verdict)
+    out = {"is_licence": v["licence"] is not None, "valid": v["valid"], "status": v["status"],
+           "licence": v["licence"], "failed": v["failed"],
+           "messages": [c["message"] for c in v["checks"] if not c["ok"] and c["check"] != "status"]}
+    if v["licence"] is not None:
+        lic = db.session.execute(select(Licence).where(Licence.identifier == v["licence"]["id"])).scalar_one()
+        out.update(state=lic.status if lic.status != "valid" else v["status"],
+                   status_changed_at=(lic.status_changed_at.isoformat() + "Z") if lic.status_changed_at else None)
+        if "superseded_by" in v:
+            out["superseded_by"] = v["superseded_by"]
+    return out
+
+
+__all__ = ["CHECKS", "FAILURES", "licence_in", "signed_revision", "signed_sha256", "verdict_for",
+           "verify_licence_document"]

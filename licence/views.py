@@ -32,8 +32,8 @@ from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
 from tongban.security import cacheable
 
-from . import offline, services
-from .errors import LicenceNotFound, NotDelegated
+from . import display, offline, services
+from .errors import LicenceNotFound, LicenceNotValid, NotDelegated
 from .models import Licence
 
 bp = Blueprint("licence", __name__)
@@ -61,7 +61,7 @@ def verify_code(code: str):
         return Response(json.dumps(services.public_view(row), ensure_ascii=False), mimetype=_JSON)
     if row is None:
         return render_template("licence/verify_result.html", view=None), 404
-    return render_template("licence/verify_result.html", view=services.public_view(row))
+    return render_template("licence/verify_result.html", view=display.scan_view(row))
 
 
 # ---------------------------------------------------------------- offline verification
@@ -102,7 +102,8 @@ def wallet():
     holders = services.holder_ids_for(user)
     rows = services.licences_of(holders)
     return render_template("licence/wallet.html", user=user, licences=rows, status=services.public_status,
-                           masked=mask_number)
+                           masked=mask_number, wallet_state=display.wallet_state,
+                           fmt_date=display.fmt_date)
 
 
 def _own(identifier: str) -> Licence:
@@ -116,18 +117,34 @@ def _own(identifier: str) -> Licence:
 @login_required
 def wallet_licence(identifier: str):
     lic = _own(identifier)
-    token = offline.make_token(lic) if lic.status == "valid" else None
+    state = display.wallet_state(lic)
+    # a licence that is not valid is not offered for showing or downloading: its QR codes and
+    # sealed files would only mislead whoever is shown them
+    token = offline.make_token(lic) if state["valid"] else None
+    current = display.current_version(lic.superseded_by) if lic.status == "superseded" else None
     return render_template(
         "licence/wallet_licence.html", lic=lic, status=services.public_status(lic.status, lic.valid_until),
-        online_qr=_qr_data_uri(services.verify_url(lic.verify_code)), verify_url=services.verify_url(
-            lic.verify_code), offline_qr=_qr_data_uri(token) if token else None, offline_token=token,
-        access=services.access_log(lic), items=lic.type.items, masked=mask_number)
+        state=state, current=current,
+        online_qr=_qr_data_uri(services.verify_url(lic.verify_code)) if state["valid"] else None,
+        verify_url=services.verify_url(lic.verify_code), offline_qr=_qr_data_uri(token) if token else None,
+        offline_token=token, access=services.access_log(lic), items=lic.type.items, masked=mask_number,
+        fmt_time=display.fmt_time, fmt_date=display.fmt_date)
+
+
+def _own_valid(identifier: str) -> Licence:
+    """The holder's licence, for showing or downloading: only while it is valid."""
+    lic = _own(identifier)
+    st = display.wallet_state(lic)
+    if not st["valid"]:
+        raise LicenceNotValid(_("This licence is %(state)s: its sealed file is no longer offered.",
+                                state=st["label"]))
+    return lic
 
 
 @bp.route("/wallet/<identifier>/pdf")
 @login_required
 def wallet_pdf(identifier: str):
-    lic = _own(identifier)
+    lic = _own_valid(identifier)
     resp = Response(lic.pdf, mimetype="application/pdf")
     resp.headers["Content-Disposition"] = f'attachment; filename="{lic.type_code}-{lic.serial}-{lic.version:03d}.pdf"'
     return resp
@@ -137,7 +154,7 @@ def wallet_pdf(identifier: str):
 @login_required
 def wallet_ofd(identifier: str):
     """The licence as an OFD sealed with the issuer's SM2 seal (made on request)."""
-    lic = _own(identifier)
+    lic = _own_valid(identifier)
     return _ofd_response(lic, f"user:{current_user().sub}")
 
 

@@ -11,7 +11,7 @@ from tongban.extensions import csrf, db
 
 from . import services
 from .errors import BadPdf, PdfTooLarge
-from .ofd import verify_document
+from .ofd import is_ofd, verify_document
 
 bp = Blueprint("seal", __name__)
 
@@ -53,9 +53,23 @@ def api_verify():
     throttled = _throttled()
     if throttled is not None:
         return throttled
-    verdict = verify_document(_uploaded_pdf())  # PDF or OFD
+    data = _uploaded_pdf()
+    verdict = verify_document(data)  # PDF or OFD
+    _add_licence(data, verdict)
     db.session.commit()
     return jsonify(verdict)
+
+
+def _add_licence(data: bytes, verdict: dict) -> None:
+    """A PDF that presents itself as a Tongban e-licence: its status next to the seal verdict
+    (key ``licence``, added only then), so a sealed licence that was revoked is not taken as valid."""
+    if is_ofd(data):
+        return
+    from licence.verification import licence_in
+
+    found = licence_in(data, verdict)
+    if found is not None:
+        verdict["licence"] = found
 
 
 def _sign_api(seal_id: str):
@@ -103,14 +117,66 @@ def verify_page():
         return render_template("seal/verify.html", verdict=None,
                                error=_("Too many verifications; please try again in a minute.")), 429
     try:
-        verdict = verify_document(_uploaded_pdf())
+        data = _uploaded_pdf()
+        verdict = verify_document(data)
+        _add_licence(data, verdict)
         db.session.commit()
     except TongbanError as e:
         db.session.rollback()
         headers = {"Retry-After": str(e.retry_after)} if getattr(e, "retry_after", None) else {}
-        return render_template("seal/verify.html", verdict=None, error=e.message), e.status, headers
+        return render_template("seal/verify.html", verdict=None, error=_page_message(e)), e.status, headers
     return render_template("seal/verify.html", verdict=verdict, error=None,
-                           filename=(request.files["file"].filename or "")[:200])
+                           filename=(request.files["file"].filename or "")[:200], when=beijing_time,
+                           dn=readable_name)
+
+
+# X.509 attribute names as pyHanko spells them in a signer's name, and in Chinese
+_DN_WORDS = (("Organizational Unit", "部门"), ("Organization Identifier", "组织标识"), ("Organization", "组织"),
+             ("Common Name", "名称"), ("Country", "国家"), ("State/Province", "省份"), ("Locality", "城市"),
+             ("Serial Number", "序列号"), ("Email Address", "电子邮件"), ("Title", "职务"))
+
+
+def readable_name(name: str | None) -> str:
+    """A certificate's name for people: "Common Name: X, Organization: Y" -> "名称：X，组织：Y"."""
+    if not name:
+        return ""
+    from flask_babel import get_locale
+
+    if not str(get_locale() or "").startswith("zh"):
+        return name
+    parts = []
+    for part in name.split(", "):
+        key, sep, value = part.partition(": ")
+        word = dict(_DN_WORDS).get(key) if sep else None
+        parts.append(f"{word}：{value}" if word else part)
+    return "，".join(parts)
+
+
+def beijing_time(value: str | None) -> str:
+    """An ISO time from a verdict (UTC) in Beijing time, to the second; '' when absent or unreadable."""
+    from datetime import UTC, datetime
+
+    from flask_babel import format_datetime
+
+    if not value:
+        return ""
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return format_datetime(dt, _("yyyy-MM-dd HH:mm:ss")) + " " + _("(Beijing time)")
+
+
+def _page_message(e: TongbanError) -> str:
+    """The page's words for an upload it cannot check (the API keeps the service's own text)."""
+    limit = int(current_app.config["TONGBAN_SEAL_MAX_BYTES"]) // (1024 * 1024) or 1
+    return {"invalid_pdf": _("The file is not a PDF document, or it is damaged."),
+            "invalid_ofd": _("The file is not a valid OFD document, or it is damaged."),
+            "too_large": _("The file is larger than %(mb)s MB.", mb=limit),
+            "invalid_request": _("Choose a PDF or OFD file to check."),
+            }.get(e.code, e.message)
 
 
 def init_views(app: Flask) -> None:
@@ -154,7 +220,20 @@ OPENAPI_SCHEMAS = {
     "SealSignature": _SIGNATURE,
     "SealVerdict": {"type": "object", "required": ["valid", "signatures"], "properties": {
         "valid": {"type": "boolean"}, "message": {"type": "string"},
-        "signatures": {"type": "array", "items": {"$ref": "#/components/schemas/SealSignature"}}}},
+        "signatures": {"type": "array", "items": {"$ref": "#/components/schemas/SealSignature"}},
+        "licence": {"type": "object", "description": "Present only when the PDF presents itself as a Tongban "
+                    "e-licence (a licence identifier in its sealed document information): whether it is one "
+                    "we issued (is_licence), its current status (valid, status, state, status_changed_at, "
+                    "superseded_by), the licence as on /v/ (null unless is_licence), and the failed checks. "
+                    "The seal verdict above says nothing about the licence's status.",
+                    "properties": {"is_licence": {"type": "boolean"}, "valid": {"type": "boolean"},
+                                   "status": {"type": "string"}, "state": {"type": "string"},
+                                   "status_changed_at": {"type": "string", "format": "date-time",
+                                                         "nullable": True},
+                                   "superseded_by": {"type": "string"},
+                                   "licence": {"type": "object", "nullable": True},
+                                   "failed": {"type": "array", "items": {"type": "string"}},
+                                   "messages": {"type": "array", "items": {"type": "string"}}}}}},
 }
 
 OPENAPI_PATHS = {

@@ -12,6 +12,15 @@ def mask_name(name: str | None) -> str:
     return name[0] + "*" * max(len(name) - 1, 1)
 
 
+def mask_name_one(name: str | None) -> str:
+    """Mask one character only, what a checker must still compare: 张三丰 -> 张*丰, 张三 -> 张*."""
+    if not name:
+        return ""
+    if len(name) == 1:
+        return "*"
+    return name[0] + "*" + name[2:]
+
+
 def mask_number(value: str | None) -> str:
     """Keep the first 3 and last 4 characters: 110***********002X, 138****5678."""
     if not value:

@@ -48,4 +48,6 @@ def init_app(app: Flask) -> None:
         if wants_json():
             body = jsonify(error=e.name.lower().replace(" ", "_"), error_description=e.description)
             return body, e.code, headers
-        return render_template("tongban/error.html", code=e.code, message=e.description), e.code, headers
+        # Werkzeug's own description is English and technical: the page says it in its own words
+        message = None if e.description == type(e).description else e.description
+        return render_template("tongban/error.html", code=e.code, message=message), e.code, headers

@@ -184,7 +184,12 @@ if (typeof module !== "undefined" && module.exports) module.exports = TongbanOff
     fresh.fetched = Date.now();
     statusList = fresh;
     $("keys-state").textContent = T("keys_loaded").replace("{n}", Object.keys(keys).length).replace("{t}",
-      new Date(claims.iat * 1000).toLocaleString());
+      beijing(claims.iat));
+  }
+  // times in Beijing time, whatever the checking phone's own time zone
+  function beijing(seconds) {
+    return new Date(seconds * 1000).toLocaleString(document.documentElement.lang || "zh-CN",
+      { timeZone: "Asia/Shanghai", hour12: false }) + " (UTC+8)";
   }
   function show(ok, title, rows) {
     var box = $("result");
@@ -238,7 +243,7 @@ if (typeof module !== "undefined" && module.exports) module.exports = TongbanOff
       show(good, good ? T("ok") : (expired ? T("expired") : T("sig_ok_status") + status), [
         [T("f_type"), lic.get("tn")], [T("f_holder"), lic.get("h") + "（" + lic.get("hid") + "）"], [T("f_issuer"), lic.get("i")],
         [T("f_issued"), lic.get("ia")], [T("f_until"), lic.get("vu")], [T("f_id"), lic.get("id")], [T("f_status"), status],
-        [T("f_token_time"), new Date(claims.get(6) * 1000).toLocaleString()]]);
+        [T("f_token_time"), beijing(claims.get(6))]]);
     } catch (e) {
       show(false, T("failed"), [[T("reason"), e.message]]);
     }
