@@ -302,12 +302,18 @@ def clerk_licence(identifier: str):
         reason = (request.form.get("reason") or "").strip()
         if action not in (*_CONFIRMED, "resume"):
             abort(400)
-        fields = {i["name"]: request.form.get(f"f_{i['name']}", "") for i in lic.type.items}
+        fields = {i["name"]: request.form[f"f_{i['name']}"] for i in lic.type.items if f"f_{i['name']}" in request.form}
+        if action == "change":
+            merged = {**(lic.data or {}), **fields}
+            errors = checks.problems(lic.type, lic.holder_id, lic.holder_name, merged, "", None, services.today())
+            if errors:  # every problem next to its field, nothing asked or changed yet
+                return _licence_page(lic, errors=errors, values=merged), 400
         if action in _CONFIRMED and (request.form.get("confirm") != "yes" or not reason):
             # first press (or no reason given): show what will happen and ask again
             error = _("Give a reason.") if request.form.get("confirm") == "yes" else None
             changed = ([(i["label"], lic.data.get(i["name"], ""), fields[i["name"]].strip())
-                        for i in lic.type.items if fields[i["name"]].strip() != (lic.data.get(i["name"]) or "")]
+                        for i in lic.type.items
+                        if i["name"] in fields and fields[i["name"]].strip() != (lic.data.get(i["name"]) or "")]
                        if action == "change" else [])
             return render_template("licence/clerk_confirm.html", lic=lic, action=action, reason=reason,
                                    error=error, fields=fields if action == "change" else {}, changed=changed,
@@ -330,10 +336,14 @@ def clerk_licence(identifier: str):
             db.session.rollback()
             flash(e.message, "error")
         return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))
+    return _licence_page(lic)
+
+
+def _licence_page(lic: Licence, errors: dict | None = None, values: dict | None = None) -> str:
     return render_template("licence/clerk_licence.html", lic=lic, form=ConfirmForm(),
                            status=services.public_status(lic.status, lic.valid_until),
                            verify_url=services.verify_url(lic.verify_code), items=lic.type.items,
-                           example=checks.example)
+                           example=checks.example, errors=errors or {}, values=values or lic.data or {})
 
 
 @bp.route("/clerk/licences/<identifier>/pdf")
