@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -216,7 +217,8 @@ def _seal_box(pdf: bytes, page_ix: int, form: SealPdfForm) -> tuple[float, float
                                     text=anchor, page=page_ix + 1), "anchor_not_found")
         return placement.box_at(box, *centre)
     if position == "point":
-        if form.fx.data is None or form.fy.data is None:
+        if form.fx.data is None or form.fy.data is None or not all(
+                math.isfinite(v) and 0 <= v <= 1 for v in (form.fx.data, form.fy.data)):
             raise ValidationError(_("Drag the seal to its place on the page preview first."), "point_required")
         return placement.box_at(box, *placement.point_at(box, form.fx.data, form.fy.data))
     if position not in ("bottom-left", "top-right"):

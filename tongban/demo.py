@@ -16,13 +16,14 @@ from .extensions import db
 DEMO_PASSWORD = "Demo-Passw0rd!"
 CITIZEN = {"id_number": "11010519491231002X", "name": "张三", "phone": "13800138000"}
 CITIZEN2 = {"id_number": "110105198001010016", "name": "王五", "phone": "13900139000"}
-SEAL_OFFICER = {"id_number": "110101199003071234", "name": "李四", "phone": "13600136000"}
+SEAL_OFFICER = {"id_number": "110102198506150023", "name": "赵六", "phone": "13600136000"}
 ENTERPRISE = {"uscc": "91350100M000100Y43", "name": "通办示范科技有限公司", "contact_phone": "13700137000"}
 DEMO_CLIENT_ID = "demo-portal"
 POPULATION = [
     (CITIZEN["id_number"], CITIZEN["name"]),
     (CITIZEN2["id_number"], CITIZEN2["name"]),
     ("110101199003071234", "李四"),
+    (SEAL_OFFICER["id_number"], SEAL_OFFICER["name"]),
 ]
 
 demo_cli = AppGroup("demo", help="Demo data.")

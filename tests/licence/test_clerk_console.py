@@ -168,3 +168,18 @@ def test_an_amendment_is_checked_like_an_issue(app, clerk, issue):
     assert r.status_code == 400 and "1990-03-07" in _errors(r.get_data(as_text=True))["f_spouse_id_number"]
     db.session.expire_all()
     assert services.find(ident).status == "valid" and services.find(ident).superseded_by is None
+
+
+def test_pdf_lines_never_break_inside_a_number():
+    from reportlab.pdfbase import pdfmetrics
+
+    from licence.pdf import _font, split_cjk
+
+    font, text = _font(), "福建省福州市鼓楼区软件大道89号"
+    for chars in range(5, len(text) + 1):
+        width = pdfmetrics.stringWidth(text[:chars], font, 11) + 0.1
+        lines = split_cjk(text, font, 11, width)
+        assert "".join(lines) == text
+        assert any("89号" in line for line in lines), lines
+    # a run wider than the line itself is still broken, not lost
+    assert "".join(split_cjk("A" * 50, font, 11, 60)) == "A" * 50
