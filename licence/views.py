@@ -220,6 +220,13 @@ def _holder_lookup(kind: str, holder_id: str) -> tuple[str | None, str | None]:
     return norm, registered_name(kind, norm)
 
 
+def _labels(t) -> dict[str, str]:
+    citizen = t.holder_kind == "citizen"
+    return {"holder_id": _("Citizen ID number") if citizen else _("Unified social credit code"),
+            "holder_name": _("Name") if citizen else _("Organisation name"), "valid_until": _("Valid until"),
+            **{f"f_{i['name']}": i["label"] for i in t.items or []}}
+
+
 @bp.route("/clerk/issue/<type_code>", methods=["GET", "POST"])
 @login_required
 def clerk_issue(type_code: str):
@@ -272,7 +279,7 @@ def clerk_issue(type_code: str):
                         identifier=lic.identifier), "success")
                 return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))
     return render_template("licence/clerk_issue.html", t=t, org=org, orgs=orgs, values=values, error=error,
-                           errors=errors, known_name=known_name, form=ConfirmForm(),
+                           errors=errors, known_name=known_name, form=ConfirmForm(), labels=_labels(t),
                            example=checks.example, issuer=issuer_for(org)), status
 
 

@@ -59,7 +59,7 @@ class SealPdfForm(FlaskForm):
     purpose = StringField(_l("Purpose of use"), validators=[DataRequired(_l("Enter the purpose of use.")),
                                                             Length(max=200)])
     page = IntegerField(_l("Page number"), default=1, validators=[Optional(), NumberRange(min=1, max=100000)])
-    position = SelectField(_l("Position of the seal"), default="bottom-right", choices=[
+    position = SelectField(_l("Position of the seal"), default="anchor", choices=[
         ("anchor", _l("Over a text on the page (the organisation's name above the date)")),
         ("point", _l("Where I drag it on the page preview")),
         ("bottom-right", _l("Bottom right (default)")), ("bottom-left", _l("Bottom left")),
@@ -280,6 +280,8 @@ def seal_page(seal_id: str):
     user, seal, officer = _visible_seal(seal_id)
     form = SealPdfForm()
     error, status = None, 200
+    if not form.is_submitted():
+        form.anchor.data = seal.org.name  # where Chinese practice puts it: over the name (and the date)
     if form.is_submitted():
         if not form.validate():
             error, status = _("Please correct the marked fields. Nothing was sealed."), 400

@@ -57,10 +57,11 @@ def _normal(text: str) -> str:
 
 def find_anchor(pdf: bytes, page_ix: int, anchor: str,
                 box: tuple[float, float, float, float]) -> tuple[float, float] | None:
-    """The centre (PDF points) of the last occurrence of ``anchor`` on the page, or None.
+    """The centre (PDF points) of the seal over the last occurrence of ``anchor`` on the page, or None.
 
     Words on one line are joined without spaces (Chinese text may be set in pieces), and a
-    match inside a word is located in proportion to its characters.
+    match inside a word is located in proportion to its characters. When a date stands on one
+    of the two lines below (落款日期), the seal is centred between the name and the date.
     """
     needle = _normal(anchor)
     if not needle:
@@ -74,7 +75,7 @@ def find_anchor(pdf: bytes, page_ix: int, anchor: str,
         word = _normal(html.unescape(m.group(5)))
         if word:
             lines.setdefault(round((y1 + y2) / 2 / 3), []).append((x1, y1, x2, y2, word))
-    best = None
+    best, rows = None, []
     for key in sorted(lines):
         words = sorted(lines[key])
         chars = []  # (x1, x2, y1, y2) of each character, in proportion within its word
@@ -83,14 +84,33 @@ def find_anchor(pdf: bytes, page_ix: int, anchor: str,
             step = (x2 - x1) / len(word)
             chars.extend((x1 + i * step, x1 + (i + 1) * step, y1, y2) for i in range(len(word)))
             joined += word
+        rows.append((joined, chars))
+    for index, (joined, chars) in enumerate(rows):
         at = joined.rfind(needle)
         if at >= 0:
-            span = chars[at:at + len(needle)]
-            best = ((span[0][0] + span[-1][1]) / 2, (min(c[2] for c in span) + max(c[3] for c in span)) / 2)
+            best = (index, chars[at:at + len(needle)])
     if best is None:
         return None
+    index, span = best
+    cx, cy = _centre(span)
+    height = max(c[3] for c in span) - min(c[2] for c in span)
+    # 骑年盖月: with a date just below the name, the seal sits between the two, over the date too
+    for joined, chars in rows[index + 1:index + 3]:
+        m = _DATE.search(joined)
+        if m and _centre(chars)[1] - cy <= 3 * height:
+            dx, dy = _centre(chars[m.start():m.end()])
+            cx, cy = (cx + dx) / 2, (cy + dy) / 2
+            break
     left, _bottom, _right, top = box
-    return left + best[0], top - best[1]  # pdftotext measures from the top-left corner
+    return left + cx, top - cy  # pdftotext measures from the top-left corner
+
+
+_DATE = re.compile(r"\d{4}\s*年\s*\d{1,2}\s*月(\s*\d{1,2}\s*日)?|\d{4}[-./]\d{1,2}[-./]\d{1,2}"
+                   r"|[〇零一二三四五六七八九]{4}年")
+
+
+def _centre(span) -> tuple[float, float]:
+    return (span[0][0] + span[-1][1]) / 2, (min(c[2] for c in span) + max(c[3] for c in span)) / 2
 
 
 def box_at(box: tuple[float, float, float, float], cx: float, cy: float) -> tuple[float, float, float, float]:

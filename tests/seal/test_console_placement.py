@@ -54,8 +54,26 @@ def test_the_seal_goes_over_the_named_anchor_text(app, client, officer, seal):  
     assert services.verify_pdf(r.data)["valid"] is True
     (x1, y1, x2, y2), = _seal_rects(r.data)
     text_width = 8 * 14  # eight characters at 14 pt
-    assert abs((x1 + x2) / 2 - (500 - text_width / 2)) < 6  # centred on the name
+    assert abs((x1 + x2) / 2 - (500 - text_width / 2)) < 20  # over the name
     assert y1 < 180 < y2 and y1 < 205 < y2  # covering the name and the date below it
+    assert 180 < (y1 + y2) / 2 < 205  # 骑年盖月: centred between the name and the date
+
+
+def test_an_anchor_without_a_date_below_is_centred_on_the_text(app, client, officer, seal):  # noqa: F811
+    from reportlab.pdfgen import canvas
+
+    from licence.pdf import _font
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=(595, 842))
+    c.setFont(_font(), 14)
+    c.drawString(100, 400, "盖章处")
+    c.showPage()
+    c.save()
+    _logged_in(client)
+    r = _seal_form(client, seal.id, buf.getvalue(), position="anchor", anchor="盖章处")
+    (x1, y1, x2, y2), = _seal_rects(r.data)
+    assert abs((x1 + x2) / 2 - 121) < 3 and abs((y1 + y2) / 2 - 405) < 6
 
 
 def test_an_anchor_that_is_not_on_the_page_seals_nothing(app, client, officer, seal):  # noqa: F811
