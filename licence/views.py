@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 
 import qrcode
 import qrcode.image.svg
@@ -20,6 +21,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from markupsafe import Markup, escape
 from sqlalchemy import select
 
 from idp.account_views import login_required
@@ -392,6 +394,21 @@ def clerk_verify():
             error = e.message
         audit.record_later("clerk.pdf_checked", actor=f"user:{user.sub}", object=f"licence:{((result or {}).get('licence') or {}).get('id', '')}", outcome="success" if result else "failure", detail={"status": (result or {}).get("status"), "valid": (result or {}).get("valid"), "size": len(data)})  # noqa: E501
     return render_template("licence/clerk_verify.html", form=ConfirmForm(), result=result, error=error)
+
+
+_NUMBER_RUN = re.compile(r"[0-9A-Za-z][0-9A-Za-z\-:./]*[0-9A-Za-z]")
+
+
+@bp.app_template_filter("nobreak")
+def nobreak(text) -> Markup:
+    """Text escaped, with numbers, dates and codes (J110105-2024-000123) kept on one line."""
+    raw, out, pos = str(text), [], 0
+    for m in _NUMBER_RUN.finditer(raw):  # on the raw text: every piece escaped on its own
+        out.append(str(escape(raw[pos:m.start()])))
+        out.append(f'<span class="nowrap">{escape(m.group(0))}</span>')
+        pos = m.end()
+    out.append(str(escape(raw[pos:])))
+    return Markup("".join(out))  # noqa: S704 - built only from escaped pieces and a fixed tag
 
 
 def init_app(app) -> None:

@@ -22,7 +22,8 @@ _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 def _errors(html: str) -> dict[str, str]:
     """{field id: message} of the field errors on a page."""
-    return dict(re.findall(r'<p class="field-error" id="([\w]+)-error">([^<]*)</p>', html))
+    found = re.findall(r'<p class="field-error" id="([\w]+)-error">(.*?)</p>', html)
+    return {k: re.sub(r"<[^>]+>", "", v) for k, v in found}
 
 
 def _count() -> int:
@@ -119,7 +120,8 @@ def test_a_correct_form_issues_and_the_sealed_pdf_is_there_to_print(app, clerk):
 
 def test_format_hints_are_examples(app, clerk):
     page = clerk.get(f"/clerk/issue/{services.get_type('结婚证').code}").get_data(as_text=True)
-    assert "示例：J110105-2024-000123" in page and "pattern=" not in page and "\\d{6}" not in page
+    assert '示例：<span class="nowrap">J110105-2024-000123</span>' in page
+    assert "pattern=" not in page and "\\d{6}" not in page
 
 
 def test_every_format_has_a_matching_example():
@@ -183,3 +185,12 @@ def test_pdf_lines_never_break_inside_a_number():
         assert any("89号" in line for line in lines), lines
     # a run wider than the line itself is still broken, not lost
     assert "".join(split_cjk("A" * 50, font, 11, 60)) == "A" * 50
+
+
+def test_nobreak_escapes_and_keeps_numbers_whole(app):
+    from licence.views import nobreak
+
+    out = str(nobreak('示例：J110105-2024-000123 <b>"x"</b> & 2026-12-07'))
+    assert '<span class="nowrap">J110105-2024-000123</span>' in out
+    assert '<span class="nowrap">2026-12-07</span>' in out
+    assert "<b>" not in out and "&lt;b&gt;" in out and "&amp;" in out and "&#34;" in out
