@@ -479,14 +479,19 @@ def add_role(user: User, org: Organisation, role: str, *, actor: str = "admin") 
     return sr
 
 
-def create_staff(id_number: str, name: str, password: str, org_uscc: str, role: str,
+def create_staff(id_number: str, name: str | None, password: str | None, org_uscc: str, role: str,
                  phone: str | None = None, *, actor: str = "admin") -> User:
+    """Give an account a role in an organisation; an existing account keeps its password (none is
+    needed), a new one needs a name and a password."""
     if role not in ROLES:
         raise ValidationError(f"unknown role {role!r} (one of {', '.join(ROLES)})", "invalid_role")
     org = get_org(org_uscc)
     ident = parse_id_number(id_number)
     user = db.session.execute(select(User).where(User.id_number == ident.value)).scalar_one_or_none()
     if user is None:
+        if not name or not password:
+            raise ValidationError("no account has this ID number: give --name and --password-stdin to open one",
+                                  "no_account")
         user = create_user(ident.value, name, password, phone, actor=actor)
     add_role(user, org, role, actor=actor)
     return user

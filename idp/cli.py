@@ -71,17 +71,39 @@ def orgs_create(uscc, name, legal_rep, as_json):
 
 @staff_cli.command("create")
 @click.option("--id-number", required=True)
-@click.option("--name", required=True)
-@click.option("--password-stdin", is_flag=True)
+@click.option("--name", help="Needed only to open a new account; checked against an existing one.")
+@click.option("--password-stdin", is_flag=True, help="Only for a new account: its password on standard input.")
 @click.option("--org", "org", required=True, help="USCC of the organisation.")
 @click.option("--role", required=True, type=click.Choice(accounts.ROLES))
 @click.option("--phone")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def staff_create(id_number, name, password_stdin, org, role, phone, as_json):
-    """Create (or reuse) an account and give it a role in an organisation."""
-    user = accounts.create_staff(id_number, name, _password(password_stdin), org, role, phone)
-    emit({"sub": user.sub, "org": org.upper(), "role": role}, as_json, f"{user.sub} is {role} of {org}")
+    """Give an account a role in an organisation (an existing account needs no password; a new one
+    is opened with --name and --password-stdin)."""
+    from sqlalchemy import select
+
+    from tongban.extensions import db
+    from tongban.identifiers import parse_id_number
+    from tongban.masking import mask_name
+
+    from .models import User
+
+    ident = parse_id_number(id_number).value
+    existing = db.session.execute(select(User).where(User.id_number == ident)).scalar_one_or_none()
+    if existing is not None:
+        if name and name.strip() != existing.name:
+            raise ValidationError(f"the account with ID number {ident} is in the name {mask_name(existing.name)}, "
+                                  f"not {name.strip()}: check the ID number", "name_mismatch")
+        password = None  # the account keeps its own password
+    else:
+        if not name:
+            raise ValidationError("no account has this ID number: give --name and --password-stdin to open one",
+                                  "no_account")
+        password = _password(password_stdin)
+    user = accounts.create_staff(ident, name, password, org, role, phone)
+    emit({"sub": user.sub, "org": org.upper(), "role": role, "new_account": existing is None}, as_json,
+         f"{user.sub} is {role} of {org.upper()}" + ("" if existing is None else " (existing account)"))
 
 
 def _client_json(row, secret):

@@ -28,10 +28,12 @@ STMA = _uscc("11100000MB0000070")  # 国家烟草专卖局
 
 
 def item(name: str, label: str, type_: str = "text", required: bool = True, fmt: str | None = None,
-         options: list[str] | None = None) -> dict:
+         options: list[str] | None = None, example: str | None = None) -> dict:
     d: dict = {"name": name, "label": label, "type": type_, "required": required}
     if fmt:
         d["format"] = fmt
+    if example:  # shown to clerks as the format hint (never the regular expression)
+        d["example"] = example
     if options:
         d["options"] = options
     return d
@@ -42,7 +44,7 @@ DATE = r"^\d{4}-\d{2}-\d{2}$"
 
 
 def _date(name: str, label: str, required: bool = True) -> dict:
-    return item(name, label, "date", required, DATE)
+    return {**item(name, label, "date", required, DATE, example="2024-03-01"), "past": True}
 
 
 def _person(prefix: str, who: str) -> list[dict]:
@@ -77,7 +79,8 @@ TYPES: list[dict] = [
                                                  "statement": "申请离婚，经审查符合《中华人民共和国民法典》"
                                                               "关于离婚的规定，准予登记，发给此证。"}},
     {"code": NHC + "001", "name": "出生医学证明", "holder_kind": "citizen", "authority": "国家卫生健康委员会",
-     "items": [GENDER, item("birth_time", "出生时间", fmt=r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$"),
+     "items": [GENDER, {**item("birth_time", "出生时间", fmt=r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$"),
+                        "past": True},
                item("birth_place", "出生地点"), item("gestation_weeks", "出生孕周", "number", fmt=r"^\d{2}$"),
                item("weight_g", "出生体重（克）", "number", fmt=r"^\d{3,4}$"),
                item("length_cm", "出生身长（厘米）", "number", fmt=r"^\d{2}$"),
@@ -157,3 +160,29 @@ TYPES: list[dict] = [
                item("scope", "经营范围")],
      "validity": {"years": 5}, "layout": {"kind": "permit", "page": "A4L", "title": "烟草专卖零售许可证"}},
 ]
+
+
+# filled-in examples shown to clerks as format hints (never the regular expression)
+EXAMPLES: dict[tuple[str, str], str] = {
+    ("社会保障卡", "card_no"): "A12345678",
+    ("结婚证", "cert_no"): "J110105-2024-000123",
+    ("离婚证", "cert_no"): "L110105-2024-000123",
+    ("出生医学证明", "birth_time"): "2024-03-01 08:30",
+    ("出生医学证明", "gestation_weeks"): "39",
+    ("出生医学证明", "weight_g"): "3250",
+    ("出生医学证明", "length_cm"): "50",
+    ("出生医学证明", "cert_no"): "Q110012345",
+    ("食品生产许可证", "permit_no"): "SC10611010500123",
+    ("高等教育学位证书", "cert_no"): "1000132024001234",
+    ("高等教育学历证书", "years"): "4",
+    ("高等教育学历证书", "cert_no"): "100011202405001234",
+    ("取水许可证", "permit_no"): "取水（京）字[2024]第001号",
+    ("烟草专卖零售许可证", "permit_no"): "110105100123",
+    ("取水许可证", "volume"): "12.5",
+    ("*", "capital"): "500",
+}
+for _t in TYPES:
+    for _i in _t["items"]:
+        _ex = EXAMPLES.get((_t["name"], _i["name"])) or EXAMPLES.get(("*", _i["name"]))
+        if _ex and _i.get("format"):
+            _i["example"] = _ex

@@ -12,6 +12,7 @@ the issuer's seal goes, and the caller seals the PDF there.
 from __future__ import annotations
 
 import io
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import date
@@ -115,16 +116,37 @@ def draw_qr(c: Canvas, text: str, x: float, y: float, size: float) -> None:
     c.restoreState()
 
 
+# a number or Latin word, with the unit an address number carries (89号, 3栋, 12层)
+_UNBREAKABLE = re.compile(r"(?:[0-9A-Za-z][0-9A-Za-z.\-－/]*[0-9A-Za-z]|[0-9A-Za-z])[号室栋幢层楼弄]?")
+
+
 def split_cjk(text: str, font: str, size: float, width: float) -> list[str]:
-    """Break a line anywhere between characters (Chinese has no spaces), never before closing punctuation."""
+    """Break a line anywhere between Chinese characters (Chinese has no spaces), never before closing
+    punctuation and never inside a number or Latin word (an address's 89号, a licence number): such a
+    run moves whole to the next line, unless it is wider than a line by itself."""
+    pieces, pos = [], 0
+    for m in _UNBREAKABLE.finditer(text):
+        pieces.extend(text[pos:m.start()])
+        pieces.append(m.group(0))
+        pos = m.end()
+    pieces.extend(text[pos:])
     lines, line, w = [], "", 0.0
-    for ch in text:
-        cw = pdfmetrics.stringWidth(ch, font, size)
-        if line and w + cw > width and ch not in "，。；：、）》”’！？,.;:)":
+    for piece in pieces:
+        pw = pdfmetrics.stringWidth(piece, font, size)
+        if len(piece) > 1 and pw > width:  # longer than a whole line by itself: break it by character
+            for ch in piece:
+                cw = pdfmetrics.stringWidth(ch, font, size)
+                if line and w + cw > width:
+                    lines.append(line)
+                    line, w = "", 0.0
+                line += ch
+                w += cw
+            continue
+        if line and w + pw > width and piece not in "，。；：、）》”’！？,.;:)":
             lines.append(line)
             line, w = "", 0.0
-        line += ch
-        w += cw
+        line += piece
+        w += pw
     lines.append(line)
     return lines
 

@@ -168,8 +168,10 @@ def check_holder(kind: str, holder_id: str) -> str:
     return validate_uscc(holder_id)
 
 
-def check_data(t: LicenceType, fields: dict[str, str]) -> dict:
-    """The type's data items from ``fields``: required present, formats, options; unknown keys refused."""
+def check_data(t: LicenceType, fields: dict[str, str], holder_id: str | None = None) -> dict:
+    """The type's data items from ``fields``: required present, formats, options; unknown keys refused;
+    past events not in the future; ID numbers consistent with birth dates and not the holder's own."""
+    from .checks import cross_problems, must_be_past
     known = {i["name"]: i for i in t.items}
     unknown = sorted(set(fields) - set(known))
     if unknown:
@@ -190,9 +192,11 @@ def check_data(t: LicenceType, fields: dict[str, str]) -> dict:
             raise InvalidField(f"{it['label']} ({name}) does not match the format {it['format']}")
         if kind == "date":
             try:
-                date.fromisoformat(value)
+                when = date.fromisoformat(value)
             except ValueError:
                 raise InvalidField(f"{it['label']} ({name}) must be a date YYYY-MM-DD") from None
+            if must_be_past(t, it) and when > today():
+                raise InvalidField(f"{it['label']} ({name}) cannot be in the future")
         elif kind == "number":
             try:
                 float(value)
@@ -212,7 +216,11 @@ def check_data(t: LicenceType, fields: dict[str, str]) -> dict:
                 raise InvalidField(f"{it['label']} ({name}): {e.message}") from None
         if len(value) > 2000:
             raise InvalidField(f"{it['label']} ({name}) is too long")
+        if kind != "date" and must_be_past(t, it) and value[:10] > today().isoformat():
+            raise InvalidField(f"{it['label']} ({name}) cannot be in the future")
         out[name] = value
+    for name, problem in cross_problems(t, holder_id or "", out, today()).items():
+        raise InvalidField(f"{known[name]['label']} ({name}): {problem}")
     return out
 
 
@@ -387,7 +395,7 @@ def issue(type_ref: str, holder_id: str, holder_name: str, fields: dict | None =
     holder_name = (holder_name or "").strip()
     if not holder_name or len(holder_name) > 200:
         raise InvalidField("the holder's name is required")
-    data = check_data(t, fields or {})
+    data = check_data(t, fields or {}, holder_id)
     issuer = _org(issuer_uscc or current_app.config["TONGBAN_AUTHORITY_USCC"])
     department = (department_uscc or issuer.uscc).strip().upper()
     if department != issuer.uscc and delegated_issuer(department) != issuer.uscc:
@@ -490,7 +498,7 @@ def change(identifier: str, fields: dict, actor: str, *, holder_name: str | None
     if old.status not in ("valid", "suspended"):
         raise BadTransition(f"a {old.status} licence cannot be changed")
     t = old.type
-    data = check_data(t, {**(old.data or {}), **(fields or {})})
+    data = check_data(t, {**(old.data or {}), **(fields or {})}, old.holder_id)
     until = valid_until_for(t, old.valid_from, valid_until) if valid_until else old.valid_until
     new = _create_version(t, old.issuer_uscc, old.issuer_name, old.holder_id,
                           (holder_name or old.holder_name).strip(), data, today(), until, actor,

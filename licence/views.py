@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 
 import qrcode
 import qrcode.image.svg
@@ -20,6 +21,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from markupsafe import Markup, escape
 from sqlalchemy import select
 
 from idp.account_views import login_required
@@ -32,7 +34,7 @@ from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
 from tongban.security import cacheable
 
-from . import display, offline, services
+from . import checks, display, offline, services
 from .errors import LicenceNotFound, LicenceNotValid, NotDelegated
 from .models import Licence
 
@@ -212,16 +214,36 @@ def clerk_home():
                            status=services.public_status, masked=mask_name)
 
 
-def _holder_lookup(kind: str, holder_id: str) -> tuple[str | None, str | None]:
-    """(normalised id or None, known name or None); a validation message is flashed by the caller."""
-    from idp.models import Organisation, User
+def registered_name(kind: str, holder_id: str) -> str | None:
+    """The name the registers hold for an ID number or USCC (population register, accounts,
+    organisations, legal person register), or None when the number is unknown."""
+    from idp.enterprise import LegalPersonRecord
+    from idp.models import Organisation, PopulationRecord, User
 
-    norm = services.check_holder(kind, holder_id)
     if kind == "citizen":
-        u = db.session.execute(select(User).where(User.id_number == norm)).scalar_one_or_none()
-        return norm, u.name if u else None
-    o = db.session.execute(select(Organisation).where(Organisation.uscc == norm)).scalar_one_or_none()
-    return norm, o.name if o else None
+        rec = db.session.get(PopulationRecord, holder_id)
+        if rec is not None:
+            return rec.name
+        u = db.session.execute(select(User).where(User.id_number == holder_id)).scalar_one_or_none()
+        return u.name if u else None
+    o = db.session.execute(select(Organisation).where(Organisation.uscc == holder_id)).scalar_one_or_none()
+    if o is not None:
+        return o.name
+    rec = db.session.get(LegalPersonRecord, holder_id)
+    return rec.name if rec else None
+
+
+def _holder_lookup(kind: str, holder_id: str) -> tuple[str | None, str | None]:
+    """(normalised id, known name or None); raises the number's validation error."""
+    norm = services.check_holder(kind, holder_id)
+    return norm, registered_name(kind, norm)
+
+
+def _labels(t) -> dict[str, str]:
+    citizen = t.holder_kind == "citizen"
+    return {"holder_id": _("Citizen ID number") if citizen else _("Unified social credit code"),
+            "holder_name": _("Name") if citizen else _("Organisation name"), "valid_until": _("Valid until"),
+            **{f"f_{i['name']}": i["label"] for i in t.items or []}}
 
 
 @bp.route("/clerk/issue/<type_code>", methods=["GET", "POST"])
@@ -234,7 +256,7 @@ def clerk_issue(type_code: str):
         abort(404)
     org = next((o for o in orgs if o.uscc == request.values.get("org")), orgs[0])
     values = {k: v for k, v in request.values.items() if k not in ("csrf_token", "submit")}
-    error, known_name, status = None, None, 200
+    error, known_name, status, errors = None, None, 200, {}
     if request.method == "GET" and values.get("holder_id"):
         try:
             values["holder_id"], known_name = _holder_lookup(t.holder_kind, values["holder_id"])
@@ -242,35 +264,48 @@ def clerk_issue(type_code: str):
             if known_name and not values.get("holder_name"):
                 values["holder_name"] = known_name
         except TongbanError as e:
-            error, status = e.message, 400
+            errors, status = {"lookup_id": e.message}, 400
     if request.method == "POST":
         if not ConfirmForm().validate_on_submit():
             abort(400)
         fields = {i["name"]: values.get(f"f_{i['name']}", "") for i in t.items}
-        issuer = issuer_for(org)
+        holder_id = values.get("holder_id", "").strip().upper()
         try:
-            if issuer is None:
-                raise NotDelegated(_("Your department has no licence seal of its own and no delegation to "
-                                     "issue under the authority's seal."))
-            lic = services.issue(t.code, values.get("holder_id", ""), values.get("holder_name", ""), fields,
-                                 issuer_uscc=issuer, valid_until=values.get("valid_until") or None,
-                                 actor=f"user:{user.sub}", department_uscc=org.uscc)
-            licence_issued(lic, org, user)  # 好差评: the issuance is a rateable window service
-            db.session.commit()
-        except TongbanError as e:
-            db.session.rollback()
-            error, status = e.message, e.status if e.status in (400, 403, 409) else 400
+            known_name = registered_name(t.holder_kind, services.check_holder(t.holder_kind, holder_id))
+        except TongbanError:
+            known_name = None
+        errors = checks.problems(t, holder_id, values.get("holder_name", ""), fields,
+                                 values.get("valid_until", ""), known_name, services.today())
+        issuer = issuer_for(org)
+        if errors:
+            error, status = _("Nothing was issued: please correct the %(num)s marked field(s).",
+                              num=len(errors)), 400
         else:
-            flash(_("Issued: %(identifier)s", identifier=lic.identifier), "success")
-            return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))
+            try:
+                if issuer is None:
+                    raise NotDelegated(_("Your department has no licence seal of its own and no delegation to "
+                                         "issue under the authority's seal."))
+                lic = services.issue(t.code, holder_id, values.get("holder_name", ""), fields,
+                                     issuer_uscc=issuer, valid_until=values.get("valid_until") or None,
+                                     actor=f"user:{user.sub}", department_uscc=org.uscc)
+                licence_issued(lic, org, user)  # 好差评: the issuance is a rateable window service
+                db.session.commit()
+            except TongbanError as e:
+                db.session.rollback()
+                error, status = e.message, e.status if e.status in (400, 403, 409) else 400
+            else:
+                flash(_("Issued: %(identifier)s. Download the sealed PDF below to print it for the holder.",
+                        identifier=lic.identifier), "success")
+                return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))
     return render_template("licence/clerk_issue.html", t=t, org=org, orgs=orgs, values=values, error=error,
-                           known_name=known_name, form=ConfirmForm(),
-                           issuer=issuer_for(org)), status
+                           errors=errors, known_name=known_name, form=ConfirmForm(), labels=_labels(t),
+                           example=checks.example, issuer=issuer_for(org)), status
 
 
-@bp.route("/clerk/licences/<identifier>", methods=["GET", "POST"])
-@login_required
-def clerk_licence(identifier: str):
+_CONFIRMED = ("suspend", "revoke", "change")  # these ask for confirmation and a reason first
+
+
+def _managed(identifier: str):
     user, orgs = _clerk()
     try:
         lic = services.find(identifier)
@@ -279,10 +314,36 @@ def clerk_licence(identifier: str):
     audit.record_later("clerk.licence_opened", actor=f"user:{user.sub}", object=f"licence:{lic.identifier}", outcome="success" if _clerk_may(orgs, lic) else "refused", detail={"method": request.method})  # noqa: E501
     if not _clerk_may(orgs, lic):
         abort(403)
+    return user, lic
+
+
+@bp.route("/clerk/licences/<identifier>", methods=["GET", "POST"])
+@login_required
+def clerk_licence(identifier: str):
+    user, lic = _managed(identifier)
     if request.method == "POST":
         if not ConfirmForm().validate_on_submit():
             abort(400)
-        action, reason, actor = request.form.get("action"), request.form.get("reason", ""), f"user:{user.sub}"
+        action, actor = request.form.get("action"), f"user:{user.sub}"
+        reason = (request.form.get("reason") or "").strip()
+        if action not in (*_CONFIRMED, "resume"):
+            abort(400)
+        fields = {i["name"]: request.form[f"f_{i['name']}"] for i in lic.type.items if f"f_{i['name']}" in request.form}
+        if action == "change":
+            merged = {**(lic.data or {}), **fields}
+            errors = checks.problems(lic.type, lic.holder_id, lic.holder_name, merged, "", None, services.today())
+            if errors:  # every problem next to its field, nothing asked or changed yet
+                return _licence_page(lic, errors=errors, values=merged), 400
+        if action in _CONFIRMED and (request.form.get("confirm") != "yes" or not reason):
+            # first press (or no reason given): show what will happen and ask again
+            error = _("Give a reason.") if request.form.get("confirm") == "yes" else None
+            changed = ([(i["label"], lic.data.get(i["name"], ""), fields[i["name"]].strip())
+                        for i in lic.type.items
+                        if i["name"] in fields and fields[i["name"]].strip() != (lic.data.get(i["name"]) or "")]
+                       if action == "change" else [])
+            return render_template("licence/clerk_confirm.html", lic=lic, action=action, reason=reason,
+                                   error=error, fields=fields if action == "change" else {}, changed=changed,
+                                   form=ConfirmForm()), 400 if error else 200
         try:
             if action == "suspend":
                 services.suspend(lic.identifier, reason, actor)
@@ -290,35 +351,44 @@ def clerk_licence(identifier: str):
                 services.resume(lic.identifier, actor)
             elif action == "revoke":
                 services.revoke(lic.identifier, reason, actor)
-            elif action == "change":
-                fields = {i["name"]: request.form.get(f"f_{i['name']}", "") for i in lic.type.items}
-                new = services.change(lic.identifier, fields, actor, reason=reason or "变更")
+            else:
+                new = services.change(lic.identifier, fields, actor, reason=reason)
                 db.session.commit()
                 flash(_("Amended; the new version is %(identifier)s", identifier=new.identifier), "success")
                 return redirect(url_for("licence.clerk_licence", identifier=new.identifier))
-            else:
-                abort(400)
             db.session.commit()
             flash(_("Status updated"), "success")
         except TongbanError as e:
             db.session.rollback()
             flash(e.message, "error")
         return redirect(url_for("licence.clerk_licence", identifier=lic.identifier))
+    return _licence_page(lic)
+
+
+def _licence_page(lic: Licence, errors: dict | None = None, values: dict | None = None) -> str:
     return render_template("licence/clerk_licence.html", lic=lic, form=ConfirmForm(),
                            status=services.public_status(lic.status, lic.valid_until),
-                           verify_url=services.verify_url(lic.verify_code), items=lic.type.items)
+                           verify_url=services.verify_url(lic.verify_code), items=lic.type.items,
+                           example=checks.example, errors=errors or {}, values=values or lic.data or {})
+
+
+@bp.route("/clerk/licences/<identifier>/pdf")
+@login_required
+def clerk_licence_pdf(identifier: str):
+    """The sealed PDF as issued, to print or hand over (inline: the browser's viewer prints it)."""
+    _user, lic = _managed(identifier)
+    resp = Response(lic.pdf, mimetype="application/pdf")
+    disposition = "attachment" if request.args.get("download") else "inline"
+    resp.headers["Content-Disposition"] = (f'{disposition}; filename="{lic.type_code}-{lic.serial}-'
+                                           f'{lic.version:03d}.pdf"')
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.route("/clerk/licences/<identifier>/ofd")
 @login_required
 def clerk_licence_ofd(identifier: str):
-    user, orgs = _clerk()
-    try:
-        lic = services.find(identifier)
-    except LicenceNotFound:
-        abort(404)
-    if not _clerk_may(orgs, lic):
-        abort(403)
+    user, lic = _managed(identifier)
     return _ofd_response(lic, f"user:{user.sub}")
 
 
@@ -341,6 +411,21 @@ def clerk_verify():
             error = e.message
         audit.record_later("clerk.pdf_checked", actor=f"user:{user.sub}", object=f"licence:{((result or {}).get('licence') or {}).get('id', '')}", outcome="success" if result else "failure", detail={"status": (result or {}).get("status"), "valid": (result or {}).get("valid"), "size": len(data)})  # noqa: E501
     return render_template("licence/clerk_verify.html", form=ConfirmForm(), result=result, error=error)
+
+
+_NUMBER_RUN = re.compile(r"[0-9A-Za-z][0-9A-Za-z\-:./]*[0-9A-Za-z]")
+
+
+@bp.app_template_filter("nobreak")
+def nobreak(text) -> Markup:
+    """Text escaped, with numbers, dates and codes (J110105-2024-000123) kept on one line."""
+    raw, out, pos = str(text), [], 0
+    for m in _NUMBER_RUN.finditer(raw):  # on the raw text: every piece escaped on its own
+        out.append(str(escape(raw[pos:m.start()])))
+        out.append(f'<span class="nowrap">{escape(m.group(0))}</span>')
+        pos = m.end()
+    out.append(str(escape(raw[pos:])))
+    return Markup("".join(out))  # noqa: S704 - built only from escaped pieces and a fixed tag
 
 
 def init_app(app) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import select
-from wtforms import BooleanField, IntegerField, SelectField, StringField, SubmitField
+from wtforms import BooleanField, FloatField, HiddenField, IntegerField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from idp.account_views import login_required
@@ -49,7 +50,7 @@ EVENT_LABELS = {"seal.used": _l("Sealed a document"), "seal.created": _l("Seal c
                 "seal.suspended": _l("Seal suspended"), "seal.resumed": _l("Seal resumed"),
                 "seal.revoked": _l("Seal revoked"), "seal.client_authorised": _l("System authorised"),
                 "seal.client_withdrawn": _l("System authorisation withdrawn")}
-POSITIONS = ("bottom-right", "bottom-left", "top-right")
+POSITIONS = ("anchor", "point", "bottom-right", "bottom-left", "top-right")
 _MARGIN_PT = 56  # as the default placement in services._placement
 
 
@@ -58,9 +59,14 @@ class SealPdfForm(FlaskForm):
     purpose = StringField(_l("Purpose of use"), validators=[DataRequired(_l("Enter the purpose of use.")),
                                                             Length(max=200)])
     page = IntegerField(_l("Page number"), default=1, validators=[Optional(), NumberRange(min=1, max=100000)])
-    position = SelectField(_l("Position of the seal"), default="bottom-right", choices=[
+    position = SelectField(_l("Position of the seal"), default="anchor", choices=[
+        ("anchor", _l("Over a text on the page (the organisation's name above the date)")),
+        ("point", _l("Where I drag it on the page preview")),
         ("bottom-right", _l("Bottom right (default)")), ("bottom-left", _l("Bottom left")),
         ("top-right", _l("Top right"))])
+    anchor = StringField(_l("Text to seal over"), validators=[Optional(), Length(max=100)])
+    fx = FloatField(validators=[Optional(), NumberRange(min=0, max=1)], widget=HiddenField.widget)
+    fy = FloatField(validators=[Optional(), NumberRange(min=0, max=1)], widget=HiddenField.widget)
     certify = BooleanField(_l("Certify: no changes allowed after sealing (for licences and other final documents)"))
     submit = SubmitField(_l("Apply the seal"))
 
@@ -194,9 +200,27 @@ def _page_box(pdf: bytes, page_ix: int) -> tuple[float, float, float, float]:
     return visible_box(reader, page_ix, count)
 
 
-def _seal_box(pdf: bytes, page_ix: int, position: str) -> tuple[float, float, float, float] | None:
+def _seal_box(pdf: bytes, page_ix: int, form: SealPdfForm) -> tuple[float, float, float, float] | None:
     """None for the default placement (bottom right, moved left for each seal already there)."""
-    x1, y1, x2, y2 = _page_box(pdf, page_ix)
+    from . import placement
+
+    box = _page_box(pdf, page_ix)
+    x1, y1, x2, y2 = box
+    position = form.position.data
+    if position == "anchor":
+        anchor = (form.anchor.data or "").strip()
+        if not anchor:
+            raise ValidationError(_("Enter the text to seal over, e.g. the organisation's name."), "anchor_required")
+        centre = placement.find_anchor(pdf, page_ix, anchor, box)
+        if centre is None:
+            raise ValidationError(_("The text “%(text)s” is not on page %(page)s. Nothing was sealed.",
+                                    text=anchor, page=page_ix + 1), "anchor_not_found")
+        return placement.box_at(box, *centre)
+    if position == "point":
+        if form.fx.data is None or form.fy.data is None or not all(
+                math.isfinite(v) and 0 <= v <= 1 for v in (form.fx.data, form.fy.data)):
+            raise ValidationError(_("Drag the seal to its place on the page preview first."), "point_required")
+        return placement.box_at(box, *placement.point_at(box, form.fx.data, form.fy.data))
     if position not in ("bottom-left", "top-right"):
         return None
     size = services.SEAL_SIZE_PT
@@ -258,6 +282,8 @@ def seal_page(seal_id: str):
     user, seal, officer = _visible_seal(seal_id)
     form = SealPdfForm()
     error, status = None, 200
+    if not form.is_submitted():
+        form.anchor.data = seal.org.name  # where Chinese practice puts it: over the name (and the date)
     if form.is_submitted():
         if not form.validate():
             error, status = _("Please correct the marked fields. Nothing was sealed."), 400
@@ -266,7 +292,7 @@ def seal_page(seal_id: str):
                 services.check_officer(seal, user)
                 pdf = _upload(form)
                 page_ix = (form.page.data or 1) - 1
-                box = _seal_box(pdf, page_ix, form.position.data)
+                box = _seal_box(pdf, page_ix, form)
                 sealed = services.sign_pdf(seal, pdf, purpose=form.purpose.data, actor=f"user:{user.sub}",
                                            certify=bool(form.certify.data), page=page_ix, box=box)
                 db.session.commit()
@@ -280,6 +306,40 @@ def seal_page(seal_id: str):
                            log=_log(seal), kinds=KIND_LABELS, statuses=STATUS_LABELS,
                            max_mb=int(current_app.config.get("TONGBAN_SEAL_MAX_BYTES") or 20 * 1024 * 1024)
                            // (1024 * 1024) or 1), status
+
+
+class PreviewForm(FlaskForm):
+    file = FileField(validators=[FileRequired()])
+    page = IntegerField(default=1, validators=[Optional(), NumberRange(min=1, max=100000)])
+
+
+@bp.route("/seals/console/<seal_id>/preview", methods=["POST"])
+@login_required
+def preview(seal_id: str):
+    """The chosen page of the uploaded PDF as a PNG, to drag the seal into place (officers only).
+
+    JSON errors: 400 ``invalid_pdf`` / ``invalid_page``, 413 ``pdf_too_large``, 403 for others."""
+    from . import placement
+
+    _user, seal, officer = _visible_seal(seal_id)
+    if not officer:
+        abort(403)
+    form = PreviewForm()
+    if not form.validate_on_submit():
+        return {"error": "invalid_request", "message": _("Choose a PDF file.")}, 400
+    try:
+        pdf = _upload(form)
+        page_ix = (form.page.data or 1) - 1
+        box = _page_box(pdf, page_ix)
+        png = placement.page_preview(pdf, page_ix)
+    except TongbanError as e:
+        return {"error": e.code, "message": _message(e, seal)}, e.status
+    resp = Response(png, mimetype="image/png")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Page-Ratio"] = f"{placement.page_size_ratio(box):.4f}"
+    resp.headers["X-Page-Width-Pt"] = f"{box[2] - box[0]:.2f}"
+    resp.headers["X-Seal-Size-Pt"] = f"{services.SEAL_SIZE_PT:.2f}"
+    return resp
 
 
 @bp.app_context_processor

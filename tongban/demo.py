@@ -16,12 +16,14 @@ from .extensions import db
 DEMO_PASSWORD = "Demo-Passw0rd!"
 CITIZEN = {"id_number": "11010519491231002X", "name": "张三", "phone": "13800138000"}
 CITIZEN2 = {"id_number": "110105198001010016", "name": "王五", "phone": "13900139000"}
+SEAL_OFFICER = {"id_number": "110102198506150023", "name": "赵六", "phone": "13600136000"}
 ENTERPRISE = {"uscc": "91350100M000100Y43", "name": "通办示范科技有限公司", "contact_phone": "13700137000"}
 DEMO_CLIENT_ID = "demo-portal"
 POPULATION = [
     (CITIZEN["id_number"], CITIZEN["name"]),
     (CITIZEN2["id_number"], CITIZEN2["name"]),
     ("110101199003071234", "李四"),
+    (SEAL_OFFICER["id_number"], SEAL_OFFICER["name"]),
 ]
 
 demo_cli = AppGroup("demo", help="Demo data.")
@@ -63,6 +65,7 @@ def seed() -> dict:
     authority = accounts.ensure_org(cfg["TONGBAN_AUTHORITY_USCC"], cfg["TONGBAN_AUTHORITY_NAME"])
     accounts.add_role(clerk, authority, "clerk", actor="demo")
     accounts.add_role(clerk, authority, "admin", actor="demo")
+    officer = user(SEAL_OFFICER)  # the enterprise's seal officer (印章管理员): /seals/console
     if db.session.execute(select(accounts.Organisation).where(
             accounts.Organisation.uscc == ENTERPRISE["uscc"])).scalar_one_or_none() is None:
         accounts.create_org(ENTERPRISE["uscc"], ENTERPRISE["name"], citizen.id_number, actor="demo")
@@ -88,11 +91,15 @@ def seed() -> dict:
 
     portals = register_portals(Path(cfg["TONGBAN_INSTANCE_DIR"]))
     documents = _seed_documents()
+    enterprise = db.session.execute(select(accounts.Organisation).where(
+        accounts.Organisation.uscc == ENTERPRISE["uscc"])).scalar_one()
+    accounts.add_role(officer, enterprise, "seal-admin", actor="demo")
     from rating.demo import seed_demo  # 好差评: rated services, so the dashboard shows real figures
 
     seed_demo(citizen, clerk)
     db.session.commit()
-    return {"documents": documents, "citizen": CITIZEN, "clerk": CITIZEN2, "password": DEMO_PASSWORD,
+    return {"documents": documents, "citizen": CITIZEN, "clerk": CITIZEN2, "seal_officer": SEAL_OFFICER,
+            "password": DEMO_PASSWORD,
             "enterprise": ENTERPRISE, "client_id": DEMO_CLIENT_ID, "client_secret": secret, "portals": portals}
 
 
@@ -134,12 +141,14 @@ def seed_cmd():
 Tongban demo ({iss})
   citizen      {info['citizen']['name']}  ID {info['citizen']['id_number']}  phone {info['citizen']['phone']}
   window clerk {info['clerk']['name']}  ID {info['clerk']['id_number']}
-  password     {info['password']}   (both accounts)
+  seal officer {info['seal_officer']['name']}  ID {info['seal_officer']['id_number']}  of {info['enterprise']['name']}
+  password     {info['password']}   (all three accounts)
   enterprise   {info['enterprise']['name']}  USCC {info['enterprise']['uscc']}
   demo system  client_id {info['client_id']}  client_secret {info['client_secret']}
                redirect URI http://127.0.0.1:8080/callback
   e-licences   社会保障卡 for {info['citizen']['name']}, 营业执照 for the enterprise: log in, open {iss}/wallet
   clerk desk   {iss}/clerk (log in as the window clerk)   verify a PDF: {iss}/seals/verify
+  seal console {iss}/seals/console (log in as the seal officer: seal a PDF over the signature and date)
   好差评        public figures {iss}/ratings   supervision {iss}/admin/ratings (clerk)   rate: {iss}/ratings/mine
   discovery    {iss}/.well-known/openid-configuration
 """)

@@ -93,14 +93,16 @@ def test_clerks_manage_only_their_departments_licences(app, citizen, departments
         csrf = _CSRF.search(client.get("/clerk/verify").get_data(as_text=True)).group(1)
         for action in ("suspend", "revoke", "change"):
             r = client.post(f"/clerk/licences/{ident}", data={"csrf_token": csrf, "action": action,
-                                                              "reason": "越权"})
+                                                              "reason": "越权", "confirm": "yes"})
             assert r.status_code == 403
+        assert client.get(f"/clerk/licences/{ident}/pdf").status_code == 403
         db.session.expire_all()
         assert services.find(ident).status == "valid"
 
     client = _login(app, CLERK_X)
     csrf = _CSRF.search(client.get("/clerk/verify").get_data(as_text=True)).group(1)
-    r = client.post(f"/clerk/licences/{ident}", data={"csrf_token": csrf, "action": "suspend", "reason": "核查"})
+    r = client.post(f"/clerk/licences/{ident}", data={"csrf_token": csrf, "action": "suspend", "reason": "核查",
+                                                      "confirm": "yes"})
     assert r.status_code == 302
     db.session.expire_all()
     assert services.find(ident).status == "suspended"

@@ -103,6 +103,9 @@ def test_clerk_issues_verifies_and_changes(app, client, citizen, issue):
                     content_type="multipart/form-data")
     assert "印章完好、证照有效" in r.get_data(as_text=True)
     r = client.post(f"/clerk/licences/{ident}", data={"csrf_token": csrf, "action": "suspend", "reason": "核查"})
+    assert r.status_code == 200 and services.find(ident).status == "valid"  # asks for confirmation first
+    r = client.post(f"/clerk/licences/{ident}", data={"csrf_token": csrf, "action": "suspend", "reason": "核查",
+                                                      "confirm": "yes"})
     assert r.status_code == 302 and services.find(ident).status == "suspended"
     r = client.post("/clerk/verify", data={"csrf_token": csrf, "file": (BytesIO(lic.pdf), "l.pdf")},
                     content_type="multipart/form-data")
