@@ -144,6 +144,11 @@ def terms():
     return render_template("idp/terms.html")
 
 
+@bp.route("/developers")
+def developers():
+    return render_template("idp/developers.html", issuer=current_app.config["TONGBAN_ISSUER"])
+
+
 # ---------------------------------------------------------------- forgotten password
 
 _RESET_KEY = "tb_reset_login"
@@ -215,18 +220,21 @@ def account():
     sess = sessions.current_session()
     user = sess.user
     live = sessions.active_sessions(user)
+    from .devices import device_label
     from .logout import systems_by_session
+    from .scopes import SILENT, describe
 
     granted = []
     for c in consents.list_for(user):
         client = registry.get_client(c.client_id)
-        granted.append({"consent": c, "client": client})
+        words = "、".join(describe(s) for s in c.scopes if s not in SILENT) or _("that you logged in")
+        granted.append({"consent": c, "client": client, "words": words})
     return render_template(
         "idp/account.html", user=user, masked_id=mask_number(user.id_number),
         masked_phone=mask_number(user.phone) if user.phone else "", granted=granted,
         logins=accounts.recent_logins(user), sessions=live, current_sid=sess.sid,
         session_systems=systems_by_session([s.sid for s in live]),
-        password_form=PasswordChangeForm(), confirm=ConfirmForm(),
+        password_form=PasswordChangeForm(), confirm=ConfirmForm(), device=device_label,
     )
 
 
