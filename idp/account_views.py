@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import wraps
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import session as flask_session
 from flask_babel import gettext as _
 
 from tongban import audit, ratelimit
@@ -13,9 +14,9 @@ from tongban.extensions import db
 from tongban.i18n import safe_next
 from tongban.masking import mask_number
 
-from . import accounts, consents, sessions
+from . import accounts, consents, recovery, sessions
 from . import clients as registry
-from .forms import ConfirmForm, PasswordChangeForm, RegisterForm
+from .forms import ConfirmForm, ForgotForm, PasswordChangeForm, RegisterForm, ResetForm
 
 bp = Blueprint("account", __name__)
 
@@ -64,15 +65,27 @@ def register():
     if request.method == "GET":
         form.next.data = safe_next(request.args.get("next"), "")
     if form.validate_on_submit():
+        if not (form.code.data or "").strip():
+            form.code.errors = [_("Enter the code we sent to your phone.")]
+            return render_template("idp/register.html", form=form), 400
         throttled = _registration_throttled()
         if throttled is not None:
             return throttled(form)
         try:
+            check_id = recovery.check_registration_code(form.phone.data, form.code.data)
+        except TongbanError as e:
+            db.session.rollback()
+            form.code.errors = [e.message]
+            return render_template("idp/register.html", form=form), 400
+        try:
             user = accounts.create_user(form.id_number.data, form.name.data, form.password.data,
                                         form.phone.data)
+            recovery.spend_registration_code(check_id)
         except TongbanError as e:
             db.session.rollback()
             return render_template("idp/register.html", form=form, error=e.message), 400
+        user.assurance_level = max(user.assurance_level, 2)  # the phone answered the code
+        audit.record("account.phone_verified", actor=f"user:{user.sub}", object=f"user:{user.sub}")
         cookie: dict = {}
         sess = sessions.start(user, cookie)
         db.session.commit()
@@ -87,24 +100,141 @@ def register():
     return render_template("idp/register.html", form=form), status
 
 
+@bp.route("/register/code", methods=["POST"])
+def register_code():
+    """The "send code" button of the registration form (the form is posted here, and shown
+    again with what was typed, passwords excepted)."""
+    if not current_app.config["TONGBAN_PUBLIC_REGISTRATION"]:
+        abort(404)
+    form = RegisterForm()
+    if not _csrf_ok(form):
+        abort(400, _("The form expired; please try again."))
+    cfg = current_app.config
+    try:
+        recovery.throttle(f"register-code-ip:{accounts.login_source(request.remote_addr or '')}",
+                          cfg["TONGBAN_REGISTER_CODES_PER_IP"], cfg["TONGBAN_REGISTER_RATE_WINDOW"])
+        recovery.send_registration_code(form.phone.data or "")
+    except recovery.Throttled as e:
+        db.session.rollback()
+        resp = current_app.make_response((render_template("idp/register.html", form=form, error=e.message), 429))
+        resp.headers["Retry-After"] = str(e.retry_after)
+        return resp
+    except TongbanError as e:
+        db.session.rollback()
+        form.phone.errors = [e.message]
+        return render_template("idp/register.html", form=form), 400
+    db.session.commit()
+    return render_template("idp/register.html", form=form, code_sent=True,
+                           minutes=cfg["TONGBAN_SMS_CODE_MINUTES"])
+
+
+def _csrf_ok(form) -> bool:
+    from flask_wtf.csrf import ValidationError as CSRFError
+    from flask_wtf.csrf import validate_csrf
+
+    try:
+        validate_csrf(form.csrf_token.data)
+    except CSRFError:
+        return False
+    return True
+
+
+@bp.route("/terms")
+def terms():
+    return render_template("idp/terms.html")
+
+
+@bp.route("/developers")
+def developers():
+    return render_template("idp/developers.html", issuer=current_app.config["TONGBAN_ISSUER"])
+
+
+# ---------------------------------------------------------------- forgotten password
+
+_RESET_KEY = "tb_reset_login"
+
+
+def _reset_throttle() -> None:
+    cfg = current_app.config
+    recovery.throttle(f"reset-ip:{accounts.login_source(request.remote_addr or '')}",
+                      cfg["TONGBAN_RESET_RATE_PER_IP"], cfg["TONGBAN_RESET_RATE_WINDOW"])
+
+
+def _throttled_page(template: str, form, e) -> object:
+    db.session.commit()
+    resp = current_app.make_response((render_template(template, form=form, error=e.message), 429))
+    resp.headers["Retry-After"] = str(e.retry_after)
+    return resp
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+def forgot_password():
+    form = ForgotForm()
+    if request.method == "GET" and request.args.get("login"):
+        form.login.data = request.args["login"][:32]
+    if not form.validate_on_submit():
+        return render_template("idp/forgot.html", form=form), 400 if request.method == "POST" else 200
+    try:
+        _reset_throttle()
+    except recovery.Throttled as e:
+        return _throttled_page("idp/forgot.html", form, e)
+    login = form.login.data.strip()
+    recovery.start_reset(login)
+    db.session.commit()
+    flask_session[_RESET_KEY] = login
+    return redirect(url_for("account.reset_password"))
+
+
+@bp.route("/password/reset", methods=["GET", "POST"])
+def reset_password():
+    login = flask_session.get(_RESET_KEY)
+    if not login:
+        return redirect(url_for("account.forgot_password"))
+    form = ResetForm()
+    minutes = current_app.config["TONGBAN_SMS_CODE_MINUTES"]
+    if not form.validate_on_submit():
+        return render_template("idp/reset.html", form=form, login=mask_number(login),
+                               minutes=minutes), 400 if request.method == "POST" else 200
+    try:
+        _reset_throttle()
+    except recovery.Throttled as e:
+        return _throttled_page("idp/reset.html", form, e)
+    try:
+        prepared = recovery.prepare_password(login, form.new.data)  # hashed before any write
+        recovery.complete_reset(login, form.code.data, prepared)
+    except TongbanError as e:
+        db.session.commit()  # the wrong try counts (and stays in the audit log)
+        field = form.code if isinstance(e, recovery.CodeRefused) else form.new
+        field.errors = [e.message]
+        return render_template("idp/reset.html", form=form, login=mask_number(login), minutes=minutes), 400
+    db.session.commit()
+    flask_session.pop(_RESET_KEY, None)
+    flash(_("Your password has been reset, and every device that was logged in has been logged out. "
+            "Log in with the new password."), "success")
+    return redirect(url_for("idp.login"))
+
+
 @bp.route("/account")
 @login_required
 def account():
     sess = sessions.current_session()
     user = sess.user
     live = sessions.active_sessions(user)
+    from .devices import device_label
     from .logout import systems_by_session
+    from .scopes import SILENT, describe
 
     granted = []
     for c in consents.list_for(user):
         client = registry.get_client(c.client_id)
-        granted.append({"consent": c, "client": client})
+        words = "、".join(describe(s) for s in c.scopes if s not in SILENT) or _("that you logged in")
+        granted.append({"consent": c, "client": client, "words": words})
     return render_template(
         "idp/account.html", user=user, masked_id=mask_number(user.id_number),
         masked_phone=mask_number(user.phone) if user.phone else "", granted=granted,
         logins=accounts.recent_logins(user), sessions=live, current_sid=sess.sid,
         session_systems=systems_by_session([s.sid for s in live]),
-        password_form=PasswordChangeForm(), confirm=ConfirmForm(),
+        password_form=PasswordChangeForm(), confirm=ConfirmForm(), device=device_label,
     )
 
 

@@ -359,15 +359,25 @@ def login():
         db.session.commit()
         if result.reason == "busy":  # other tries of this account from this address still running
             return _throttled_response(1, form)
+        kind, help_text = "bad", ""
         if result.reason == "locked":
+            kind = "locked"
             msg = _("This account is locked after too many failed log-ins until %(t)s.",
                     t=format_datetime(result.locked_until, "short") if result.locked_until else "")
+            help_text = _("Wait until then and try again, or reset the password with a code sent to your "
+                          "verified phone (this also ends the lock), or bring your identity card to a "
+                          "government service window.")
         elif result.reason == "disabled":
+            kind = "disabled"
             msg = _("This account is disabled. Please contact the service centre.")
         else:
             msg = _("Wrong ID number/phone or password.")
-        return render_template("idp/login.html", form=form, error=msg), (423 if result.reason == "locked"
-                                                                          else 401)
+            # the same words for every account, known or not: the page must not tell which exist
+            help_text = _("After %(n)d wrong passwords in a row from this network the account is locked "
+                          "for a while. Not sure of the password? Reset it instead of guessing.",
+                          n=cfg["TONGBAN_LOCKOUT_THRESHOLD"])
+        return render_template("idp/login.html", form=form, error=msg, error_kind=kind,
+                               help=help_text), (423 if result.reason == "locked" else 401)
     from .mfa import has_second_factor
 
     if has_second_factor(result.user):  # the password was right; the second factor comes next

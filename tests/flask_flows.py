@@ -51,3 +51,28 @@ def authorize_code(client, client_id: str, scope: str = "openid profile", approv
 def exchange(client, client_id: str, secret: str, code: str):
     return client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
                                              "redirect_uri": REDIRECT}, headers=basic(client_id, secret))
+
+
+def sms_code_for(phone: str) -> str | None:
+    """The latest six-digit code texted to ``phone`` (read as the SMS gateway would)."""
+    import re
+
+    from sqlalchemy import select
+
+    from idp.mfa import SmsOutbox, outbox_text
+    from tongban.extensions import db
+
+    db.session.expire_all()
+    for body in db.session.execute(select(SmsOutbox.body).where(SmsOutbox.phone == phone)
+                                   .order_by(SmsOutbox.id.desc())).scalars():
+        m = re.search(r"\b(\d{6})\b", outbox_text(body))
+        return m.group(1) if m else None
+    return None
+
+
+def registration_code(client, phone: str, **kw) -> str | None:
+    """Press "send code" on the registration form; returns the code texted to ``phone``."""
+    resp = client.post("/register/code", data={"phone": phone, "csrf_token": csrf_token(client, "/register")},
+                       **kw)
+    assert resp.status_code == 200, resp.status_code
+    return sms_code_for(phone)

@@ -31,6 +31,11 @@ DEFAULTS: dict = {
     "TONGBAN_REGISTER_RATE_PER_IP": 5,
     "TONGBAN_REGISTER_RATE_GLOBAL": 300,
     "TONGBAN_REGISTER_RATE_WINDOW": 3600,
+    # registration SMS codes asked for per client address per REGISTER_RATE_WINDOW
+    "TONGBAN_REGISTER_CODES_PER_IP": 10,
+    # forgotten-password requests (code asked for or tried) per client address per window
+    "TONGBAN_RESET_RATE_PER_IP": 10,
+    "TONGBAN_RESET_RATE_WINDOW": 3600,
     # removing or replacing a second factor needs the password and a factor this recently
     "TONGBAN_MFA_FRESH_MINUTES": 5,
     # where queued text messages go: "" (a gateway installed as app.extensions

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from idp.models import Consent, PopulationRecord, RefreshToken, User
 from tests.conftest import CITIZEN_ID, OTHER_ID, PASSWORD
-from tests.flask_flows import authorize_code, basic, csrf_token, exchange, login
+from tests.flask_flows import authorize_code, basic, csrf_token, exchange, login, registration_code
 from tongban.extensions import db
 from tongban.identifiers import id_check_char
 
@@ -30,8 +30,9 @@ def _users() -> int:
 
 def _register(client, **fields):
     data = {"name": "李四", "id_number": OTHER_ID, "phone": "13900139000", "password": PASSWORD,
-            "confirm": PASSWORD, "next": ""}
+            "confirm": PASSWORD, "agree": "y", "next": ""}
     data.update(fields)
+    data["code"] = registration_code(client, data["phone"])
     data["csrf_token"] = csrf_token(client, "/register")
     return client.post("/register", data=data)
 
@@ -72,7 +73,7 @@ def test_register_refuses_a_bad_id_number(app, en, bad, message):
 
 
 def test_register_refuses_a_duplicate_id_number(app, en, citizen):
-    resp = _register(en, id_number=CITIZEN_ID.lower(), phone="")
+    resp = _register(en, id_number=CITIZEN_ID.lower(), phone="13700137000")
     assert resp.status_code == 400
     assert "already exists" in resp.get_data(as_text=True)
     assert _users() == 1
@@ -99,7 +100,7 @@ def test_register_logs_in_and_shows_the_account(app, en):
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/account")
     assert "tongban_sso=" in resp.headers.get("Set-Cookie", "")
     user = db.session.execute(select(User).where(User.id_number == OTHER_ID)).scalar_one()
-    assert user.assurance_level == 1 and user.phone == "13900139000"
+    assert user.assurance_level == 2 and user.phone == "13900139000"  # the phone answered a code
     body = _page(en)
     assert "李四" in body and "110***********0016" in body and "139****9000" in body
     assert OTHER_ID not in body and "13900139000" not in body
@@ -336,13 +337,16 @@ def test_registration_is_rate_limited_per_address_and_in_all(app, browser):
     addr = {"REMOTE_ADDR": "192.0.2.30"}
     c = browser("en")
     for i in range(per_ip):
-        data = {"name": "李四", "id_number": _id_number(f"11010519800101{i + 10:02d}1"), "phone": "",
+        phone = f"137001370{i + 10:02d}"
+        data = {"name": "李四", "id_number": _id_number(f"11010519800101{i + 10:02d}1"), "phone": phone,
+                "code": registration_code(c, phone), "agree": "y",
                 "password": PASSWORD, "confirm": PASSWORD, "next": "",
                 "csrf_token": csrf_token(c, "/register")}
         assert c.post("/register", data=data, environ_base=addr).status_code == 302
         c = browser("en")
     before = _users()
-    data = {"name": "李四", "id_number": OTHER_ID, "phone": "", "password": PASSWORD, "confirm": PASSWORD,
+    data = {"name": "李四", "id_number": OTHER_ID, "phone": "13900139000", "password": PASSWORD,
+            "confirm": PASSWORD, "agree": "y", "code": registration_code(c, "13900139000"),
             "next": "", "csrf_token": csrf_token(c, "/register")}
     resp = c.post("/register", data=data, environ_base=addr)
     assert resp.status_code == 429 and 1 <= int(resp.headers["Retry-After"]) <= 3601
@@ -356,7 +360,8 @@ def test_registration_is_rate_limited_per_address_and_in_all(app, browser):
     app.config["TONGBAN_REGISTER_RATE_GLOBAL"] = per_ip + 1  # used: per_ip + 1 so far
     try:
         c = browser("en")
-        data = {"name": "王五", "id_number": _id_number("11010519800101099"), "phone": "",
+        data = {"name": "王五", "id_number": _id_number("11010519800101099"), "phone": "13700137099",
+                "code": registration_code(c, "13700137099"), "agree": "y",
                 "password": PASSWORD, "confirm": PASSWORD, "next": "", "csrf_token": csrf_token(c, "/register")}
         resp = c.post("/register", data=data, environ_base={"REMOTE_ADDR": "192.0.2.99"})
         assert resp.status_code == 429

@@ -13,7 +13,7 @@ def test_home_is_chinese_by_default(client):
     assert "一个账号，办遍政务服务" in html
     assert 'name="viewport"' in html
     for link in ('href="/login"', 'href="/register"', 'href="/account"',
-                 'href="/.well-known/openid-configuration"', 'href="/lang/en?next=/"'):
+                 'href="/developers"', 'href="/lang/en?next=/"'):
         assert link in html
 
 
