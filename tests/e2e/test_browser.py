@@ -1,0 +1,208 @@
+"""End to end in headless Chromium, against the real server and the demo portals.
+
+Selectors are form field names, URLs and the verdicts' JSON or CSS classes, not
+wording: the pages' text changes, what they do should not.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from licence.catalogue import TYPES
+from tongban.demo import CITIZEN, CITIZEN2, DEMO_PASSWORD
+
+pytestmark = pytest.mark.xdist_group("e2e")  # one stack (server, portals, browser) per run
+
+SOCIAL_SECURITY_CARD = next(t["code"] for t in TYPES if t["name"] == "社会保障卡")
+
+
+def login(page, base: str, who: dict) -> None:
+    """Tongban's log-in form, wherever the page currently is (the form posts back to where it came from)."""
+    page.locator("input[name=login]").fill(who["id_number"])
+    page.locator("input[name=password]").fill(DEMO_PASSWORD)
+    with page.expect_navigation():
+        page.locator("input[name=password]").press("Enter")
+
+
+def login_at_tongban(page, base: str, who: dict, then: str = "/") -> None:
+    page.goto(f"{base}/login?next={then}")
+    login(page, base, who)
+    assert urlsplit(page.url).path == then, page.url
+
+
+def whoami(page, portal: str) -> dict:
+    return page.request.get(f"{portal}/whoami").json()
+
+
+def verdict_json(ctx, url: str) -> dict:
+    resp = ctx.request.get(url, headers={"Accept": "application/json"})
+    assert resp.status == 200, resp.status
+    return resp.json()
+
+
+# ---------------------------------------------------------------- single sign-on, logout everywhere
+
+
+def test_sso_across_portals_and_logout_everywhere(stack, browse):
+    housing, social = stack.portals
+    page = browse("desktop").new_page()
+    page.goto(f"{housing}/")  # a silent try at Tongban (prompt=none) finds no session: back, not logged in
+    assert page.url.rstrip("/") == housing and not whoami(page, housing)["logged_in"]
+    with page.expect_navigation():
+        page.locator("a[href='/login']").click()
+    assert page.url.startswith(stack.base), page.url  # Tongban asks for the password, not the portal
+    login(page, stack.base, CITIZEN)
+    page.wait_for_url(f"{housing}/")
+    me = whoami(page, housing)
+    assert me["logged_in"] and me["sid"]
+    assert page.locator("form[action='/logout']").is_visible()
+
+    # the other portal: logged in at once, no password asked, the same Tongban session
+    page.goto(f"{social}/")
+    page.wait_for_url(f"{social}/")
+    assert page.locator("form[action='/logout']").is_visible()
+    assert page.locator("input[name=password]").count() == 0
+    assert whoami(page, social)["sid"] == me["sid"]
+
+    # log out at one: back at that portal, logged out of it and of Tongban ...
+    page.locator("form[action='/logout'] [type=submit]").click()
+    page.wait_for_url(f"{social}/")
+    assert not whoami(page, social)["logged_in"]
+    assert page.locator("a[href='/login']").is_visible()
+    assert page.request.get(f"{stack.base}/account", max_redirects=0).status == 302
+    # ... and the other portal was told by its back-channel: logged out too
+    deadline = time.monotonic() + 20
+    while whoami(page, housing)["logged_in"]:
+        assert time.monotonic() < deadline, "the back-channel logout did not reach the other portal"
+        time.sleep(0.2)
+    page.goto(f"{housing}/")
+    assert page.locator("a[href='/login']").is_visible()
+
+
+# ---------------------------------------------------------------- a licence from counter to QR scan
+
+
+def qr_links(pdf: bytes, tmp_path) -> list[str]:
+    """The QR codes of the PDF's first page, rendered at 150 dpi as a phone camera would see a print."""
+    import zxingcpp
+    from PIL import Image
+
+    (tmp_path / "licence.pdf").write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-r", "150", "-png", "-f", "1", "-l", "1", str(tmp_path / "licence.pdf"),
+                    str(tmp_path / "page")], check=True, timeout=60)
+    (png,) = tmp_path.glob("page*.png")
+    return [r.text for r in zxingcpp.read_barcodes(Image.open(png)) if r.format == zxingcpp.BarcodeFormat.QRCode]
+
+
+def shows(page, status: str) -> None:
+    """The verdict page shows ``status`` (by class, not wording): green only when valid."""
+    verdict = page.locator("[data-status], .licence-verdict").first
+    marked = verdict.get_attribute("data-status")
+    if marked is not None:
+        assert marked == status
+    else:
+        assert (verdict.locator(".alert-success").count() > 0) == (status == "valid")
+
+
+def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack, browse, tmp_path):
+    # the window clerk (desktop) issues a social security card to the demo citizen
+    clerk = browse("desktop").new_page()
+    login_at_tongban(clerk, stack.base, CITIZEN2, then="/clerk")
+    clerk.goto(f"{stack.base}/clerk/issue/{SOCIAL_SECURITY_CARD}")
+    form = clerk.locator("form[method=post]").filter(has=clerk.locator("input[name=holder_name]"))
+    form.locator("input[name=holder_id]").fill(CITIZEN["id_number"])
+    form.locator("input[name=holder_name]").fill(CITIZEN["name"])
+    form.locator("select[name=f_gender]").select_option(index=1)
+    form.locator("input[name=f_birth_date]").fill("1949-12-31")
+    form.locator("input[name=f_card_no]").fill("B87654321")
+    with clerk.expect_navigation():
+        form.locator("[type=submit]").last.click()
+    m = re.search(r"/clerk/licences/([^/?#]+)$", clerk.url)
+    assert m, f"not on the issued licence's page: {clerk.url}"
+    identifier = m.group(1)
+
+    # the citizen (phone) finds it in the wallet and downloads the sealed PDF
+    ctx = browse("phone")
+    phone = ctx.new_page()
+    login_at_tongban(phone, stack.base, CITIZEN, then="/wallet")
+    phone.locator(f"a[href='/wallet/{identifier}']").first.click()
+    phone.wait_for_url(f"**/wallet/{identifier}")
+    with phone.expect_download() as download:
+        phone.locator(f"a[href='/wallet/{identifier}/pdf']").click()
+    pdf = download.value.path().read_bytes()
+    assert pdf.startswith(b"%PDF-")
+
+    # the QR printed on it, read from a 150 dpi render, opens /v/ on this server: valid, green
+    links = [u for u in qr_links(pdf, tmp_path) if "/v/" in u]
+    assert len(links) == 1, links
+    (link,) = links
+    assert link.startswith(f"{stack.base}/v/"), link
+    resp = phone.goto(link)
+    assert resp.status == 200
+    shows(phone, "valid")
+    view = verdict_json(ctx, link)
+    assert view["valid"] is True and view["status"] == "valid" and view["licence"]["id"] == identifier
+
+    # the clerk revokes it: the same QR now says revoked, and the page is no longer green
+    clerk.goto(f"{stack.base}/clerk/licences/{identifier}")
+    revoke = clerk.locator("[name=action][value=revoke]")
+    revoke_form = clerk.locator("form").filter(has=revoke)
+    reason = revoke_form.locator("[name=reason]")
+    if reason.count():
+        reason.fill("证件信息有误")
+    with clerk.expect_navigation():
+        revoke.click()
+    view = verdict_json(ctx, link)
+    assert view["valid"] is False and view["status"] == "revoked"
+    phone.reload()
+    shows(phone, "revoked")
+
+
+# ---------------------------------------------------------------- the public seal verifier
+
+
+def tampered(pdf: bytes) -> bytes:
+    """One character of the sealed revision changed (inside the signed byte range, still parseable)."""
+    m = re.search(rb"/Producer \((\w)", pdf) or re.search(rb"/CreationDate \(D:(\d)", pdf)
+    assert m, "no plain string to alter in the sealed revision"
+    i = m.start(1)
+    return pdf[:i] + (b"X" if pdf[i:i + 1] != b"X" else b"Y") + pdf[i + 1:]
+
+
+def seal_verdict(page, base: str, name: str, pdf: bytes) -> bool:
+    page.goto(f"{base}/seals/verify")
+    page.locator("input[type=file][name=file]").set_input_files(
+        {"name": name, "mimeType": "application/pdf", "buffer": pdf})
+    with page.expect_navigation():
+        page.locator("form[enctype='multipart/form-data'] [type=submit]").click()
+    marked = page.locator("[data-verdict]")
+    if marked.count():
+        return marked.first.get_attribute("data-verdict") == "valid"
+    heading = page.locator("[aria-live] h2").first  # the overall verdict's badge
+    ok, warn = heading.locator(".badge-ok").count(), heading.locator(".badge-warn").count()
+    assert ok + warn == 1, page.content()[:2000]
+    return bool(ok)
+
+
+def test_seal_verifier_on_sealed_and_tampered_pdf(stack, browse):
+    ctx = browse("phone")
+    page = ctx.new_page()
+    login_at_tongban(page, stack.base, CITIZEN, then="/wallet")
+    tile = page.locator("a[href^='/wallet/']").filter(has_not=page.locator("[href$='/pdf']"))
+    hrefs = [h for h in tile.evaluate_all("els => els.map(e => e.getAttribute('href'))")
+             if re.fullmatch(r"/wallet/[^/]+", h)]
+    assert hrefs, "the demo citizen's wallet is empty"
+    sealed = ctx.request.get(f"{stack.base}{hrefs[0]}/pdf")
+    assert sealed.status == 200
+    pdf = sealed.body()
+    bad = tampered(pdf)
+    assert bad != pdf and len(bad) == len(pdf)
+    for size in ("phone", "desktop"):
+        verifier = browse(size).new_page()  # anyone, logged in or not
+        assert seal_verdict(verifier, stack.base, "licence.pdf", pdf) is True
+        assert seal_verdict(verifier, stack.base, "licence-altered.pdf", bad) is False
