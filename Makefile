@@ -70,7 +70,7 @@ run: install
 	$(BIN)/python -m tongban.devserver  # the provider on :5000, the demo portals on localhost:8081 and :8082
 
 test: install
-	$(BIN)/pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto --dist loadgroup $(PYTEST_ARGS)  # loadgroup: tests/e2e keeps its browser stack on one worker
 
 serve: install
 	exec $(BIN)/python -m tongban.serve

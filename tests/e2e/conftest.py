@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.live import PROJECT_ROOT, free_port, migrate, server_env, start_server, stop
+from tests.live import PROJECT_ROOT, free_port, server_env, start_server, stop
 
 CHROMIUM = Path(os.environ.get("TONGBAN_E2E_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,6 +31,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 DESKTOP = {"viewport": {"width": 1366, "height": 900}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3, "is_mobile": True, "has_touch": True}
 SIZES = {"desktop": DESKTOP, "phone": PHONE}
+
+
+def pytest_configure(config):
+    # xdist registers it too; without xdist (-p no:xdist) the mark is just a label
+    config.addinivalue_line("markers", "xdist_group(name): run these tests on one xdist worker (--dist loadgroup)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -103,11 +108,10 @@ def stack(tmp_path_factory):
     issuer = f"http://127.0.0.1:{port}"
     portals = [f"http://localhost:{free_port()}" for _ in range(2)]
     env = {"TONGBAN_INSTANCE_DIR": str(instance), "DATABASE_URL": database_url, "TONGBAN_ISSUER": issuer,
-           "PORT": str(port), "REDIS_URL": "", "TONGBAN_LOGIN_RATE_PER_IP": "1000",
+           "PORT": str(port), "WEB_CONCURRENCY": "1", "REDIS_URL": "", "TONGBAN_LOGIN_RATE_PER_IP": "1000",
            "TONGBAN_OUTBOX_POLL_SECONDS": "1"}
     servers, proc = [], None
     try:
-        migrate(env)
         seeded = subprocess.run([sys.executable, "-m", "tests.e2e.seed", *portals], cwd=PROJECT_ROOT,
                                 env=server_env(env), capture_output=True, text=True, timeout=180)
         assert seeded.returncode == 0, seeded.stderr[-3000:]
@@ -176,6 +180,7 @@ def browse(stack, browser):
         contexts.append(ctx)
         return ctx
 
+    _open.watch = watch  # for the test of the watch itself
     yield _open
     for ctx in contexts:
         ctx.close()

@@ -1,6 +1,7 @@
-"""``python -m tests.e2e.seed PORTAL_URL...``: the demo seed for a browser-test instance.
+"""``python -m tests.e2e.seed PORTAL_URL...``: a browser-test instance, migrated and seeded.
 
-Runs ``flask demo seed``'s ``seed()`` against the instance and database the environment
+In one process (each start of the app costs seconds): ``flask db upgrade``, then
+``flask demo seed``'s ``seed()`` against the instance and database the environment
 names, then points each demo portal's registration (redirect, post-logout and back-channel
 logout URIs) at the free port the tests serve it on instead of the fixed 8081/8082.
 """
@@ -20,8 +21,11 @@ def main(urls: list[str]) -> int:
     if len(urls) != len(PORTALS):
         print(f"error: expected {len(PORTALS)} portal URLs, got {len(urls)}", file=sys.stderr)
         return 2
+    from flask_migrate import upgrade
+
     app = create_app()
     with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
         seed()
         for spec, url in zip(PORTALS, urls, strict=True):
             base = url.rstrip("/")

@@ -45,6 +45,27 @@ def verdict_json(ctx, url: str) -> dict:
     return resp.json()
 
 
+# ---------------------------------------------------------------- the watch on every page
+
+
+def test_the_watch_catches_console_errors_script_errors_and_foreign_requests(stack, browse):
+    """What fails every other test here: shown to work, then cleared (this test must not fail by it)."""
+    page = browse("phone").new_page()
+    page.goto(f"{stack.base}/seals/verify")
+    assert not browse.watch.problems, browse.watch.problems
+    page.evaluate("() => { console.error('e2e-canary'); setTimeout(() => { throw new Error('e2e-uncaught'); }, 0); }")
+    with pytest.raises(Exception, match="ERR_BLOCKED_BY_CLIENT"):
+        page.goto("https://cdn.example.com/lib.js")
+    deadline = time.monotonic() + 10
+    while len(browse.watch.problems) < 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    caught = "\n".join(browse.watch.problems)
+    browse.watch.problems.clear()
+    assert "console error" in caught and "e2e-canary" in caught, caught
+    assert "script error" in caught and "e2e-uncaught" in caught, caught
+    assert "host not under test" in caught and "cdn.example.com" in caught, caught
+
+
 # ---------------------------------------------------------------- single sign-on, logout everywhere
 
 
