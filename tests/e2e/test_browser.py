@@ -6,9 +6,11 @@ wording: the pages' text changes, what they do should not.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -33,6 +35,17 @@ def login_at_tongban(page, base: str, who: dict, then: str = "/") -> None:
     page.goto(f"{base}/login?next={then}")
     login(page, base, who)
     assert urlsplit(page.url).path == then, page.url
+
+
+def look(page, name: str) -> None:
+    """The page fits its screen (no sideways scrolling, phone or desktop); with
+    TONGBAN_E2E_SCREENSHOTS=DIR a full-page screenshot is kept as DIR/<name>-<width>.png."""
+    width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1] + 1, f"{page.url} is {width[0]} px wide on a {width[1]} px screen"
+    folder = os.environ.get("TONGBAN_E2E_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}-{width[1]}.png"), full_page=True)
 
 
 def whoami(page, portal: str) -> dict:
@@ -77,8 +90,10 @@ def test_sso_across_portals_and_logout_everywhere(stack, browse):
     with page.expect_navigation():
         page.locator("a[href='/login']").click()
     assert page.url.startswith(stack.base), page.url  # Tongban asks for the password, not the portal
+    look(page, "login")
     login(page, stack.base, CITIZEN)
     page.wait_for_url(f"{housing}/")
+    look(page, "portal-logged-in")
     me = whoami(page, housing)
     assert me["logged_in"] and me["sid"]
     assert page.locator("form[action='/logout']").is_visible()
@@ -134,7 +149,9 @@ def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack,
     # the window clerk (desktop) issues a social security card to the demo citizen
     clerk = browse("desktop").new_page()
     login_at_tongban(clerk, stack.base, CITIZEN2, then="/clerk")
+    look(clerk, "clerk-home")
     clerk.goto(f"{stack.base}/clerk/issue/{SOCIAL_SECURITY_CARD}")
+    look(clerk, "clerk-issue")
     form = clerk.locator("form[method=post]").filter(has=clerk.locator("input[name=holder_name]"))
     form.locator("input[name=holder_id]").fill(CITIZEN["id_number"])
     form.locator("input[name=holder_name]").fill(CITIZEN["name"])
@@ -146,13 +163,16 @@ def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack,
     m = re.search(r"/clerk/licences/([^/?#]+)$", clerk.url)
     assert m, f"not on the issued licence's page: {clerk.url}"
     identifier = m.group(1)
+    look(clerk, "clerk-licence")
 
     # the citizen (phone) finds it in the wallet and downloads the sealed PDF
     ctx = browse("phone")
     phone = ctx.new_page()
     login_at_tongban(phone, stack.base, CITIZEN, then="/wallet")
+    look(phone, "wallet")
     phone.locator(f"a[href='/wallet/{identifier}']").first.click()
     phone.wait_for_url(f"**/wallet/{identifier}")
+    look(phone, "wallet-licence")
     with phone.expect_download() as download:
         phone.locator(f"a[href='/wallet/{identifier}/pdf']").click()
     pdf = download.value.path().read_bytes()
@@ -166,8 +186,14 @@ def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack,
     resp = phone.goto(link)
     assert resp.status == 200
     shows(phone, "valid")
+    look(phone, "scan-valid")
     view = verdict_json(ctx, link)
     assert view["valid"] is True and view["status"] == "valid" and view["licence"]["id"] == identifier
+    # a forged QR (the code changed by one character) is no licence at all
+    code = link.rsplit("/", 1)[1]
+    forged = f"{stack.base}/v/{code[:-1]}{'A' if code[-1] != 'A' else 'B'}"
+    resp = ctx.request.get(forged, headers={"Accept": "application/json"})
+    assert resp.status == 404 and resp.json()["valid"] is False and resp.json()["status"] == "unknown"
 
     # the clerk revokes it: the same QR now says revoked, and the page is no longer green
     clerk.goto(f"{stack.base}/clerk/licences/{identifier}")
@@ -182,6 +208,7 @@ def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack,
     assert view["valid"] is False and view["status"] == "revoked"
     phone.reload()
     shows(phone, "revoked")
+    look(phone, "scan-revoked")
 
 
 # ---------------------------------------------------------------- the public seal verifier
@@ -226,4 +253,6 @@ def test_seal_verifier_on_sealed_and_tampered_pdf(stack, browse):
     for size in ("phone", "desktop"):
         verifier = browse(size).new_page()  # anyone, logged in or not
         assert seal_verdict(verifier, stack.base, "licence.pdf", pdf) is True
+        look(verifier, "seal-verify-valid")
         assert seal_verdict(verifier, stack.base, "licence-altered.pdf", bad) is False
+        look(verifier, "seal-verify-altered")
