@@ -136,13 +136,22 @@ def qr_links(pdf: bytes, tmp_path) -> list[str]:
 
 
 def shows(page, status: str) -> None:
-    """The verdict page shows ``status`` (by class, not wording): green only when valid."""
-    verdict = page.locator("[data-status], .licence-verdict").first
-    marked = verdict.get_attribute("data-status")
-    if marked is not None:
-        assert marked == status
-    else:
-        assert (verdict.locator(".alert-success").count() > 0) == (status == "valid")
+    """The verdict page shows ``status`` by markup, not wording: its ``data-status`` if it has
+    one, else its verdict box is green (``.scan-ok`` / ``.alert-success``) only when valid and
+    red (``.scan-bad``) otherwise. The JSON of the same URL is the authoritative check."""
+    valid = status == "valid"
+    marked = page.locator("[data-status]")
+    if marked.count():
+        assert marked.first.get_attribute("data-status") == status
+        return
+    scan = page.locator(".scan-verdict")
+    if scan.count():
+        assert page.locator(".scan-verdict.scan-ok").count() == (1 if valid else 0)
+        assert page.locator(".scan-verdict.scan-bad").count() == (0 if valid else 1)
+        return
+    verdict = page.locator(".licence-verdict")
+    assert verdict.count() == 1, "no verdict on the page"
+    assert (verdict.locator(".alert-success").count() > 0) == valid
 
 
 def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack, browse, tmp_path):
@@ -165,6 +174,14 @@ def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack,
     identifier = m.group(1)
     look(clerk, "clerk-licence")
 
+    # the clerk downloads the sealed PDF, where the console offers it
+    clerk_pdf = None
+    offered = clerk.locator(f"a[download][href*='/clerk/licences/{identifier}/pdf']")
+    if offered.count():
+        with clerk.expect_download() as download:
+            offered.first.click()
+        clerk_pdf = download.value.path().read_bytes()
+
     # the citizen (phone) finds it in the wallet and downloads the sealed PDF
     ctx = browse("phone")
     phone = ctx.new_page()
@@ -177,6 +194,7 @@ def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack,
         phone.locator(f"a[href='/wallet/{identifier}/pdf']").click()
     pdf = download.value.path().read_bytes()
     assert pdf.startswith(b"%PDF-")
+    assert clerk_pdf in (None, pdf)  # the same sealed document at the counter and in the wallet
 
     # the QR printed on it, read from a 150 dpi render, opens /v/ on this server: valid, green
     links = [u for u in qr_links(pdf, tmp_path) if "/v/" in u]
@@ -195,15 +213,22 @@ def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack,
     resp = ctx.request.get(forged, headers={"Accept": "application/json"})
     assert resp.status == 404 and resp.json()["valid"] is False and resp.json()["status"] == "unknown"
 
-    # the clerk revokes it: the same QR now says revoked, and the page is no longer green
+    # the clerk revokes it (giving a reason, confirming if the console asks): the same QR now
+    # says revoked, and the page is no longer green
     clerk.goto(f"{stack.base}/clerk/licences/{identifier}")
-    revoke = clerk.locator("[name=action][value=revoke]")
-    revoke_form = clerk.locator("form").filter(has=revoke)
-    reason = revoke_form.locator("[name=reason]")
+    revoke = clerk.locator("button[name=action][value=revoke]")
+    reason = clerk.locator("form").filter(has=revoke).locator("[name=reason]")
     if reason.count():
         reason.fill("证件信息有误")
     with clerk.expect_navigation():
         revoke.click()
+    confirm = clerk.locator("form").filter(has=clerk.locator("input[type=hidden][name=action][value=revoke]"))
+    if confirm.count():  # a confirmation step
+        reason = confirm.locator("[name=reason]")
+        if reason.count():
+            reason.fill("证件信息有误")
+        with clerk.expect_navigation():
+            confirm.locator("[type=submit]").first.click()
     view = verdict_json(ctx, link)
     assert view["valid"] is False and view["status"] == "revoked"
     phone.reload()
@@ -231,7 +256,8 @@ def seal_verdict(page, base: str, name: str, pdf: bytes) -> bool:
     marked = page.locator("[data-verdict]")
     if marked.count():
         return marked.first.get_attribute("data-verdict") == "valid"
-    heading = page.locator("[aria-live] h2").first  # the overall verdict's badge
+    # the seals' verdict: the live region that is not the "is this a licence" box
+    heading = page.locator("[aria-live]:not(.licence-check):not(#licence) h2").first
     ok, warn = heading.locator(".badge-ok").count(), heading.locator(".badge-warn").count()
     assert ok + warn == 1, page.content()[:2000]
     return bool(ok)
@@ -253,6 +279,9 @@ def test_seal_verifier_on_sealed_and_tampered_pdf(stack, browse):
     for size in ("phone", "desktop"):
         verifier = browse(size).new_page()  # anyone, logged in or not
         assert seal_verdict(verifier, stack.base, "licence.pdf", pdf) is True
+        licence_box = verifier.locator(".licence-check")  # where the verifier also says "this is a licence"
+        if licence_box.count():
+            assert "verdict-ok" in (licence_box.first.get_attribute("class") or "")
         look(verifier, "seal-verify-valid")
         assert seal_verdict(verifier, stack.base, "licence-altered.pdf", bad) is False
         look(verifier, "seal-verify-altered")
