@@ -25,7 +25,7 @@ def main(urls: list[str]) -> int:
 
     app = create_app()
     with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory)
+        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
         seed()
         for spec, url in zip(PORTALS, urls, strict=True):
             base = url.rstrip("/")
