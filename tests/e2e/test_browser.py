@@ -23,7 +23,7 @@ pytestmark = pytest.mark.xdist_group("e2e")  # one stack (server, portals, brows
 SOCIAL_SECURITY_CARD = next(t["code"] for t in TYPES if t["name"] == "社会保障卡")
 
 
-def login(page, base: str, who: dict) -> None:
+def login(page, who: dict) -> None:
     """Tongban's log-in form, wherever the page currently is (the form posts back to where it came from)."""
     page.locator("input[name=login]").fill(who["id_number"])
     page.locator("input[name=password]").fill(DEMO_PASSWORD)
@@ -33,7 +33,7 @@ def login(page, base: str, who: dict) -> None:
 
 def login_at_tongban(page, base: str, who: dict, then: str = "/") -> None:
     page.goto(f"{base}/login?next={then}")
-    login(page, base, who)
+    login(page, who)
     assert urlsplit(page.url).path == then, page.url
 
 
@@ -91,7 +91,7 @@ def test_sso_across_portals_and_logout_everywhere(stack, browse):
         page.locator("a[href='/login']").click()
     assert page.url.startswith(stack.base), page.url  # Tongban asks for the password, not the portal
     look(page, "login")
-    login(page, stack.base, CITIZEN)
+    login(page, CITIZEN)
     page.wait_for_url(f"{housing}/")
     look(page, "portal-logged-in")
     me = whoami(page, housing)
