@@ -81,7 +81,7 @@ def _database(instance: Path):
     return urlunsplit(parts._replace(scheme="postgresql+psycopg", path=f"/{name}")), drop
 
 
-def _serve_portals(stack_env: dict, issuer: str, instance: Path, urls: list[str]):
+def _serve_portals(issuer: str, instance: Path, urls: list[str]):
     """The demo portals, in threads of this process (as ``make run``'s devserver serves them)."""
     from werkzeug.serving import make_server
 
@@ -117,7 +117,7 @@ def stack(tmp_path_factory):
         assert seeded.returncode == 0, seeded.stderr[-3000:]
         proc, base = start_server(env)
         assert base == issuer
-        servers = _serve_portals(env, issuer, instance, portals)
+        servers = _serve_portals(issuer, instance, portals)
         yield Stack(base=issuer, portals=portals, instance=instance, env=env)
     finally:
         for s in servers:
