@@ -11,8 +11,8 @@ PYTEST_ARGS ?=
 
 # Debian packages the project needs on the machine; installed when `make install`
 # runs as root, listed otherwise. Later features add e.g. fonts-wqy-microhei,
-# poppler-utils, qpdf, softhsm2, chromium.
-DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools
+# poppler-utils, qpdf, softhsm2, chromium (the browser tests in tests/e2e drive it).
+DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium
 
 # Compiled catalogues (git-ignored) are rebuilt only when their .po changes, and
 # written atomically: live servers started by the tests may be reading them.
@@ -70,7 +70,7 @@ run: install
 	$(BIN)/python -m tongban.devserver  # the provider on :5000, the demo portals on localhost:8081 and :8082
 
 test: install
-	$(BIN)/pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto --dist loadgroup $(PYTEST_ARGS)  # loadgroup: tests/e2e keeps its browser stack on one worker
 
 serve: install
 	exec $(BIN)/python -m tongban.serve

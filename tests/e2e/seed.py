@@ -1,0 +1,40 @@
+"""``python -m tests.e2e.seed PORTAL_URL...``: a browser-test instance, migrated and seeded.
+
+In one process (each start of the app costs seconds): ``flask db upgrade``, then
+``flask demo seed``'s ``seed()`` against the instance and database the environment
+names, then points each demo portal's registration (redirect, post-logout and back-channel
+logout URIs) at the free port the tests serve it on instead of the fixed 8081/8082.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(urls: list[str]) -> int:
+    from demo import PORTALS
+    from idp import clients as registry
+    from tongban import create_app
+    from tongban.demo import seed
+    from tongban.extensions import db
+
+    if len(urls) != len(PORTALS):
+        print(f"error: expected {len(PORTALS)} portal URLs, got {len(urls)}", file=sys.stderr)
+        return 2
+    from flask_migrate import upgrade
+
+    app = create_app()
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
+        seed()
+        for spec, url in zip(PORTALS, urls, strict=True):
+            base = url.rstrip("/")
+            registry.update_client(spec.client_id, actor="e2e", redirect_uris=[f"{base}/callback"],
+                                   post_logout_redirect_uris=[f"{base}/"],
+                                   backchannel_logout_uri=f"{base}/backchannel-logout")
+        db.session.commit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
