@@ -23,7 +23,7 @@ import threading
 
 from flask import Flask
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tongban.worker")  # (also when run as __main__)
 
 
 def run_pass(app: Flask, force_chores: bool = False) -> dict[str, int]:

@@ -368,3 +368,49 @@ def test_worker_stops_on_signal(app):
     stop.set()
     t.join(60)
     assert not t.is_alive() and done
+
+
+def test_make_worker_process(app):
+    """``python -m tongban.worker``: ``--once`` chains pending audit events and prints its counts;
+    the looping worker exits 0 on SIGTERM."""
+    import signal
+    import time
+
+    from sqlalchemy import select
+
+    from tongban import audit
+    from tongban.extensions import db
+
+    audit.record("ops.worker_process")
+    db.session.commit()
+    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "TONGBAN_INSTANCE_DIR": app.config["TONGBAN_INSTANCE_DIR"],
+           "TONGBAN_KEK": app.config["TONGBAN_KEK"].hex(), "SECRET_KEY": "test-secret-key",
+           "TONGBAN_LOG_FORMAT": "json", "REDIS_URL": app.config["REDIS_URL"]}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "tongban.worker", "--once"], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["audit_chained"] >= 1
+    db.session.remove()
+    row = db.session.execute(select(audit.AuditLog).where(audit.AuditLog.action == "ops.worker_process")).scalar_one()
+    assert row.seq is not None
+
+    proc = subprocess.Popen([sys.executable, "-m", "tongban.worker"], env=env, cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        started = False
+        while time.monotonic() < deadline and not started:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                break
+            started = "tongban worker started" in line
+        assert started
+        assert json.loads(line)["logger"] == "tongban.worker"  # JSON lines
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
