@@ -2,6 +2,7 @@
 #   make run    demo instance on http://127.0.0.1:5000
 #   make test   the whole test suite (PYTEST_ARGS passes options through)
 #   make serve  the production server (HOST, PORT, WEB_CONCURRENCY, SERVER)
+#   make worker the background work (outbox, chores, audit chain) as its own process
 
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +20,7 @@ DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libn
 PO_FILES := $(wildcard translations/*/LC_MESSAGES/messages.po)
 MO_FILES := $(PO_FILES:.po=.mo)
 
-.PHONY: install deb-packages translations run test serve
+.PHONY: install deb-packages translations run test serve worker
 
 install: $(STAMP) $(MO_FILES)
 
@@ -74,3 +75,6 @@ test: install
 
 serve: install
 	exec $(BIN)/python -m tongban.serve
+
+worker: install
+	exec $(BIN)/python -m tongban.worker

@@ -19,9 +19,11 @@ def create_app(config: dict | None = None) -> Flask:
 
     cfg.load(app, config)
 
-    from . import audit, bootstrap, demo, i18n, outbox, security, views
+    from . import audit, backup, bootstrap, demo, health, i18n, logs, metrics, outbox, security, views
     from .extensions import csrf, db, init_after_request_writes, migrate
 
+    logs.init_app(app)  # first: the request id exists before any other hook logs
+    metrics.init_app(app)
     db.init_app(app)
     init_after_request_writes(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "tongban" / "migrations"))
@@ -29,10 +31,12 @@ def create_app(config: dict | None = None) -> Flask:
     i18n.init_app(app)
     security.init_app(app)
     views.init_app(app)
+    health.init_app(app)
     audit.init_app(app)
     bootstrap.init_app(app)
     demo.init_app(app)
     outbox.init_app(app)
+    backup.init_app(app)
 
     import idp
     import keys

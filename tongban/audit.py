@@ -263,7 +263,14 @@ def record(action: str, *, actor: str = "", object: str = "", outcome: str = "su
                       row.outcome, row.detail)
     db.session.add(row)
     after_commit(lambda: wake(app))
+    after_commit(lambda: _observe(action, outcome))
     return row
+
+
+def _observe(action: str, outcome: str) -> None:
+    from .metrics import observe_audit  # log-ins, licences, seals counted once committed
+
+    observe_audit(action, outcome)
 
 
 def _row_values(app: Flask, action: str, actor, object, outcome: str, detail, ip) -> dict:
@@ -308,6 +315,7 @@ def record_later(action: str, *, actor: str = "", object: str = "", outcome: str
                     return
                 row = suppressed
         conn.execute(insert(AuditLog).values(**row))
+        _observe(row["action"], row["outcome"])
         wake(app)  # (the chainer waits for its short pause, by then this has committed)
 
     after_request_write(write)

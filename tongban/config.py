@@ -106,6 +106,12 @@ DEFAULTS: dict = {
     "TONGBAN_RATING_RECTIFY_DAYS": 15,
     "TONGBAN_RATING_HOLIDAYS": [],
     "TONGBAN_RATING_MAKEUP_WORKDAYS": [],
+    # operations (tongban/metrics.py, tongban/logs.py): who may read /metrics (a bearer token,
+    # or a client address in these networks), the log format (json or text), one line per request
+    "TONGBAN_METRICS_TOKEN": "",
+    "TONGBAN_METRICS_ALLOW": ["127.0.0.1/32", "::1/128"],
+    "TONGBAN_LOG_FORMAT": "json",
+    "TONGBAN_ACCESS_LOG": True,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

@@ -74,6 +74,23 @@ def command(env: dict[str, str] | None = None) -> list[str]:
     sys.exit(f"error: SERVER must be one of {', '.join(SERVERS)}, not {server!r}")
 
 
+def _metrics_dir() -> None:
+    """prometheus-client's multiprocess mode: every worker writes its values to files in one
+    folder and a scrape of any worker adds them up. A fresh folder per start (stale files of
+    an earlier run would be added in): PROMETHEUS_MULTIPROC_DIR emptied of its ``*.db`` files,
+    or a new temporary folder."""
+    import tempfile
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tongban-metrics-")
+        return
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
 def main() -> None:
     from .config import ConfigError, check_environment
 
@@ -86,6 +103,7 @@ def main() -> None:
     # config.py uses this only when TONGBAN_ISSUER is set nowhere else
     os.environ["TONGBAN_SERVE_ISSUER"] = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     os.environ.pop("FLASK_DEBUG", None)
+    _metrics_dir()
     argv = command()
     # wsgi.py lives in the project root, which is where `make serve` runs
     os.chdir(Path(__file__).resolve().parent.parent)

@@ -1,0 +1,131 @@
+"""Structured logs: one JSON object per line, each carrying the request id.
+
+``X-Request-Id``: a client's (or the proxy's) id is kept when it is 1–64 characters of
+``A-Z a-z 0-9 . _ : -``; anything else is replaced by a fresh random id. The id is answered
+in ``X-Request-Id`` and written on every log line of that request. An access line per
+request names the endpoint by its URL rule (never the raw path or query: codes, tokens and
+identity numbers travel there), the method, status and duration.
+
+No personal data: every message and exception text passes through ``masking.mask_text``
+(ID numbers and mobile numbers masked). ``TONGBAN_LOG_FORMAT``: ``json`` (default) or
+``text``; ``TONGBAN_ACCESS_LOG``: the per-request line (on by default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+
+from flask import Flask, has_request_context, request
+
+from .masking import mask_text
+
+HEADER = "X-Request-Id"
+_VALID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+_ENV_KEY = "tongban.request_id"
+access_log = logging.getLogger("tongban.access")
+
+
+def current_request_id() -> str:
+    if has_request_context():
+        return request.environ.get(_ENV_KEY, "")
+    return ""
+
+
+def accept_request_id(raw: str | None) -> str:
+    """The caller's id when well-formed, else a new one (a forged id cannot inject log lines)."""
+    if raw and _VALID.fullmatch(raw):
+        return raw
+    return secrets.token_hex(16)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", "request_id", ...extra fields, "exception"}``."""
+
+    EXTRA = ("method", "endpoint", "status", "duration_ms", "remote")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": mask_text(record.getMessage()),
+        }
+        rid = getattr(record, "request_id", "") or current_request_id()
+        if rid:
+            out["request_id"] = rid
+        for key in self.EXTRA:
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["exception"] = mask_text(self.formatException(record.exc_info))
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_text(super().format(record))
+
+
+_configured: dict[str, logging.Handler] = {}
+
+
+def configure(fmt: str = "json", stream=None, level: int = logging.INFO) -> logging.Handler:
+    """Install one handler on the root logger (idempotent per process; replaces the previous one)."""
+    root = logging.getLogger()
+    old = _configured.pop("handler", None)
+    if old is not None:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    root.addHandler(handler)
+    access_log.disabled = False  # logging.config.fileConfig (alembic's) disables existing loggers
+    if access_log.level == logging.NOTSET or access_log.level > level:
+        access_log.setLevel(level)
+    if root.level == logging.NOTSET or root.level > level:
+        root.setLevel(level)
+    _configured["handler"] = handler
+    return handler
+
+
+def init_app(app: Flask) -> None:
+    fmt = str(app.config["TONGBAN_LOG_FORMAT"]).strip().lower()
+    if not app.testing:  # tests capture logs with their own handlers (and configure() on purpose)
+        configure("text" if fmt == "text" else "json")
+
+    @app.before_request
+    def _request_id():
+        request.environ[_ENV_KEY] = accept_request_id(request.headers.get(HEADER))
+        request.environ["tongban.log_start"] = time.perf_counter()
+
+    @app.after_request
+    def _answer_id(response):
+        rid = request.environ.get(_ENV_KEY)
+        if rid:
+            response.headers[HEADER] = rid
+        if app.config["TONGBAN_ACCESS_LOG"] and access_log.isEnabledFor(logging.INFO):
+            start = request.environ.get("tongban.log_start")
+            rule = request.url_rule
+            access_log.info(
+                "%s %s %s", request.method, rule.rule if rule is not None else "(unmatched)",
+                response.status_code,
+                extra={"method": request.method, "endpoint": rule.rule if rule is not None else "(unmatched)",
+                       "status": response.status_code,
+                       "duration_ms": round((time.perf_counter() - start) * 1000, 2) if start else None})
+        return response
