@@ -1,7 +1,7 @@
 """phone checks: SMS codes for a phone that has no account yet (registration)
 
-Revision ID: 0014_citizen
-Revises: 0007_qr_device
+Revision ID: 0015_citizen
+Revises: 0014_fixdoc
 Create Date: 2026-12-07 08:05:00
 
 """
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = "0014_citizen"
-down_revision = "0007_qr_device"
+revision = "0015_citizen"
+down_revision = "0014_fixdoc"
 branch_labels = None
 depends_on = None
 
