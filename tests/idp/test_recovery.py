@@ -85,8 +85,9 @@ def test_registration_refuses_without_a_code_a_wrong_code_or_a_code_for_another_
     assert _users() == 0
 
 
-def test_a_code_dies_after_the_allowed_attempts(app, en):
-    app.config["TONGBAN_REGISTER_RATE_PER_IP"] = 100  # every try counts there too (tested elsewhere)
+def test_a_code_dies_after_the_allowed_attempts(app, en, monkeypatch):
+    # every try counts against the registration limit too (tested elsewhere)
+    monkeypatch.setitem(app.config, "TONGBAN_REGISTER_RATE_PER_IP", 100)
     assert _ask_code(en).status_code == 200
     right = _code_for(PHONE)
     wrong = "000000" if right != "000000" else "111111"
@@ -123,8 +124,8 @@ def test_a_registered_phone_gets_a_notice_not_a_code_and_the_page_says_the_same(
     assert "already has a Tongban account" in text and not re.search(r"\d{6}", text)
 
 
-def test_registration_codes_are_rate_limited(app, browser):
-    app.config["TONGBAN_REGISTER_CODES_PER_IP"] = 2
+def test_registration_codes_are_rate_limited(app, browser, monkeypatch):
+    monkeypatch.setitem(app.config, "TONGBAN_REGISTER_CODES_PER_IP", 2)
     c = browser("en")
     addr = {"environ_base": {"REMOTE_ADDR": "192.0.2.40"}}
     assert _ask_code(c, "13700137001", **addr).status_code == 200
@@ -245,9 +246,9 @@ def test_reset_lifts_the_lockout(app, browser, citizen):
     assert login(c, password=NEW_PASSWORD).status_code == 302
 
 
-def test_reset_requests_are_rate_limited(app, browser, citizen):
+def test_reset_requests_are_rate_limited(app, browser, citizen, monkeypatch):
     _verified(citizen)
-    app.config["TONGBAN_RESET_RATE_PER_IP"] = 2
+    monkeypatch.setitem(app.config, "TONGBAN_RESET_RATE_PER_IP", 2)
     addr = {"environ_base": {"REMOTE_ADDR": "192.0.2.50"}}
     c = browser("en")
     assert _forgot(c, CITIZEN_ID, **addr).status_code == 302
