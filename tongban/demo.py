@@ -22,7 +22,7 @@ DEMO_CLIENT_ID = "demo-portal"
 POPULATION = [
     (CITIZEN["id_number"], CITIZEN["name"]),
     (CITIZEN2["id_number"], CITIZEN2["name"]),
-    ("110101199003071234", "李四"),
+    ("110101199003071233", "李四"),
     (SEAL_OFFICER["id_number"], SEAL_OFFICER["name"]),
 ]
 

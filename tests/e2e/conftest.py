@@ -128,7 +128,9 @@ def stack(tmp_path_factory):
         drop()
 
 
-@pytest.fixture(scope="session")
+# module scope: Playwright's sync API runs an event loop on this thread while it is open, and
+# the other tests this worker runs afterwards (pyHanko) call asyncio.run()
+@pytest.fixture(scope="module")
 def browser(stack):
     from playwright.sync_api import sync_playwright
 
