@@ -206,14 +206,21 @@ def head_mac(key: bytes, seq: int, last_hash: str) -> str:
     return hmac.new(key, f"head|{seq}|{last_hash}".encode(), hashlib.sha256).hexdigest()
 
 
-def _checkpoint_message(issuer: str, seq: int, hash_: str, at: datetime) -> bytes:
-    return json.dumps({"iss": issuer, "seq": seq, "hash": hash_, "at": at.isoformat(timespec="seconds") + "Z"},
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """The audit key's fingerprint: what a checkpoint's signature binds it to (not the issuer URL,
+    which differs between the command line and a server behind another address)."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return _b64url(hashlib.sha256(raw).digest()[:16])
+
+
+def _checkpoint_message(kid: str, seq: int, hash_: str, at: datetime) -> bytes:
+    return json.dumps({"kid": kid, "seq": seq, "hash": hash_, "at": at.isoformat(timespec="seconds") + "Z"},
                       separators=(",", ":"), sort_keys=True).encode()
 
 
 def checkpoint_dict(issuer: str, seq: int, hash_: str, at: datetime, signature: str) -> dict:
     return {"iss": issuer, "seq": seq, "hash": hash_, "at": at.isoformat(timespec="seconds") + "Z",
-            "alg": "Ed25519", "signature": signature}
+            "alg": "Ed25519", "signature": signature}  # signed: {"kid", "seq", "hash", "at"} (key_id)
 
 
 def public_key_b64(app: Flask | None = None) -> str:
@@ -228,7 +235,7 @@ def _b64url(data: bytes) -> str:
 def check_checkpoint_signature(cp: dict, public_key: Ed25519PublicKey) -> bool:
     try:
         at = datetime.fromisoformat(str(cp["at"]).removesuffix("Z"))
-        message = _checkpoint_message(str(cp["iss"]), int(cp["seq"]), str(cp["hash"]), at)
+        message = _checkpoint_message(key_id(public_key), int(cp["seq"]), str(cp["hash"]), at)
         sig = base64.urlsafe_b64decode(str(cp["signature"]) + "=" * (-len(str(cp["signature"])) % 4))
         public_key.verify(sig, message)
     except (KeyError, TypeError, ValueError, InvalidSignature):
@@ -357,7 +364,6 @@ def chain(batch: int = 500, *, app: Flask | None = None) -> int:
 
 def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tuple[int, int]:
     k = keys(app)
-    issuer = app.config["TONGBAN_ISSUER"]
     with db.engine.connect() as conn:  # a look without the lock: most passes find nothing to do
         pending = conn.execute(select(AuditLog.id).where(AuditLog.seq.is_(None), AuditLog.id > after)
                                .limit(1)).first()
@@ -400,7 +406,7 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
         due = seq > cp_seq and _checkpoint_due(app, seq, cp_seq, cp_at, now)
         if due:
             at = now.replace(microsecond=0)
-            sig = _b64url(k.signer.sign(_checkpoint_message(issuer, seq, last, at)))
+            sig = _b64url(k.signer.sign(_checkpoint_message(key_id(k.public_key), seq, last, at)))
             conn.execute(insert(AuditCheckpoint).values(seq=seq, hash=last, at=at, signature=sig))
         if rows or due:
             conn.execute(update(AuditHead).where(AuditHead.id == 1).values(**values))

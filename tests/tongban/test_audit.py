@@ -529,12 +529,23 @@ def test_published_checkpoints_verify_with_the_published_key(app, client, monkey
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(body["public_key"]))
     assert body["checkpoints"]
     for cp in body["checkpoints"]:
-        message = json.dumps({k: cp[k] for k in ("iss", "seq", "hash", "at")}, separators=(",", ":"),
-                             sort_keys=True).encode()
+        signed = {k: cp[k] for k in ("seq", "hash", "at")} | {"kid": audit.key_id(key)}
+        message = json.dumps(signed, separators=(",", ":"), sort_keys=True).encode()
         key.verify(base64.urlsafe_b64decode(cp["signature"] + "=" * (-len(cp["signature"]) % 4)), message)
         assert audit.check_checkpoint_signature(cp, key)
         assert cp["iss"] == app.config["TONGBAN_ISSUER"]
     assert client.get("/audit/checkpoints?limit=abc").status_code == 200
+
+
+def test_checkpoints_signed_under_one_address_verify_under_another(app, monkeypatch):
+    """A server behind http://host:port signs checkpoints; the command line (another issuer URL)
+    must still find them genuine: the signature binds the audit key, not the address."""
+    monkeypatch.setitem(app.config, "TONGBAN_AUDIT_CHECKPOINT_ROWS", 2)
+    monkeypatch.setitem(app.config, "TONGBAN_ISSUER", "http://127.0.0.1:40123")
+    _seed(4)
+    monkeypatch.setitem(app.config, "TONGBAN_ISSUER", "https://tongban.example.gov.cn")
+    verdict = audit.verify()
+    assert verdict.whole, verdict.reason
 
 
 def test_a_forged_stored_checkpoint_is_detected(app, monkeypatch):
