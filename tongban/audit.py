@@ -48,6 +48,7 @@ from sqlalchemy import BigInteger, DateTime, Integer, String, Text, event, inser
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.exceptions import HTTPException
 
+from .background import ProcessThread
 from .clock import utcnow
 from .extensions import after_commit, db, session_holds_sqlite_write
 from .masking import mask_text
@@ -471,45 +472,32 @@ def reset_witness(app: Flask | None = None) -> None:
 # -------- the worker thread
 
 
-class _Chainer:
-    """One daemon thread per process (re-created after a fork), woken after each audited commit."""
+class _Chainer(ProcessThread):
+    """The chainer thread of this process, woken after each audited commit."""
+
+    name = "tongban-audit-chainer"
 
     def __init__(self):
-        self.lock = threading.Lock()
-        self.event = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.pid = 0
-        self.app: Flask | None = None
+        super().__init__()
         self.passes = 0
 
-    def ensure(self, app: Flask) -> None:
-        if self.thread is not None and self.pid == os.getpid() and self.thread.is_alive():
-            return
-        with self.lock:
-            if self.thread is not None and self.pid == os.getpid() and self.thread.is_alive():
-                return
-            self.app, self.pid = app, os.getpid()
-            self.event = threading.Event()
-            self.thread = threading.Thread(target=self._run, name="tongban-audit-chainer", daemon=True)
-            self.thread.start()
+    def timeout(self, app: Flask) -> float:
+        return app.config["TONGBAN_AUDIT_CHAIN_SECONDS"] * 10
 
-    def _run(self) -> None:
-        app = self.app
-        while True:
-            woken = self.event.wait(app.config["TONGBAN_AUDIT_CHAIN_SECONDS"] * 10)
-            if woken:  # let a burst of commits gather into one batch
-                time.sleep(min(0.2, app.config["TONGBAN_AUDIT_CHAIN_SECONDS"]))
-            self.event.clear()
-            if not app.config["TONGBAN_AUDIT_CHAIN_THREAD"]:
-                continue
-            try:
-                with app.app_context():
-                    chain(app=app)
-                self.passes += 1
-            except ChainError as e:
-                log.error("audit chainer stopped: %s (run `flask audit verify`)", e)
-            except Exception:  # the database may be briefly away: try again at the next wake
-                log.exception("audit chainer pass failed")
+    def run_pass(self, app: Flask, woken: bool) -> None:
+        if woken:  # let a burst of commits gather into one batch
+            time.sleep(min(0.2, app.config["TONGBAN_AUDIT_CHAIN_SECONDS"]))
+        self.event.clear()
+        if not app.config["TONGBAN_AUDIT_CHAIN_THREAD"]:
+            return
+        try:
+            with app.app_context():
+                chain(app=app)
+            self.passes += 1
+        except ChainError as e:
+            log.error("audit chainer stopped: %s (run `flask audit verify`)", e)
+        except Exception:  # the database may be briefly away: try again at the next wake
+            log.exception("audit chainer pass failed")
 
 
 _chainer = _Chainer()
@@ -518,8 +506,7 @@ _chainer = _Chainer()
 def wake(app: Flask) -> None:
     if not app.config["TONGBAN_AUDIT_CHAIN_THREAD"]:
         return
-    _chainer.ensure(app)
-    _chainer.event.set()
+    _chainer.wake(app)
 
 
 # ---------------------------------------------------------------- verifying

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from flask.cli import AppGroup
 from sqlalchemy import DateTime, Index, Integer, String, Text, func, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
+from .background import ProcessThread
 from .clock import utcnow
 from .extensions import after_commit, db
 
@@ -199,41 +199,25 @@ def run_chores(force: bool = False) -> None:
 # ---------------------------------------------------------------- the worker thread
 
 
-class _Worker:
-    """One daemon thread per process (re-created after a fork), woken by ``wake``."""
+class _Worker(ProcessThread):
+    """The outbox thread of this process, woken by ``wake``."""
 
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.event = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.pid = 0
-        self.app: Flask | None = None
+    name = "tongban-outbox"
 
-    def ensure(self, app: Flask) -> None:
-        if self.thread is not None and self.pid == os.getpid() and self.thread.is_alive():
+    def timeout(self, app: Flask) -> float:
+        return app.config["TONGBAN_OUTBOX_POLL_SECONDS"]
+
+    def run_pass(self, app: Flask, woken: bool) -> None:
+        self.event.clear()
+        if not app.config["TONGBAN_OUTBOX_THREAD"]:
             return
-        with self.lock:
-            if self.thread is not None and self.pid == os.getpid() and self.thread.is_alive():
-                return
-            self.app, self.pid = app, os.getpid()
-            self.event = threading.Event()
-            self.thread = threading.Thread(target=self._run, name="tongban-outbox", daemon=True)
-            self.thread.start()
-
-    def _run(self) -> None:
-        app = self.app
-        while True:
-            self.event.wait(app.config["TONGBAN_OUTBOX_POLL_SECONDS"])
-            self.event.clear()
-            if not app.config["TONGBAN_OUTBOX_THREAD"]:
-                continue
-            try:
-                with app.app_context():
-                    while work_once():
-                        pass
-                    run_chores()
-            except Exception:  # the database may be briefly away: try again at the next wake
-                log.exception("outbox worker pass failed")
+        try:
+            with app.app_context():
+                while work_once():
+                    pass
+                run_chores()
+        except Exception:  # the database may be briefly away: try again at the next wake
+            log.exception("outbox worker pass failed")
 
 
 _worker = _Worker()
@@ -242,8 +226,7 @@ _worker = _Worker()
 def wake(app: Flask) -> None:
     if not app.config["TONGBAN_OUTBOX_THREAD"]:
         return
-    _worker.ensure(app)
-    _worker.event.set()
+    _worker.wake(app)
 
 
 # ---------------------------------------------------------------- listing (admin console)
