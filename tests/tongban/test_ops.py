@@ -391,7 +391,9 @@ def test_make_worker_process(app):
     done = subprocess.run([sys.executable, "-m", "tongban.worker", "--once"], env=env, cwd=root,
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["audit_chained"] >= 1
+    # the counts it prints (another process's chainer may have sealed the event first: what
+    # matters is that it is chained once the worker is done)
+    assert "audit_chained" in json.loads(done.stdout.strip().splitlines()[-1])
     db.session.remove()
     row = db.session.execute(select(audit.AuditLog).where(audit.AuditLog.action == "ops.worker_process")).scalar_one()
     assert row.seq is not None
