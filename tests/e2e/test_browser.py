@@ -67,11 +67,16 @@ def test_the_watch_catches_console_errors_script_errors_and_foreign_requests(sta
     page.goto(f"{stack.base}/seals/verify")
     assert not browse.watch.problems, browse.watch.problems
     page.evaluate("() => { console.error('e2e-canary'); setTimeout(() => { throw new Error('e2e-uncaught'); }, 0); }")
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(browse.watch.problems) < n and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+
+    wait_for(2)  # the timer's error must be seen before the page is left
     with pytest.raises(Exception, match="ERR_BLOCKED_BY_CLIENT"):
         page.goto("https://cdn.example.com/lib.js")
-    deadline = time.monotonic() + 10
-    while len(browse.watch.problems) < 3 and time.monotonic() < deadline:
-        page.wait_for_timeout(100)
+    wait_for(3)
     caught = "\n".join(browse.watch.problems)
     browse.watch.problems.clear()
     assert "console error" in caught and "e2e-canary" in caught, caught
