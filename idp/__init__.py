@@ -1,4 +1,5 @@
-"""The identity provider: accounts, sessions, the OIDC provider, consent, the client register."""
+"""The OpenID provider: the server and its grants, tokens, consent, the client register, logout
+everywhere, and the pages (accounts, sessions and organisations are the people layer, people/)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     # logout registers the back-channel logout delivery with the outbox
-    from . import account_views, admin_views, cli, logout, models, views  # noqa: F401
+    from . import account_views, admin_views, cli, hooks, logout, models, views  # noqa: F401
     from .clients import init_usage
     from .server import init_server
 
+    hooks.connect()  # the people layer's signals: session ended, credentials revoked, ...
     init_server(app)
     init_usage(app)
     views.init_app(app)

@@ -8,15 +8,21 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask import session as flask_session
 from flask_babel import gettext as _
 
+from people import accounts, recovery, sessions
+from people.devices import device_label
+from people.forms import ConfirmForm, ForgotForm, PasswordChangeForm, RegisterForm, ResetForm
 from tongban import audit, ratelimit
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.i18n import safe_next
 from tongban.masking import mask_number
 
-from . import accounts, consents, recovery, sessions
 from . import clients as registry
-from .forms import ConfirmForm, ForgotForm, PasswordChangeForm, RegisterForm, ResetForm
+from . import consents
+from .logout import end_other_sessions as end_others
+from .logout import systems_by_session
+from .mfa_views import mark_fresh
+from .scopes import SILENT, describe
 
 bp = Blueprint("account", __name__)
 
@@ -89,7 +95,6 @@ def register():
         cookie: dict = {}
         sess = sessions.start(user, cookie)
         db.session.commit()
-        from .mfa_views import mark_fresh
 
         mark_fresh(sess.sid, password=True)  # the password was just chosen
         flash(_("Your account is ready. You are logged in."), "success")
@@ -220,9 +225,6 @@ def account():
     sess = sessions.current_session()
     user = sess.user
     live = sessions.active_sessions(user)
-    from .devices import device_label
-    from .logout import systems_by_session
-    from .scopes import SILENT, describe
 
     granted = []
     for c in consents.list_for(user):
@@ -306,8 +308,6 @@ def end_session(sid: str):
 @bp.route("/account/sessions/end-others", methods=["POST"])
 @login_required
 def end_other_sessions():
-    from .logout import end_other_sessions as end_others
-
     sess = sessions.current_session()
     if not ConfirmForm().validate_on_submit():
         abort(400)

@@ -28,6 +28,10 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from people import accounts, sessions
+from people.forms import ConfirmForm
+from people.mfa import outbox
+from people.models import User
 from tongban import audit
 from tongban.audit import AuditLog
 from tongban.clock import utcnow
@@ -35,10 +39,8 @@ from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_number
 
-from . import accounts, sessions
 from . import clients as registry
-from .forms import ConfirmForm
-from .models import Client, ClientUsage, User
+from .models import Client, ClientUsage
 from .scopes import RESTRICTED, SCOPES, describe
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -451,8 +453,6 @@ def user_end_sessions(sub: str):
 @bp.get("/sms")
 @staff_only(ADMIN)
 def sms_outbox():
-    from .mfa import outbox
-
     rows = outbox()
     audit.record_later("admin.sms_read", actor=_actor(), object="sms_outbox", detail={"rows": len(rows)})
     return render_template("admin/sms_outbox.html", rows=rows, mask=mask_number)

@@ -17,14 +17,13 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
+from people import accounts, enterprise, identity, sessions
+from people.auth import login_required
 from tongban import audit
 from tongban.cli import command_errors, emit, read_password_stdin
 from tongban.errors import TongbanError, ValidationError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
-
-from . import accounts, enterprise, identity, sessions
-from .account_views import login_required
 
 bp = Blueprint("clerk_identity", __name__, url_prefix="/clerk/identity")
 

@@ -8,10 +8,11 @@ from datetime import date
 import click
 from flask.cli import AppGroup
 
+from people import accounts
+from people.models import User
 from tongban.cli import command_errors, emit, read_password_stdin
 from tongban.errors import ValidationError
 
-from . import accounts
 from . import clients as registry
 
 users_cli = AppGroup("users", help="Citizen accounts.")
@@ -86,8 +87,6 @@ def staff_create(id_number, name, password_stdin, org, role, phone, as_json):
     from tongban.extensions import db
     from tongban.identifiers import parse_id_number
     from tongban.masking import mask_name
-
-    from .models import User
 
     ident = parse_id_number(id_number).value
     existing = db.session.execute(select(User).where(User.id_number == ident)).scalar_one_or_none()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from people.models import User
 from tongban import audit
 from tongban.clock import utcnow
 from tongban.extensions import db
 
-from .models import Consent, User
+from .models import Consent, RefreshToken
 from .scopes import SILENT
+from .tokens import revoke_family
 
 
 def _row(user: User, client_id: str) -> Consent | None:
@@ -40,8 +42,6 @@ def grant(user: User, client_id: str, scopes: list[str]) -> Consent:
 
 def revoke(user: User, client_id: str) -> bool:
     """Withdraw consent and end the system's refresh tokens for this user."""
-    from .models import RefreshToken
-    from .tokens import revoke_family
 
     row = _row(user, client_id)
     if row is None:

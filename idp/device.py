@@ -37,12 +37,14 @@ from flask import current_app, g
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from people.models import LoginSession, User
+from people.sessions import note_client
 from tongban import audit
 from tongban.clock import digest, to_epoch, utcnow
 from tongban.extensions import db
 
+from . import clients as registry
 from . import tokens
-from .models import LoginSession, User
 
 # RFC 8628 §6.1: base-20 consonants (no vowels: no words; no 0/O, 1/I/L confusion), 8 characters
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
@@ -147,8 +149,6 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):
         return f"{current_app.config['TONGBAN_ISSUER']}/device"
 
     def save_device_credential(self, client_id, scope, data):
-        from . import clients as registry
-
         client = registry.get_client(client_id)
         now = utcnow()
         row = DeviceAuthorization(
@@ -237,10 +237,12 @@ class DeviceOpenID(OpenIDToken):
     """ID tokens for the device grant: as in the code flow, with the approving session's
     ``auth_time``, ``acr``, ``amr`` and ``sid`` (there is no nonce in RFC 8628)."""
 
-    def _code_flow(self):
-        from .server import OpenIDConnect
+    def __init__(self, code_flow: OpenIDToken):
+        super().__init__()
+        self._flow = code_flow  # the code flow's OpenID extension (idp.server.OpenIDConnect)
 
-        return OpenIDConnect()
+    def _code_flow(self):
+        return self._flow
 
     def get_client_algorithm(self, client):
         return self._code_flow().get_client_algorithm(client)
@@ -272,9 +274,9 @@ class DeviceOpenID(OpenIDToken):
         return claims
 
 
-def register(server) -> None:
-    """Called once from ``idp.server.init_server``."""
-    server.register_grant(DeviceGrant, [DeviceOpenID()])
+def register(server, code_flow: OpenIDToken) -> None:
+    """Called once from ``idp.server.init_server`` with the code flow's OpenID extension."""
+    server.register_grant(DeviceGrant, [DeviceOpenID(code_flow)])
     server.register_endpoint(DeviceEndpoint)
 
 
@@ -311,8 +313,6 @@ def decide(user_code: str | None, sess: LoginSession, approve: bool) -> DeviceAu
         raise DeviceError("used")
     db.session.refresh(row)
     if approve:
-        from .sessions import note_client
-
         note_client(sess, row.client_id)
     audit.record("device.approved" if approve else "device.denied", actor=f"user:{sess.user.sub}",
                  object=f"device:{row.id}", detail={"client": row.client_id, "scope": row.scope})

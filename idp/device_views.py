@@ -6,12 +6,13 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from people import sessions
+from people.forms import ConfirmForm
 from tongban import audit, ratelimit
 from tongban.extensions import csrf, db
 
 from . import clients as registry
-from . import device, sessions
-from .forms import ConfirmForm
+from . import device
 from .scopes import SILENT, describe
 from .server import server
 

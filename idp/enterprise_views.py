@@ -28,6 +28,9 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, Optional
 
+from people import enterprise, sessions
+from people.auth import login_required
+from people.forms import ConfirmForm
 from tongban.cli import command_errors
 from tongban.clock import utcnow
 from tongban.errors import Forbidden, TongbanError
@@ -35,10 +38,9 @@ from tongban.extensions import db
 from tongban.i18n import safe_next
 from tongban.masking import mask_name, mask_number
 
-from . import enterprise, sessions
-from .account_views import login_required
-from .forms import ConfirmForm
 from .models import Client
+from .scopes import register_scope
+from .server import server
 
 bp = Blueprint("enterprise", __name__, url_prefix="/enterprise")
 
@@ -312,8 +314,6 @@ def acting_step(sess, client, scopes: list[str], prompts: set[str], redirect_uri
     if "none" in prompts:
         from authlib.oidc.core.errors import AccountSelectionRequiredError
 
-        from .server import server
-
         return server.handle_error_response(None, AccountSelectionRequiredError(redirect_uri=redirect_uri,
                                                                                  state=state))
     form = ActAsForm()
@@ -423,8 +423,6 @@ def undo_claim_cmd(claim_id, reason):
 
 
 def init_app(app: Flask) -> None:
-    from .scopes import register_scope
-
     register_scope(enterprise.SCOPE, _l("Which enterprise you act for, and your role in it"))
     app.register_blueprint(bp)
     app.cli.add_command(enterprises_cli)

@@ -19,12 +19,13 @@ from joserfc import jwt
 from sqlalchemy import or_, select, update
 
 from keys.services import keyring
+from people import sessions
+from people.models import LoginSession, SessionClient
 from tongban import outbox
 from tongban.clock import epoch, utcnow
 from tongban.extensions import db
 
 from . import clients as registry
-from .models import LoginSession, SessionClient
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 KIND = "backchannel_logout"
@@ -126,8 +127,6 @@ def systems_by_session(sids: list[str]) -> dict[str, list[str]]:
 
 
 def end_other_sessions(user, keep_sid: str, actor: str) -> int:
-    from . import sessions
-
     n = 0
     for s in sessions.active_sessions(user):
         if s.sid != keep_sid:
@@ -140,7 +139,6 @@ def end_other_sessions(user, keep_sid: str, actor: str) -> int:
 def end_expired_sessions(limit: int = 200) -> int:
     """Sessions past their idle or absolute lifetime end (and log out everywhere) even when
     their browser never comes back."""
-    from . import sessions
 
     cfg = current_app.config
     now = utcnow()

@@ -24,6 +24,11 @@ from flask import (
 from flask import session as flask_session
 from flask_babel import gettext as _
 
+from people import accounts, mfa, sessions
+from people.auth import login_required
+from people.forms import ConfirmForm
+from people.models import User
+from people.passwords import verify_password
 from tongban import audit, ratelimit
 from tongban.clock import epoch
 from tongban.errors import TongbanError
@@ -31,11 +36,7 @@ from tongban.extensions import db
 from tongban.i18n import safe_next
 from tongban.masking import mask_number
 
-from . import accounts, mfa, sessions, stepup
-from .account_views import login_required
-from .forms import ConfirmForm
-from .models import User
-from .passwords import verify_password
+from . import stepup
 
 bp = Blueprint("mfa", __name__)
 

@@ -26,11 +26,10 @@ from flask import current_app
 from sqlalchemy import DateTime, ForeignKey, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from people.models import LoginSession, User
 from tongban import audit
 from tongban.clock import digest, token, utcnow
 from tongban.extensions import db
-
-from .models import LoginSession, User
 
 LIFETIME_SECONDS = 120
 # a confirmation just before expiry can still be picked up by the desktop's next poll

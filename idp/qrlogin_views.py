@@ -9,13 +9,14 @@ from ipaddress import ip_address
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from people import sessions
+from people.forms import ConfirmForm
 from tongban import audit, ratelimit
 from tongban.clock import utcnow
 from tongban.extensions import db
 from tongban.i18n import safe_next
 
-from . import qrlogin, sessions
-from .forms import ConfirmForm
+from . import qrlogin
 
 bp = Blueprint("qrlogin", __name__)
 

@@ -39,13 +39,16 @@ from flask import request as flask_request
 from sqlalchemy import select, update
 
 from keys.services import keyring
+from people import enterprise
+from people.models import User
+from people.sessions import current_session, is_live
 from tongban import audit
 from tongban.clock import digest, epoch, to_epoch, utcnow
 from tongban.extensions import db
 
 from . import clients as registry
-from . import enterprise, tokens
-from .models import AuthorizationCode, User
+from . import device, tokens
+from .models import AuthorizationCode
 from .scopes import SCOPES
 
 CLIENT_AUTH = ["client_secret_basic", "client_secret_post"]
@@ -139,8 +142,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
     def save_authorization_code(self, code, request):
-        from .sessions import current_session
-
         sess = current_session()
         client = request.client
         data = request.payload.data
@@ -210,11 +211,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return None
         if row.expires_at <= utcnow():
             return None
-        if row.sid and not row.offline:
-            from .sessions import is_live
-
-            if not is_live(row.sid):
-                return None
+        if row.sid and not row.offline and not is_live(row.sid):
+            return None
         if row.sid and not enterprise.is_valid(row.sid, row.client_id):
             return None  # the enterprise authority was withdrawn or expired: the session is ended
         return row
@@ -387,11 +385,8 @@ class Introspection(IntrospectionEndpoint):
             c = token.claims
             if token.is_revoked() or not registry.is_enabled(token.client_id):
                 return {"active": False}
-            if c.get("sid"):
-                from .sessions import is_live
-
-                if not is_live(c["sid"]):  # its log-in session ended or is past its lifetime
-                    return {"active": False}
+            if c.get("sid") and not is_live(c["sid"]):  # its log-in session ended or is past its lifetime
+                return {"active": False}
             out = {"active": True, "token_type": "Bearer", "scope": c.get("scope", ""),
                    "client_id": c["client_id"], "sub": c["sub"], "aud": c.get("aud"), "iss": c["iss"],
                    "exp": c["exp"], "iat": c.get("iat"), "jti": c["jti"]}
@@ -409,8 +404,6 @@ class Introspection(IntrospectionEndpoint):
                 or not registry.is_enabled(row.client_id)):
             return {"active": False}
         if row.sid and not row.offline:
-            from .sessions import is_live
-
             if not is_live(row.sid):
                 return {"active": False}
             if not enterprise.is_valid(row.sid, row.client_id):
@@ -719,9 +712,7 @@ def init_server(app: Flask) -> None:
         server.register_endpoint(Revocation)
         server.register_endpoint(Introspection)
         server.register_extension(Issuer())
-        from .device import register as register_device_grant  # RFC 8628 (kiosks)
-
-        register_device_grant(server)
+        device.register(server, OpenIDConnect())  # RFC 8628 (kiosks)
         server._tongban_wired = True
     app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
 

@@ -1,4 +1,4 @@
-"""Assurance levels of sessions, step-up before a code is issued, and RFC 9470 for APIs.
+"""Step-up before a code is issued, and RFC 9470 for APIs (the levels are people.assurance).
 
 What a session's ``acr`` means
 ------------------------------
@@ -33,7 +33,6 @@ APIs use :func:`require_acr` (RFC 9470): a token below the level gets 401 with
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import wraps
 from urllib.parse import urlencode
@@ -43,62 +42,26 @@ from authlib.oidc.core.errors import InteractionRequiredError
 from flask import Response, current_app, redirect, request, url_for
 from flask import session as flask_session
 
+from people.assurance import (  # noqa: F401 (the levels, re-exported for the protocol's callers)
+    KNOWLEDGE,
+    LEVELS,
+    ONLINE_MAX,
+    POSSESSION,
+    add_factor,
+    level_of,
+    refresh,
+    session_acr,
+    session_level,
+    with_factor,
+)
+from people.models import LoginSession
 from tongban import audit
-from tongban.clock import epoch, utcnow
+from tongban.clock import epoch
 from tongban.extensions import db
 
-from .models import LoginSession, User
+from .server import server
 
-LEVELS = ("L1", "L2", "L3", "L4", "L5")
-ONLINE_MAX = 3  # L4/L5 need a face match or a visit: not reachable here
-KNOWLEDGE = frozenset({"pwd", "pin"})
-POSSESSION = frozenset({"otp", "sms", "swk", "hwk"})
 _CANCEL_KEY = "tb_stepup_cancel"
-
-
-def level_of(acr: str | None) -> int:
-    """1..5 for "L1".."L5"; 0 for anything else."""
-    return LEVELS.index(acr) + 1 if acr in LEVELS else 0
-
-
-def session_level(account_level: int, amr: Iterable[str]) -> int:
-    methods = set(amr)
-    two_factors = bool(methods & KNOWLEDGE) and bool(methods & POSSESSION)
-    cap = ONLINE_MAX if two_factors else 2
-    return max(1, min(account_level, cap))
-
-
-def session_acr(user: User, amr: str | Iterable[str]) -> str:
-    methods = amr.split() if isinstance(amr, str) else list(amr)
-    return LEVELS[session_level(user.assurance_level, methods) - 1]
-
-
-def with_factor(amr: str, methods: Iterable[str]) -> str:
-    """``amr`` plus the new methods, and ``mfa`` once more than one factor kind was used."""
-    out = [m for m in amr.split() if m != "mfa"]
-    for m in methods:
-        if m not in out:
-            out.append(m)
-    if set(out) & KNOWLEDGE and set(out) & POSSESSION:
-        out.append("mfa")
-    return " ".join(out)
-
-
-def add_factor(sess: LoginSession, methods: Iterable[str]) -> None:
-    """A second factor was proven in this session: record it; it is a fresh authentication."""
-    sess.amr = with_factor(sess.amr or "pwd", methods)
-    sess.acr = session_acr(sess.user, sess.amr)
-    sess.auth_time = utcnow()
-    audit.record("session.stepped_up", actor=f"user:{sess.user.sub}", object=f"session:{sess.sid}",
-                 detail={"acr": sess.acr, "amr": sess.amr})
-
-
-def refresh(sess: LoginSession | None) -> None:
-    """The account's level changed: the session's level follows (within its cap)."""
-    if sess is not None:
-        acr = session_acr(sess.user, sess.amr or "pwd")
-        if sess.acr != acr:
-            sess.acr = acr
 
 
 # ---------------------------------------------------------------- what was asked
@@ -153,8 +116,6 @@ class UnmetAuthenticationRequirementsError(OAuth2Error):
 
 def enforce(sess: LoginSession, data, redirect_uri: str, prompts: set[str]):
     """None when the session meets the requested level; else the response to send."""
-    from .server import server
-
     refresh(sess)  # the account's level may have changed since the log-in (either way)
     req = requested(data)
     if not req.asked:

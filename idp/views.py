@@ -24,17 +24,23 @@ from flask import session as flask_session
 from flask_babel import format_datetime
 from flask_babel import gettext as _
 
+from people import accounts, enterprise, sessions
+from people.forms import ConfirmForm, LoginForm
+from people.mfa import has_second_factor
 from tongban import audit, ratelimit
 from tongban.clock import epoch, to_epoch
 from tongban.extensions import csrf, db
 from tongban.i18n import safe_next
 from tongban.security import cacheable
 
-from . import accounts, consents, sessions
 from . import clients as registry
-from .forms import ConfirmForm, LoginForm
+from . import consents
+from . import logout as everywhere
+from .enterprise_views import acting_step
+from .mfa_views import mark_fresh, start_login
 from .scopes import SCOPES, SILENT, describe
 from .server import require_oauth, server, user_claims
+from .stepup import enforce as stepup
 
 bp = Blueprint("idp", __name__)
 
@@ -190,13 +196,10 @@ def authorize():
             args["force"] = "1"
         return redirect(url_for("idp.login", **args))
 
-    from .stepup import enforce as stepup  # acr_values: a too-weak session is stepped up first
-
     stepped = stepup(sess, data, redirect_uri, prompts)
     if stepped is not None:
         return stepped
     scopes = client.get_allowed_scope(data.get("scope")).split()
-    from .enterprise_views import acting_step  # who the person acts as (themself or an enterprise)
 
     chooser = acting_step(sess, client, scopes, prompts, redirect_uri, data.get("state"))
     if chooser is not None:
@@ -304,7 +307,6 @@ def userinfo():
         err = InvalidTokenError(description="the token has no active user")
         return Response(json.dumps({"error": err.error, "error_description": err.description}), 401,
                         {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
-    from . import enterprise
 
     sid = tok.claims.get("sid")
     if sid and not sessions.is_live(sid):  # its log-in session ended or is past its lifetime
@@ -378,17 +380,13 @@ def login():
                           n=cfg["TONGBAN_LOCKOUT_THRESHOLD"])
         return render_template("idp/login.html", form=form, error=msg, error_kind=kind,
                                help=help_text), (423 if result.reason == "locked" else 401)
-    from .mfa import has_second_factor
 
     if has_second_factor(result.user):  # the password was right; the second factor comes next
-        from .mfa_views import start_login
-
         db.session.commit()
         return start_login(result.user, form.next.data)
     cookie: dict = {}
     sess = sessions.start(result.user, cookie)
     db.session.commit()
-    from .mfa_views import mark_fresh
 
     mark_fresh(sess.sid, password=True)
     response = redirect(safe_next(form.next.data, url_for("account.account")))
@@ -402,7 +400,6 @@ def login():
 # id_token_hint nothing happens unless the CSRF-checked confirmation form is submitted
 def logout():
     """RP-Initiated Logout 1.0, with back-channel and front-channel logout of the other systems."""
-    from . import logout as everywhere
 
     hint = request.values.get("id_token_hint")
     target = request.values.get("post_logout_redirect_uri")

@@ -14,11 +14,8 @@ from authlib.integrations.flask_oauth2 import current_token
 from flask import Blueprint, Response, current_app, request
 from werkzeug.routing import BaseConverter
 
-from idp import clients as registry
-from idp import consents
-from idp.accounts import get_user_by_sub
-from idp.server import require_oauth
-from idp.stepup import require_acr
+from idp.protection import consent_covers, get_client, require_acr, require_oauth
+from people.accounts import get_user_by_sub
 from seal.errors import BadPdf, PdfTooLarge
 from tongban import ratelimit
 from tongban.extensions import csrf, db
@@ -61,7 +58,7 @@ def _caller() -> services.Caller:
         raise InvalidRequest("every call must carry purpose (事由) and service_item (事项编码)")
     if len(purpose) > 500 or len(item) > 100:
         raise InvalidRequest("purpose or service_item is too long")
-    client = registry.get_client(current_token.client_id)
+    client = get_client(current_token.client_id)
     return services.Caller(current_token.client_id, client.department if client else "",
                            client.name if client else "", purpose, item)
 
@@ -73,7 +70,7 @@ def _subject_user():
     user = get_user_by_sub(current_token.sub)
     if user is None or user.disabled:
         raise NotPermitted("the token's user is not active")
-    if not consents.covers(user, current_token.client_id, [READ]):
+    if not consent_covers(user, current_token.client_id, [READ]):
         raise NotPermitted("the holder has not consented to licence:read for this system")
     return user
 

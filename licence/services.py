@@ -281,7 +281,7 @@ def _create_counter(key: str) -> None:
 
 
 def _org(uscc: str):
-    from idp.accounts import get_org
+    from people.accounts import get_org
 
     return get_org(uscc)
 
@@ -577,7 +577,7 @@ def full_view(lic: Licence) -> dict:
 
 def holder_ids_for(user) -> list[str]:
     """The citizen's ID number and the USCCs of the enterprises they represent or administer."""
-    from idp.models import Organisation, StaffRole
+    from people.models import Organisation, StaffRole
 
     ids = [user.id_number]
     orgs = db.session.execute(select(Organisation.uscc).where(Organisation.legal_rep_id == user.id)).scalars()
@@ -585,7 +585,7 @@ def holder_ids_for(user) -> list[str]:
     admin = db.session.execute(select(Organisation.uscc).join(StaffRole, StaffRole.org_id == Organisation.id)
                                .where(StaffRole.user_id == user.id, StaffRole.role == "admin")).scalars()
     ids.extend(admin)
-    from idp.enterprise import managed_usccs  # enterprise administrators the legal rep appointed
+    from people.enterprise import managed_usccs  # enterprise administrators the legal rep appointed
 
     ids.extend(managed_usccs(user))
     return list(dict.fromkeys(ids))

@@ -24,9 +24,9 @@ from flask_babel import gettext as _
 from markupsafe import Markup, escape
 from sqlalchemy import select
 
-from idp.account_views import login_required
-from idp.forms import ConfirmForm
-from idp.sessions import current_user
+from people.auth import login_required
+from people.forms import ConfirmForm
+from people.sessions import current_user
 from rating.hooks import licence_issued
 from tongban import audit
 from tongban.errors import TongbanError
@@ -175,7 +175,7 @@ def _ofd_response(lic: Licence, actor: str) -> Response:
 
 
 def _clerk_orgs(user):
-    from idp.models import Organisation, StaffRole
+    from people.models import Organisation, StaffRole
 
     return list(db.session.execute(select(Organisation).join(StaffRole, StaffRole.org_id == Organisation.id)
                                    .where(StaffRole.user_id == user.id, StaffRole.role == "clerk")
@@ -217,8 +217,8 @@ def clerk_home():
 def registered_name(kind: str, holder_id: str) -> str | None:
     """The name the registers hold for an ID number or USCC (population register, accounts,
     organisations, legal person register), or None when the number is unknown."""
-    from idp.enterprise import LegalPersonRecord
-    from idp.models import Organisation, PopulationRecord, User
+    from people.enterprise import LegalPersonRecord
+    from people.models import Organisation, PopulationRecord, User
 
     if kind == "citizen":
         rec = db.session.get(PopulationRecord, holder_id)

@@ -7,7 +7,7 @@ from flask_babel import lazy_gettext as _l
 
 
 def init_app(app: Flask) -> None:
-    from idp.scopes import register_scope
+    from idp.protection import register_scope
     from tongban import openapi, outbox
 
     from . import api, models, views  # noqa: F401  (tables)

@@ -12,8 +12,7 @@ import json
 from authlib.integrations.flask_oauth2 import current_token
 from flask import Blueprint, Response, request
 
-from idp import clients as registry
-from idp.server import require_oauth
+from idp.protection import get_client, require_oauth
 from tongban.extensions import csrf, db
 
 from . import services
@@ -32,7 +31,7 @@ def _system():
     """The calling system: client-credentials tokens only (a citizen's token registers nothing)."""
     if current_token.is_user_token:
         raise NotYourEvent("service events are registered by systems (client credentials), not for a user")
-    client = registry.get_client(current_token.client_id)
+    client = get_client(current_token.client_id)
     if client is None or not client.enabled:
         raise NotYourEvent("the calling system is not in the register")
     return client

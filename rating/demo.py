@@ -30,7 +30,7 @@ STEPS_NOTES = [("verify", "经核实，情况属实"), ("respond", "已电话联
 def seed_demo(citizen, clerk) -> int:
     """Idempotent: does nothing once the demo events exist. Returns the number of events created.
     ``clerk`` is an administrator of the operating authority, so it may handle every department's cases."""
-    from idp.accounts import ensure_org
+    from people.accounts import ensure_org
 
     if db.session.execute(select(RatingEvent.id).where(RatingEvent.client_id == DEMO_CLIENT).limit(1)).first():
         return 0

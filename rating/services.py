@@ -244,8 +244,8 @@ def register_event(*, client_id: str, department_name: str, department_code, ser
                    service_item_name, channel, sub=None, id_number=None, handled_at=None, window=None,
                    staff=None, case_no=None, actor: str = "") -> NewEvent:
     """Record a completed service and mint its one-time rating link."""
-    from idp.accounts import get_user_by_sub
-    from idp.models import User
+    from people.accounts import get_user_by_sub
+    from people.models import User
 
     now = utcnow()
     try:
@@ -431,14 +431,14 @@ def _open_case(row: Rating, event: RatingEvent, now: datetime, actor: str) -> Ra
 
 def is_supervisor(user) -> bool:
     """Administrators of the operating authority supervise every department and decide appeals."""
-    from idp.accounts import is_authority_staff
+    from people.accounts import is_authority_staff
 
     return is_authority_staff(user, ("admin",))
 
 
 def handled_departments(user) -> set[str]:
     """USCCs of the departments where ``user`` is a clerk or an administrator."""
-    from idp.models import Organisation, StaffRole
+    from people.models import Organisation, StaffRole
 
     if user is None:
         return set()

@@ -8,11 +8,10 @@ import json
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from idp.account_views import login_required
-from idp.accounts import is_authority_staff
-from idp.admin_views import READERS, staff_only
-from idp.forms import ConfirmForm
-from idp.sessions import current_user
+from people.accounts import is_authority_staff
+from people.auth import READERS, login_required, staff_only
+from people.forms import ConfirmForm
+from people.sessions import current_user
 from tongban import audit
 from tongban.clock import utcnow
 from tongban.errors import TongbanError

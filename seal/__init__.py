@@ -7,7 +7,7 @@ from flask_babel import lazy_gettext as _l
 
 
 def init_app(app: Flask) -> None:
-    from idp.scopes import register_scope
+    from idp.protection import register_scope
     from tongban import openapi
 
     from . import models, services  # noqa: F401  (tables; the authority seal's bootstrap step)

@@ -54,7 +54,7 @@ def sign_cmd(seal_id, in_pdf, out_pdf, page, box, field_name, certify, purpose, 
     """Seal a PDF (PAdES with time-stamp and revocation data, visible seal)."""
     from sqlalchemy import select
 
-    from idp.models import User
+    from people.models import User
 
     seal = services.get_seal(seal_id)
     actor = "cli"

@@ -26,10 +26,10 @@ from sqlalchemy import select
 from wtforms import BooleanField, FloatField, HiddenField, IntegerField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from idp.account_views import login_required
-from idp.accounts import is_authority_staff
-from idp.models import StaffRole, User
-from idp.sessions import current_user
+from people.accounts import is_authority_staff
+from people.auth import login_required
+from people.models import StaffRole, User
+from people.sessions import current_user
 from tongban.errors import NotFound, TongbanError, ValidationError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_text
@@ -150,7 +150,7 @@ def _who(actor: str) -> str:
         user = db.session.execute(select(User).where(User.sub == ident)).scalar_one_or_none()
         return mask_name(user.name) if user else _("a former user")
     if kind == "client" and ident:
-        from idp.clients import get_client
+        from idp.protection import get_client
 
         try:
             client = get_client(ident)

@@ -9,8 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from idp.accounts import get_org
 from keys import sm2, sm2ca
+from people.accounts import get_org
 from tongban import audit
 from tongban.clock import utcnow
 from tongban.errors import TongbanError, ValidationError

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from idp.models import Organisation
+from people.models import Organisation
 from tongban.extensions import db
 
 KINDS = ("official", "contract", "finance", "invoice", "licence")

@@ -22,10 +22,10 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from idp.accounts import get_org
-from idp.models import Organisation, StaffRole, User
 from keys import ca as ca_service
 from keys import signers
+from people.accounts import get_org
+from people.models import Organisation, StaffRole, User
 from tongban import audit
 from tongban.bootstrap import on_bootstrap
 from tongban.clock import utcnow
@@ -162,7 +162,7 @@ def check_officer(seal: Seal, user: User) -> None:
 
 
 def authorise_client(seal_id: str, client_id: str, *, actor: str = "admin") -> SealAuthorisation:
-    from idp.clients import get_row
+    from idp.protection import get_row
 
     seal = get_seal(seal_id)
     get_row(client_id)  # NotFound for an unknown system

@@ -180,7 +180,7 @@ def _page_message(e: TongbanError) -> str:
 
 
 def init_views(app: Flask) -> None:
-    from idp.server import require_oauth
+    from idp.protection import require_oauth
 
     if "seal" in app.blueprints:
         return

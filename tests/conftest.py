@@ -179,7 +179,7 @@ def live_server(app, _live_server):
 
 @pytest.fixture
 def citizen(app):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     user = accounts.create_user(CITIZEN_ID, "张三", PASSWORD, "13800138000")

@@ -59,7 +59,7 @@ def sms_code_for(phone: str) -> str | None:
 
     from sqlalchemy import select
 
-    from idp.mfa import SmsOutbox, outbox_text
+    from people.mfa import SmsOutbox, outbox_text
     from tongban.extensions import db
 
     db.session.expire_all()

@@ -41,10 +41,12 @@ def create_app(config: dict | None = None) -> Flask:
     import idp
     import keys
     import licence
+    import people
     import rating
     import seal
 
     keys.init_app(app)
+    people.init_app(app)  # accounts, organisations, sessions: below the protocol
     idp.init_app(app)
     seal.init_app(app)
     licence.init_app(app)

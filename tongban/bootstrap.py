@@ -20,8 +20,8 @@ def on_bootstrap(fn):
 
 
 def bootstrap() -> None:
-    from idp.accounts import ensure_org
     from keys.services import ensure_keys
+    from people.accounts import ensure_org
 
     ensure_keys()
     cfg = current_app.config

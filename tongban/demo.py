@@ -39,9 +39,10 @@ def _demo_secret() -> str:
 
 
 def seed() -> dict:
-    from idp import accounts
     from idp import clients as registry
-    from idp.models import Client, PopulationRecord, User
+    from idp.models import Client
+    from people import accounts
+    from people.models import PopulationRecord, User
 
     from .bootstrap import bootstrap
 
@@ -69,7 +70,7 @@ def seed() -> dict:
     if db.session.execute(select(accounts.Organisation).where(
             accounts.Organisation.uscc == ENTERPRISE["uscc"])).scalar_one_or_none() is None:
         accounts.create_org(ENTERPRISE["uscc"], ENTERPRISE["name"], citizen.id_number, actor="demo")
-    from idp.enterprise import add_register_record  # the local legal person register
+    from people.enterprise import add_register_record  # the local legal person register
 
     add_register_record(ENTERPRISE["uscc"], ENTERPRISE["name"], CITIZEN["id_number"], CITIZEN["name"],
                         ENTERPRISE["contact_phone"])
@@ -105,9 +106,9 @@ def seed() -> dict:
 
 def _seed_documents() -> list[str]:
     """The enterprise's official seal and a few e-licences (each only once)."""
-    from idp.models import Organisation
     from licence import services as licences
     from licence.models import Licence
+    from people.models import Organisation
     from seal import services as seals
     from seal.models import Seal
 

@@ -204,8 +204,8 @@ def prove(browser: Browser, user, phone: str = "13700137999", acr: str = "L3", l
     """Make ``user`` identity-verified (L3, as if the population register confirmed it) and step
     the browser's log-in session up with an SMS code read from the SMS outbox: the session then
     has ``acr`` L3 and ``amr`` pwd sms mfa (what claiming an enterprise needs)."""
-    from idp.mfa import SmsOutbox, outbox_text
-    from idp.models import User
+    from people.mfa import SmsOutbox, outbox_text
+    from people.models import User
     from tongban.extensions import db
 
     db.session.expire_all()
@@ -233,7 +233,7 @@ def prove(browser: Browser, user, phone: str = "13700137999", acr: str = "L3", l
 
 def proven_session(user):
     """A log-in session row proven at L3 with a second factor (for service-level tests)."""
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.clock import digest, token, utcnow
     from tongban.extensions import db
 

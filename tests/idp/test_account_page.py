@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from idp.devices import device_label
+from people.devices import device_label
 from tests.flask_flows import login
 
 CHROME_WIN = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

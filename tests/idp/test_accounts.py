@@ -9,7 +9,8 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
-from idp.models import Consent, PopulationRecord, RefreshToken, User
+from idp.models import Consent, RefreshToken
+from people.models import PopulationRecord, User
 from tests.conftest import CITIZEN_ID, OTHER_ID, PASSWORD
 from tests.flask_flows import authorize_code, basic, csrf_token, exchange, login, registration_code
 from tongban.extensions import db
@@ -223,13 +224,13 @@ def test_ending_another_session(app, browser, en, citizen):
 
 
 def test_cannot_end_someone_elses_session(app, browser, en, citizen, make_client):
-    from idp import accounts
+    from people import accounts
 
     accounts.create_user(OTHER_ID, "李四", PASSWORD)
     db.session.commit()
     other = browser()
     assert login(other, login=OTHER_ID).status_code == 302
-    from idp.models import LoginSession
+    from people.models import LoginSession
 
     their = db.session.execute(select(LoginSession.sid).where(LoginSession.ended_at.is_(None))).scalar_one()
     assert login(en).status_code == 302

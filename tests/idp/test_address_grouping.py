@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from idp import accounts
+from people import accounts
 from tests.conftest import CITIZEN_ID, PASSWORD
 from tongban import ratelimit
 from tongban.extensions import db

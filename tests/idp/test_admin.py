@@ -50,7 +50,7 @@ def login(client, who=OTHER_ID):
 
 @pytest.fixture
 def admin(app):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     user = accounts.create_staff(OTHER_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "admin")
@@ -110,7 +110,7 @@ def test_anonymous_is_sent_to_login(client):
 
 
 def test_citizen_and_other_org_admin_get_403(app, client, citizen):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     org = accounts.create_org("91350100M000100Y43", "某某有限公司")
@@ -122,7 +122,7 @@ def test_citizen_and_other_org_admin_get_403(app, client, citizen):
 
 
 def test_auditor_reads_but_cannot_change(app, client, make_client):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     accounts.create_staff(OTHER_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "auditor")
@@ -289,7 +289,7 @@ def test_dormant_filter(app, admin_client, make_client):
 
 
 def test_user_search_unlock_and_end_sessions(app, admin_client, citizen, client):
-    from idp import accounts
+    from people import accounts
     from tongban.audit import AuditLog
     from tongban.extensions import db
 

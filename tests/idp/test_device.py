@@ -261,8 +261,8 @@ def test_kiosk_tokens_end_with_the_approving_session(app, disco, kiosk, phone):
     d = _start(disco, kiosk, scope="openid").json()
     _approve(phone, d["verification_uri_complete"])
     t = _poll(disco, kiosk, d["device_code"]).json()
-    from idp import sessions
-    from idp.models import LoginSession, SessionClient
+    from people import sessions
+    from people.models import LoginSession, SessionClient
     from tongban.extensions import db
 
     sess = db.session.execute(select(LoginSession)).scalar_one()

@@ -28,7 +28,7 @@ def disco(live_server):
 
 @pytest.fixture
 def register(app):
-    from idp import enterprise
+    from people import enterprise
     from tongban.extensions import db
 
     enterprise.add_register_record(USCC, ENTERPRISE_NAME, CITIZEN_ID, "张三")
@@ -37,7 +37,7 @@ def register(app):
 
 @pytest.fixture
 def agent_user(app):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     user = accounts.create_user(OTHER_ID, AGENT_NAME, PASSWORD)
@@ -61,7 +61,7 @@ def _id_number(seq: int) -> str:
 
 
 def _citizen(id_number: str, name: str = "赵六"):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     user = accounts.create_user(id_number, name, PASSWORD)
@@ -79,7 +79,7 @@ def _post_form(browser: Browser, page_url: str, action: str, data: dict) -> requ
 
 def _logged_in(live_server, login: str, *, proven: bool = True) -> Browser:
     """A browser logged in as ``login``; ``proven``: identity-verified, SMS second factor in the session."""
-    from idp import accounts
+    from people import accounts
 
     b = Browser(live_server)
     assert b.login(login).status_code == 302
@@ -139,7 +139,7 @@ def _sign_in(rp: RP, browser: Browser, login: str, choice: str | None) -> tuple[
 
 
 def _session(sid: str):
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.extensions import db
 
     db.session.expire_all()
@@ -150,7 +150,7 @@ def _session(sid: str):
 
 
 def test_claim_confirmed_by_register(live_server, citizen, register):
-    from idp.models import Organisation
+    from people.models import Organisation
     from tongban.audit import AuditLog
     from tongban.extensions import db
 
@@ -166,7 +166,7 @@ def test_claim_confirmed_by_register(live_server, citizen, register):
 
 
 def test_claim_refused_by_register(live_server, citizen, agent_user, register):
-    from idp.models import Organisation
+    from people.models import Organisation
     from tongban.audit import AuditLog
     from tongban.extensions import db
 
@@ -184,8 +184,8 @@ def test_claim_refused_by_register(live_server, citizen, agent_user, register):
 
 
 def test_at_most_five_admins(app, live_server, citizen, register):
-    from idp import enterprise
-    from idp.enterprise import EnterpriseAdmin
+    from people import enterprise
+    from people.enterprise import EnterpriseAdmin
     from tongban.errors import Conflict
     from tongban.extensions import db
 
@@ -231,7 +231,7 @@ def test_agent_acts_at_authorised_system_only(live_server, disco, citizen, agent
     rep = _logged_in(live_server, CITIZEN_ID)
     _claim(rep)
     assert _authorise_agent(rep, [x_id]).status_code == 303
-    from idp.enterprise import AgentAuthorisation
+    from people.enterprise import AgentAuthorisation
     from tongban.extensions import db
 
     auth = db.session.query(AgentAuthorisation).one()
@@ -258,7 +258,7 @@ def test_agent_acts_at_authorised_system_only(live_server, disco, citizen, agent
 
     # the legal representative chooses the enterprise at Y as legal_rep
     rp_y2 = RP(disco, y_id, y_secret, scope=SCOPE)
-    from idp.models import Organisation
+    from people.models import Organisation
 
     org = db.session.query(Organisation).filter_by(uscc=USCC).one()
     _t, claims_rep, offered_rep = _sign_in(rp_y2, rep, CITIZEN_ID, f"legal_rep:{org.id}")
@@ -276,7 +276,7 @@ def test_forged_choice_refused(live_server, disco, citizen, agent_user, register
     rep = _logged_in(live_server, CITIZEN_ID)
     _claim(rep)
     _authorise_agent(rep, [x_id])
-    from idp.enterprise import AgentAuthorisation
+    from people.enterprise import AgentAuthorisation
     from tongban.extensions import db
 
     auth = db.session.query(AgentAuthorisation).one()
@@ -305,7 +305,7 @@ def _agent_signed_in(live_server, disco, systems):
     rep = _logged_in(live_server, CITIZEN_ID)
     _claim(rep)
     assert _authorise_agent(rep, [x_id]).status_code == 303
-    from idp.enterprise import AgentAuthorisation
+    from people.enterprise import AgentAuthorisation
     from tongban.extensions import db
 
     auth = db.session.query(AgentAuthorisation).one()
@@ -348,7 +348,7 @@ def test_withdrawal_ends_agent_session(live_server, disco, citizen, agent_user, 
 
 def test_expiry_ends_agent_session_on_use(live_server, disco, citizen, agent_user, register, systems):
     _rep, _agent, rp, token, claims, auth, _rp_y, _token_y = _agent_signed_in(live_server, disco, systems)
-    from idp.enterprise import AgentAuthorisation
+    from people.enterprise import AgentAuthorisation
     from tongban.clock import utcnow
     from tongban.extensions import db
 
@@ -362,7 +362,7 @@ def test_expiry_ends_agent_session_on_use(live_server, disco, citizen, agent_use
 
 def test_expire_command_ends_sessions(app, live_server, disco, citizen, agent_user, register, systems):
     _rep, _agent, rp, token, claims, auth, _rp_y, _token_y = _agent_signed_in(live_server, disco, systems)
-    from idp.enterprise import AgentAuthorisation
+    from people.enterprise import AgentAuthorisation
     from tongban.clock import utcnow
     from tongban.extensions import db
 
@@ -380,8 +380,8 @@ def test_expire_command_ends_sessions(app, live_server, disco, citizen, agent_us
 
 
 def test_wallet_shows_enterprise_to_admin(app, citizen, register):
-    from idp import enterprise
     from licence import services
+    from people import enterprise
     from tongban.extensions import db
 
     admin = _citizen(_id_number(9), "钱七")

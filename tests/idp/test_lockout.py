@@ -14,8 +14,8 @@ from babel.dates import format_datetime
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from idp import accounts
-from idp.models import LoginEvent, LoginThrottle, User
+from people import accounts
+from people.models import LoginEvent, LoginThrottle, User
 from tests.conftest import CITIZEN_ID, PASSWORD
 from tongban.clock import utcnow
 from tongban.extensions import db

@@ -262,8 +262,8 @@ def test_gives_up_after_max_attempts(app, disco, live_server, citizen, make_clie
     t, _ = RP(disco, b, sb).login(browser)
     _end_with_hint(requests, disco, t["id_token"])  # another browser: nothing ends
     assert outbox_rows() == []
-    from idp import sessions
-    from idp.models import User
+    from people import sessions
+    from people.models import User
 
     user = db.session.execute(select(User)).scalar_one()
     sessions.end_all_for_user(user, "ended_by_admin", "test")
@@ -306,8 +306,8 @@ def test_queue_survives_a_restart(app, disco, live_server, citizen, make_client,
 
 def test_concurrent_workers_deliver_each_item_once(app, disco, live_server, citizen, make_client, receiver,
                                                    no_thread):
-    from idp import sessions
-    from idp.models import User
+    from people import sessions
+    from people.models import User
     from tongban import outbox
     from tongban.extensions import db
 
@@ -341,7 +341,7 @@ def test_concurrent_workers_deliver_each_item_once(app, disco, live_server, citi
 def test_expired_sessions_are_swept_and_logged_out_everywhere(app, disco, live_server, citizen, make_client,
                                                                no_thread):
     from idp.logout import end_expired_sessions
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.clock import utcnow
     from tongban.extensions import db
 
@@ -363,7 +363,7 @@ def _csrf(page: str) -> str:
 
 
 def _admin_browser(live_server):
-    from idp import accounts
+    from people import accounts
     from tests.conftest import OTHER_ID, PASSWORD
     from tongban.extensions import db
 
@@ -505,7 +505,7 @@ def test_hint_checks(app, disco, live_server, citizen, make_client, restore_keys
 
 
 def test_hint_for_someone_else_asks_first(disco, live_server, citizen, make_client):
-    from idp import accounts
+    from people import accounts
     from tests.conftest import OTHER_ID, PASSWORD
     from tongban.extensions import db
 

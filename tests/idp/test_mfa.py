@@ -26,7 +26,7 @@ def _post(c, url, data=None, page="/account"):
 def _session_row(app, user_id):
     from sqlalchemy import select
 
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.extensions import db
 
     db.session.expire_all()
@@ -63,7 +63,7 @@ def _second_step(c):
 
 
 def test_totp_enrolment_login_and_replay(app, browser, citizen):
-    from idp.mfa import RecoveryCode
+    from people.mfa import RecoveryCode
     from tongban.extensions import db
 
     totp, codes = _enrol_totp(browser())
@@ -115,7 +115,7 @@ def _json_post(c, url, body, csrf):
 
 
 def test_passkey_registration_and_login(app, browser, citizen):
-    from idp.mfa import Passkey, rp
+    from people.mfa import Passkey, rp
     from tongban.extensions import db
 
     rp_id, origin = rp()
@@ -151,7 +151,7 @@ def test_passkey_registration_and_login(app, browser, citizen):
 def _sms_code(app) -> str:
     from sqlalchemy import select
 
-    from idp.mfa import SmsOutbox, outbox_text
+    from people.mfa import SmsOutbox, outbox_text
     from tongban.extensions import db
 
     db.session.expire_all()
@@ -160,7 +160,7 @@ def _sms_code(app) -> str:
 
 
 def test_sms_verifies_phone_l1_to_l2_with_limited_attempts(app, browser, citizen):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     c = browser("en")
@@ -190,13 +190,13 @@ def test_sms_verifies_phone_l1_to_l2_with_limited_attempts(app, browser, citizen
     assert sess.acr == "L2" and "sms" in sess.amr.split()
 
     # the codes are stored as HMACs, never in clear
-    from idp.mfa import SmsCode
+    from people.mfa import SmsCode
 
     assert all(len(r.code_hash) == 64 and code not in r.code_hash for r in db.session.query(SmsCode).all())
 
 
 def test_sms_rate_limited_per_phone_and_outbox_in_admin(app, browser, citizen):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     app.config["TONGBAN_SMS_RATE_PER_PHONE"] = 2
@@ -210,7 +210,7 @@ def test_sms_rate_limited_per_phone_and_outbox_in_admin(app, browser, citizen):
         assert "Too many text messages" in third.get_data(as_text=True)
     finally:
         app.config["TONGBAN_SMS_RATE_PER_PHONE"] = 5
-    from idp.mfa import SmsOutbox
+    from people.mfa import SmsOutbox
 
     assert db.session.query(SmsOutbox).count() == 2
 
@@ -235,6 +235,6 @@ def test_sms_rate_limited_per_phone_and_outbox_in_admin(app, browser, citizen):
     ("L3", "otp", 3, 2), ("L2", "pwd swk user", 2, 2),
 ])
 def test_session_level_rule(acr, amr, level, expected):
-    from idp.stepup import session_level
+    from people.assurance import session_level
 
     assert session_level(level, amr.split()) == expected

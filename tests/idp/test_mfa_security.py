@@ -18,7 +18,7 @@ from tongban.extensions import db
 
 
 def _totp_row(user_id):
-    from idp.mfa import TotpFactor
+    from people.mfa import TotpFactor
 
     db.session.expire_all()
     return db.session.execute(select(TotpFactor).where(TotpFactor.user_id == user_id)).scalar_one_or_none()
@@ -71,7 +71,7 @@ def test_a_stale_session_cannot_remove_the_authenticator_app(app, browser, citiz
 
 
 def test_recovery_codes_cannot_be_regenerated_by_a_stale_session(app, browser, citizen):
-    from idp.mfa import RecoveryCode
+    from people.mfa import RecoveryCode
 
     start = utcnow()
     with freeze_time(start) as frozen:
@@ -139,8 +139,8 @@ def test_freshness_is_bound_to_the_session(app, browser, citizen):
 
 def test_sms_cannot_stand_in_for_the_authenticator_app(app, browser, citizen):
     """The attack: with the password and a swapped SIM, log in past the authenticator app."""
-    from idp import mfa
-    from idp.models import LoginSession, User
+    from people import mfa
+    from people.models import LoginSession, User
 
     db.session.execute(update(User).where(User.id == citizen.id).values(assurance_level=2))
     db.session.commit()
@@ -166,8 +166,8 @@ def test_sms_cannot_stand_in_for_the_authenticator_app(app, browser, citizen):
 
 
 def test_sms_remains_a_factor_for_accounts_without_a_stronger_one(app, browser, citizen):
-    from idp import mfa
-    from idp.models import User
+    from people import mfa
+    from people.models import User
 
     db.session.execute(update(User).where(User.id == citizen.id).values(assurance_level=2))
     db.session.commit()
@@ -190,8 +190,8 @@ class _Gateway:
 
 
 def _queue_code(app, citizen_or_id) -> None:
-    from idp import mfa
-    from idp.models import User
+    from people import mfa
+    from people.models import User
 
     user_id = getattr(citizen_or_id, "id", citizen_or_id)
     with app.test_request_context():
@@ -201,7 +201,7 @@ def _queue_code(app, citizen_or_id) -> None:
 
 def test_outbox_keeps_no_readable_code(app, citizen):
     """The attack: whoever reads the database (or a backup) reads every code in flight."""
-    from idp.mfa import SmsOutbox
+    from people.mfa import SmsOutbox
 
     _queue_code(app, citizen)
     code = _sms_code(app)  # through the sealed text, as the gateway reads it
@@ -211,8 +211,8 @@ def test_outbox_keeps_no_readable_code(app, citizen):
 
 
 def test_delivered_messages_are_deleted(app, citizen):
-    from idp import mfa
-    from idp.mfa import SmsOutbox
+    from people import mfa
+    from people.mfa import SmsOutbox
 
     gateway = _Gateway()
     app.extensions["tongban.sms_gateway"] = gateway
@@ -229,8 +229,8 @@ def test_delivered_messages_are_deleted(app, citizen):
 
 
 def test_a_failed_delivery_is_retried_then_expires(app, citizen):
-    from idp import mfa
-    from idp.mfa import SmsOutbox
+    from people import mfa
+    from people.mfa import SmsOutbox
 
     class Down:
         def send(self, phone, text):
@@ -263,7 +263,7 @@ def test_a_failed_delivery_is_retried_then_expires(app, citizen):
 def test_confirming_the_phone_is_not_a_second_factor_when_a_stronger_one_exists(app, browser, citizen):
     """The sibling: a phone check (L1 → L2) by SMS must not record "sms" as the session's factor
     (it would count toward L3 and toward changing the app) when the account has an app."""
-    from idp.models import LoginSession
+    from people.models import LoginSession
 
     start = utcnow()
     with freeze_time(start) as frozen:
@@ -308,7 +308,7 @@ def test_a_pending_authenticator_secret_is_not_shown_to_a_stale_session(app, bro
 
 
 def test_the_log_gateway_for_development(app, citizen, caplog):
-    from idp.mfa import SmsOutbox
+    from people.mfa import SmsOutbox
 
     app.config["TONGBAN_SMS_GATEWAY"] = "log"
     try:

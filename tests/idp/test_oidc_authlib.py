@@ -311,7 +311,7 @@ def test_prompt_login_forces_the_form(disco, browser, citizen, make_client):
 def test_max_age_forces_relogin(disco, browser, citizen, make_client, max_age):
     from datetime import timedelta
 
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.extensions import db
 
     cid, secret = make_client(first_party=True)
@@ -339,7 +339,7 @@ def test_max_age_zero_continues_after_a_slow_login(disco, browser, citizen, make
     passes between the log-in and the authorization request that continues."""
     from datetime import timedelta
 
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.extensions import db
 
     cid, secret = make_client(first_party=True)

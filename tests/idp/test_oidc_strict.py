@@ -132,7 +132,7 @@ def test_authorization_request_by_post(disco, browser, citizen, make_client):
 
 
 def test_id_token_hint_for_another_user_with_prompt_none(disco, live_server, citizen, make_client):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     accounts.create_user(OTHER_ID, "李四", PASSWORD, "13900139000")
@@ -197,7 +197,7 @@ def test_max_age_zero_in_the_same_second_and_reauth_keeps_the_session(disco, liv
     stale.http.cookies.update(old_cookie)
     assert stale.walk(rp_a.auth_url(prompt="none")).params["error"] == "login_required"
     # another person logging in in this browser does end the first session
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     accounts.create_user(OTHER_ID, "李四", PASSWORD, "13900139000")

@@ -30,8 +30,8 @@ OWNER_PASSWORD = "Owner-Passw0rd!2"
 
 @pytest.fixture
 def register(app):
-    from idp import enterprise
-    from idp.models import PopulationRecord
+    from people import enterprise
+    from people.models import PopulationRecord
     from tongban.extensions import db
 
     enterprise.add_register_record(USCC, ENTERPRISE_NAME, CITIZEN_ID, "张三", CONTACT)
@@ -41,7 +41,7 @@ def register(app):
 
 @pytest.fixture
 def clerk(app):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     user = accounts.create_staff(CLERK_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "clerk",
@@ -64,7 +64,7 @@ def _db():
 
 
 def _org():
-    from idp.models import Organisation
+    from people.models import Organisation
 
     return _db().query(Organisation).filter_by(uscc=USCC).one_or_none()
 
@@ -80,7 +80,7 @@ def _sms_to(phone: str, expect: int = 0) -> list[str]:
     deliver what is due (the worker thread may be doing it too) until ``expect`` arrived."""
     import time
 
-    from idp.mfa import SmsOutbox, outbox_text
+    from people.mfa import SmsOutbox, outbox_text
     from tongban import outbox
 
     for _ in range(50):
@@ -98,7 +98,7 @@ def _sms_to(phone: str, expect: int = 0) -> list[str]:
 def test_squatter_typing_legal_reps_identity_cannot_claim(live_server, register):
     """The issue's attack: self-registered (L1, password only) with the legal representative's
     name and ID number, then /enterprise/claim. Refused, audited, nothing created."""
-    from idp import accounts
+    from people import accounts
 
     squatter = accounts.create_user(CITIZEN_ID, "张三", PASSWORD)  # typed someone else's identity
     _db().commit()
@@ -133,7 +133,7 @@ def _force_claim(b: Browser):
 
 
 def test_service_refuses_someone_elses_proven_session(app, citizen, register):
-    from idp import accounts, enterprise
+    from people import accounts, enterprise
     from tongban.errors import Forbidden
 
     other = accounts.create_user(OTHER_ID, "李四", PASSWORD)
@@ -153,7 +153,7 @@ def test_service_refuses_someone_elses_proven_session(app, citizen, register):
 
 
 def test_admins_must_be_identity_verified(app, citizen, register):
-    from idp import accounts, enterprise
+    from people import accounts, enterprise
     from tongban.errors import Forbidden
 
     l1 = accounts.create_user(OTHER_ID, "李四", PASSWORD)
@@ -176,7 +176,7 @@ def _proven_claim(live_server, citizen) -> Browser:
 
 
 def test_claim_notifies_register_phone_and_can_be_disputed(app, live_server, citizen, register):
-    from idp.enterprise import EnterpriseClaim
+    from people.enterprise import EnterpriseClaim
 
     _proven_claim(live_server, citizen)
     org = _org()
@@ -219,8 +219,8 @@ def test_others_wrong_codes_cannot_block_the_enterprises_dispute(app, citizen, r
     """The reviewer's attack: anyone used up the per-enterprise tries with wrong codes and the
     enterprise holding the right code was refused. Now wrong codes are limited per source
     (an IPv6 /64 is one source) and a right code is never refused for others' tries."""
-    from idp import enterprise
-    from idp.enterprise import DisputeRefused, EnterpriseClaim
+    from people import enterprise
+    from people.enterprise import DisputeRefused, EnterpriseClaim
     from tongban.extensions import db
 
     with app.test_request_context():
@@ -260,7 +260,7 @@ def test_others_wrong_codes_cannot_block_the_enterprises_dispute(app, citizen, r
 
 def _acting(user, org, client_id: str, role: str, agent=None):
     """A live session of ``user`` acting for ``org`` at ``client_id`` (as the chooser records it)."""
-    from idp.enterprise import EnterpriseActing
+    from people.enterprise import EnterpriseActing
     from tongban.clock import utcnow
 
     sess = proven_session(user)
@@ -272,8 +272,8 @@ def _acting(user, org, client_id: str, role: str, agent=None):
 
 def test_clerk_undoes_claim_and_every_session_acting_on_it_ends(app, live_server, citizen, clerk, register,
                                                                  make_client):
-    from idp import accounts, enterprise
-    from idp.enterprise import AgentAuthorisation, EnterpriseAdmin, EnterpriseClaim
+    from people import accounts, enterprise
+    from people.enterprise import AgentAuthorisation, EnterpriseAdmin, EnterpriseClaim
     from tongban.clock import utcnow
 
     scopes = ["openid", "profile", "enterprise", "offline_access"]
@@ -336,7 +336,7 @@ def test_clerk_undoes_claim_and_every_session_acting_on_it_ends(app, live_server
 
 
 def test_clerk_of_another_organisation_is_refused(app, live_server, citizen):
-    from idp import accounts
+    from people import accounts
 
     accounts.create_org("91350100M000100Y43", "某公司")
     accounts.create_staff(CLERK_ID, "王五", PASSWORD, "91350100M000100Y43", "clerk")
@@ -350,9 +350,10 @@ def test_clerk_of_another_organisation_is_refused(app, live_server, citizen):
 
 
 def test_clerk_moves_squatted_id_number_to_its_owner(app, live_server, clerk, register, make_client):
-    from idp import accounts
-    from idp.enterprise import EnterpriseClaim
-    from idp.models import RefreshToken, User
+    from idp.models import RefreshToken
+    from people import accounts
+    from people.enterprise import EnterpriseClaim
+    from people.models import User
     from tongban.errors import Conflict
 
     # the squatter registers with the owner's name and ID number; the population register
@@ -416,7 +417,7 @@ def test_clerk_moves_squatted_id_number_to_its_owner(app, live_server, clerk, re
 
 
 def _session_of(user):
-    from idp.models import LoginSession
+    from people.models import LoginSession
 
     rows = _db().query(LoginSession).filter_by(user_id=user.id).all()
     assert rows
@@ -424,8 +425,8 @@ def _session_of(user):
 
 
 def test_recover_cli(app, clerk, register):
-    from idp import accounts
-    from idp.models import User
+    from people import accounts
+    from people.models import User
 
     squatter = accounts.create_user(CITIZEN_ID, "张三", PASSWORD)
     _db().commit()
@@ -442,7 +443,7 @@ def test_recover_cli(app, clerk, register):
 
 
 def test_claims_cli(app, citizen, register):
-    from idp import enterprise
+    from people import enterprise
 
     with app.test_request_context():
         enterprise.claim(citizen, USCC, proven_session(citizen))
@@ -462,9 +463,9 @@ def test_claims_cli(app, citizen, register):
 def test_phished_password_alone_gives_no_power(live_server, citizen, register, make_client):
     """The legal representative's password, without their second factor, appoints no
     administrator and authorises no agent."""
-    from idp import accounts
-    from idp.enterprise import AgentAuthorisation, EnterpriseAdmin
     from idp.enterprise_views import _LOCAL_FORMAT, _to_local
+    from people import accounts
+    from people.enterprise import AgentAuthorisation, EnterpriseAdmin
     from tongban.clock import utcnow
 
     x_id, _secret = make_client(scopes=["openid", "enterprise"])
@@ -488,7 +489,7 @@ def test_phished_password_alone_gives_no_power(live_server, citizen, register, m
 def test_claim_notice_goes_through_the_configured_sms_sender(app, citizen, register):
     """A deployment's SMS gateway (``app.extensions["tongban.sms_sender"]``) gets the notice, after
     the commit; nothing is sent for a refused claim."""
-    from idp import enterprise
+    from people import enterprise
     from tongban import outbox
     from tongban.errors import Forbidden
 

@@ -81,7 +81,7 @@ class Phone(Browser):
 
 @pytest.fixture
 def other(app):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     user = accounts.create_user(OTHER_ID, "李四", PASSWORD, "13900139000")
@@ -159,7 +159,7 @@ def test_waiting_scanned_confirmed_consumed(app, live_server, citizen):
     (row,) = _rows(app)
     assert row.state == "consumed" and row.user_id == citizen.id and row.new_sid
 
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.extensions import db
 
     sessions = {s.sid: s for s in db.session.execute(select(LoginSession)).scalars()}
@@ -175,7 +175,7 @@ def test_waiting_scanned_confirmed_consumed(app, live_server, citizen):
 
 
 def test_acr_is_the_phone_sessions_not_the_accounts(app, live_server, citizen):
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.extensions import db
 
     citizen.assurance_level = 3
@@ -314,7 +314,7 @@ def test_creation_is_rate_limited_per_ip(app, live_server, monkeypatch):
 def test_two_confirmations_race_exactly_one_wins(app, live_server, citizen, other):
     """Two phones (two citizens) confirm one code at the same moment: one wins, and the
     desktop is logged in as that one."""
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.extensions import db
 
     rounds = 3
@@ -348,7 +348,7 @@ def test_two_confirmations_race_exactly_one_wins(app, live_server, citizen, othe
 
 def test_two_completions_race_exactly_one_session(app, live_server, citizen):
     """The same desktop completing twice at once (a double submit): one session, not two."""
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.extensions import db
 
     desktop = Desktop(live_server)

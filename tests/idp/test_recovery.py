@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from idp.models import LoginSession, User
+from people.models import LoginSession, User
 from tests.conftest import CITIZEN_ID, OTHER_ID, PASSWORD
 from tests.flask_flows import csrf_token, login
 from tongban.extensions import db
@@ -18,7 +18,7 @@ PHONE = "13900139000"
 
 
 def _outbox() -> list[tuple[str, str]]:
-    from idp.mfa import SmsOutbox, outbox_text
+    from people.mfa import SmsOutbox, outbox_text
 
     db.session.expire_all()
     rows = db.session.execute(select(SmsOutbox.phone, SmsOutbox.body).order_by(SmsOutbox.id)).all()

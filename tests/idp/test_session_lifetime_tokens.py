@@ -14,7 +14,7 @@ from tongban.extensions import db
 
 
 def _age(sid: str, *, created: timedelta, seen: timedelta) -> None:
-    from idp.models import LoginSession
+    from people.models import LoginSession
 
     with db.engine.begin() as conn:
         began, seen_at = conn.execute(select(LoginSession.created_at, LoginSession.last_seen)
@@ -24,7 +24,7 @@ def _age(sid: str, *, created: timedelta, seen: timedelta) -> None:
 
 
 def _ended(sid: str):
-    from idp.models import LoginSession
+    from people.models import LoginSession
 
     db.session.rollback()
     return db.session.execute(select(LoginSession.ended_at, LoginSession.end_reason)

@@ -132,7 +132,7 @@ def test_sessions_ended_elsewhere_end_their_access_tokens(app, browser, citizen,
 def test_password_change_ends_every_other_session_and_token(app, browser, citizen, make_client):
     """The attack: someone who knew the old password stays logged in (and keeps an offline
     token) after the owner changed it."""
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tongban.outbox import OutboxItem
 
     client_id, secret = _system(make_client)

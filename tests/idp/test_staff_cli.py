@@ -7,14 +7,14 @@ import json
 
 from sqlalchemy import select
 
-from idp.models import StaffRole, User
-from idp.passwords import verify_password
+from people.models import StaffRole, User
+from people.passwords import verify_password
 from tests.conftest import CITIZEN_ID, PASSWORD, USCC
 from tongban.extensions import db
 
 
 def _org(app):
-    from idp import accounts
+    from people import accounts
 
     accounts.create_org(USCC, "通办示范科技有限公司", CITIZEN_ID)
     db.session.commit()

@@ -41,7 +41,7 @@ def _authorize_url(oauth: OAuth2Session, disco: dict, verifier: str, **extra) ->
 
 def _verified_l3_with_totp(citizen) -> pyotp.TOTP:
     """The account is identity-verified (L3) and has an authenticator app (enrolled elsewhere)."""
-    from idp import mfa
+    from people import mfa
     from tongban.extensions import db
 
     citizen.assurance_level = 3

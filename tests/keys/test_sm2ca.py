@@ -28,7 +28,7 @@ def _write_pem(path, der: bytes, kind: str = "CERTIFICATE") -> None:
 
 @pytest.fixture
 def org(app):
-    from idp import accounts
+    from people import accounts
 
     o = accounts.create_org(USCC, "测试科技有限公司")
     db.session.commit()

@@ -32,7 +32,7 @@ def issue(app):
 
 
 def _phone_verified() -> None:
-    from idp.accounts import find_user_by_login
+    from people.accounts import find_user_by_login
     from tests.conftest import CITIZEN_ID
     from tongban.extensions import db
 

@@ -33,7 +33,7 @@ def _count() -> int:
 
 @pytest.fixture
 def clerk(app, citizen):
-    from idp import accounts
+    from people import accounts
 
     accounts.create_staff(OTHER_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "clerk")
     db.session.commit()

@@ -19,7 +19,7 @@ _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 @pytest.fixture
 def departments(app):
-    from idp import accounts
+    from people import accounts
 
     accounts.ensure_org(DEPT_X, "通办市民政局")
     accounts.ensure_org(DEPT_Y, "通办市残疾人联合会")

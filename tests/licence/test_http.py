@@ -43,7 +43,7 @@ def _login(client, login=CITIZEN_ID):
 
 
 def test_wallet(client, citizen, issue):
-    from idp import accounts
+    from people import accounts
 
     accounts.create_org("91350100M000100Y43", "通办示范科技有限公司", CITIZEN_ID)
     db.session.commit()
@@ -70,8 +70,8 @@ def test_verifier_page_has_no_inline_script(client):
 def test_clerk_issues_verifies_and_changes(app, client, citizen, issue):
     from sqlalchemy import select
 
-    from idp import accounts
-    from idp.models import Organisation
+    from people import accounts
+    from people.models import Organisation
 
     authority = db.session.scalar(select(Organisation).where(
         Organisation.uscc == app.config["TONGBAN_AUTHORITY_USCC"]))

@@ -75,7 +75,7 @@ def test_qr_is_level_m_and_at_least_20mm():
     ({"issuer_uscc": "91350100M000100Y43"}, NoLicenceSeal),
 ])
 def test_invalid_issues_leave_nothing(app, issue, kw, exc):
-    from idp import accounts
+    from people import accounts
 
     accounts.create_org(*ORG)
     db.session.commit()

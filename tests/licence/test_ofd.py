@@ -70,7 +70,7 @@ def test_binding_refuses_a_genuine_seal_on_a_changed_or_foreign_licence(app, iss
     assert verdict["valid"] is False
 
     # a genuine, valid SM2 seal of another organisation on a licence-looking OFD: not the issuer's seal
-    from idp import accounts
+    from people import accounts
 
     accounts.create_org(USCC, "测试科技有限公司")
     foreign = seal_services.create_seal(USCC, "测试科技有限公司电子证照专用章", "licence", alg="sm2")
@@ -84,7 +84,7 @@ def test_binding_refuses_a_genuine_seal_on_a_changed_or_foreign_licence(app, iss
 
 
 def test_wallet_and_clerk_offer_ofd(app, client, citizen, issue):
-    from idp import accounts
+    from people import accounts
     from tests.conftest import OTHER_ID, PASSWORD
     from tests.licence.test_http import _login
 

@@ -32,7 +32,7 @@ def _failed(result) -> set[str]:
 
 
 def _seal_of(uscc: str, name: str, kind: str):
-    from idp import accounts
+    from people import accounts
     from seal import services as seals
 
     accounts.ensure_org(uscc, name)
@@ -269,7 +269,7 @@ def test_verify_api_upload_limits(app, client, make_client, monkeypatch):
 
 
 def test_clerk_verify_page_names_the_failed_check_in_chinese(app, issue):
-    from idp import accounts
+    from people import accounts
     from tests.licence.test_departments import _CSRF, CLERK_AUTH, _login
 
     accounts.create_staff(CLERK_AUTH, "政数窗口", "Test-Passw0rd!", app.config["TONGBAN_AUTHORITY_USCC"], "clerk")

@@ -16,7 +16,7 @@ OTHER_CLERK_ID = "330802198501010020"
 
 @pytest.fixture
 def dept_clerk(app):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     accounts.create_org(DEPT, DEPT_NAME)
@@ -30,7 +30,7 @@ def dept_clerk(app):
 @pytest.fixture
 def supervisor(app):
     """An administrator of the operating authority (decides appeals, sees the dashboard)."""
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     user = accounts.create_staff("330802199001010037", "孙八", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"],

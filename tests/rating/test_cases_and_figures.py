@@ -110,7 +110,7 @@ def test_rejected_appeal_resumes_and_cannot_be_repeated(app, bad_case, dept_cler
     services.case_step(c, "appeal", clerk, note="不认可")
     db.session.commit()
     # whoever appealed cannot decide it, even as an authority administrator
-    from idp import accounts
+    from people import accounts
 
     authority = db.session.scalar(select(accounts.Organisation).where(
         accounts.Organisation.uscc == app.config["TONGBAN_AUTHORITY_USCC"]))
@@ -287,7 +287,7 @@ def test_rating_page_in_english_and_for_the_owner(app, citizen, new_event, logge
 
 
 def test_demo_seed_gives_the_dashboard_real_figures(app, citizen, supervisor):
-    from idp import accounts
+    from people import accounts
     from rating import services
     from rating.demo import seed_demo
     from rating.models import RatingEvent

@@ -152,7 +152,7 @@ def test_rating_scope_is_restricted(app):
 
 
 def test_after_login_the_event_must_be_the_citizens(app, citizen, new_event, logged_in):
-    from idp import accounts
+    from people import accounts
     from rating.models import Rating
 
     accounts.create_user(OTHER_ID, "王五", PASSWORD, "13900139000")
@@ -181,7 +181,7 @@ def test_after_login_the_event_must_be_the_citizens(app, citizen, new_event, log
 
 
 def test_window_citizen_by_id_number_finds_the_event_after_registering(app, new_event, logged_in):
-    from idp import accounts
+    from people import accounts
     from rating import services
 
     new = new_event(id_number=OTHER_ID)  # no account yet: only a keyed hash and a masked number are kept
@@ -232,8 +232,8 @@ def test_two_racing_ratings_store_one(app, citizen, new_event):
 
 
 def test_clerk_issuance_creates_a_window_event(app, client, citizen):
-    from idp import accounts
     from licence import services as licences
+    from people import accounts
     from rating.models import RatingEvent
 
     authority = app.config["TONGBAN_AUTHORITY_USCC"]

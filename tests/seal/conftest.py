@@ -29,7 +29,7 @@ def plain_pdf() -> bytes:
 
 @pytest.fixture
 def org(app):
-    from idp import accounts
+    from people import accounts
     from tongban.extensions import db
 
     o = accounts.create_org(USCC, "测试科技有限公司")

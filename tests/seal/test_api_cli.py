@@ -90,7 +90,7 @@ def test_cli_trust_root(app, runner, client):
 
 
 def test_cli_officer_must_be_seal_admin(app, seal, runner, tmp_path, plain_pdf):
-    from idp import accounts
+    from people import accounts
     from tests.conftest import CITIZEN_ID, OTHER_ID, PASSWORD
 
     accounts.create_staff(CITIZEN_ID, "印章管理员", PASSWORD, USCC, "seal-admin")

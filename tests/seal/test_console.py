@@ -17,7 +17,7 @@ from tongban.extensions import db
 
 @pytest.fixture
 def officer(app, org, seal):
-    from idp import accounts
+    from people import accounts
 
     user = accounts.create_staff(OTHER_ID, "王五", PASSWORD, org.uscc, "seal-admin")
     db.session.commit()
@@ -148,7 +148,7 @@ def test_upload_limit(app, client, officer, seal):
 
 
 def test_authority_admin_sees_all_read_only(app, client, org, seal, authority_seal):
-    from idp import accounts
+    from people import accounts
 
     accounts.create_staff(CITIZEN_ID, "张三", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "admin")
     db.session.commit()

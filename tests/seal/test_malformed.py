@@ -117,7 +117,7 @@ def test_cli_sign_pdf_exits_1_with_one_line(app, seal, tmp_path, name):
 
 @pytest.fixture
 def officer_client(app, client, org, seal):
-    from idp import accounts
+    from people import accounts
 
     accounts.create_staff(OTHER_ID, "王五", PASSWORD, org.uscc, "seal-admin")
     db.session.commit()

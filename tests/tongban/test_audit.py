@@ -109,7 +109,7 @@ def test_security_events_are_recorded_with_masked_personal_data(app, browser, ci
 
 
 def test_each_login_outcome_has_its_row(app, citizen):
-    from idp import accounts
+    from people import accounts
 
     accounts.authenticate(CITIZEN_ID, PASSWORD)
     db.session.commit()  # (a log-in's own session must not hold the write lock the next try needs)

@@ -76,8 +76,8 @@ def test_refusals_at_the_licence_sharing_api(app, client, make_client):
 
 
 def test_clerk_lookups_licence_views_and_pdf_checks(app, client, citizen, issue):  # noqa: F811
-    from idp import accounts
     from licence import services
+    from people import accounts
 
     clerk = accounts.create_staff(OTHER_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "clerk")
     db.session.commit()
@@ -103,7 +103,7 @@ def test_clerk_lookups_licence_views_and_pdf_checks(app, client, citizen, issue)
 
 
 def test_administrators_reading_the_audit_log_and_sms_outbox(app, client):
-    from idp import accounts
+    from people import accounts
 
     admin = accounts.create_staff(OTHER_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "admin")
     db.session.commit()

@@ -3,8 +3,8 @@
 * ``people/`` (accounts, organisations, staff roles, log-in sessions, log-in helpers) imports
   nothing from ``idp/``, ``seal/``, ``licence/`` or ``rating/``;
 * ``seal/``, ``licence/`` and ``rating/`` take people from ``people/`` and import from ``idp/``
-  only the resource-protection entry point (``idp.server.require_oauth``, which validates the
-  bearer tokens their APIs accept) and the protocol names an API needs (below);
+  only its resource-protection entry point ``idp.protection`` (``require_oauth`` from
+  ``idp.server`` validates the bearer tokens their APIs accept; the other names an API needs);
 * the modules of ``idp/`` import one another without a cycle, counting imports inside
   functions (an import moved into a function to dodge a circle is still the circle).
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# What the domain packages may use from idp/: the protocol entry points of their APIs.
+# What the domain packages may use from idp/: its resource-protection entry point, whose
+# names are the protocol pieces an API needs (bearer-token validation through
+# idp.server.require_oauth, RFC 9470 step-up, the system behind a token, consent, API scopes).
 ALLOWED_FROM_IDP = {
-    "idp.server": {"require_oauth"},  # bearer-token validation of /api/v1/... (resource protection)
-    "idp.stepup": {"require_acr"},  # RFC 9470 step-up answer for user tokens below a level
-    "idp.clients": {"get_client"},  # the registered client behind a validated token
-    "idp.scopes": {"register_scope"},  # a package's API scopes, registered at init
+    "idp.protection": {"require_oauth", "require_acr", "get_client", "get_row", "consent_covers",
+                       "register_scope", "RegisteredClient"},
 }
 # Packages that import the allowed idp names, by package (the rest import nothing from idp).
 DOMAIN = ("seal", "licence", "rating")
@@ -108,7 +108,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if colour[nxt] == GREY:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if colour[nxt] == WHITE and (found := visit(nxt)):
                 return found
         stack.pop()

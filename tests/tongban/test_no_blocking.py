@@ -168,7 +168,7 @@ def test_a_page_view_notes_the_session_seen_after_the_request(app, citizen):
     kept (a GET never commits) and the page held no write lock while it rendered."""
     from sqlalchemy import select
 
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tests.flask_flows import login
     from tongban.clock import utcnow
     from tongban.extensions import db
@@ -208,7 +208,7 @@ def test_a_session_found_expired_on_a_page_is_really_ended(app, citizen):
     session row stayed open (its refresh tokens kept working) and nothing was audited."""
     from sqlalchemy import select
 
-    from idp.models import LoginSession
+    from people.models import LoginSession
     from tests.flask_flows import login
     from tongban.audit import AuditLog
     from tongban.clock import utcnow

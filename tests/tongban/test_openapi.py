@@ -137,7 +137,7 @@ def test_token_parameters_only_from_the_body(client, make_client):
 
 
 def test_odd_printable_keys_are_404(app, client, system_token, live_server, citizen, make_client):
-    from idp import accounts
+    from people import accounts
     from tests.conftest import OTHER_ID, PASSWORD
     from tests.flask_flows import login
     from tests.licence.conftest import user_token

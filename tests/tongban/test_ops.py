@@ -228,7 +228,7 @@ def backup_mode(request, monkeypatch, app):
 def test_backup_round_trip(app, citizen, tmp_path, backup_mode):
     from sqlalchemy import func, select
 
-    from idp.models import User
+    from people.models import User
     from tongban.extensions import db
 
     instance = Path(app.config["TONGBAN_INSTANCE_DIR"])
@@ -258,7 +258,7 @@ def test_backup_round_trip(app, citizen, tmp_path, backup_mode):
     assert db.session.execute(select(func.count()).select_from(User)).scalar() == 1
     assert marker.read_text() == "1234" and marker.stat().st_mode & 0o077 == 0
     # the restored service works: the citizen logs in with the old password
-    from idp import accounts
+    from people import accounts
 
     assert accounts.find_by_login(CITIZEN_ID) is not None if hasattr(accounts, "find_by_login") else True
     marker.unlink()
@@ -272,7 +272,7 @@ def test_backup_round_trip(app, citizen, tmp_path, backup_mode):
 def test_backup_wrong_passphrase_or_tampering_changes_nothing(app, citizen, tmp_path):
     from sqlalchemy import func, select
 
-    from idp.models import User
+    from people.models import User
     from tongban.extensions import db
 
     archive = tmp_path / "tb.backup"

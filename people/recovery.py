@@ -34,6 +34,7 @@ from tongban.i18n import localised
 from tongban.masking import mask_number
 
 from . import accounts
+from .mfa import SecondFactorError, _sms_digest, send_sms_code, sms_sender, verify_sms_code
 from .models import LoginThrottle, User
 from .passwords import check_policy, hash_password
 
@@ -78,8 +79,6 @@ def throttle(key: str, limit: int, window: int) -> None:
 
 
 def _digest(salt: str, code: str) -> str:
-    from .mfa import _sms_digest
-
     return _sms_digest(salt, code)
 
 
@@ -89,7 +88,6 @@ def _digest(salt: str, code: str) -> str:
 def send_registration_code(phone: str) -> None:
     """Send a code to ``phone`` (normalised first; ValidationError if it is not a mobile number).
     A registered phone gets a notice instead: the caller answers the same either way."""
-    from .mfa import sms_sender
 
     phone = accounts.normalise_phone(phone)
     if not phone:
@@ -168,7 +166,6 @@ def _reset_account(login: str) -> User | None:
 def start_reset(login: str) -> None:
     """Send a reset code to the account's verified phone, if there is one. Says nothing either
     way (no error for an unknown account, a missing phone or a throttled phone)."""
-    from .mfa import SecondFactorError, send_sms_code
 
     user = _reset_account(login)
     if user is None:
@@ -203,7 +200,6 @@ def prepare_password(login: str, new_password: str) -> PreparedPassword:
 def complete_reset(login: str, code: str, prepared: PreparedPassword) -> User:
     """Check the SMS code and set the new password. Every session and refresh token of the
     account ends, and its lockout is lifted. CodeRefused for anything wrong."""
-    from .mfa import SecondFactorError, verify_sms_code
 
     user = _reset_account(login)
     if user is None:

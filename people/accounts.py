@@ -25,8 +25,10 @@ from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
 
+from . import sessions
 from .models import LoginEvent, LoginThrottle, Organisation, PopulationRecord, StaffRole, User
 from .passwords import check_policy, hash_password, needs_rehash, verify_password
+from .signals import revoke_credentials
 
 ROLES = ("clerk", "seal-admin", "auditor", "admin")
 PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
@@ -404,15 +406,12 @@ def password_replaced(user: User, *, keep_sid: str | None, actor: str) -> int:
     """After a password change or reset: whoever knew the old one is out. Every session but
     ``keep_sid`` ends (back-channel logout, its access tokens denied), and every refresh
     token of the account, offline ones too, is revoked with its live access token."""
-    from . import sessions
-    from .tokens import revoke_user_refresh_tokens
-
     ended = 0
     for s in sessions.active_sessions(user):
         if s.sid != keep_sid:
             sessions.end(s, "password_changed", actor)
             ended += 1
-    families = revoke_user_refresh_tokens(user.id, keep_sid, "password_changed", actor)
+    families = revoke_credentials(user, keep_sid=keep_sid, reason="password_changed", actor=actor)
     audit.record("account.credentials_reset", actor=actor, object=f"user:{user.sub}",
                  detail={"sessions_ended": ended, "refresh_families_revoked": families})
     return ended

@@ -35,8 +35,10 @@ from tongban.masking import mask_number
 
 from . import enterprise, sessions
 from .accounts import identity_verifier, normalise_phone
-from .models import RefreshToken, User
+from .enterprise import SMS_KIND
+from .models import User
 from .passwords import check_policy, hash_password
+from .signals import revoke_credentials
 
 
 class RecoveryRefused(ValidationError):
@@ -120,12 +122,7 @@ def recover(id_number: str, *, name: str, password: str, phone: str | None, reas
     old_phone = squatter.phone
     roles = enterprise.strip_all(squatter, by=by, reason="id_number_recovered")
     ended = sessions.end_all_for_user(squatter, "id_number_recovered", by)
-    from .tokens import revoke_family
-
-    families = db.session.execute(select(RefreshToken.family_id).where(
-        RefreshToken.user_id == squatter.id, RefreshToken.revoked_at.is_(None)).distinct()).scalars().all()
-    for fam in families:
-        revoke_family(fam, "id_number_recovered", by)
+    revoke_credentials(squatter, keep_sid=None, reason="id_number_recovered", actor=by)  # offline ones too
     squatter.id_number = _tombstone()
     squatter.assurance_level = 1
     squatter.verified_at = None
@@ -157,8 +154,6 @@ def _tell_displaced(phone: str, id_number: str) -> None:
     from flask_babel import gettext
 
     from tongban import outbox
-
-    from .enterprise import SMS_KIND
 
     text = gettext("Tongban: the account registered with ID number %(id)s was closed at a government service "
                    "counter and the ID number returned to its owner after an identity check. If this is wrong, "

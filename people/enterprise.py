@@ -48,7 +48,11 @@ from tongban.extensions import db
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name, mask_number
 
-from .models import Client, LoginSession, Organisation, User
+from . import assurance, sessions
+from .accounts import normalise_phone
+from .mfa import sms_sender
+from .models import LoginSession, Organisation, User
+from .signals import known_systems
 
 MAX_ADMINS = 5
 ROLE_LEGAL_REP, ROLE_ADMIN, ROLE_AGENT = "legal_rep", "admin", "agent"
@@ -199,7 +203,6 @@ def legal_person_register() -> LegalPersonRegister:
 def add_register_record(uscc: str, name: str, legal_rep_id_number: str, legal_rep_name: str,
                         contact_phone: str | None = None) -> None:
     """Put (or update) an entry of the local register (demo seed, tests)."""
-    from .accounts import normalise_phone
 
     uscc = validate_uscc(uscc)
     rep = parse_id_number(legal_rep_id_number).value
@@ -248,18 +251,17 @@ def proofing(sess: LoginSession | None, config_key: str = "TONGBAN_ENTERPRISE_CL
     The account level (``assurance_level``) must reach the level, and the session must have
     used a possession factor (``otp``, ``sms``, ``swk``/``hwk``) besides the password: a
     password alone, or a scan-to-log-in session (``mca``), never claims power. Levels above
-    L3 are not reachable online (``stepup.ONLINE_MAX``): set that high, nobody claims online.
+    L3 are not reachable online (``assurance.ONLINE_MAX``): set that high, nobody claims online.
     """
-    from . import stepup
 
-    needed = stepup.level_of(current_app.config.get(config_key)) or 3  # unreadable: fail safe at L3
-    wanted = stepup.LEVELS[needed - 1]
+    needed = assurance.level_of(current_app.config.get(config_key)) or 3  # unreadable: fail safe at L3
+    wanted = assurance.LEVELS[needed - 1]
     if sess is None or sess.ended_at is not None:
         return Proofing(wanted, True, True)
-    stepup.refresh(sess)
+    assurance.refresh(sess)
     amr = set((sess.amr or "").split())
-    has_factor = bool(amr & stepup.KNOWLEDGE) and bool(amr & stepup.POSSESSION)
-    account_ok = sess.user.assurance_level >= needed and needed <= stepup.ONLINE_MAX
+    has_factor = bool(amr & assurance.KNOWLEDGE) and bool(amr & assurance.POSSESSION)
+    account_ok = sess.user.assurance_level >= needed and needed <= assurance.ONLINE_MAX
     return Proofing(wanted, identity=not account_ok, factor=not has_factor)
 
 
@@ -361,8 +363,6 @@ def _notify_claim(phone: str, org: Organisation, user: User, code: str) -> None:
 
 
 def _deliver_sms(item) -> None:
-    from .mfa import sms_sender
-
     data = item.data
     sms_sender().send(data["phone"], data["text"])
 
@@ -648,8 +648,7 @@ def authorise_agent(actor: User, org: Organisation, id_number: str, client_ids: 
     client_ids = list(dict.fromkeys(c for c in client_ids if c))
     if not client_ids:
         raise ValidationError(str(_l("Choose at least one system.")), "no_systems")
-    known = set(db.session.execute(select(Client.client_id).where(
-        Client.client_id.in_(client_ids), Client.enabled.is_(True))).scalars())
+    known = known_systems(client_ids)  # the register of systems answers (idp.hooks)
     if known != set(client_ids):
         raise ValidationError(str(_l("Unknown system.")), "unknown_client")
     if valid_until <= valid_from or valid_until <= utcnow():
@@ -701,7 +700,6 @@ def expire_due(now: datetime | None = None) -> int:
 def end_acting(org_id: int, user_id: int, *, reason: str, actor: str, role: str | None = None,
                agent_id: int | None = None) -> int:
     """End every live session of ``user_id`` that acts for ``org_id`` (in ``role``/on ``agent_id``)."""
-    from . import sessions
 
     q = (select(LoginSession).join(EnterpriseActing, EnterpriseActing.sid == LoginSession.sid)
          .where(EnterpriseActing.org_id == org_id, LoginSession.user_id == user_id, LoginSession.ended_at.is_(None)))
@@ -817,7 +815,6 @@ def acting_claims(sid: str | None, client_id: str, *, commit: bool = False) -> d
     now = utcnow()
     if sess is None or sess.ended_at is not None:
         raise AuthorityEnded(sid)
-    from . import sessions
 
     if sessions.is_expired(sess.created_at, sess.last_seen, now):
         # past its idle or absolute lifetime: over even before a sweep or its browser ends it

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Response, current_app, g, request
+from flask import Response, current_app, g, has_request_context, request
 from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tongban import audit
 from tongban.clock import digest, token, utcnow
-from tongban.extensions import db
+from tongban.extensions import after_request_task, after_request_write, db
 
+from .assurance import session_acr
 from .models import LoginSession, SessionClient, User
+from .signals import session_ended
 
 _NOT_LOADED = object()
 
@@ -63,8 +66,6 @@ def _end_after_request(session_id: int, reason: str) -> None:
     """End a session found expired (or whose account is disabled) in its own transaction after
     the request: a page that only reads never commits, so ending it in the page's transaction
     was rolled back (refresh tokens kept working, no back-channel logout, no audit entry)."""
-    from tongban.extensions import after_request_task
-
     def task():
         row = db.session.get(LoginSession, session_id)
         if row is not None and row.ended_at is None:
@@ -76,10 +77,6 @@ def _end_after_request(session_id: int, reason: str) -> None:
 def _touch(row: LoginSession, now) -> None:
     """Note that the session was seen, in its own short transaction after the request (a page
     that merely reads must not hold SQLite's write lock, and never commits anyway)."""
-    from sqlalchemy.orm.attributes import set_committed_value
-
-    from tongban.extensions import after_request_write
-
     set_committed_value(row, "last_seen", now)
     stmt = (update(LoginSession).where(LoginSession.id == row.id, LoginSession.last_seen < now)
             .values(last_seen=now).execution_options(synchronize_session=False))
@@ -132,9 +129,7 @@ def _reauthenticate(sess: LoginSession, response_cookie: dict, *, acr: str, amr:
 
 
 def _capped_acr(user: User, amr: str) -> str:
-    from .stepup import session_acr  # the account's level capped by how the session authenticated
-
-    return session_acr(user, amr)
+    return session_acr(user, amr)  # the account's level capped by how the session authenticated
 
 
 def set_cookie(response: Response, value: str) -> None:
@@ -153,14 +148,9 @@ def end(sess: LoginSession, reason: str, actor: str | None = None) -> None:
         return
     sess.ended_at = utcnow()
     sess.end_reason = reason
-    from .tokens import deny_session, revoke_session_refresh_tokens
-
-    revoke_session_refresh_tokens(sess.sid)
-    if session_clients(sess.sid):  # access tokens were issued through it: they end too
-        deny_session(sess.sid, reason, actor or f"user:{sess.user.sub}")
-    from .logout import session_ended
-
-    session_ended(sess)  # back-channel logout to the other systems in the session, after commit
+    # the protocol layer (idp.hooks) revokes the session's refresh tokens, denies the access
+    # tokens issued through it and queues back-channel logout to the other systems (after commit)
+    session_ended.send(sess, reason=reason, actor=actor or f"user:{sess.user.sub}")
     audit.record("session.ended", actor=actor or f"user:{sess.user.sub}", object=f"session:{sess.sid}",
                  detail={"reason": reason})
     if g.get("_sso") is sess:
@@ -206,8 +196,6 @@ def is_live(sid: str | None) -> bool:
     if row is None or row.ended_at is not None:
         return False
     if is_expired(row.created_at, row.last_seen):
-        from flask import has_request_context
-
         if has_request_context():
             _end_after_request(row.id, "expired")
         return False
