@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask import session as flask_session
 from flask_babel import gettext as _
 
@@ -19,6 +19,7 @@ from tongban.masking import mask_number
 
 from . import clients as registry
 from . import consents
+from .errors import FormExpired, RegistrationClosed
 from .logout import end_other_sessions as end_others
 from .logout import systems_by_session
 from .mfa_views import mark_fresh
@@ -66,7 +67,7 @@ def _registration_throttled():
 @bp.route("/register", methods=["GET", "POST"])
 def register():
     if not current_app.config["TONGBAN_PUBLIC_REGISTRATION"]:
-        abort(404)
+        raise RegistrationClosed()
     form = RegisterForm()
     if request.method == "GET":
         form.next.data = safe_next(request.args.get("next"), "")
@@ -110,10 +111,10 @@ def register_code():
     """The "send code" button of the registration form (the form is posted here, and shown
     again with what was typed, passwords excepted)."""
     if not current_app.config["TONGBAN_PUBLIC_REGISTRATION"]:
-        abort(404)
+        raise RegistrationClosed()
     form = RegisterForm()
     if not _csrf_ok(form):
-        abort(400, _("The form expired; please try again."))
+        raise FormExpired()
     cfg = current_app.config
     try:
         recovery.throttle(f"register-code-ip:{accounts.login_source(request.remote_addr or '')}",
@@ -270,7 +271,7 @@ def change_password():
 def verify_identity():
     user = sessions.current_user()
     if not ConfirmForm().validate_on_submit():
-        abort(400)
+        raise FormExpired()
     ok = accounts.verify_identity(user)
     db.session.commit()
     if ok:
@@ -285,7 +286,7 @@ def verify_identity():
 def revoke_consent(client_id: str):
     user = sessions.current_user()
     if not ConfirmForm().validate_on_submit():
-        abort(400)
+        raise FormExpired()
     if consents.revoke(user, client_id):
         flash(_("Access withdrawn."), "success")
     db.session.commit()
@@ -297,7 +298,7 @@ def revoke_consent(client_id: str):
 def end_session(sid: str):
     user = sessions.current_user()
     if not ConfirmForm().validate_on_submit():
-        abort(400)
+        raise FormExpired()
     for s in sessions.active_sessions(user):
         if s.sid == sid:
             sessions.end(s, "ended_by_user", f"user:{user.sub}")
@@ -310,7 +311,7 @@ def end_session(sid: str):
 def end_other_sessions():
     sess = sessions.current_session()
     if not ConfirmForm().validate_on_submit():
-        abort(400)
+        raise FormExpired()
     n = end_others(sess.user, sess.sid, f"user:{sess.user.sub}")
     db.session.commit()
     flash(_("%(n)d other sessions were ended.", n=n), "success")

@@ -10,7 +10,6 @@ commit.
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import wraps
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -29,6 +28,7 @@ from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from people import accounts, sessions
+from people.auth import ADMIN, READERS, staff_only
 from people.forms import ConfirmForm
 from people.mfa import outbox
 from people.models import User
@@ -45,8 +45,6 @@ from .scopes import RESTRICTED, SCOPES, describe
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-ADMIN = ("admin",)
-READERS = ("admin", "auditor")
 AUDIT_PAGE_SIZE = 200
 MAX_DORMANT_DAYS = 3650
 
@@ -59,36 +57,8 @@ GRANT_LABELS = {
 # ---------------------------------------------------------------- access
 
 
-def _here() -> str:
-    return request.full_path.rstrip("?")
-
-
 def _error(code: int, message: str):
     return render_template("tongban/error.html", code=code, message=message), code
-
-
-def staff_only(roles: tuple[str, ...]):
-    """Log-in required; then one of ``roles`` in the operating authority, else 403."""
-
-    def decorator(view):
-        @wraps(view)
-        def wrapper(*args, **kwargs):
-            user = sessions.current_user()
-            if user is None:
-                return redirect(url_for("idp.login", next=_here()))
-            can_edit = accounts.is_authority_staff(user, ADMIN)
-            if not can_edit and (roles == ADMIN or not accounts.is_authority_staff(user, roles)):
-                audit.record("admin.access_denied", actor=f"user:{user.sub}", object=request.path[:300],
-                             outcome="failure")
-                db.session.commit()
-                return _error(403, _("This page is for administrators of the operating authority."))
-            g.admin_user = user
-            g.admin_can_edit = can_edit
-            return view(*args, **kwargs)
-
-        return wrapper
-
-    return decorator
 
 
 def _actor() -> str:

@@ -21,9 +21,11 @@ from people import accounts, enterprise, identity, sessions
 from people.auth import login_required
 from tongban import audit
 from tongban.cli import command_errors, emit, read_password_stdin
-from tongban.errors import TongbanError, ValidationError
+from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
+
+from .errors import NoPassword, NotClerk, NotStaff, PageNotFound
 
 bp = Blueprint("clerk_identity", __name__, url_prefix="/clerk/identity")
 
@@ -66,7 +68,7 @@ def _clerk():
     if not accounts.is_authority_staff(user, CLERK):
         audit.record("clerk.access_denied", actor=f"user:{user.sub}", object=request.path[:300], outcome="failure")
         db.session.commit()
-        abort(403)
+        raise NotStaff()
     proof = enterprise.proofing(sess, "TONGBAN_CLERK_IDENTITY_ACR")
     if not proof.ok:
         db.session.commit()
@@ -129,7 +131,7 @@ def _claim_or_404(claim_id: int):
     try:
         return enterprise.get_claim(claim_id)
     except TongbanError:
-        abort(404)
+        raise PageNotFound() from None
 
 
 def _claim_page(row, status: int = 200, dispute_form=None, undo_form=None):
@@ -206,9 +208,9 @@ def recover_cmd(id_number, name, phone, reason, clerk_id, password_stdin, as_jso
     """Move ID_NUMBER from the account holding it to its owner (a new account, L3)."""
     clerk = accounts.find_user_by_login(clerk_id)
     if clerk is None or len((clerk_id or "").strip()) != 18 or not accounts.is_authority_staff(clerk, CLERK):
-        raise ValidationError("--clerk must be the ID number of a clerk of the operating authority", "not_clerk")
+        raise NotClerk("--clerk must be the ID number of a clerk of the operating authority")
     if not password_stdin:
-        raise ValidationError("pass the owner's password on standard input with --password-stdin", "no_password")
+        raise NoPassword("pass the owner's password on standard input with --password-stdin")
     password = read_password_stdin()
     done = identity.recover(id_number, name=name, password=password, phone=phone, reason=reason,
                             by=f"user:{clerk.sub}")

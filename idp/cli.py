@@ -11,9 +11,9 @@ from flask.cli import AppGroup
 from people import accounts
 from people.models import User
 from tongban.cli import command_errors, emit, read_password_stdin
-from tongban.errors import ValidationError
 
 from . import clients as registry
+from .errors import InvalidDate, NameMismatch, NoAccount, NoPassword, UnknownUser
 
 users_cli = AppGroup("users", help="Citizen accounts.")
 orgs_cli = AppGroup("orgs", help="Enterprises and other organisations (by USCC).")
@@ -23,10 +23,10 @@ clients_cli = AppGroup("clients", help="The register of government systems (OAut
 
 def _password(from_stdin: bool) -> str:
     if not from_stdin:
-        raise ValidationError("pass the password on standard input with --password-stdin", "no_password")
+        raise NoPassword("pass the password on standard input with --password-stdin")
     pw = read_password_stdin()
     if not pw:
-        raise ValidationError("no password on standard input", "no_password")
+        raise NoPassword("no password on standard input")
     return pw
 
 
@@ -53,7 +53,7 @@ def users_unlock(login):
     """Lift a lockout (ID number or phone)."""
     user = accounts.find_user_by_login(login)
     if user is None:
-        raise ValidationError("no such account", "unknown_user")
+        raise UnknownUser("no such account")
     accounts.unlock(user, "admin")
     click.echo("unlocked")
 
@@ -92,13 +92,12 @@ def staff_create(id_number, name, password_stdin, org, role, phone, as_json):
     existing = db.session.execute(select(User).where(User.id_number == ident)).scalar_one_or_none()
     if existing is not None:
         if name and name.strip() != existing.name:
-            raise ValidationError(f"the account with ID number {ident} is in the name {mask_name(existing.name)}, "
-                                  f"not {name.strip()}: check the ID number", "name_mismatch")
+            raise NameMismatch(f"the account with ID number {ident} is in the name {mask_name(existing.name)}, "
+                                  f"not {name.strip()}: check the ID number")
         password = None  # the account keeps its own password
     else:
         if not name:
-            raise ValidationError("no account has this ID number: give --name and --password-stdin to open one",
-                                  "no_account")
+            raise NoAccount("no account has this ID number: give --name and --password-stdin to open one")
         password = _password(password_stdin)
     user = accounts.create_staff(ident, name, password, org, role, phone)
     emit({"sub": user.sub, "org": org.upper(), "role": role, "new_account": existing is None}, as_json,
@@ -148,7 +147,7 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
     try:
         approved = date.fromisoformat(approval_date) if approval_date else None
     except ValueError:
-        raise ValidationError("--approval-date must be YYYY-MM-DD", "invalid_date") from None
+        raise InvalidDate("--approval-date must be YYYY-MM-DD") from None
     method = auth_method or ("none" if public else "client_secret_basic")
     row, secret = registry.create_client(
         name=name, department=department, redirect_uris=list(redirect_uris),

@@ -26,10 +26,19 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from tongban import audit
 from tongban.cache import CachedLoader, Generation
 from tongban.clock import digest, token, utcnow
-from tongban.errors import NotFound, ValidationError
 from tongban.extensions import after_commit as _after_commit
 from tongban.extensions import db
 
+from .errors import (
+    ClientExists,
+    InvalidAlg,
+    InvalidAuthMethod,
+    InvalidClientMetadata,
+    InvalidGrantType,
+    InvalidRedirectUri,
+    InvalidScope,
+    UnknownClient,
+)
 from .models import Client, ClientUsage
 from .scopes import SCOPES
 
@@ -156,34 +165,31 @@ def check_uri(uri: str, what: str) -> str:
     uri = (uri or "").strip()
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise ValidationError(f"{what} must be an absolute http(s) URL: {uri!r}", "invalid_redirect_uri")
+        raise InvalidRedirectUri(f"{what} must be an absolute http(s) URL: {uri!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ValidationError(f"{what} must use https (http only on loopback hosts): {uri!r}",
-                              "invalid_redirect_uri")
+        raise InvalidRedirectUri(f"{what} must use https (http only on loopback hosts): {uri!r}")
     if parts.fragment or "#" in uri:
-        raise ValidationError(f"{what} must not contain a fragment: {uri!r}", "invalid_redirect_uri")
+        raise InvalidRedirectUri(f"{what} must not contain a fragment: {uri!r}")
     if parts.username or parts.password:
-        raise ValidationError(f"{what} must not contain credentials: {uri!r}", "invalid_redirect_uri")
+        raise InvalidRedirectUri(f"{what} must not contain credentials: {uri!r}")
     return uri
 
 
 def _validate(grant_types, scopes, auth_method, redirect_uris, id_token_alg) -> None:
     for g in grant_types:
         if g not in GRANT_TYPES:
-            raise ValidationError(f"unknown grant type {g!r} (one of {', '.join(GRANT_TYPES)})",
-                                  "invalid_grant_type")
+            raise InvalidGrantType(f"unknown grant type {g!r} (one of {', '.join(GRANT_TYPES)})")
     for s in scopes:
         if s not in SCOPES:
-            raise ValidationError(f"unknown scope {s!r} (one of {', '.join(SCOPES)})", "invalid_scope")
+            raise InvalidScope(f"unknown scope {s!r} (one of {', '.join(SCOPES)})")
     if auth_method not in AUTH_METHODS:
-        raise ValidationError(f"unknown token endpoint auth method {auth_method!r}", "invalid_auth_method")
+        raise InvalidAuthMethod(f"unknown token endpoint auth method {auth_method!r}")
     if id_token_alg not in ID_TOKEN_ALGS:
-        raise ValidationError(f"unsupported ID token algorithm {id_token_alg!r}", "invalid_alg")
+        raise InvalidAlg(f"unsupported ID token algorithm {id_token_alg!r}")
     if "authorization_code" in grant_types and not redirect_uris:
-        raise ValidationError("the authorization_code grant needs at least one redirect URI",
-                              "invalid_redirect_uri")
+        raise InvalidRedirectUri("the authorization_code grant needs at least one redirect URI")
     if auth_method == "none" and "client_credentials" in grant_types:
-        raise ValidationError("a public client cannot use client_credentials", "invalid_grant_type")
+        raise InvalidGrantType("a public client cannot use client_credentials")
 
 
 def create_client(*, name: str, department: str, redirect_uris: list[str] | tuple = (),
@@ -200,7 +206,7 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
     """Register a system; returns the row and its secret (shown once, None for public clients)."""
     name, department = (name or "").strip(), (department or "").strip()
     if not name or not department:
-        raise ValidationError("a system needs a name and a department", "invalid_client_metadata")
+        raise InvalidClientMetadata("a system needs a name and a department")
     redirect_uris = [check_uri(u, "redirect URI") for u in redirect_uris]
     post_logout = [check_uri(u, "post-logout redirect URI") for u in post_logout_redirect_uris]
     if backchannel_logout_uri:
@@ -211,7 +217,7 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
     scopes = list(dict.fromkeys(scopes))
     _validate(grant_types, scopes, token_endpoint_auth_method, redirect_uris, id_token_signed_response_alg)
     if client_id and db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
-        raise ValidationError(f"client_id {client_id!r} is taken", "client_exists")
+        raise ClientExists(f"client_id {client_id!r} is taken")
     secret = None if token_endpoint_auth_method == "none" else token(32)
     now = utcnow()
     row = Client(
@@ -237,7 +243,7 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
 def get_row(client_id: str) -> Client:
     row = db.session.execute(select(Client).where(Client.client_id == client_id)).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"no registered system {client_id!r}", "unknown_client")
+        raise UnknownClient(f"no registered system {client_id!r}")
     return row
 
 
@@ -252,7 +258,7 @@ def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
     row = get_row(client_id)
     unknown = set(changes) - set(UPDATABLE)
     if unknown:
-        raise ValidationError(f"cannot change {', '.join(sorted(unknown))}", "invalid_client_metadata")
+        raise InvalidClientMetadata(f"cannot change {', '.join(sorted(unknown))}")
     if "redirect_uris" in changes:
         changes["redirect_uris"] = [check_uri(u, "redirect URI") for u in changes["redirect_uris"]]
     if "post_logout_redirect_uris" in changes:
@@ -279,7 +285,7 @@ def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
 def rotate_secret(client_id: str, actor: str = "admin") -> str:
     row = get_row(client_id)
     if row.token_endpoint_auth_method == "none":
-        raise ValidationError("a public client has no secret", "invalid_client_metadata")
+        raise InvalidClientMetadata("a public client has no secret")
     secret = token(32)
     row.secret_hash = digest(secret)
     row.secret_rotated_at = row.updated_at = utcnow()

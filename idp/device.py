@@ -33,7 +33,7 @@ from authlib.oauth2.rfc8628 import (
     DeviceCredentialMixin,
 )
 from authlib.oidc.core.grants.code import OpenIDToken
-from flask import current_app, g
+from flask import current_app
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -45,6 +45,7 @@ from tongban.extensions import db
 
 from . import clients as registry
 from . import tokens
+from .context import TokenContext, grant_context
 
 # RFC 8628 §6.1: base-20 consonants (no vowels: no words; no 0/O, 1/I/L confusion), 8 characters
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
@@ -196,8 +197,8 @@ class DeviceGrant(DeviceCodeGrant):
         user = db.session.get(User, row.user_id)
         if user is None or user.disabled:
             raise AccessDeniedError()
-        g.token_context = {"auth_time": row.auth_time, "acr": row.acr, "sid": row.sid, "amr": row.amr,
-                           "family_id": tokens.new_family_id()}
+        grant_context().token = TokenContext(auth_time=row.auth_time, acr=row.acr, sid=row.sid, amr=row.amr,
+                                             family_id=tokens.new_family_id())
         return user, True
 
     def should_slow_down(self, row: DeviceAuthorization):

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import click
-from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, url_for
 from flask.cli import AppGroup
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -38,6 +38,7 @@ from tongban.extensions import db
 from tongban.i18n import safe_next
 from tongban.masking import mask_name, mask_number
 
+from .errors import FormExpired, NoEnterpriseRole, NotApplicable, PageNotFound
 from .models import Client
 from .scopes import register_scope
 from .server import server
@@ -176,10 +177,10 @@ def _managed_org(uscc: str):
     try:
         org = enterprise.get_enterprise(uscc)
     except TongbanError:
-        abort(404)
+        raise PageNotFound() from None
     role = enterprise.role_in(user, org)
     if role is None:
-        abort(403)
+        raise NoEnterpriseRole()
     return user, org, role
 
 
@@ -253,7 +254,7 @@ def appoint_admin(uscc: str):
 def remove_admin(uscc: str, admin_id: int):
     user, org, _role = _managed_org(uscc)
     if not ConfirmForm().validate_on_submit():
-        abort(400, _("The form expired; please try again."))
+        raise FormExpired()
     return _done(org.uscc, lambda: enterprise.remove_admin(user, org, admin_id), _("Administrator removed."))
 
 
@@ -276,7 +277,7 @@ def authorise_agent(uscc: str):
 def withdraw_agent(uscc: str, authorisation_id: int):
     user, org, _role = _managed_org(uscc)
     if not ConfirmForm().validate_on_submit():
-        abort(400, _("The form expired; please try again."))
+        raise FormExpired()
     return _done(org.uscc, lambda: enterprise.withdraw_agent(user, org, authorisation_id),
                  _("Authorisation withdrawn; the agent's sessions for this enterprise have ended."))
 
@@ -333,16 +334,16 @@ def act():
     sess = sessions.current_session()
     form = ActAsForm()
     if not form.validate_on_submit():
-        abort(400, _("The form expired; please try again."))
+        raise FormExpired()
     target = safe_next(form.next.data, "")
     if not target.startswith(url_for("idp.authorize") + "?"):
-        abort(400)
+        raise NotApplicable()
     choice = request.form.get("choice") or "self"
     try:
         enterprise.choose(sess, form.client_id.data or "", choice)
-    except TongbanError as e:
+    except TongbanError:
         db.session.rollback()
-        abort(e.status, e.message)
+        raise
     db.session.commit()
     return redirect(target, 303)
 

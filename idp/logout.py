@@ -14,7 +14,7 @@ from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from flask import current_app, g
+from flask import current_app
 from joserfc import jwt
 from sqlalchemy import or_, select, update
 
@@ -26,6 +26,7 @@ from tongban.clock import epoch, utcnow
 from tongban.extensions import db
 
 from . import clients as registry
+from .context import grant_context
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 KIND = "backchannel_logout"
@@ -74,12 +75,12 @@ def _deliver(item: outbox.OutboxItem) -> None:
 
 def initiated_by(client_id: str | None) -> None:
     """The system that asked for this logout (a validated id_token_hint): it is not notified."""
-    g.logout_initiator = client_id
+    grant_context().logout_initiator = client_id
 
 
 def session_ended(sess: LoginSession) -> None:
     """Queue a logout token for every other system in the session (called by sessions.end)."""
-    initiator = g.get("logout_initiator")
+    initiator = grant_context().logout_initiator
     sub = sess.user.sub
     for client_id in _session_client_ids(sess.sid):
         if client_id == initiator:

@@ -37,6 +37,7 @@ from tongban.i18n import safe_next
 from tongban.masking import mask_number
 
 from . import stepup
+from .errors import FormExpired, NotApplicable, PageNotFound, ReauthenticationRequired
 
 bp = Blueprint("mfa", __name__)
 
@@ -179,7 +180,7 @@ def _refused(subj: _Subject, e: TongbanError):
 
 def _check_form() -> None:
     if not ConfirmForm().validate_on_submit():
-        abort(400, _("The form expired; please try again."))
+        raise FormExpired()
 
 
 # ---------------------------------------------------------------- the second-factor / step-up page
@@ -235,7 +236,7 @@ def sms_send():
     # account without a stronger one (an authenticator app or a passkey); or it verifies the phone
     if not (needs.get("phone") or (needs.get("factor") and subj.user.assurance_level >= 2
                                    and not mfa.has_second_factor(subj.user))):
-        abort(400)
+        raise NotApplicable()
     try:
         mfa.send_sms_code(subj.user, _sms_purpose(subj))
     except TongbanError as e:
@@ -273,7 +274,7 @@ def verify_identity():
     subj = _subject()
     _check_form()
     if subj.login:
-        abort(400)
+        raise NotApplicable()
     if accounts.verify_identity(subj.user):
         stepup.refresh(subj.sess)
         flash(_("Your name and ID number were confirmed by the population register (level L3)."), "success")
@@ -298,7 +299,7 @@ def cancel():
 def passkey_options():
     subj = _subject()
     if not mfa.passkeys(subj.user):
-        abort(400)
+        raise NotApplicable()
     options, challenge = mfa.passkey_authentication_options(subj.user)
     flask_session[_CHALLENGE] = {"c": challenge, "uid": subj.user.id, "kind": "auth"}
     return Response(options, mimetype="application/json")
@@ -307,7 +308,7 @@ def passkey_options():
 def _challenge(user: User, kind: str) -> str:
     state = flask_session.pop(_CHALLENGE, None) or {}
     if state.get("uid") != user.id or state.get("kind") != kind:
-        abort(400)
+        raise NotApplicable()
     return state["c"]
 
 
@@ -370,12 +371,12 @@ def totp_qr():
     from qrcode.image.svg import SvgPathImage
 
     if not is_fresh(sessions.current_session()):
-        abort(403)
+        raise ReauthenticationRequired()
 
     user = sessions.current_user()
     row = mfa.totp_factor(user)
     if row is None or row.confirmed_at is not None:
-        abort(404)
+        raise PageNotFound()
     img = qrcode.make(mfa.provisioning_uri(user, row), image_factory=SvgPathImage, box_size=8, border=2)
     resp = Response(img.to_string(), mimetype="image/svg+xml")
     resp.headers["Cache-Control"] = "no-store"
@@ -433,7 +434,7 @@ def recovery_regenerate():
         return refused
     user = sessions.current_user()
     if not mfa.overview(user).any:
-        abort(400)
+        raise NotApplicable()
     codes = mfa.regenerate_recovery_codes(user)
     db.session.commit()
     return _show_codes(codes)

@@ -34,7 +34,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
-from flask import Flask, Response, current_app, g
+from flask import Flask, Response, current_app
 from flask import request as flask_request
 from sqlalchemy import select, update
 
@@ -48,6 +48,7 @@ from tongban.extensions import db
 
 from . import clients as registry
 from . import device, tokens
+from .context import ReplayedCode, ReusedRefresh, TokenContext, grant_context
 from .models import AuthorizationCode
 from .scopes import SCOPES
 
@@ -185,16 +186,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         user = db.session.get(User, authorization_code.user_id)
         if user is None or user.disabled:
             return None
-        g.token_context = {"auth_time": authorization_code.auth_time, "acr": authorization_code.acr,
-                           "sid": authorization_code.sid, "amr": authorization_code.amr,
-                           "family_id": tokens.new_family_id()}
+        grant_context().token = TokenContext(
+            auth_time=authorization_code.auth_time, acr=authorization_code.acr, sid=authorization_code.sid,
+            amr=authorization_code.amr, family_id=tokens.new_family_id())
         return user
 
 
 def _code_replayed(row: AuthorizationCode) -> None:
     """RFC 6749 §4.1.2: a code used twice revokes what it was exchanged for."""
-    g.replayed_code = {"family_id": row.family_id, "access_jti": row.access_jti,
-                       "access_exp": row.access_exp, "client_id": row.client_id, "id": row.id}
+    grant_context().replayed_code = ReplayedCode(id=row.id, client_id=row.client_id, family_id=row.family_id,
+                                                 access_jti=row.access_jti, access_exp=row.access_exp)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -207,7 +208,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return None
         if row.rotated_at is not None or row.revoked_at is not None:
             if row.revoked_at is None or row.rotated_at is not None:
-                g.reused_refresh = {"family_id": row.family_id, "client_id": row.client_id}
+                grant_context().reused_refresh = ReusedRefresh(row.family_id, row.client_id)
             return None
         if row.expires_at <= utcnow():
             return None
@@ -221,15 +222,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         user = db.session.get(User, refresh_token.user_id)
         if user is None or user.disabled:
             return None
-        g.token_context = {"auth_time": refresh_token.auth_time, "acr": refresh_token.acr,
-                           "sid": refresh_token.sid, "amr": refresh_token.amr,
-                           "family_id": refresh_token.family_id, "offline": refresh_token.offline}
+        grant_context().token = TokenContext(
+            auth_time=refresh_token.auth_time, acr=refresh_token.acr, sid=refresh_token.sid,
+            amr=refresh_token.amr, family_id=refresh_token.family_id, offline=refresh_token.offline)
         return user
 
     def revoke_old_credential(self, refresh_token):
         if not tokens.claim_for_rotation(refresh_token):
             # a concurrent request rotated it first: this one is a reuse
-            g.reused_refresh = {"family_id": refresh_token.family_id, "client_id": refresh_token.client_id}
+            grant_context().reused_refresh = ReusedRefresh(refresh_token.family_id, refresh_token.client_id)
             raise InvalidGrantError("refresh token already used")
 
 
@@ -281,20 +282,21 @@ def save_token(token, request):
     """Store the refresh token (hashed) with its family; count the token for usage."""
     client = request.client
     registry.record_usage(client.client_id, "token")
-    claims = g.get("issued_access_claims") or {}
+    gctx = grant_context()
+    claims = gctx.issued_access_claims
     code = getattr(request, "authorization_code", None)
     if code is not None:
         code.access_jti, code.access_exp = claims.get("jti"), claims.get("exp")
     raw = token.get("refresh_token")
     if not raw or request.user is None:
         return
-    ctx = g.get("token_context") or {}
-    offline = ctx.get("offline", False) or "offline_access" in (token.get("scope") or "").split()
-    family = ctx.get("family_id") or tokens.new_family_id()
+    ctx = gctx.token or TokenContext(auth_time=None, acr=None, sid=None, amr=None, family_id=None)
+    offline = ctx.offline or "offline_access" in (token.get("scope") or "").split()
+    family = ctx.family_id or tokens.new_family_id()
     tokens.save_refresh_token(
-        raw, family_id=family, client_id=client.client_id, user_id=request.user.id, sid=ctx.get("sid"),
-        scope=token.get("scope") or "", auth_time=ctx.get("auth_time"), acr=ctx.get("acr"),
-        amr=ctx.get("amr"), offline=offline, access_jti=claims.get("jti"), access_exp=claims.get("exp"))
+        raw, family_id=family, client_id=client.client_id, user_id=request.user.id, sid=ctx.sid,
+        scope=token.get("scope") or "", auth_time=ctx.auth_time, acr=ctx.acr,
+        amr=ctx.amr, offline=offline, access_jti=claims.get("jti"), access_exp=claims.get("exp"))
     if code is not None:
         code.family_id = family
         audit.record("refresh.family_started", actor=f"user:{request.user.sub}",
@@ -671,24 +673,25 @@ class Server(AuthorizationServer):
 
 def _after_error():
     """Reuse detection runs after the failed request rolled back, in its own transaction."""
-    replayed = g.pop("replayed_code", None)
-    reused = g.pop("reused_refresh", None)
+    gctx = grant_context()
+    replayed, reused = gctx.replayed_code, gctx.reused_refresh
+    gctx.replayed_code = gctx.reused_refresh = None
     if not replayed and not reused:
         return
     db.session.rollback()
     if replayed:
-        audit.record("code.replayed", actor=f"client:{replayed['client_id']}",
-                     object=f"code:{replayed['id']}", outcome="failure")
-        if replayed["family_id"]:
-            tokens.revoke_family(replayed["family_id"], "code_replayed", "system")
-        tokens.deny(replayed["access_jti"], replayed["access_exp"], "code_replayed", "system")
+        audit.record("code.replayed", actor=f"client:{replayed.client_id}",
+                     object=f"code:{replayed.id}", outcome="failure")
+        if replayed.family_id:
+            tokens.revoke_family(replayed.family_id, "code_replayed", "system")
+        tokens.deny(replayed.access_jti, replayed.access_exp, "code_replayed", "system")
         # keep the claim: the code stays used
-        db.session.execute(update(AuthorizationCode).where(AuthorizationCode.id == replayed["id"])
+        db.session.execute(update(AuthorizationCode).where(AuthorizationCode.id == replayed.id)
                            .values(used_at=utcnow()))
     if reused:
-        audit.record("refresh.reused", actor=f"client:{reused['client_id']}",
-                     object=f"family:{reused['family_id']}", outcome="failure")
-        tokens.revoke_family(reused["family_id"], "refresh_token_reused", "system")
+        audit.record("refresh.reused", actor=f"client:{reused.client_id}",
+                     object=f"family:{reused.family_id}", outcome="failure")
+        tokens.revoke_family(reused.family_id, "refresh_token_reused", "system")
     db.session.commit()
 
 

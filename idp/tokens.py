@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
-from flask import current_app, g
+from flask import current_app
 from sqlalchemy import delete, select, update
 
 from keys import jws
@@ -24,6 +24,7 @@ from tongban.cache import CachedLoader, Generation
 from tongban.clock import digest, epoch, token, utcnow
 from tongban.extensions import after_commit, db
 
+from .context import grant_context
 from .models import RefreshToken, RevokedAccessToken
 
 ACCESS_TOKEN_ALG = "ES256"
@@ -60,12 +61,12 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
         }
         if scope:
             claims["scope"] = scope
-        ctx = g.get("token_context")
-        if user is not None and ctx:
+        gctx = grant_context()
+        if user is not None and gctx.token is not None:
             for k in ("auth_time", "acr", "sid"):
-                if ctx.get(k):
-                    claims[k] = ctx[k]
-        g.issued_access_claims = claims
+                if getattr(gctx.token, k):
+                    claims[k] = getattr(gctx.token, k)
+        gctx.issued_access_claims = claims
         return sign_jwt(claims, ACCESS_TOKEN_ALG, typ="at+jwt")
 
     def generate(self, grant_type, client, user=None, scope=None, expires_in=None,

@@ -12,7 +12,6 @@ from flask import (
     Blueprint,
     Flask,
     Response,
-    abort,
     current_app,
     g,
     redirect,
@@ -37,6 +36,7 @@ from . import clients as registry
 from . import consents
 from . import logout as everywhere
 from .enterprise_views import acting_step
+from .errors import FormExpired
 from .mfa_views import mark_fresh, start_login
 from .scopes import SCOPES, SILENT, describe
 from .server import require_oauth, server, user_claims
@@ -207,7 +207,7 @@ def authorize():
     if request.method == "POST":
         form = ConfirmForm()
         if not form.validate_on_submit():
-            abort(400, _("The form expired; please try again."))
+            raise FormExpired()
         if request.form.get("decision") != "approve":
             audit.record("consent.denied", actor=f"user:{user.sub}", object=f"client:{client.client_id}")
             db.session.commit()

@@ -26,10 +26,10 @@ from tongban import audit
 from tongban.bootstrap import on_bootstrap
 from tongban.cache import CachedLoader, Generation
 from tongban.clock import utcnow
-from tongban.errors import NotFound, ValidationError
 from tongban.extensions import after_commit, db
 
 from .crypto import seal_private_key, unseal_private_key
+from .errors import CaMissing, InvalidAlg, NoCrl, UnknownCertificate
 from .models import CAKey, IssuedCertificate, RevocationList
 
 CA_GENERATION = Generation("ca")
@@ -46,7 +46,7 @@ def generate_private_key(alg: str):
         return ec.generate_private_key(ec.SECP256R1())
     if alg == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    raise ValidationError(f"unsupported key algorithm {alg!r} (ec or rsa)", "invalid_alg")
+    raise InvalidAlg(f"unsupported key algorithm {alg!r} (ec or rsa)")
 
 
 def _serial() -> int:
@@ -187,7 +187,7 @@ class CAState:
         try:
             return self.authorities[role]
         except KeyError:
-            raise LookupError("the seal CA does not exist yet: run `flask db upgrade`") from None
+            raise CaMissing("the seal CA does not exist yet: run `flask db upgrade`") from None
 
     def memo(self, key, make):
         """``make()``, computed once per CA state: anything derived from the CA's keys, certificates
@@ -278,7 +278,7 @@ def issue_seal_certificate(public_key, *, common_name: str, org_name: str, org_u
 def get_certificate(serial: str) -> IssuedCertificate:
     row = db.session.get(IssuedCertificate, serial)
     if row is None:
-        raise NotFound(f"no certificate with serial {serial}", "unknown_certificate")
+        raise UnknownCertificate(f"no certificate with serial {serial}")
     return row
 
 
@@ -337,7 +337,7 @@ def _crl_row(issuer: str, force: bool = False) -> RevocationList:
 def crl_der(issuer: str = "issuing") -> bytes:
     state = ca()
     if issuer not in state.crls:
-        raise NotFound("no CRL yet: run `flask db upgrade`", "no_crl")
+        raise NoCrl("no CRL yet: run `flask db upgrade`")
     return state.crls[issuer].der
 
 

@@ -8,13 +8,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
 
+from .errors import KekMisconfigured, UnknownKeyFormat
+
 _VERSION = b"\x01"
 
 
 def _kek() -> bytes:
     kek = current_app.config["TONGBAN_KEK"]
     if len(kek) != 32:
-        raise RuntimeError("TONGBAN_KEK must be 32 bytes (64 hex characters)")
+        raise KekMisconfigured("TONGBAN_KEK must be 32 bytes (64 hex characters)")
     return kek
 
 
@@ -25,7 +27,7 @@ def seal(plaintext: bytes, label: str) -> bytes:
 
 def unseal(blob: bytes, label: str) -> bytes:
     if not blob or blob[:1] != _VERSION:
-        raise ValueError("unknown key encryption format")
+        raise UnknownKeyFormat("unknown key encryption format")
     return AESGCM(_kek()).decrypt(blob[1:13], blob[13:], label.encode())
 
 

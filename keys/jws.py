@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from .errors import NotCanonicalBase64url
+
 _SHA256 = hashes.SHA256()
 _ECDSA = ec.ECDSA(_SHA256)
 _PKCS1 = padding.PKCS1v15()
@@ -51,10 +53,10 @@ def b64d_strict(data: str | bytes) -> bytes:
     if isinstance(data, str):
         data = data.encode("ascii")
     if len(data) % 4 == 1 or not _B64URL.fullmatch(data):
-        raise ValueError("not canonical base64url")
+        raise NotCanonicalBase64url("not canonical base64url")
     raw = base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
     if len(data) % 4 and b64e(raw) != data:  # non-zero trailing bits: another spelling
-        raise ValueError("not canonical base64url")
+        raise NotCanonicalBase64url("not canonical base64url")
     return raw
 
 

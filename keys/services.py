@@ -20,10 +20,10 @@ from sqlalchemy import select
 from tongban import audit
 from tongban.cache import CachedLoader, Generation
 from tongban.clock import utcnow
-from tongban.errors import ValidationError
 from tongban.extensions import after_commit, db
 
 from .crypto import seal_private_key, unseal_private_key
+from .errors import InvalidAlg, NoSigningKey
 from .models import SigningKey
 
 ALGORITHMS = ("ES256", "RS256")
@@ -35,7 +35,7 @@ def _generate(alg: str):
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if alg == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
-    raise ValidationError(f"unsupported key algorithm {alg}", "invalid_alg")
+    raise InvalidAlg(f"unsupported key algorithm {alg}")
 
 
 def _jwk(alg: str, private_key):
@@ -169,7 +169,7 @@ class KeyRing:
         for k in reversed(self.by_alg.get(alg, [])):
             if k.activates_at <= now:
                 return k
-        raise LookupError(f"no active {alg} signing key: run `flask db upgrade`")
+        raise NoSigningKey(f"no active {alg} signing key: run `flask db upgrade`")
 
     def published(self, now: datetime | None = None) -> list[KeyInfo]:
         now = now or utcnow()

@@ -29,10 +29,9 @@ from pyhanko.sign.general import as_signing_certificate_v2
 from pyhanko.sign.signers import Signer
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from tongban.errors import ValidationError
-
 from .ca import generate_private_key
 from .crypto import seal_private_key, unseal_private_key
+from .errors import InvalidAlg, InvalidBackend, Pkcs11NotConfigured, Pkcs11NoToken
 
 BACKENDS = ("local", "pkcs11")
 
@@ -132,7 +131,7 @@ def _pkcs11_session():
     token_label = cfg.get("TONGBAN_PKCS11_TOKEN") or ""
     pin = cfg.get("TONGBAN_PKCS11_PIN") or ""
     if not token_label or not pin:
-        raise ValidationError("PKCS#11 needs TONGBAN_PKCS11_TOKEN and TONGBAN_PKCS11_PIN", "pkcs11_not_configured")
+        raise Pkcs11NotConfigured("PKCS#11 needs TONGBAN_PKCS11_TOKEN and TONGBAN_PKCS11_PIN")
     with _lock:
         lib = _libs.get(module)
         if lib is None:
@@ -140,7 +139,7 @@ def _pkcs11_session():
     try:
         token = lib.get_token(token_label=token_label)
     except pkcs11.NoSuchToken:
-        raise ValidationError(f"no PKCS#11 token labelled {token_label!r}", "pkcs11_no_token") from None
+        raise Pkcs11NoToken(f"no PKCS#11 token labelled {token_label!r}") from None
     return token.open(rw=True, user_pin=pin)
 
 
@@ -173,7 +172,7 @@ class PKCS11Backend:
                     "public_key": asn1_keys.RSAPublicKey.load(encode_rsa_public_key(pub)),
                 }).dump()
             else:
-                raise ValidationError(f"unsupported key algorithm {alg!r} (ec or rsa)", "invalid_alg")
+                raise InvalidAlg(f"unsupported key algorithm {alg!r} (ec or rsa)")
         return serialization.load_der_public_key(spki), label, None
 
     @contextlib.contextmanager
@@ -195,5 +194,4 @@ def backend(name: str | None = None) -> KeyBackend:
     try:
         return _BACKENDS[name]
     except KeyError:
-        raise ValidationError(f"unknown key back-end {name!r} (one of {', '.join(BACKENDS)})",
-                              "invalid_backend") from None
+        raise InvalidBackend(f"unknown key back-end {name!r} (one of {', '.join(BACKENDS)})") from None

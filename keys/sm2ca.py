@@ -28,10 +28,10 @@ from tongban import audit
 from tongban.bootstrap import on_bootstrap
 from tongban.cache import CachedLoader, Generation
 from tongban.clock import utcnow
-from tongban.errors import NotFound
 from tongban.extensions import after_commit, db
 
 from . import sm2
+from .errors import CaMissing, NoCrl
 from .models import CAKey, IssuedCertificate, RevocationList
 
 SM2_GENERATION = Generation("sm2ca")
@@ -227,7 +227,7 @@ class SM2State:
         try:
             return self.authorities[role]
         except KeyError:
-            raise LookupError("the SM2 seal CA does not exist yet: run `flask db upgrade`") from None
+            raise CaMissing("the SM2 seal CA does not exist yet: run `flask db upgrade`") from None
 
 
 def _load() -> SM2State:
@@ -371,7 +371,7 @@ def revoked_certificate(serial: str) -> None:
 def crl_der(issuer: str = ISSUER) -> bytes:
     state = sm2ca()
     if issuer not in state.crls:
-        raise NotFound("no SM2 CRL yet: run `flask db upgrade`", "no_crl")
+        raise NoCrl("no SM2 CRL yet: run `flask db upgrade`")
     return state.crls[issuer].der
 
 

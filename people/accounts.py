@@ -19,13 +19,25 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tongban import audit
 from tongban.clock import token, utcnow
-from tongban.errors import Conflict, NotFound, ValidationError
+from tongban.errors import ValidationError
 from tongban.extensions import db
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
 
 from . import sessions
+from .errors import (
+    AccountExists,
+    BadPassword,
+    InvalidName,
+    InvalidPhone,
+    InvalidRole,
+    NoAccount,
+    OrgExists,
+    PhoneTaken,
+    UnknownOrg,
+    UnknownUser,
+)
 from .models import LoginEvent, LoginThrottle, Organisation, PopulationRecord, StaffRole, User
 from .passwords import check_policy, hash_password, needs_rehash, verify_password
 from .signals import revoke_credentials
@@ -41,8 +53,7 @@ def normalise_phone(phone: str | None) -> str | None:
     if not phone:
         return None
     if not PHONE_RE.match(phone):
-        raise ValidationError(localised(_l("Phone number must be an 11-digit mainland mobile number.")),
-                              "invalid_phone")
+        raise InvalidPhone(localised(_l("Phone number must be an 11-digit mainland mobile number.")))
     return phone
 
 
@@ -63,17 +74,17 @@ def create_user(id_number: str, name: str, password: str, phone: str | None = No
     ident = parse_id_number(id_number)
     name = (name or "").strip()
     if not name or len(name) > 100:
-        raise ValidationError(localised(_l("Name is required (at most 100 characters).")), "invalid_name")
+        raise InvalidName(localised(_l("Name is required (at most 100 characters).")))
     phone = normalise_phone(phone)
     if check_password_policy:
         check_policy(password, id_number=ident.value, phone=phone or "")
     password_hash = hash_password(password)  # before the session writes anything (no lock held)
     if db.session.execute(select(User.id).where(User.id_number == ident.value)).first():
-        raise Conflict(localised(_l("An account with this ID number already exists. If you did not create it, "
+        raise AccountExists(localised(_l("An account with this ID number already exists. If you did not create it, "
                                           "bring your identity card to a government service counter: a clerk "
-                                          "can give the ID number back to you.")), "account_exists")
+                                          "can give the ID number back to you.")))
     if phone and db.session.execute(select(User.id).where(User.phone == phone)).first():
-        raise Conflict(localised(_l("This phone number is already used by another account.")), "phone_taken")
+        raise PhoneTaken(localised(_l("This phone number is already used by another account.")))
     now = utcnow()
     user = User(sub=token(15), id_number=ident.value, name=name, phone=phone,
                 password_hash=password_hash, assurance_level=1, created_at=now,
@@ -393,7 +404,7 @@ def change_password(user: User, current: str, new: str, *, keep_sid: str | None 
     if not verify_password(user.password_hash, current):
         audit.record("account.password_change", actor=f"user:{user.sub}", outcome="failure",
                      detail={"reason": "bad_current_password"})
-        raise ValidationError(localised(_l("The current password is wrong.")), "bad_password")
+        raise BadPassword(localised(_l("The current password is wrong.")))
     check_policy(new, id_number=user.id_number, phone=user.phone or "")
     new_hash = hash_password(new)
     user.password_hash = new_hash
@@ -431,7 +442,7 @@ def get_org(uscc: str) -> Organisation:
     uscc = validate_uscc(uscc)
     org = db.session.execute(select(Organisation).where(Organisation.uscc == uscc)).scalar_one_or_none()
     if org is None:
-        raise NotFound(f"no organisation with USCC {uscc}", "unknown_org")
+        raise UnknownOrg(f"no organisation with USCC {uscc}")
     return org
 
 
@@ -440,15 +451,15 @@ def create_org(uscc: str, name: str, legal_rep_id_number: str | None = None, *, 
     uscc = validate_uscc(uscc)
     name = (name or "").strip()
     if not name:
-        raise ValidationError("organisation name is required", "invalid_name")
+        raise InvalidName("organisation name is required")
     rep = None
     if legal_rep_id_number:
         ident = parse_id_number(legal_rep_id_number)
         rep = db.session.execute(select(User).where(User.id_number == ident.value)).scalar_one_or_none()
         if rep is None:
-            raise NotFound("the legal representative must be an existing citizen account", "unknown_user")
+            raise UnknownUser("the legal representative must be an existing citizen account")
     if db.session.execute(select(Organisation.id).where(Organisation.uscc == uscc)).first():
-        raise Conflict(f"an organisation with USCC {uscc} already exists", "org_exists")
+        raise OrgExists(f"an organisation with USCC {uscc} already exists")
     org = Organisation(uscc=uscc, name=name, legal_rep_id=rep.id if rep else None, created_at=utcnow())
     db.session.add(org)
     db.session.flush()
@@ -464,7 +475,7 @@ def ensure_org(uscc: str, name: str) -> Organisation:
 
 def add_role(user: User, org: Organisation, role: str, *, actor: str = "admin") -> StaffRole:
     if role not in ROLES:
-        raise ValidationError(f"unknown role {role!r} (one of {', '.join(ROLES)})", "invalid_role")
+        raise InvalidRole(f"unknown role {role!r} (one of {', '.join(ROLES)})")
     existing = db.session.execute(select(StaffRole).where(
         StaffRole.user_id == user.id, StaffRole.org_id == org.id, StaffRole.role == role)
     ).scalar_one_or_none()
@@ -483,14 +494,13 @@ def create_staff(id_number: str, name: str | None, password: str | None, org_usc
     """Give an account a role in an organisation; an existing account keeps its password (none is
     needed), a new one needs a name and a password."""
     if role not in ROLES:
-        raise ValidationError(f"unknown role {role!r} (one of {', '.join(ROLES)})", "invalid_role")
+        raise InvalidRole(f"unknown role {role!r} (one of {', '.join(ROLES)})")
     org = get_org(org_uscc)
     ident = parse_id_number(id_number)
     user = db.session.execute(select(User).where(User.id_number == ident.value)).scalar_one_or_none()
     if user is None:
         if not name or not password:
-            raise ValidationError("no account has this ID number: give --name and --password-stdin to open one",
-                                  "no_account")
+            raise NoAccount("no account has this ID number: give --name and --password-stdin to open one")
         user = create_user(ident.value, name, password, phone, actor=actor)
     add_role(user, org, role, actor=actor)
     return user

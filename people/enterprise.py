@@ -43,13 +43,32 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tongban import audit
 from tongban.clock import digest, to_epoch, utcnow
-from tongban.errors import Conflict, Forbidden, NotFound, ValidationError
+from tongban.errors import Forbidden
 from tongban.extensions import db
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name, mask_number
 
 from . import assurance, sessions
 from .accounts import normalise_phone
+from .errors import (
+    AlreadyAdmin,
+    ClaimUndone,
+    InvalidPeriod,
+    IsLegalRep,
+    NoAuthority,
+    NoSystems,
+    NotLegalRep,
+    NotPermitted,
+    NotVerified,
+    ReasonRequired,
+    TooManyAdmins,
+    UnknownAdmin,
+    UnknownAuthorisation,
+    UnknownClaim,
+    UnknownClient,
+    UnknownOrg,
+    UnknownUser,
+)
 from .mfa import sms_sender
 from .models import LoginSession, Organisation, User
 from .signals import known_systems
@@ -296,8 +315,8 @@ def claim(user: User, uscc: str, sess: LoginSession | None) -> Organisation:
     if name is None:
         audit.record("enterprise.claim", actor=_actor(user), object=f"org:{uscc}", outcome="failure",
                      detail={"reason": "not_confirmed"})
-        raise Forbidden(str(_l("The register does not list you as the legal representative of this "
-                               "enterprise.")), "not_legal_rep")
+        raise NotLegalRep(str(_l("The register does not list you as the legal representative of this "
+                               "enterprise.")))
     org = db.session.execute(select(Organisation).where(Organisation.uscc == uscc)).scalar_one_or_none()
     previous = None
     if org is None:
@@ -389,7 +408,7 @@ def claims(org: Organisation | None = None, states: tuple[str, ...] | None = Non
 def get_claim(claim_id: int) -> EnterpriseClaim:
     row = db.session.get(EnterpriseClaim, claim_id)
     if row is None:
-        raise NotFound(str(_l("No such claim.")), "unknown_claim")
+        raise UnknownClaim(str(_l("No such claim.")))
     return row
 
 
@@ -439,7 +458,7 @@ def dispute(claim_id: int, *, by: str, note: str) -> EnterpriseClaim:
     counter by anyone."""
     row = get_claim(claim_id)
     if row.state == "undone":
-        raise Conflict(str(_l("This claim was undone already.")), "claim_undone")
+        raise ClaimUndone(str(_l("This claim was undone already.")))
     return _mark_disputed(row, by, note)
 
 
@@ -471,10 +490,10 @@ def undo_claim(claim_id: int, *, by: str, reason: str) -> Undone:
     administrators) authorised are withdrawn, and every session acting on that ends."""
     reason = (reason or "").strip()
     if not reason:
-        raise ValidationError(str(_l("Give the reason (what was checked in person).")), "reason_required")
+        raise ReasonRequired(str(_l("Give the reason (what was checked in person).")))
     row = get_claim(claim_id)
     if row.state == "undone":
-        raise Conflict(str(_l("This claim was undone already.")), "claim_undone")
+        raise ClaimUndone(str(_l("This claim was undone already.")))
     row.state, row.undone_at, row.undone_by, row.undo_reason = "undone", utcnow(), by, reason[:1000]
     admins_removed, agents_withdrawn, ended = _strip(row.org, row.user, by, "enterprise_claim_undone")
     audit.record("enterprise.claim_undone", actor=by, object=f"org:{row.org.uscc}",
@@ -547,7 +566,7 @@ def get_enterprise(uscc: str) -> Organisation:
     uscc = validate_uscc(uscc)
     org = db.session.execute(select(Organisation).where(Organisation.uscc == uscc)).scalar_one_or_none()
     if org is None:
-        raise NotFound(str(_l("No such enterprise.")), "unknown_org")
+        raise UnknownOrg(str(_l("No such enterprise.")))
     return org
 
 
@@ -564,7 +583,7 @@ def role_in(user: User, org: Organisation) -> str | None:
 def _require(user: User, org: Organisation, *roles: str) -> str:
     role = role_in(user, org)
     if role not in roles:
-        raise Forbidden(str(_l("You may not do this for this enterprise.")), "forbidden")
+        raise NotPermitted(str(_l("You may not do this for this enterprise.")))
     return role
 
 
@@ -572,7 +591,7 @@ def _citizen(id_number: str) -> User:
     ident = parse_id_number(id_number)
     u = db.session.execute(select(User).where(User.id_number == ident.value)).scalar_one_or_none()
     if u is None or u.disabled:
-        raise NotFound(str(_l("There is no account with this ID number.")), "unknown_user")
+        raise UnknownUser(str(_l("There is no account with this ID number.")))
     return u
 
 
@@ -600,17 +619,17 @@ def appoint_admin(actor: User, org: Organisation, id_number: str, sess: LoginSes
     _require_proven(actor, sess, org, "enterprise.admin_appointed")
     target = _citizen(id_number)
     if target.assurance_level < 3:
-        raise Forbidden(str(_l("An administrator's identity must be verified (L3) first: ask them to confirm "
-                               "their name and ID number under My account.")), "not_verified")
+        raise NotVerified(str(_l("An administrator's identity must be verified (L3) first: ask them to confirm "
+                               "their name and ID number under My account.")))
     if target.id == org.legal_rep_id:
-        raise Conflict(str(_l("The legal representative manages the enterprise already.")), "is_legal_rep")
+        raise IsLegalRep(str(_l("The legal representative manages the enterprise already.")))
     if db.session.execute(select(EnterpriseAdmin.id).where(
             EnterpriseAdmin.org_id == org.id, EnterpriseAdmin.user_id == target.id)).first():
-        raise Conflict(str(_l("This person is an administrator already.")), "already_admin")
+        raise AlreadyAdmin(str(_l("This person is an administrator already.")))
     count = db.session.execute(select(func.count()).select_from(EnterpriseAdmin)
                                .where(EnterpriseAdmin.org_id == org.id)).scalar_one()
     if count >= MAX_ADMINS:
-        raise Conflict(str(_l("An enterprise has at most %(n)d administrators.", n=MAX_ADMINS)), "too_many_admins")
+        raise TooManyAdmins(str(_l("An enterprise has at most %(n)d administrators.", n=MAX_ADMINS)))
     row = EnterpriseAdmin(org_id=org.id, user_id=target.id, appointed_by_id=actor.id, appointed_at=utcnow())
     db.session.add(row)
     db.session.flush()
@@ -623,7 +642,7 @@ def remove_admin(actor: User, org: Organisation, admin_id: int) -> None:
     _require(actor, org, ROLE_LEGAL_REP)
     row = db.session.get(EnterpriseAdmin, admin_id)
     if row is None or row.org_id != org.id:
-        raise NotFound(str(_l("No such administrator.")), "unknown_admin")
+        raise UnknownAdmin(str(_l("No such administrator.")))
     user_id, sub = row.user_id, row.user.sub
     db.session.delete(row)
     db.session.flush()
@@ -647,12 +666,12 @@ def authorise_agent(actor: User, org: Organisation, id_number: str, client_ids: 
     target = _citizen(id_number)
     client_ids = list(dict.fromkeys(c for c in client_ids if c))
     if not client_ids:
-        raise ValidationError(str(_l("Choose at least one system.")), "no_systems")
+        raise NoSystems(str(_l("Choose at least one system.")))
     known = known_systems(client_ids)  # the register of systems answers (idp.hooks)
     if known != set(client_ids):
-        raise ValidationError(str(_l("Unknown system.")), "unknown_client")
+        raise UnknownClient(str(_l("Unknown system.")))
     if valid_until <= valid_from or valid_until <= utcnow():
-        raise ValidationError(str(_l("The period must end after it starts, and in the future.")), "invalid_period")
+        raise InvalidPeriod(str(_l("The period must end after it starts, and in the future.")))
     row = AgentAuthorisation(org_id=org.id, user_id=target.id, client_ids=client_ids, valid_from=valid_from,
                              valid_until=valid_until, granted_by_id=actor.id, granted_at=utcnow())
     db.session.add(row)
@@ -669,7 +688,7 @@ def withdraw_agent(actor: User, org: Organisation, authorisation_id: int) -> int
     _require(actor, org, ROLE_LEGAL_REP, ROLE_ADMIN)
     row = db.session.get(AgentAuthorisation, authorisation_id)
     if row is None or row.org_id != org.id:
-        raise NotFound(str(_l("No such authorisation.")), "unknown_authorisation")
+        raise UnknownAuthorisation(str(_l("No such authorisation.")))
     if row.withdrawn_at is None:
         row.withdrawn_at = utcnow()
         row.withdrawn_by_id = actor.id
@@ -767,7 +786,7 @@ def choose(sess: LoginSession, client_id: str, key: str) -> EnterpriseActing:
     if key != "self":
         cap = next((c for c in capacities(sess.user, client_id) if c.key == key), None)
         if cap is None:
-            raise Forbidden(str(_l("You may not act for this enterprise at this system.")), "no_authority")
+            raise NoAuthority(str(_l("You may not act for this enterprise at this system.")))
     row = selection(sess.sid, client_id)
     if row is None:
         row = EnterpriseActing(sid=sess.sid, client_id=client_id)

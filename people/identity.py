@@ -28,7 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tongban import audit
 from tongban.clock import token, utcnow
-from tongban.errors import Conflict, NotFound, ValidationError
+from tongban.errors import ValidationError
 from tongban.extensions import db
 from tongban.identifiers import parse_id_number
 from tongban.masking import mask_number
@@ -36,6 +36,7 @@ from tongban.masking import mask_number
 from . import enterprise, sessions
 from .accounts import identity_verifier, normalise_phone
 from .enterprise import SMS_KIND
+from .errors import IdNumberMovedMeanwhile, PhoneTaken, RecoveredBefore, UnknownUser
 from .models import User
 from .passwords import check_policy, hash_password
 from .signals import revoke_credentials
@@ -106,19 +107,18 @@ def recover(id_number: str, *, name: str, password: str, phone: str | None, reas
     check_policy(password, id_number=ident.value, phone=phone or "")
     squatter = squatter_of(ident.value)
     if squatter is None:
-        raise NotFound(str(_l("No account holds this ID number: the person can register.")), "unknown_user")
+        raise UnknownUser(str(_l("No account holds this ID number: the person can register.")))
     if _was_recovered(squatter):
         # the holder got it at a counter after an identity check: never moved back by another clerk
-        raise Conflict(str(_l("This account received the ID number at a counter after an identity check; it "
-                              "cannot be moved again here. Refer the case to the operating authority.")),
-                       "recovered_before")
+        raise RecoveredBefore(str(_l("This account received the ID number at a counter after an identity check; it "
+                              "cannot be moved again here. Refer the case to the operating authority.")))
     if phone and db.session.execute(select(User.id).where(User.phone == phone, User.id != squatter.id)).first():
-        raise Conflict(str(_l("This phone number is already used by another account.")), "phone_taken")
+        raise PhoneTaken(str(_l("This phone number is already used by another account.")))
     password_hash = hash_password(password)  # before the first write: no lock held while hashing
 
     squatter = db.session.get(User, squatter.id, populate_existing=True)
     if squatter is None or squatter.id_number != ident.value:  # moved in between
-        raise Conflict(str(_l("This ID number changed hands meanwhile; start again.")), "changed")
+        raise IdNumberMovedMeanwhile(str(_l("This ID number changed hands meanwhile; start again.")))
     old_phone = squatter.phone
     roles = enterprise.strip_all(squatter, by=by, reason="id_number_recovered")
     ended = sessions.end_all_for_user(squatter, "id_number_recovered", by)

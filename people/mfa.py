@@ -43,9 +43,10 @@ from keys.crypto import seal, unseal
 from tongban import audit, ratelimit
 from tongban import outbox as tb_outbox
 from tongban.clock import digest, token, utcnow
-from tongban.errors import TongbanError, ValidationError
+from tongban.errors import TongbanError
 from tongban.extensions import after_commit, db
 
+from .errors import NoPendingTotp, NoPhone, NotSealedMessage, TotpExists
 from .models import User
 
 # ---------------------------------------------------------------- models
@@ -182,7 +183,7 @@ def begin_totp(user: User) -> TotpFactor:
     """A new unconfirmed secret (replacing an unconfirmed one); a confirmed one must be removed first."""
     row = totp_factor(user)
     if row is not None and row.confirmed_at is not None:
-        raise ValidationError(str(_l("An authenticator app is already set up.")), "totp_exists")
+        raise TotpExists(str(_l("An authenticator app is already set up.")))
     secret = pyotp.random_base32(32)
     if row is None:
         row = TotpFactor(user_id=user.id, created_at=utcnow())
@@ -230,7 +231,7 @@ def confirm_totp(user: User, code: str) -> list[str]:
     """Confirm enrolment with a first code; returns fresh recovery codes if the user had none."""
     row = totp_factor(user)
     if row is None or row.confirmed_at is not None:
-        raise ValidationError(str(_l("Start setting up the authenticator app first.")), "no_pending_totp")
+        raise NoPendingTotp(str(_l("Start setting up the authenticator app first.")))
     _throttle(user)
     _check_totp(user, row, code)
     row.confirmed_at = utcnow()
@@ -483,7 +484,7 @@ class LogSmsGateway:
 def outbox_text(body: str) -> str:
     """The readable text of a queued message (for the gateway only)."""
     if not body.startswith(_SEALED):
-        raise ValueError("not a sealed outbox message")
+        raise NotSealedMessage("not a sealed outbox message")
     return unseal(base64.b64decode(body[len(_SEALED):]), _OUTBOX_LABEL).decode()
 
 
@@ -547,7 +548,7 @@ def _sms_digest(salt: str, code: str) -> str:
 def send_sms_code(user: User, purpose: str) -> SmsCode:
     """Send a six-digit code to the account's phone (rate-limited per phone)."""
     if not user.phone:
-        raise ValidationError(str(_l("There is no mobile phone number on this account.")), "no_phone")
+        raise NoPhone(str(_l("There is no mobile phone number on this account.")))
     if purpose == "login" and has_second_factor(user):
         raise _refused(user, "sms", "weaker_factor")
     cfg = current_app.config

@@ -28,12 +28,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tongban import audit, ratelimit
 from tongban.clock import token, utcnow
-from tongban.errors import TongbanError, ValidationError
+from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.i18n import localised
 from tongban.masking import mask_number
 
 from . import accounts
+from .errors import NoPhone
 from .mfa import SecondFactorError, _sms_digest, send_sms_code, sms_sender, verify_sms_code
 from .models import LoginThrottle, User
 from .passwords import check_policy, hash_password
@@ -91,7 +92,7 @@ def send_registration_code(phone: str) -> None:
 
     phone = accounts.normalise_phone(phone)
     if not phone:
-        raise ValidationError(localised(_l("Enter your mobile phone number.")), "no_phone")
+        raise NoPhone(localised(_l("Enter your mobile phone number.")))
     cfg = current_app.config
     throttle(f"sms:{phone}", cfg["TONGBAN_SMS_RATE_PER_PHONE"], cfg["TONGBAN_SMS_RATE_WINDOW"])
     now = utcnow()
