@@ -3,7 +3,7 @@ ID-number recovery from a squatting account, and enterprise claims (dispute, und
 
 Only window clerks of the operating authority (role ``clerk`` in ``TONGBAN_AUTHORITY_USCC``),
 in a session proven at ``TONGBAN_CLERK_IDENTITY_ACR`` (default L3) with a second factor.
-Thin: the work is in ``idp.identity`` and ``idp.enterprise``; the CLI group ``identity`` too.
+Thin: the work is in ``people.identity`` and ``people.enterprise``; the CLI group ``identity`` too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """HTTP for enterprises: claim, administrators, agents, and the "act as" chooser of /oauth/authorize.
 
-Thin: the work is in ``idp.enterprise``. The CLI group ``enterprises`` lives here too.
+Thin: the work is in ``people.enterprise``. The CLI group ``enterprises`` lives here too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """HTTP for second factors: the second-factor / step-up page, and the account's Security section.
 
-Thin: the work is in :mod:`idp.mfa` (factors) and :mod:`idp.stepup` (levels). The second-factor
+Thin: the work is in :mod:`people.mfa` (factors) and :mod:`people.assurance` (levels). The second-factor
 page serves two cases: a log-in whose password was right for an account with a second factor
 (no session yet: the pending log-in is kept in the signed Flask session for five minutes), and
 a step-up of the current session to the level a system asked for.
