@@ -173,3 +173,31 @@ def test_form_without_csrf_token_is_refused_in_chinese_and_changes_nothing(app, 
     assert resp.status_code == 400
     db.session.expire_all()
     assert db.session.execute(select(LoginSession.ended_at).where(LoginSession.sid == sid)).scalar_one() is None
+
+
+def test_role_required_lets_staff_in_and_refuses_everybody_else(app, citizen, monkeypatch):
+    """people.auth.role_required: no session → log-in page; a citizen → 403 and an audit event;
+    a clerk of the operating authority → the page."""
+    from people import accounts, auth
+    from tongban.audit import AuditLog
+    from tongban.extensions import db
+
+    @auth.role_required("clerk")
+    def page():
+        return "counter"
+
+    with app.app_context(), app.test_request_context("/clerk/x"):
+        monkeypatch.setattr(auth, "current_user", lambda: None)
+        resp = page()
+        assert resp.status_code == 302 and "/login" in resp.location
+    with app.app_context(), app.test_request_context("/clerk/x"):
+        user = db.session.merge(citizen)
+        monkeypatch.setattr(auth, "current_user", lambda: user)
+        body, status = page()
+        assert status == 403
+        assert db.session.execute(select(func.count()).select_from(AuditLog).where(
+            AuditLog.action == "staff.access_denied")).scalar() == 1
+        org = accounts.ensure_org(app.config["TONGBAN_AUTHORITY_USCC"], "通办运营中心")
+        accounts.add_role(user, org, "clerk")
+        db.session.commit()
+        assert page() == "counter"
