@@ -16,6 +16,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # What the domain packages may use from idp/: its resource-protection entry point, whose
@@ -134,3 +136,36 @@ def test_no_import_cycle_inside_idp():
 def test_no_import_cycle_inside_people():
     cycle = find_cycle(import_graph("people"))
     assert cycle is None, "import cycle in people/: " + " -> ".join(cycle)
+
+
+def _function_level_imports(module: str, path: Path) -> list[tuple[str, int]]:
+    is_package = path.name == "__init__.py"
+    out = []
+    for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = module.split(".") if is_package else module.split(".")[:-1]
+                    target = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                out.append((target, node.lineno))
+            elif isinstance(node, ast.Import):
+                out += [(a.name, node.lineno) for a in node.names]
+    return out
+
+
+@pytest.mark.parametrize("package", ["idp", "people"])
+def test_no_function_level_imports_of_the_identity_layers_outside_the_app_factory(package):
+    """An import of idp/ or people/ inside a function is how a circle hides; only the package's
+    ``init_app`` (``__init__.py``) may import its modules late (docs/architecture-idp.md)."""
+    bad = []
+    for module, path in _modules(package).items():
+        if path.name == "__init__.py":
+            continue
+        for target, line in _function_level_imports(module, path):
+            if _top(target) in ("idp", "people"):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} inside a function")
+    assert not bad, "\n".join(bad)
