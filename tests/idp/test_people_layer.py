@@ -193,7 +193,7 @@ def test_role_required_lets_staff_in_and_refuses_everybody_else(app, citizen, mo
     with app.app_context(), app.test_request_context("/clerk/x"):
         user = db.session.merge(citizen)
         monkeypatch.setattr(auth, "current_user", lambda: user)
-        body, status = page()
+        _body, status = page()
         assert status == 403
         assert db.session.execute(select(func.count()).select_from(AuditLog).where(
             AuditLog.action == "staff.access_denied")).scalar() == 1
