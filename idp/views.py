@@ -439,6 +439,9 @@ def logout():
         frames = everywhere.frontchannel_frames(sess.sid, except_client=initiator)
         sessions.end(sess, "logout")
         db.session.commit()
+        from federation.views import upstream_logout_url  # log out at the upstream that logged this one in
+
+        redirect_to = upstream_logout_url(sess, redirect_to) or redirect_to
     if redirect_to and not frames:
         response = redirect(redirect_to)
     else:
