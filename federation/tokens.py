@@ -123,7 +123,7 @@ def validate_logout_token(upstream: UpstreamInfo, raw: str) -> dict:
         header = extract_compact(raw.encode()).headers()
     except (JoseError, ValueError, UnicodeError, RecursionError):
         raise TokenRefused("malformed") from None
-    if header.get("typ") not in (None, "logout+jwt", "application/logout+jwt"):
+    if header.get("typ") not in (None, "JWT", "logout+jwt", "application/logout+jwt"):
         raise TokenRefused("bad_typ")  # not an ID token or access token passed off as one
     claims = _verify_signature(upstream, raw)
     skew = int(current_app.config["TONGBAN_FEDERATION_CLOCK_SKEW"])
