@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idp import sessions
 from idp.models import LoginSession
-from tongban import audit
+from tongban import audit, ratelimit
 from tongban.clock import token, utcnow
 from tongban.extensions import csrf, db
 from tongban.i18n import safe_next
@@ -71,6 +71,13 @@ def start(name: str):
     upstream = registry.get(name)
     if upstream is None:
         return _failure_page(name[:40], name[:40], "unknown_upstream", next_url, 404)
+    cfg = current_app.config
+    hit = ratelimit.hit_client("fed-login-ip", request.remote_addr, cfg["TONGBAN_LOGIN_RATE_PER_IP"],
+                               cfg["TONGBAN_LOGIN_RATE_WINDOW"])
+    if not hit.allowed:
+        page = _failure_page(upstream.name, upstream.display_name, "throttled", next_url, 429)
+        page.headers["Retry-After"] = str(hit.retry_after)
+        return page
     try:
         url = flow.start(upstream, next_url)
     except UpstreamUnavailable as e:
@@ -118,7 +125,7 @@ def _bc_error(description: str, upstream_name: str, reason: str) -> Response:
 def backchannel_logout(name: str):
     """OpenID Connect Back-Channel Logout 1.0 §2.5 from the upstream: end the Tongban sessions it
     started for that session (``sid``) or that person (``sub``), and log out everywhere."""
-    upstream = registry.get(name)
+    upstream = registry.get(name, enabled_only=False)  # a disabled upstream still logs people out
     db.session.rollback()
     if upstream is None:
         return _bc_error("unknown upstream", name[:40], "unknown_upstream")
@@ -171,7 +178,7 @@ def upstream_logout_url(sess, continue_to: str | None) -> str | None:
     fed, id_token = found
     upstream = registry.get_by_id(fed.upstream_id)
     db.session.rollback()
-    if upstream is None or not upstream.enabled:
+    if upstream is None:
         return None
     try:
         end_session = metadata.discovery(upstream.issuer).get("end_session_endpoint")
