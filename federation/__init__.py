@@ -43,7 +43,7 @@ def init_app(app: Flask) -> None:
     from . import models  # noqa: F401  (tables)
 
     declare(app, DEFAULTS, TYPES)
-    from . import cli, views
+    from . import chores, cli, views  # noqa: F401  (chores: registered with the worker)
 
     views.init_app(app)
     app.cli.add_command(cli.upstreams_cli)

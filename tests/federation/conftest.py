@@ -156,6 +156,7 @@ class FakeUpstream:
         self.last_auth: dict = {}
         self.token_requests: list[dict] = []
         self.discovery_extra: dict = {}
+        self.delay: dict[str, float] = {}  # path -> seconds to wait before answering (a slow upstream)
         self.server = None
 
     def metadata(self) -> dict:
@@ -171,6 +172,7 @@ class FakeUpstream:
 
     def _app(self, environ, start_response):
         req = Request(environ)
+        time.sleep(self.delay.get(req.path, 0))
         if req.path == "/.well-known/openid-configuration":
             resp = Response(json.dumps(self.metadata()), mimetype="application/json")
         elif req.path == "/jwks":

@@ -99,3 +99,27 @@ def test_granted_level(app, acr, expected):
     assert granted_level(up, acr) == expected
     assert granted_level(up, "loa-unknown", "L2") == "L2"
     assert granted_level(up, "loa-unknown", "L3") == "L1"  # the unmapped level is at most L2
+
+
+def test_purge_forgets_old_rows(app, citizen):
+    from datetime import timedelta
+
+    from federation import chores
+    from federation.models import FederatedSession, FederationRequest, UsedLogoutToken
+    from tests.federation.conftest import register
+    from tests.idp.helpers import proven_session
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    up = register("p", "https://idp.example.gov.cn")
+    old, live = proven_session(citizen), proven_session(citizen)
+    old.ended_at = utcnow() - timedelta(days=2)
+    for sess in (old, live):
+        db.session.add(FederatedSession(sid=sess.sid, upstream_id=up.id, upstream_sub="s", id_token=b"x",
+                                        created_at=utcnow()))
+    db.session.add(FederationRequest(state_hash="a" * 64, upstream_id=up.id, browser_hash="b", secrets=b"x",
+                                     next_url="/", expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.add(UsedLogoutToken(upstream_id=up.id, jti="j", expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert chores.purge() == {"requests": 1, "jtis": 1, "sessions": 1}
+    assert [r.sid for r in db.session.execute(select(FederatedSession)).scalars()] == [live.sid]

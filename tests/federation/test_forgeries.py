@@ -149,6 +149,28 @@ def test_mix_up_iss_parameter_is_refused(fake, fed_browser, live_server):
     assert resp.status_code == 400 and not fake.token_requests
 
 
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/token", "/jwks"])
+def test_a_slow_upstream_times_out_into_a_clear_page(app, fake, fed_browser, citizen, path):
+    app.config["TONGBAN_FEDERATION_HTTP_TIMEOUT"] = 0.3
+    fake.delay[path] = 1.5
+    try:
+        b = fed_browser()
+        resp = fake.login(b) if path != "/.well-known/openid-configuration" else b.start_upstream("fake")
+    finally:
+        app.config["TONGBAN_FEDERATION_HTTP_TIMEOUT"] = 5.0
+    assert resp.status_code == 502 and "测试上游暂时无法登录，请使用密码登录" in resp.text
+    assert _count_users() == 1  # only 张三
+    [failed] = _audit("federation.login_failed")
+    assert ("timeout" in failed.detail) or ("Timeout" in failed.detail)
+    assert b.login().status_code == 302  # the password log-in works
+
+
+def _count_users():
+    from idp.models import User
+
+    return _count(User)
+
+
 def test_bad_discovery_is_a_clear_page(fake, fed_browser):
     fake.discovery_extra = {"issuer": "http://evil.example"}
     resp = fed_browser().start_upstream("fake")
