@@ -11,24 +11,26 @@ STAMP  := $(VENV)/.tongban-installed
 PYTEST_ARGS ?=
 
 # Debian packages the project needs on the machine; installed when `make install`
-# runs as root, listed otherwise. Later features add e.g. fonts-wqy-microhei,
+# runs as root, listed otherwise (one whose command is on PATH already counts: e.g. npm
+# bundled with NodeSource's nodejs). Later features add e.g. fonts-wqy-microhei,
 # poppler-utils, qpdf, softhsm2, chromium (the browser tests in tests/e2e drive it).
-DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium
+DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium nodejs npm
 
 # Compiled catalogues (git-ignored) are rebuilt only when their .po changes, and
 # written atomically: live servers started by the tests may be reading them.
 PO_FILES := $(wildcard translations/*/LC_MESSAGES/messages.po)
 MO_FILES := $(PO_FILES:.po=.mo)
 
-.PHONY: install deb-packages translations run test serve worker
+.PHONY: install deb-packages translations run test serve worker node-oidc-provider
 
-install: $(STAMP) $(MO_FILES)
+install: $(STAMP) $(MO_FILES) node-oidc-provider
 
 deb-packages:
 	@command -v dpkg-query >/dev/null 2>&1 || exit 0; \
 	missing=""; \
 	for p in $(DEB_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || \
+	    command -v "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then \
@@ -44,6 +46,23 @@ $(STAMP): pyproject.toml | deb-packages
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
+
+# node-oidc-provider (npm), the real upstream OpenID provider the federation tests log in through
+# (tests/federation/provider.mjs). Offline outside CI the install is skipped and those tests skip;
+# in CI (CI=true) a failed install fails.
+NODE_OIDC_PROVIDER := oidc-provider@9.13.3
+NODE_OIDC_DIR      := $(VENV)/node-oidc-provider
+
+node-oidc-provider: $(NODE_OIDC_DIR)/node_modules/oidc-provider/package.json
+
+$(NODE_OIDC_DIR)/node_modules/oidc-provider/package.json: | $(STAMP)
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm not found: $(NODE_OIDC_PROVIDER) not installed (tests/federation skip)"; \
+	  [ "$$CI" != true ] || exit 1; exit 0; fi; \
+	mkdir -p $(NODE_OIDC_DIR) && \
+	printf '{"name":"tongban-test-upstream","private":true,"type":"module"}\n' > $(NODE_OIDC_DIR)/package.json && \
+	( cd $(NODE_OIDC_DIR) && npm install --no-audit --no-fund --loglevel=error --save-exact $(NODE_OIDC_PROVIDER) ) || \
+	{ echo "npm install $(NODE_OIDC_PROVIDER) failed (offline?): tests/federation skip"; [ "$$CI" != true ] || exit 1; }
 
 translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po | $(STAMP)
 	@$(BIN)/pybabel -q compile -f -l $* -i $< -o $@.tmp && mv -f $@.tmp $@

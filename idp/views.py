@@ -23,7 +23,7 @@ from flask import session as flask_session
 from flask_babel import format_datetime
 from flask_babel import gettext as _
 
-from people import accounts, enterprise, sessions
+from people import accounts, enterprise, sessions, signals
 from people.forms import ConfirmForm, LoginForm
 from people.mfa import has_second_factor
 from tongban import audit, ratelimit
@@ -436,6 +436,7 @@ def logout():
         frames = everywhere.frontchannel_frames(sess.sid, except_client=initiator)
         sessions.end(sess, "logout")
         db.session.commit()
+        redirect_to = signals.logout_detour(sess, redirect_to) or redirect_to  # e.g. the upstream's logout
     if redirect_to and not frames:
         response = redirect(redirect_to)
     else:

@@ -72,6 +72,8 @@ def add_factor(sess: LoginSession, methods: Iterable[str]) -> None:
 
 def refresh(sess: LoginSession | None) -> None:
     """The account's level changed: the session's level follows (within its cap)."""
+    if sess is not None and "fed" in (sess.amr or "").split():
+        return  # an upstream provider vouched for this session's level (federation/): it stands
     if sess is not None:
         acr = session_acr(sess.user, sess.amr or "pwd")
         if sess.acr != acr:

@@ -27,6 +27,20 @@ credentials_revoked = _signals.signal("tongban.credentials-revoked")
 systems_known = _signals.signal("tongban.systems-known")
 
 
+#: A browser logged out of a session (``sender`` is the ended ``LoginSession``; ``continue_to``,
+#: where the browser goes next, or None). Sent after the log-out committed; a receiver may
+#: return a URL the browser visits first (e.g. the upstream provider's logout, ``federation/``).
+logged_out = _signals.signal("tongban.logged-out")
+
+
+def logout_detour(sess, continue_to: str | None) -> str | None:
+    """The first URL a ``logged_out`` receiver wants the browser to visit, or None."""
+    for _receiver, url in logged_out.send(sess, continue_to=continue_to):
+        if url:
+            return url
+    return None
+
+
 def revoke_credentials(user, *, keep_sid: str | None, reason: str, actor: str) -> int:
     """Send ``credentials_revoked``; the number of token families the receivers revoked."""
     return sum(int(n or 0) for _receiver, n in credentials_revoked.send(user, keep_sid=keep_sid, reason=reason,

@@ -38,6 +38,7 @@ def create_app(config: dict | None = None) -> Flask:
     outbox.init_app(app)
     backup.init_app(app)
 
+    import federation
     import idp
     import keys
     import licence
@@ -51,5 +52,6 @@ def create_app(config: dict | None = None) -> Flask:
     seal.init_app(app)
     licence.init_app(app)
     rating.init_app(app)
+    federation.init_app(app)  # log in with an upstream OpenID provider (brokering)
     cfg.finish(app)
     return app
