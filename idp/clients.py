@@ -34,7 +34,8 @@ from .models import Client, ClientUsage
 from .scopes import SCOPES
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
-               "urn:ietf:params:oauth:grant-type:device_code")
+               "urn:ietf:params:oauth:grant-type:device_code",
+               "urn:ietf:params:oauth:grant-type:token-exchange", "urn:openid:params:grant-type:ciba")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 ID_TOKEN_ALGS = ("RS256", "ES256")
 CLIENTS_GENERATION = Generation("clients")
@@ -63,6 +64,8 @@ class RegisteredClient(ClientMixin):
     enabled: bool
     scope_set: frozenset[str] = field(default=frozenset())
     frontchannel_logout_uri: str | None = None
+    exchange_targets: tuple[str, ...] = ()  # token exchange (idp.token_exchange)
+    backchannel_token_delivery_mode: str | None = None  # CIBA (idp.ciba)
 
     # Authlib ClientMixin
     def get_client_id(self):
@@ -111,6 +114,8 @@ def _snapshot(row: Client) -> RegisteredClient:
         id_token_signed_response_alg=row.id_token_signed_response_alg, first_party=row.first_party,
         introspection_allowed=row.introspection_allowed, enabled=row.enabled,
         scope_set=frozenset(row.scopes or ()), frontchannel_logout_uri=row.frontchannel_logout_uri,
+        exchange_targets=tuple(row.exchange_targets or ()),
+        backchannel_token_delivery_mode=row.backchannel_token_delivery_mode,
     )
 
 
@@ -184,6 +189,11 @@ def _validate(grant_types, scopes, auth_method, redirect_uris, id_token_alg) -> 
                               "invalid_redirect_uri")
     if auth_method == "none" and "client_credentials" in grant_types:
         raise ValidationError("a public client cannot use client_credentials", "invalid_grant_type")
+    from .ciba import validate_registration as _ciba_rules
+    from .token_exchange import validate_registration as _exchange_rules
+
+    _exchange_rules(grant_types, auth_method)
+    _ciba_rules(grant_types, auth_method)
 
 
 def create_client(*, name: str, department: str, redirect_uris: list[str] | tuple = (),
@@ -196,7 +206,9 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
                   introspection_allowed: bool = False,
                   function: str = "", scope_of_use: str = "", approver: str = "",
                   approval_date: date | None = None, funding_source: str = "", contact: str = "",
-                  client_id: str | None = None, actor: str = "admin") -> tuple[Client, str | None]:
+                  client_id: str | None = None, actor: str = "admin",
+                  exchange_targets: list[str] | tuple = (),
+                  backchannel_token_delivery_mode: str | None = None) -> tuple[Client, str | None]:
     """Register a system; returns the row and its secret (shown once, None for public clients)."""
     name, department = (name or "").strip(), (department or "").strip()
     if not name or not department:
@@ -210,6 +222,11 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
     grant_types = list(dict.fromkeys(grant_types))
     scopes = list(dict.fromkeys(scopes))
     _validate(grant_types, scopes, token_endpoint_auth_method, redirect_uris, id_token_signed_response_alg)
+    from .ciba import delivery_mode
+    from .token_exchange import check_targets
+
+    exchange_targets = check_targets(exchange_targets, grant_types, own_client_id=client_id)
+    backchannel_token_delivery_mode = delivery_mode(backchannel_token_delivery_mode, grant_types)
     if client_id and db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
         raise ValidationError(f"client_id {client_id!r} is taken", "client_exists")
     secret = None if token_endpoint_auth_method == "none" else token(32)
@@ -224,12 +241,14 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
         grant_types=grant_types, scopes=scopes, token_endpoint_auth_method=token_endpoint_auth_method,
         id_token_signed_response_alg=id_token_signed_response_alg, first_party=first_party,
         introspection_allowed=introspection_allowed, enabled=True, created_at=now, updated_at=now,
+        exchange_targets=exchange_targets, backchannel_token_delivery_mode=backchannel_token_delivery_mode,
     )
     db.session.add(row)
     db.session.flush()
     audit.record("client.created", actor=actor, object=f"client:{row.client_id}",
                  detail={"name": name, "department": department, "scopes": scopes,
-                         "grant_types": grant_types})
+                         "grant_types": grant_types, **({"exchange_targets": exchange_targets}
+                                                        if exchange_targets else {})})
     _after_commit(_changed)
     return row, secret
 
@@ -245,7 +264,8 @@ UPDATABLE = ("name", "department", "function", "scope_of_use", "approver", "appr
              "funding_source", "contact", "redirect_uris", "post_logout_redirect_uris",
              "backchannel_logout_uri", "frontchannel_logout_uri", "grant_types", "scopes", "first_party",
              "introspection_allowed",
-             "id_token_signed_response_alg", "token_endpoint_auth_method")
+             "id_token_signed_response_alg", "token_endpoint_auth_method",
+             "exchange_targets", "backchannel_token_delivery_mode")
 
 
 def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
@@ -267,6 +287,16 @@ def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
     merged = {k: changes.get(k, getattr(row, k)) for k in UPDATABLE}
     _validate(merged["grant_types"], merged["scopes"], merged["token_endpoint_auth_method"],
               merged["redirect_uris"], merged["id_token_signed_response_alg"])
+    from .ciba import delivery_mode
+    from .token_exchange import check_targets
+
+    if "exchange_targets" in changes or "grant_types" in changes:
+        changes["exchange_targets"] = check_targets(changes.get("exchange_targets", row.exchange_targets or []),
+                                                    merged["grant_types"], own_client_id=client_id)
+    if "backchannel_token_delivery_mode" in changes or "grant_types" in changes:
+        changes["backchannel_token_delivery_mode"] = delivery_mode(
+            changes.get("backchannel_token_delivery_mode", row.backchannel_token_delivery_mode),
+            merged["grant_types"])
     for k, v in changes.items():
         setattr(row, k, v)
     row.updated_at = utcnow()

@@ -380,7 +380,9 @@ class Introspection(IntrospectionEndpoint):
         return _query_any_token(token_string, token_type_hint)
 
     def check_permission(self, token, client, request):
-        return client.introspection_allowed or token.check_client(client)
+        from .token_exchange import is_audience
+
+        return client.introspection_allowed or token.check_client(client) or is_audience(token, client)
 
     def introspect_token(self, token):
         if isinstance(token, tokens.AccessToken):
@@ -395,7 +397,7 @@ class Introspection(IntrospectionEndpoint):
             out = {"active": True, "token_type": "Bearer", "scope": c.get("scope", ""),
                    "client_id": c["client_id"], "sub": c["sub"], "aud": c.get("aud"), "iss": c["iss"],
                    "exp": c["exp"], "iat": c.get("iat"), "jti": c["jti"]}
-            for k in ("auth_time", "acr", "sid"):
+            for k in ("auth_time", "acr", "sid", "act"):  # act: token exchange (RFC 8693 §4.1)
                 if k in c:
                     out[k] = c[k]
             try:
@@ -504,7 +506,7 @@ class _BodyPayload(_Payload):
 
 # endpoints whose parameters come from the form body, each at most once (RFC 6749 §3.2)
 BODY_ONLY_PATHS = frozenset({"/oauth/token", "/oauth/revoke", "/oauth/introspect",
-                             "/oauth/device_authorization"})
+                             "/oauth/device_authorization", "/oauth/bc-authorize"})
 # RFC 3986 characters (a redirect URI is compared, then echoed into a Location header)
 _URI_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 # what RFC 6749 allows in an error description, which Authlib builds from response_type
@@ -722,6 +724,11 @@ def init_server(app: Flask) -> None:
         from .device import register as register_device_grant  # RFC 8628 (kiosks)
 
         register_device_grant(server)
+        from .ciba import register as register_ciba  # OpenID CIBA, poll mode
+        from .token_exchange import register as register_token_exchange  # RFC 8693
+
+        register_token_exchange(server)
+        register_ciba(server)
         server._tongban_wired = True
     app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
 
