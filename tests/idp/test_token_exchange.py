@@ -263,3 +263,28 @@ def test_cli_allow_list(app, make_client):
         bad = runner.invoke(args=args)
         assert bad.exit_code == 1, bad.output
         assert bad.output.count("\n") == 1 and words in bad.output, bad.output
+
+
+def test_admin_page_edits_the_allow_list(app, client, make_client):
+    from idp import accounts
+    from idp import clients as registry
+    from tests.conftest import OTHER_ID, PASSWORD
+    from tests.idp.test_admin import login, register_form
+    from tongban.extensions import db
+
+    accounts.create_staff(OTHER_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "admin")
+    db.session.commit()
+    csrf = login(client)
+    make_client(client_id="dept-b", redirect_uris=[], grant_types=["client_credentials"])
+    cid, _ = make_client(client_id="dept-a", redirect_uris=[], grant_types=["client_credentials"])
+    form = register_form(csrf, redirect_uris="", grant_types=["client_credentials", TE], exchange_targets="dept-b\n")
+    resp = client.post(f"/admin/clients/{cid}", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
+    db.session.expire_all()
+    assert registry.get_row(cid).exchange_targets == ["dept-b"]
+    assert "dept-b" in client.get(f"/admin/clients/{cid}").get_data(as_text=True)
+    # an unknown target is refused and changes nothing
+    bad = client.post(f"/admin/clients/{cid}", data=dict(form, exchange_targets="dept-b\nnobody"))
+    assert bad.status_code == 400 and "nobody" in bad.get_data(as_text=True)
+    db.session.expire_all()
+    assert registry.get_row(cid).exchange_targets == ["dept-b"]
