@@ -273,6 +273,10 @@ class CibaGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         user = db.session.get(User, row.user_id)
         if user is None or user.disabled:
             raise AccessDeniedError("the account is not active")
+        from .sessions import is_live
+
+        if row.sid and not is_live(row.sid):  # the citizen logged out (or the session ended) meanwhile
+            raise AccessDeniedError("the session that approved has ended")
         g.token_context = {"auth_time": row.auth_time, "acr": row.acr, "sid": row.sid, "amr": row.amr,
                            "family_id": tokens.new_family_id()}
         self.request.user = user

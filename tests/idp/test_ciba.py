@@ -307,3 +307,16 @@ def test_cli_registers_a_ciba_system(app):
     bad = runner.invoke(args=["clients", "create", "--name", "x", "--department", "y", "--grant-type",
                               "client_credentials", "--backchannel-token-delivery-mode", "poll"])
     assert bad.exit_code == 1 and bad.output.count("\n") == 1, bad.output
+
+
+def test_no_tokens_once_the_approving_session_ended(app, disco, clerk_system, phone, citizen):
+    from idp import sessions
+    from idp.models import LoginSession
+    from tongban.extensions import db
+
+    body = _ask(disco, clerk_system).json()
+    _answer(phone, _row().id)
+    sess = db.session.execute(select(LoginSession).where(LoginSession.user_id == citizen.id)).scalar_one()
+    sessions.end(sess, "logout")
+    db.session.commit()
+    _error(_poll(disco, clerk_system, body["auth_req_id"]), "access_denied")
