@@ -25,6 +25,9 @@ def init_app(app: Flask) -> None:
 
     qrlogin_views.init_app(app)
     device_views.init_app(app)
+    from . import ciba_views  # CIBA (poll mode): /oauth/bc-authorize and the citizen's /ciba page
+
+    ciba_views.init_app(app)
     from . import mfa_views  # second factors and step-up
 
     mfa_views.init_app(app)

@@ -238,7 +238,14 @@ def account():
         logins=accounts.recent_logins(user), sessions=live, current_sid=sess.sid,
         session_systems=systems_by_session([s.sid for s in live]),
         password_form=PasswordChangeForm(), confirm=ConfirmForm(), device=device_label,
+        ciba_pending=_ciba_pending(user),
     )
+
+
+def _ciba_pending(user) -> int:
+    from .ciba import count_pending  # requests from service windows waiting for an answer (CIBA)
+
+    return count_pending(user.id)
 
 
 @bp.route("/account/password", methods=["POST"])

@@ -52,6 +52,9 @@ GRANT_LABELS = {
     "authorization_code": _l("Authorization code: people log in through the system"),
     "refresh_token": _l("Refresh token: stay signed in"),
     "client_credentials": _l("Client credentials: system-to-system calls"),
+    "urn:ietf:params:oauth:grant-type:token-exchange": _l(
+        "Token exchange: call other systems on behalf of a citizen (targets below)"),
+    "urn:openid:params:grant-type:ciba": _l("CIBA: a service window asks the citizen to confirm on their phone"),
 }
 
 # ---------------------------------------------------------------- access
@@ -112,6 +115,9 @@ class ClientForm(FlaskForm):
     id_token_alg = SelectField(_l("ID token algorithm"), choices=[(a, a) for a in registry.ID_TOKEN_ALGS],
                                default="RS256")
     introspection_allowed = BooleanField(_l("May introspect tokens"))
+    exchange_targets = TextAreaField(_l("Token exchange targets (client IDs or resource URIs, one per line)"),
+                                     validators=[Optional()],
+                                     render_kw={"rows": 2, "spellcheck": "false", "autocapitalize": "off"})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -145,6 +151,7 @@ class ClientForm(FlaskForm):
             "introspection_allowed": bool(self.introspection_allowed.data),
             "id_token_signed_response_alg": self.id_token_alg.data,
             "token_endpoint_auth_method": method,
+            "exchange_targets": _lines(self.exchange_targets.data),
         }
 
 
@@ -164,6 +171,7 @@ def _form_data(row: Client) -> dict:
         "grant_types": list(row.grant_types or ()), "scopes": list(row.scopes or ()),
         "first_party": row.first_party, "public_client": row.is_public,
         "id_token_alg": row.id_token_signed_response_alg, "introspection_allowed": row.introspection_allowed,
+        "exchange_targets": "\n".join(row.exchange_targets or ()),
     }
 
 

@@ -113,6 +113,8 @@ def _client_json(row, secret):
         "scope": " ".join(row.scopes), "token_endpoint_auth_method": row.token_endpoint_auth_method,
         "id_token_signed_response_alg": row.id_token_signed_response_alg, "first_party": row.first_party,
         "introspection_allowed": row.introspection_allowed,
+        "exchange_targets": list(row.exchange_targets or []),
+        "backchannel_token_delivery_mode": row.backchannel_token_delivery_mode,
     }
 
 
@@ -138,11 +140,17 @@ def _client_json(row, secret):
 @click.option("--approval-date", default=None, help="YYYY-MM-DD (register).")
 @click.option("--funding-source", default="", help="Funding source (register).")
 @click.option("--contact", default="", help="Responsible contact (register).")
+@click.option("--may-exchange-to", "exchange_targets", multiple=True, metavar="CLIENT_ID_OR_RESOURCE",
+              help="Repeatable: a system (client_id) or resource URI this system may exchange citizens' "
+                   "tokens for (RFC 8693; needs the token-exchange grant).")
+@click.option("--backchannel-token-delivery-mode", "ciba_mode", type=click.Choice(["poll"]), default=None,
+              help="CIBA token delivery (only poll; the default with the CIBA grant).")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
                    frontchannel_logout_uri, first_party, public, auth_method, id_token_alg, introspection, client_id,
-                   function, scope_of_use, approver, approval_date, funding_source, contact, as_json):
+                   function, scope_of_use, approver, approval_date, funding_source, contact, as_json,
+                   exchange_targets=(), ciba_mode=None):
     """Register a government system; prints its client_id and secret (shown once)."""
     try:
         approved = date.fromisoformat(approval_date) if approval_date else None
@@ -157,7 +165,7 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
         id_token_signed_response_alg=id_token_alg,
         introspection_allowed=introspection, client_id=client_id, function=function,
         scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
-        contact=contact)
+        contact=contact, exchange_targets=list(exchange_targets), backchannel_token_delivery_mode=ciba_mode)
     data = _client_json(row, secret)
     emit(data, as_json, f"client_id: {row.client_id}\nclient_secret: {secret} (shown once)")
 
@@ -203,3 +211,27 @@ def clients_disable(client_id):
 def clients_enable(client_id):
     registry.set_enabled(client_id, True)
     click.echo(f"enabled {client_id}")
+
+
+@clients_cli.command("allow-exchange")
+@click.argument("from_client")
+@click.argument("target")
+@command_errors
+def clients_allow_exchange(from_client, target):
+    """Let FROM_CLIENT exchange citizens' access tokens for TARGET (a client_id or resource URI)."""
+    from .token_exchange import allow
+
+    targets = allow(from_client, target)
+    click.echo(f"{from_client} may exchange tokens for: {', '.join(targets)}")
+
+
+@clients_cli.command("disallow-exchange")
+@click.argument("from_client")
+@click.argument("target")
+@command_errors
+def clients_disallow_exchange(from_client, target):
+    """Withdraw TARGET from FROM_CLIENT's token-exchange targets."""
+    from .token_exchange import disallow
+
+    targets = disallow(from_client, target)
+    click.echo(f"{from_client} may exchange tokens for: {', '.join(targets) or '(nothing)'}")

@@ -34,6 +34,8 @@ from .errors import (
     InvalidAlg,
     InvalidAuthMethod,
     InvalidClientMetadata,
+    InvalidDeliveryMode,
+    InvalidExchangeTarget,
     InvalidGrantType,
     InvalidRedirectUri,
     InvalidScope,
@@ -43,7 +45,8 @@ from .models import Client, ClientUsage
 from .scopes import SCOPES
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
-               "urn:ietf:params:oauth:grant-type:device_code")
+               "urn:ietf:params:oauth:grant-type:device_code",
+               "urn:ietf:params:oauth:grant-type:token-exchange", "urn:openid:params:grant-type:ciba")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 ID_TOKEN_ALGS = ("RS256", "ES256")
 CLIENTS_GENERATION = Generation("clients")
@@ -72,6 +75,8 @@ class RegisteredClient(ClientMixin):
     enabled: bool
     scope_set: frozenset[str] = field(default=frozenset())
     frontchannel_logout_uri: str | None = None
+    exchange_targets: tuple[str, ...] = ()  # token exchange (idp.token_exchange)
+    backchannel_token_delivery_mode: str | None = None  # CIBA (idp.ciba)
 
     # Authlib ClientMixin
     def get_client_id(self):
@@ -120,6 +125,8 @@ def _snapshot(row: Client) -> RegisteredClient:
         id_token_signed_response_alg=row.id_token_signed_response_alg, first_party=row.first_party,
         introspection_allowed=row.introspection_allowed, enabled=row.enabled,
         scope_set=frozenset(row.scopes or ()), frontchannel_logout_uri=row.frontchannel_logout_uri,
+        exchange_targets=tuple(row.exchange_targets or ()),
+        backchannel_token_delivery_mode=row.backchannel_token_delivery_mode,
     )
 
 
@@ -175,6 +182,55 @@ def check_uri(uri: str, what: str) -> str:
     return uri
 
 
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # RFC 8693 (idp.token_exchange)
+CIBA = "urn:openid:params:grant-type:ciba"  # OpenID CIBA (idp.ciba)
+CIBA_DELIVERY_MODES = ("poll",)
+
+
+def _exchange_rules(grant_types, auth_method) -> None:
+    if TOKEN_EXCHANGE in grant_types and auth_method == "none":
+        raise InvalidGrantType("a public client cannot use token exchange")
+
+
+def _ciba_rules(grant_types, auth_method) -> None:
+    if CIBA in grant_types and auth_method == "none":
+        raise InvalidGrantType("a public client cannot use CIBA")
+
+
+def check_exchange_targets(targets, grant_types, own_client_id: str | None = None) -> list[str]:
+    """The exchange allow-list, checked: each entry is the client_id of a registered system or
+    an absolute https URI (a resource); only for systems registered for the grant."""
+    out: list[str] = []
+    for raw in targets or ():
+        target = (raw or "").strip()
+        if not target:
+            continue
+        if "://" in target:
+            check_uri(target, "exchange target")
+        else:
+            if target == own_client_id:
+                raise InvalidGrantType("a system cannot be its own exchange target", "invalid_exchange_target")
+            if db.session.execute(select(Client.id).where(Client.client_id == target)).first() is None:
+                raise InvalidExchangeTarget(f"exchange target {target!r} is neither a registered client_id nor an "
+                                      "absolute URI")
+        out.append(target)
+    if out and TOKEN_EXCHANGE not in grant_types:
+        raise InvalidDeliveryMode(f"exchange targets need the grant type {TOKEN_EXCHANGE}")
+    return list(dict.fromkeys(out))
+
+
+def ciba_delivery_mode(mode: str | None, grant_types) -> str | None:
+    """The client's ``backchannel_token_delivery_mode``: poll (the default) for CIBA clients."""
+    if CIBA not in grant_types:
+        if mode:
+            raise InvalidGrantType(f"a token delivery mode needs the grant type {CIBA}")
+        return None
+    mode = mode or "poll"
+    if mode not in CIBA_DELIVERY_MODES:
+        raise InvalidDeliveryMode(f"backchannel token delivery mode {mode!r} is not supported (only poll)")
+    return mode
+
+
 def _validate(grant_types, scopes, auth_method, redirect_uris, id_token_alg) -> None:
     for g in grant_types:
         if g not in GRANT_TYPES:
@@ -190,6 +246,8 @@ def _validate(grant_types, scopes, auth_method, redirect_uris, id_token_alg) -> 
         raise InvalidRedirectUri("the authorization_code grant needs at least one redirect URI")
     if auth_method == "none" and "client_credentials" in grant_types:
         raise InvalidGrantType("a public client cannot use client_credentials")
+    _exchange_rules(grant_types, auth_method)
+    _ciba_rules(grant_types, auth_method)
 
 
 def create_client(*, name: str, department: str, redirect_uris: list[str] | tuple = (),
@@ -202,7 +260,9 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
                   introspection_allowed: bool = False,
                   function: str = "", scope_of_use: str = "", approver: str = "",
                   approval_date: date | None = None, funding_source: str = "", contact: str = "",
-                  client_id: str | None = None, actor: str = "admin") -> tuple[Client, str | None]:
+                  client_id: str | None = None, actor: str = "admin",
+                  exchange_targets: list[str] | tuple = (),
+                  backchannel_token_delivery_mode: str | None = None) -> tuple[Client, str | None]:
     """Register a system; returns the row and its secret (shown once, None for public clients)."""
     name, department = (name or "").strip(), (department or "").strip()
     if not name or not department:
@@ -216,6 +276,8 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
     grant_types = list(dict.fromkeys(grant_types))
     scopes = list(dict.fromkeys(scopes))
     _validate(grant_types, scopes, token_endpoint_auth_method, redirect_uris, id_token_signed_response_alg)
+    exchange_targets = check_exchange_targets(exchange_targets, grant_types, own_client_id=client_id)
+    backchannel_token_delivery_mode = ciba_delivery_mode(backchannel_token_delivery_mode, grant_types)
     if client_id and db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
         raise ClientExists(f"client_id {client_id!r} is taken")
     secret = None if token_endpoint_auth_method == "none" else token(32)
@@ -230,12 +292,14 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
         grant_types=grant_types, scopes=scopes, token_endpoint_auth_method=token_endpoint_auth_method,
         id_token_signed_response_alg=id_token_signed_response_alg, first_party=first_party,
         introspection_allowed=introspection_allowed, enabled=True, created_at=now, updated_at=now,
+        exchange_targets=exchange_targets, backchannel_token_delivery_mode=backchannel_token_delivery_mode,
     )
     db.session.add(row)
     db.session.flush()
     audit.record("client.created", actor=actor, object=f"client:{row.client_id}",
                  detail={"name": name, "department": department, "scopes": scopes,
-                         "grant_types": grant_types})
+                         "grant_types": grant_types, **({"exchange_targets": exchange_targets}
+                                                        if exchange_targets else {})})
     _after_commit(_changed)
     return row, secret
 
@@ -251,7 +315,8 @@ UPDATABLE = ("name", "department", "function", "scope_of_use", "approver", "appr
              "funding_source", "contact", "redirect_uris", "post_logout_redirect_uris",
              "backchannel_logout_uri", "frontchannel_logout_uri", "grant_types", "scopes", "first_party",
              "introspection_allowed",
-             "id_token_signed_response_alg", "token_endpoint_auth_method")
+             "id_token_signed_response_alg", "token_endpoint_auth_method",
+             "exchange_targets", "backchannel_token_delivery_mode")
 
 
 def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
@@ -273,6 +338,13 @@ def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
     merged = {k: changes.get(k, getattr(row, k)) for k in UPDATABLE}
     _validate(merged["grant_types"], merged["scopes"], merged["token_endpoint_auth_method"],
               merged["redirect_uris"], merged["id_token_signed_response_alg"])
+    if "exchange_targets" in changes or "grant_types" in changes:
+        changes["exchange_targets"] = check_exchange_targets(
+            changes.get("exchange_targets", row.exchange_targets or []), merged["grant_types"], own_client_id=client_id)
+    if "backchannel_token_delivery_mode" in changes or "grant_types" in changes:
+        changes["backchannel_token_delivery_mode"] = ciba_delivery_mode(
+            changes.get("backchannel_token_delivery_mode", row.backchannel_token_delivery_mode),
+            merged["grant_types"])
     for k, v in changes.items():
         setattr(row, k, v)
     row.updated_at = utcnow()

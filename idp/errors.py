@@ -129,6 +129,18 @@ class InvalidGrantType(ValidationError):
     code = "invalid_grant_type"
 
 
+class InvalidExchangeTarget(ValidationError):
+    """A token-exchange target that is neither a registered system nor an absolute URI (RFC 8693)."""
+
+    code = "invalid_exchange_target"
+
+
+class InvalidDeliveryMode(ValidationError):
+    """A CIBA token delivery mode Tongban does not offer (only poll)."""
+
+    code = "invalid_delivery_mode"
+
+
 class InvalidClientMetadata(ValidationError):
     """A system needs a name and a department."""
 

@@ -58,6 +58,10 @@ class Client(db.Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # token exchange (RFC 8693): the client_ids / resource URIs this system may exchange tokens for
+    exchange_targets: Mapped[list | None] = mapped_column(JSON, nullable=True, default=list)
+    # CIBA: "poll" for systems registered for the CIBA grant
+    backchannel_token_delivery_mode: Mapped[str | None] = mapped_column(String(10), nullable=True)
 
     @property
     def is_public(self) -> bool:

@@ -46,8 +46,8 @@ from tongban import audit
 from tongban.clock import digest, epoch, to_epoch, utcnow
 from tongban.extensions import db
 
+from . import ciba, device, token_exchange, tokens
 from . import clients as registry
-from . import device, tokens
 from .context import ReplayedCode, ReusedRefresh, TokenContext, grant_context
 from .models import AuthorizationCode
 from .scopes import SCOPES
@@ -380,7 +380,9 @@ class Introspection(IntrospectionEndpoint):
         return _query_any_token(token_string, token_type_hint)
 
     def check_permission(self, token, client, request):
-        return client.introspection_allowed or token.check_client(client)
+        from .token_exchange import is_audience
+
+        return client.introspection_allowed or token.check_client(client) or is_audience(token, client)
 
     def introspect_token(self, token):
         if isinstance(token, tokens.AccessToken):
@@ -392,7 +394,7 @@ class Introspection(IntrospectionEndpoint):
             out = {"active": True, "token_type": "Bearer", "scope": c.get("scope", ""),
                    "client_id": c["client_id"], "sub": c["sub"], "aud": c.get("aud"), "iss": c["iss"],
                    "exp": c["exp"], "iat": c.get("iat"), "jti": c["jti"]}
-            for k in ("auth_time", "acr", "sid"):
+            for k in ("auth_time", "acr", "sid", "act"):  # act: token exchange (RFC 8693 §4.1)
                 if k in c:
                     out[k] = c[k]
             try:
@@ -499,7 +501,7 @@ class _BodyPayload(_Payload):
 
 # endpoints whose parameters come from the form body, each at most once (RFC 6749 §3.2)
 BODY_ONLY_PATHS = frozenset({"/oauth/token", "/oauth/revoke", "/oauth/introspect",
-                             "/oauth/device_authorization"})
+                             "/oauth/device_authorization", "/oauth/bc-authorize"})
 # RFC 3986 characters (a redirect URI is compared, then echoed into a Location header)
 _URI_SAFE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 # what RFC 6749 allows in an error description, which Authlib builds from response_type
@@ -716,6 +718,8 @@ def init_server(app: Flask) -> None:
         server.register_endpoint(Introspection)
         server.register_extension(Issuer())
         device.register(server, OpenIDConnect())  # RFC 8628 (kiosks)
+        token_exchange.register(server)  # RFC 8693
+        ciba.register(server)  # OpenID CIBA, poll mode
         server._tongban_wired = True
     app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
 

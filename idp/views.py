@@ -68,7 +68,9 @@ def discovery_document() -> dict:
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
-                                  "urn:ietf:params:oauth:grant-type:device_code"],
+                                  "urn:ietf:params:oauth:grant-type:device_code",
+                                  "urn:ietf:params:oauth:grant-type:token-exchange",
+                                  "urn:openid:params:grant-type:ciba"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -87,6 +89,10 @@ def discovery_document() -> dict:
         "authorization_response_iss_parameter_supported": True,
         "ui_locales_supported": ["zh-CN", "en"],
         "access_token_signing_alg_values_supported": ["ES256"],
+        # CIBA Core §4, poll mode (idp.ciba); token exchange (RFC 8693) is a grant type below
+        "backchannel_authentication_endpoint": f"{iss}/oauth/bc-authorize",
+        "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_user_code_parameter_supported": False,
     }
 
 
