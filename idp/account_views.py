@@ -17,8 +17,8 @@ from tongban.extensions import db
 from tongban.i18n import safe_next
 from tongban.masking import mask_number
 
+from . import ciba, consents
 from . import clients as registry
-from . import consents
 from .errors import FormExpired, RegistrationClosed
 from .logout import end_other_sessions as end_others
 from .logout import systems_by_session
@@ -243,9 +243,7 @@ def account():
 
 
 def _ciba_pending(user) -> int:
-    from .ciba import count_pending  # requests from service windows waiting for an answer (CIBA)
-
-    return count_pending(user.id)
+    return ciba.count_pending(user.id)  # requests from service windows waiting for an answer (CIBA)
 
 
 @bp.route("/account/password", methods=["POST"])

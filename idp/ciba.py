@@ -33,7 +33,7 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc8628 import AuthorizationPendingError, ExpiredTokenError, SlowDownError
-from flask import current_app, g
+from flask import current_app
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -47,6 +47,7 @@ from tongban.extensions import db
 
 from . import clients as registry
 from . import tokens
+from .context import TokenContext, grant_context
 from .device import DeviceOpenID
 
 GRANT_TYPE = registry.CIBA
@@ -261,8 +262,8 @@ class CibaGrant(grants.BaseGrant, grants.TokenEndpointMixin):
 
         if row.sid and not is_live(row.sid):  # the citizen logged out (or the session ended) meanwhile
             raise AccessDeniedError("the session that approved has ended")
-        g.token_context = {"auth_time": row.auth_time, "acr": row.acr, "sid": row.sid, "amr": row.amr,
-                           "family_id": tokens.new_family_id()}
+        grant_context().token = TokenContext(auth_time=row.auth_time, acr=row.acr, sid=row.sid, amr=row.amr,
+                                             family_id=tokens.new_family_id())
         self.request.user = user
         self.request.credential = row
 
@@ -296,18 +297,14 @@ def _note_poll(row: CibaRequest) -> bool:
     return too_fast or not moved
 
 
-def _openid_extension():
-
-    class CibaOpenID(DeviceOpenID):
-        """ID tokens as for the device grant: the approving phone session's ``sid``,
-        ``auth_time``, ``acr``, ``amr`` (``request.credential`` is the CibaRequest row)."""
-
-    return CibaOpenID()
+class CibaOpenID(DeviceOpenID):
+    """ID tokens as for the device grant: the approving phone session's ``sid``,
+    ``auth_time``, ``acr``, ``amr`` (``request.credential`` is the CibaRequest row)."""
 
 
-def register(server) -> None:
-    """Called once from ``idp.server.init_server``."""
-    server.register_grant(CibaGrant, [_openid_extension()])
+def register(server, code_flow) -> None:
+    """Called once from ``idp.server.init_server`` with the code flow's OpenID extension."""
+    server.register_grant(CibaGrant, [CibaOpenID(code_flow)])
     server.register_endpoint(BackchannelAuthenticationEndpoint)
 
 

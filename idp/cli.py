@@ -13,6 +13,7 @@ from people.models import User
 from tongban.cli import command_errors, emit, read_password_stdin
 
 from . import clients as registry
+from . import token_exchange
 from .errors import InvalidDate, NameMismatch, NoAccount, NoPassword, UnknownUser
 
 users_cli = AppGroup("users", help="Citizen accounts.")
@@ -219,9 +220,7 @@ def clients_enable(client_id):
 @command_errors
 def clients_allow_exchange(from_client, target):
     """Let FROM_CLIENT exchange citizens' access tokens for TARGET (a client_id or resource URI)."""
-    from .token_exchange import allow
-
-    targets = allow(from_client, target)
+    targets = token_exchange.allow(from_client, target)
     click.echo(f"{from_client} may exchange tokens for: {', '.join(targets)}")
 
 
@@ -231,7 +230,5 @@ def clients_allow_exchange(from_client, target):
 @command_errors
 def clients_disallow_exchange(from_client, target):
     """Withdraw TARGET from FROM_CLIENT's token-exchange targets."""
-    from .token_exchange import disallow
-
-    targets = disallow(from_client, target)
+    targets = token_exchange.disallow(from_client, target)
     click.echo(f"{from_client} may exchange tokens for: {', '.join(targets) or '(nothing)'}")

@@ -380,9 +380,8 @@ class Introspection(IntrospectionEndpoint):
         return _query_any_token(token_string, token_type_hint)
 
     def check_permission(self, token, client, request):
-        from .token_exchange import is_audience
-
-        return client.introspection_allowed or token.check_client(client) or is_audience(token, client)
+        return (client.introspection_allowed or token.check_client(client)
+                or token_exchange.is_audience(token, client))
 
     def introspect_token(self, token):
         if isinstance(token, tokens.AccessToken):
@@ -717,9 +716,10 @@ def init_server(app: Flask) -> None:
         server.register_endpoint(Revocation)
         server.register_endpoint(Introspection)
         server.register_extension(Issuer())
-        device.register(server, OpenIDConnect())  # RFC 8628 (kiosks)
+        code_flow = OpenIDConnect()
+        device.register(server, code_flow)  # RFC 8628 (kiosks)
         token_exchange.register(server)  # RFC 8693
-        ciba.register(server)  # OpenID CIBA, poll mode
+        ciba.register(server, code_flow)  # OpenID CIBA, poll mode
         server._tongban_wired = True
     app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
 

@@ -187,7 +187,8 @@ def test_public_clients_cannot_exchange(app, live_server, disco, citizen, system
 
 
 def test_expired_forged_revoked_and_logged_out_tokens(app, live_server, disco, citizen, systems):
-    from idp import sessions, tokens
+    from idp import tokens
+    from people import sessions
     from people.models import LoginSession
     from tongban.clock import epoch
     from tongban.extensions import db

@@ -1,7 +1,7 @@
 """token exchange (RFC 8693) targets per client; CIBA (poll mode) requests
 
-Revision ID: 0021_oidc_grants
-Revises: 0015_citizen
+Revision ID: 0017_oidc_grants
+Revises: 0016_upstreams
 Create Date: 2026-12-07 10:00:00
 
 """
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = "0021_oidc_grants"
-down_revision = "0015_citizen"
+revision = "0017_oidc_grants"
+down_revision = "0016_upstreams"
 branch_labels = None
 depends_on = None
 

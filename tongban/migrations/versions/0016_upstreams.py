@@ -1,6 +1,6 @@
 """upstream identity providers (brokering): upstreams, upstream_links, federated sessions
 
-Revision ID: 0023_upstreams
+Revision ID: 0016_upstreams
 Revises: 0015_citizen
 Create Date: 2026-12-07 09:49:41.446109
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0023_upstreams'
+revision = '0016_upstreams'
 down_revision = '0015_citizen'
 branch_labels = None
 depends_on = None
