@@ -115,7 +115,14 @@ def _client_json(row, secret):
         "scope": " ".join(row.scopes), "token_endpoint_auth_method": row.token_endpoint_auth_method,
         "id_token_signed_response_alg": row.id_token_signed_response_alg, "first_party": row.first_party,
         "introspection_allowed": row.introspection_allowed,
+        **_modern_json(row),
     }
+
+
+def _modern_json(row) -> dict:
+    from .modern_clients import describe
+
+    return describe(row)
 
 
 @clients_cli.command("create")
@@ -140,17 +147,33 @@ def _client_json(row, secret):
 @click.option("--approval-date", default=None, help="YYYY-MM-DD (register).")
 @click.option("--funding-source", default="", help="Funding source (register).")
 @click.option("--contact", default="", help="Responsible contact (register).")
+@click.option("--require-dpop", is_flag=True, help="Every token request must carry a DPoP proof (RFC 9449).")
+@click.option("--subject-type", type=click.Choice(("public", "pairwise")), default="public", show_default=True,
+              help="pairwise: a sub of its own for this system's sector (OIDC Core §8).")
+@click.option("--sector-identifier-uri", default=None, help="https URL of a JSON array listing the redirect URIs.")
+@click.option("--web-origin", "web_origins", multiple=True, help="Origin allowed CORS (repeatable).")
+@click.option("--resource", "resources", multiple=True, help="Resource (RFC 8707) it may ask for (repeatable; "
+              "default: every registered one).")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
                    frontchannel_logout_uri, first_party, public, auth_method, id_token_alg, introspection, client_id,
-                   function, scope_of_use, approver, approval_date, funding_source, contact, as_json):
+                   function, scope_of_use, approver, approval_date, funding_source, contact, require_dpop,
+                   subject_type, sector_identifier_uri, web_origins, resources, as_json):
     """Register a government system; prints its client_id and secret (shown once)."""
     try:
         approved = date.fromisoformat(approval_date) if approval_date else None
     except ValueError:
         raise ValidationError("--approval-date must be YYYY-MM-DD", "invalid_date") from None
     method = auth_method or ("none" if public else "client_secret_basic")
+    modern = {"require_dpop": require_dpop, "subject_type": subject_type, "web_origins": list(web_origins),
+              "allowed_resources": list(resources)}
+    if sector_identifier_uri:
+        from .pairwise import fetch_sector_uris
+
+        registry.check_uri(sector_identifier_uri, "sector_identifier_uri")
+        modern["sector_identifier_uri"] = sector_identifier_uri
+        modern["sector_uris"] = fetch_sector_uris(sector_identifier_uri)  # before any transaction
     row, secret = registry.create_client(
         name=name, department=department, redirect_uris=list(redirect_uris),
         grant_types=list(grant_types) or ["authorization_code", "refresh_token"], scopes=scope.split(),
@@ -159,7 +182,7 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
         id_token_signed_response_alg=id_token_alg,
         introspection_allowed=introspection, client_id=client_id, function=function,
         scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
-        contact=contact)
+        contact=contact, **modern)
     data = _client_json(row, secret)
     emit(data, as_json, f"client_id: {row.client_id}\nclient_secret: {secret} (shown once)")
 

@@ -63,6 +63,12 @@ class RegisteredClient(ClientMixin):
     enabled: bool
     scope_set: frozenset[str] = field(default=frozenset())
     frontchannel_logout_uri: str | None = None
+    # modern profile: DPoP required, pairwise subjects, CORS web origins, allowed resources
+    require_dpop: bool = False
+    subject_type: str = "public"
+    sector: str | None = None
+    web_origins: tuple[str, ...] = ()
+    allowed_resources: tuple[str, ...] = ()
 
     # Authlib ClientMixin
     def get_client_id(self):
@@ -111,6 +117,8 @@ def _snapshot(row: Client) -> RegisteredClient:
         id_token_signed_response_alg=row.id_token_signed_response_alg, first_party=row.first_party,
         introspection_allowed=row.introspection_allowed, enabled=row.enabled,
         scope_set=frozenset(row.scopes or ()), frontchannel_logout_uri=row.frontchannel_logout_uri,
+        require_dpop=bool(row.require_dpop), subject_type=row.subject_type or "public", sector=row.sector,
+        web_origins=tuple(row.web_origins or ()), allowed_resources=tuple(row.allowed_resources or ()),
     )
 
 
@@ -196,8 +204,11 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
                   introspection_allowed: bool = False,
                   function: str = "", scope_of_use: str = "", approver: str = "",
                   approval_date: date | None = None, funding_source: str = "", contact: str = "",
-                  client_id: str | None = None, actor: str = "admin") -> tuple[Client, str | None]:
-    """Register a system; returns the row and its secret (shown once, None for public clients)."""
+                  client_id: str | None = None, actor: str = "admin", **modern) -> tuple[Client, str | None]:
+    """Register a system; returns the row and its secret (shown once, None for public clients).
+
+    ``modern``: require_dpop, subject_type, sector_identifier_uri (its listed URIs fetched
+    beforehand: ``sector_uris``), web_origins, allowed_resources (idp/modern_clients.py)."""
     name, department = (name or "").strip(), (department or "").strip()
     if not name or not department:
         raise ValidationError("a system needs a name and a department", "invalid_client_metadata")
@@ -225,6 +236,9 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
         id_token_signed_response_alg=id_token_signed_response_alg, first_party=first_party,
         introspection_allowed=introspection_allowed, enabled=True, created_at=now, updated_at=now,
     )
+    from .modern_clients import apply as apply_modern
+
+    apply_modern(row, modern)
     db.session.add(row)
     db.session.flush()
     audit.record("client.created", actor=actor, object=f"client:{row.client_id}",

@@ -166,6 +166,13 @@ class Client(db.Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # modern profile (idp/dpop.py, idp/pairwise.py, idp/resources.py, idp/cors.py)
+    require_dpop: Mapped[bool] = mapped_column(Boolean, default=False)
+    subject_type: Mapped[str] = mapped_column(String(10), default="public")
+    sector_identifier_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    sector: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    web_origins: Mapped[list] = mapped_column(JSON, default=list)
+    allowed_resources: Mapped[list] = mapped_column(JSON, default=list)
 
     @property
     def is_public(self) -> bool:
@@ -256,6 +263,9 @@ class AuthorizationCode(db.Model):
     family_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     access_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
     access_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # RFC 8707 resources asked for, RFC 9449 dpop_jkt the code is bound to
+    resources: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     user: Mapped[User] = relationship()
 
@@ -305,6 +315,9 @@ class RefreshToken(db.Model):
     # the access token issued with it (so revoking the family can deny it)
     access_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
     access_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # the resources of the grant (RFC 8707), the DPoP key a public client's token is bound to
+    resources: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     user: Mapped[User] = relationship()
 
