@@ -64,7 +64,7 @@ def authorize_code(base: str, client_id: str, scope: str = "openid profile", **e
     """Log in and consent in a scripted browser; returns (code, PKCE verifier)."""
     verifier, challenge = pkce()
     params = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": scope,
-              "state": "s1", "nonce": "n1", "code_challenge": challenge, "code_challenge_method": "S256", **extra}
+              "state": "s1", "nonce": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256", **extra}
     step = Browser(base).authorize(f"{base}/oauth/authorize?" + urlencode(params, doseq=True))
     assert "code" in step.params, step.params
     return step.params["code"], verifier
