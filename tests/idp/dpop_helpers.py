@@ -29,7 +29,8 @@ def b64(data: bytes) -> str:
 
 def proof(key, method: str, url: str, *, nonce: str | None = None, access_token: str | None = None,
           iat: int | None = None, jti: str | None = None, typ: str = "dpop+jwt", jwk: dict | None = None) -> str:
-    claims = {"jti": jti or uuid.uuid4().hex, "htm": method, "htu": url, "iat": int(time.time()) if iat is None else iat}
+    claims = {"jti": jti or uuid.uuid4().hex, "htm": method, "htu": url,
+              "iat": int(time.time()) if iat is None else iat}
     if nonce:
         claims["nonce"] = nonce
     if access_token:
@@ -64,7 +65,8 @@ def authorize_code(base: str, client_id: str, scope: str = "openid profile", **e
     """Log in and consent in a scripted browser; returns (code, PKCE verifier)."""
     verifier, challenge = pkce()
     params = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": scope,
-              "state": "s1", "nonce": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256", **extra}
+              "state": "s1", "nonce": secrets.token_urlsafe(8), "code_challenge": challenge,
+              "code_challenge_method": "S256", **extra}
     step = Browser(base).authorize(f"{base}/oauth/authorize?" + urlencode(params, doseq=True))
     assert "code" in step.params, step.params
     return step.params["code"], verifier

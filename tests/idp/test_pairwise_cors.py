@@ -172,7 +172,8 @@ def test_cli_clients_and_resources(app, tmp_path):
                                      "https://a.example.gov.cn", "--json"])
         assert result.exit_code == 0, result.output
         data = json.loads(result.output)
-        assert data["require_dpop"] and data["subject_type"] == "pairwise" and data["sector_identifier_uri"] == sector_uri
+        assert data["require_dpop"] and data["subject_type"] == "pairwise"
+        assert data["sector_identifier_uri"] == sector_uri
         assert data["web_origins"] == ["https://a.example.gov.cn"]
         bad = runner.invoke(args=["clients", "create", "--name", "SPA", "--department", "局", "--public",
                                   "--redirect-uri", "https://c.example.gov.cn/cb", "--subject-type", "pairwise",
