@@ -41,15 +41,14 @@ def registered_origins() -> frozenset[str]:
     from . import clients as registry
 
     snapshot = registry._register.get()
-    cached = _CACHE.get(id(snapshot))
-    if cached is None:
-        _CACHE.clear()
-        cached = _CACHE[id(snapshot)] = frozenset(
-            o for c in snapshot.values() if c.enabled for o in client_origins(c))
-    return cached
+    held = _CACHE.get("snapshot")
+    if held is None or held[0] is not snapshot:  # the register changed: recompute (held keeps it alive)
+        held = (snapshot, frozenset(o for c in snapshot.values() if c.enabled for o in client_origins(c)))
+        _CACHE["snapshot"] = held
+    return held[1]
 
 
-_CACHE: dict[int, frozenset[str]] = {}
+_CACHE: dict[str, tuple] = {}
 
 
 def _add_vary(response) -> None:

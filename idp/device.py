@@ -274,7 +274,9 @@ class DeviceOpenID(OpenIDToken):
 
 def register(server) -> None:
     """Called once from ``idp.server.init_server``."""
-    server.register_grant(DeviceGrant, [DeviceOpenID()])
+    from .resources import GrantExtension  # RFC 8707 resources, RFC 9449 DPoP rules
+
+    server.register_grant(DeviceGrant, [DeviceOpenID(), GrantExtension()])
     server.register_endpoint(DeviceEndpoint)
 
 
