@@ -212,3 +212,34 @@ def test_nonce_is_stateless(app):
     with app.test_request_context("/oauth/token"):
         assert dpop.nonce_is_valid(n)  # any server with the same secret key agrees
     assert nonce  # (the helper used by the HTTP tests)
+
+
+def test_algorithm_allow_list(app):
+    """EdDSA (Ed25519) proofs are accepted; HS256 (a shared key) and "none" are not."""
+    import json
+
+    from joserfc import jws
+    from joserfc.jwk import OctKey, OKPKey
+
+    from idp import dpop
+
+    url = app.config["TONGBAN_ISSUER"] + "/oauth/token"
+    ed = OKPKey.import_key({"crv": "Ed25519", "x": "Mx7fApF9FTsKIXAywAxe9f35FBz3dBp9l1N6MKPYCGI",
+                            "d": "YypOf4P17qJBgx1v3GIktdI0oo5MxjVfgpZP2_4Nue8", "kty": "OKP"})
+    claims = {"jti": "j-ed", "htm": "POST", "htu": url, "iat": time.time()}  # a fractional iat is a NumericDate
+    with app.test_request_context("/oauth/token", method="POST"):
+        good = jws.serialize_compact({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": ed.as_dict(private=False)},
+                                     json.dumps(claims).encode(), ed, algorithms=["EdDSA"])
+        assert dpop.verify_proof(good, method="POST", url=url) == ed.thumbprint()
+        oct_key = OctKey.import_key("a-shared-secret-of-enough-length-32b")
+        hs = jws.serialize_compact({"typ": "dpop+jwt", "alg": "HS256", "jwk": oct_key.as_dict(private=False)},
+                                   json.dumps({**claims, "jti": "j-hs"}).encode(), oct_key, algorithms=["HS256"])
+        none = ".".join([dpop._b64(json.dumps({"typ": "dpop+jwt", "alg": "none", "jwk": ed.as_dict(private=False)})
+                                   .encode()), dpop._b64(json.dumps({**claims, "jti": "j-none"}).encode()), ""])
+        for bad in (hs, none):
+            try:
+                dpop.verify_proof(bad, method="POST", url=url)
+            except dpop.DPoPError as e:
+                assert "signed with one of" in e.description
+            else:
+                raise AssertionError("accepted")
