@@ -243,3 +243,27 @@ def test_algorithm_allow_list(app):
                 assert "signed with one of" in e.description
             else:
                 raise AssertionError("accepted")
+
+
+def test_licence_and_seal_apis_take_dpop_tokens(live_server, make_client):
+    base = live_server
+    cid, secret = make_client(scopes=["licence:verify", "seal:sign"], grant_types=["client_credentials"])
+    r = token_request(base, {"grant_type": "client_credentials", "scope": "licence:verify seal:sign"},
+                      auth=(cid, secret))
+    at = r.json()["access_token"]
+    why = {"purpose": "办理公积金提取", "service_item": "330100-GJJ-001"}
+    url = f"{base}/api/v1/licence-types"
+    r = requests.get(url, params=why, headers={"Authorization": f"DPoP {at}",
+                                               "DPoP": proof(KEY_A, "GET", url, access_token=at)})
+    assert r.status_code == 200, r.text
+    r = requests.get(url, params=why, headers={"Authorization": f"Bearer {at}"})
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+    r = requests.get(url, params=why, headers={"Authorization": f"DPoP {at}",
+                                               "DPoP": proof(KEY_B, "GET", url, access_token=at)})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("DPoP ")
+    sign = f"{base}/api/v1/seals/no-such-seal/sign"
+    r = requests.post(sign, data={"purpose": "x"}, headers={"Authorization": f"Bearer {at}"})
+    assert r.status_code == 401
+    r = requests.post(sign, data={"purpose": "x"}, headers={"Authorization": f"DPoP {at}",
+                                                            "DPoP": proof(KEY_A, "POST", sign, access_token=at)})
+    assert r.status_code == 404, r.text  # past the token check: the seal does not exist
