@@ -28,6 +28,7 @@ import time
 import warnings
 from urllib.parse import urlsplit
 
+from authlib.oauth2 import OAuth2Error
 from flask import current_app, g
 from flask import request as flask_request
 from joserfc import jws
@@ -320,8 +321,6 @@ def bound_jkt(token) -> str | None:
 
 # ---------------------------------------------------------------- errors
 
-
-from authlib.oauth2 import OAuth2Error  # noqa: E402
 
 
 class InvalidDPoPProofError(OAuth2Error):
