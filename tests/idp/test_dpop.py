@@ -267,3 +267,15 @@ def test_licence_and_seal_apis_take_dpop_tokens(live_server, make_client):
     r = requests.post(sign, data={"purpose": "x"}, headers={"Authorization": f"DPoP {at}",
                                                             "DPoP": proof(KEY_A, "POST", sign, access_token=at)})
     assert r.status_code == 404, r.text  # past the token check: the seal does not exist
+
+
+def test_htu_normalisation():
+    from idp.dpop import normalise_url
+
+    assert normalise_url("HTTPS://Tongban.Example.GOV.cn:443/oauth/token?x=1#y") == \
+        normalise_url("https://tongban.example.gov.cn/oauth/token")
+    assert normalise_url("http://127.0.0.1:80/a") == "http://127.0.0.1/a"
+    assert normalise_url("https://h.example/oauth/token") != normalise_url("https://h.example/oauth/token/")
+    assert normalise_url("https://h.example:8443/t") != normalise_url("https://h.example/t")
+    for bad in ("/oauth/token", "ftp://h.example/t", "https://user:pw@h.example/t", "https://h.example:99999/t"):
+        assert normalise_url(bad) is None
