@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .resources_cli import resources_cli
+
 
 def init_app(app: Flask) -> None:
     # logout registers the back-channel logout delivery with the outbox
@@ -36,3 +38,7 @@ def init_app(app: Flask) -> None:
     clerk_views.init_app(app)
     for group in (cli.users_cli, cli.orgs_cli, cli.staff_cli, cli.clients_cli):
         app.cli.add_command(group)
+    from . import cors, dpop, resources  # noqa: F401  (DPoP replay table, resources table)
+
+    cors.init_app(app)  # CORS for browser-based clients
+    app.cli.add_command(resources_cli)

@@ -13,7 +13,7 @@ from people.models import User
 from tongban.cli import command_errors, emit, read_password_stdin
 
 from . import clients as registry
-from . import token_exchange
+from . import modern_clients, pairwise, token_exchange
 from .errors import InvalidDate, NameMismatch, NoAccount, NoPassword, UnknownUser
 
 users_cli = AppGroup("users", help="Citizen accounts.")
@@ -116,7 +116,12 @@ def _client_json(row, secret):
         "introspection_allowed": row.introspection_allowed,
         "exchange_targets": list(row.exchange_targets or []),
         "backchannel_token_delivery_mode": row.backchannel_token_delivery_mode,
+        **_modern_json(row),
     }
+
+
+def _modern_json(row) -> dict:
+    return modern_clients.describe(row)
 
 
 @clients_cli.command("create")
@@ -146,11 +151,19 @@ def _client_json(row, secret):
                    "tokens for (RFC 8693; needs the token-exchange grant).")
 @click.option("--backchannel-token-delivery-mode", "ciba_mode", type=click.Choice(["poll"]), default=None,
               help="CIBA token delivery (only poll; the default with the CIBA grant).")
+@click.option("--require-dpop", is_flag=True, help="Every token request must carry a DPoP proof (RFC 9449).")
+@click.option("--subject-type", type=click.Choice(("public", "pairwise")), default="public", show_default=True,
+              help="pairwise: a sub of its own for this system's sector (OIDC Core §8).")
+@click.option("--sector-identifier-uri", default=None, help="https URL of a JSON array listing the redirect URIs.")
+@click.option("--web-origin", "web_origins", multiple=True, help="Origin allowed CORS (repeatable).")
+@click.option("--resource", "resources", multiple=True, help="Resource (RFC 8707) it may ask for (repeatable; "
+              "default: every registered one).")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
                    frontchannel_logout_uri, first_party, public, auth_method, id_token_alg, introspection, client_id,
-                   function, scope_of_use, approver, approval_date, funding_source, contact, as_json,
+                   function, scope_of_use, approver, approval_date, funding_source, contact, require_dpop,
+                   subject_type, sector_identifier_uri, web_origins, resources, as_json,
                    exchange_targets=(), ciba_mode=None):
     """Register a government system; prints its client_id and secret (shown once)."""
     try:
@@ -158,6 +171,12 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
     except ValueError:
         raise InvalidDate("--approval-date must be YYYY-MM-DD") from None
     method = auth_method or ("none" if public else "client_secret_basic")
+    modern = {"require_dpop": require_dpop, "subject_type": subject_type, "web_origins": list(web_origins),
+              "allowed_resources": list(resources)}
+    if sector_identifier_uri:
+        registry.check_uri(sector_identifier_uri, "sector_identifier_uri")
+        modern["sector_identifier_uri"] = sector_identifier_uri
+        modern["sector_uris"] = pairwise.fetch_sector_uris(sector_identifier_uri)  # before any transaction
     row, secret = registry.create_client(
         name=name, department=department, redirect_uris=list(redirect_uris),
         grant_types=list(grant_types) or ["authorization_code", "refresh_token"], scopes=scope.split(),
@@ -166,7 +185,8 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
         id_token_signed_response_alg=id_token_alg,
         introspection_allowed=introspection, client_id=client_id, function=function,
         scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
-        contact=contact, exchange_targets=list(exchange_targets), backchannel_token_delivery_mode=ciba_mode)
+        contact=contact, exchange_targets=list(exchange_targets), backchannel_token_delivery_mode=ciba_mode,
+        **modern)
     data = _client_json(row, secret)
     emit(data, as_json, f"client_id: {row.client_id}\nclient_secret: {secret} (shown once)")
 

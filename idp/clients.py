@@ -77,6 +77,12 @@ class RegisteredClient(ClientMixin):
     frontchannel_logout_uri: str | None = None
     exchange_targets: tuple[str, ...] = ()  # token exchange (idp.token_exchange)
     backchannel_token_delivery_mode: str | None = None  # CIBA (idp.ciba)
+    # modern profile: DPoP required, pairwise subjects, CORS web origins, allowed resources
+    require_dpop: bool = False
+    subject_type: str = "public"
+    sector: str | None = None
+    web_origins: tuple[str, ...] = ()
+    allowed_resources: tuple[str, ...] = ()
 
     # Authlib ClientMixin
     def get_client_id(self):
@@ -127,6 +133,8 @@ def _snapshot(row: Client) -> RegisteredClient:
         scope_set=frozenset(row.scopes or ()), frontchannel_logout_uri=row.frontchannel_logout_uri,
         exchange_targets=tuple(row.exchange_targets or ()),
         backchannel_token_delivery_mode=row.backchannel_token_delivery_mode,
+        require_dpop=bool(row.require_dpop), subject_type=row.subject_type or "public", sector=row.sector,
+        web_origins=tuple(row.web_origins or ()), allowed_resources=tuple(row.allowed_resources or ()),
     )
 
 
@@ -180,6 +188,16 @@ def check_uri(uri: str, what: str) -> str:
     if parts.username or parts.password:
         raise InvalidRedirectUri(f"{what} must not contain credentials: {uri!r}")
     return uri
+
+
+_REGISTRATION_HOOKS: list = []
+
+
+def on_registration(hook) -> None:
+    """``hook(row, settings)`` fills a new client's row from the extra registration settings
+    (``create_client(**settings)``); registered at import by the modules that own them."""
+    if hook not in _REGISTRATION_HOOKS:
+        _REGISTRATION_HOOKS.append(hook)
 
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # RFC 8693 (idp.token_exchange)
@@ -262,8 +280,11 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
                   approval_date: date | None = None, funding_source: str = "", contact: str = "",
                   client_id: str | None = None, actor: str = "admin",
                   exchange_targets: list[str] | tuple = (),
-                  backchannel_token_delivery_mode: str | None = None) -> tuple[Client, str | None]:
-    """Register a system; returns the row and its secret (shown once, None for public clients)."""
+                  backchannel_token_delivery_mode: str | None = None, **modern) -> tuple[Client, str | None]:
+    """Register a system; returns the row and its secret (shown once, None for public clients).
+
+    ``modern``: require_dpop, subject_type, sector_identifier_uri (its listed URIs fetched
+    beforehand: ``sector_uris``), web_origins, allowed_resources (idp/modern_clients.py)."""
     name, department = (name or "").strip(), (department or "").strip()
     if not name or not department:
         raise InvalidClientMetadata("a system needs a name and a department")
@@ -294,6 +315,8 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
         introspection_allowed=introspection_allowed, enabled=True, created_at=now, updated_at=now,
         exchange_targets=exchange_targets, backchannel_token_delivery_mode=backchannel_token_delivery_mode,
     )
+    for hook in _REGISTRATION_HOOKS:  # the modern profile's settings (idp.modern_clients)
+        hook(row, modern)
     db.session.add(row)
     db.session.flush()
     audit.record("client.created", actor=actor, object=f"client:{row.client_id}",

@@ -53,6 +53,10 @@ class GrantContext:
     replayed_code: ReplayedCode | None = None  # handled after the failed request rolled back
     reused_refresh: ReusedRefresh | None = None  # likewise
     logout_initiator: str | None = None  # the system that asked for this logout (not notified)
+    dpop_jkt: str | None = None  # the token request's verified DPoP key thumbprint (idp.dpop, RFC 9449)
+    token_audience: list | str | None = None  # the access token's aud from resource indicators (RFC 8707)
+    grant_resources: list | None = None  # the resources the grant covers (kept on the refresh token)
+    token_client_id: str | None = None  # the client the tokens are being issued to (pairwise sub)
 
 
 def grant_context() -> GrantContext:

@@ -46,6 +46,7 @@ from tongban.extensions import db
 from . import clients as registry
 from . import tokens
 from .context import TokenContext, grant_context
+from .resources import GrantExtension
 
 # RFC 8628 §6.1: base-20 consonants (no vowels: no words; no 0/O, 1/I/L confusion), 8 characters
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
@@ -277,7 +278,7 @@ class DeviceOpenID(OpenIDToken):
 
 def register(server, code_flow: OpenIDToken) -> None:
     """Called once from ``idp.server.init_server`` with the code flow's OpenID extension."""
-    server.register_grant(DeviceGrant, [DeviceOpenID(code_flow)])
+    server.register_grant(DeviceGrant, [DeviceOpenID(code_flow), GrantExtension()])  # RFC 8707, RFC 9449 rules
     server.register_endpoint(DeviceEndpoint)
 
 

@@ -27,6 +27,7 @@ from tongban.extensions import db
 
 from . import clients as registry
 from .context import grant_context
+from .pairwise import subject_for
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 KIND = "backchannel_logout"
@@ -46,7 +47,7 @@ def logout_token(client: registry.RegisteredClient, sid: str, sub: str) -> str:
         "iat": now,
         "exp": now + current_app.config["TONGBAN_LOGOUT_TOKEN_LIFETIME"],
         "jti": uuid.uuid4().hex,
-        "sub": sub,
+        "sub": subject_for(client, sub),  # pairwise clients know the person by their own sub
         "sid": sid,
         "events": {BACKCHANNEL_EVENT: {}},
     }

@@ -62,6 +62,13 @@ class Client(db.Model):
     exchange_targets: Mapped[list | None] = mapped_column(JSON, nullable=True, default=list)
     # CIBA: "poll" for systems registered for the CIBA grant
     backchannel_token_delivery_mode: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # modern profile (idp/dpop.py, idp/pairwise.py, idp/resources.py, idp/cors.py)
+    require_dpop: Mapped[bool] = mapped_column(Boolean, default=False)
+    subject_type: Mapped[str] = mapped_column(String(10), default="public")
+    sector_identifier_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    sector: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    web_origins: Mapped[list] = mapped_column(JSON, default=list)
+    allowed_resources: Mapped[list] = mapped_column(JSON, default=list)
 
     @property
     def is_public(self) -> bool:
@@ -118,6 +125,9 @@ class AuthorizationCode(db.Model):
     family_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     access_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
     access_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # RFC 8707 resources asked for, RFC 9449 dpop_jkt the code is bound to
+    resources: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     user: Mapped[User] = relationship()
 
@@ -167,6 +177,9 @@ class RefreshToken(db.Model):
     # the access token issued with it (so revoking the family can deny it)
     access_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
     access_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # the resources of the grant (RFC 8707), the DPoP key a public client's token is bound to
+    resources: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     user: Mapped[User] = relationship()
 

@@ -46,10 +46,13 @@ from tongban import audit
 from tongban.clock import digest, epoch, to_epoch, utcnow
 from tongban.extensions import db
 
-from . import ciba, device, token_exchange, tokens
+from . import ciba, device, dpop, modern_clients, resources, token_exchange, tokens  # noqa: F401 (modern_clients registers its rules)
 from . import clients as registry
 from .context import ReplayedCode, ReusedRefresh, TokenContext, grant_context
+from .dpop import ResourceDPoPError, challenge
 from .models import AuthorizationCode
+from .pairwise import subject_for_client_id
+from .resources import GrantExtension, annotate_code
 from .scopes import SCOPES
 
 CLIENT_AUTH = ["client_secret_basic", "client_secret_post"]
@@ -157,6 +160,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code_challenge_method=data.get("code_challenge_method"), created_at=now,
             expires_at=now + timedelta(seconds=current_app.config["TONGBAN_AUTH_CODE_LIFETIME"]),
         )
+        annotate_code(row, data)  # RFC 8707 resources, RFC 9449 dpop_jkt
         db.session.add(row)
         registry.record_usage(client.client_id, "login")
         audit.record("code.issued", actor=f"user:{request.user.sub}", object=f"client:{client.client_id}",
@@ -272,7 +276,9 @@ class OpenIDConnect(OpenIDCode):
         return claims
 
     def generate_user_info(self, user, scope):
-        return user_claims(user, scope)
+        info = user_claims(user, scope)
+        info["sub"] = subject_for_client_id(grant_context().token_client_id, user.sub)  # OIDC Core §8.1
+        return info
 
 
 # ---------------------------------------------------------------- token persistence
@@ -293,10 +299,11 @@ def save_token(token, request):
     ctx = gctx.token or TokenContext(auth_time=None, acr=None, sid=None, amr=None, family_id=None)
     offline = ctx.offline or "offline_access" in (token.get("scope") or "").split()
     family = ctx.family_id or tokens.new_family_id()
-    tokens.save_refresh_token(
+    row = tokens.save_refresh_token(
         raw, family_id=family, client_id=client.client_id, user_id=request.user.id, sid=ctx.sid,
         scope=token.get("scope") or "", auth_time=ctx.auth_time, acr=ctx.acr,
         amr=ctx.amr, offline=offline, access_jti=claims.get("jti"), access_exp=claims.get("exp"))
+    resources.annotate_refresh(row, client)  # the grant's resources; a public client's DPoP key (RFC 9449 §5)
     if code is not None:
         code.family_id = family
         audit.record("refresh.family_started", actor=f"user:{request.user.sub}",
@@ -393,9 +400,11 @@ class Introspection(IntrospectionEndpoint):
             out = {"active": True, "token_type": "Bearer", "scope": c.get("scope", ""),
                    "client_id": c["client_id"], "sub": c["sub"], "aud": c.get("aud"), "iss": c["iss"],
                    "exp": c["exp"], "iat": c.get("iat"), "jti": c["jti"]}
-            for k in ("auth_time", "acr", "sid", "act"):  # act: token exchange (RFC 8693 §4.1)
+            for k in ("auth_time", "acr", "sid", "act", "cnf"):  # act: token exchange (RFC 8693 §4.1)
                 if k in c:
                     out[k] = c[k]
+            if "cnf" in c:
+                out["token_type"] = "DPoP"  # RFC 9449 §6.2
             try:
                 out.update(enterprise.claims_for_scope(c.get("sid"), c["client_id"], c.get("scope", ""),
                                                        commit=True))
@@ -413,7 +422,8 @@ class Introspection(IntrospectionEndpoint):
                 return {"active": False}
         user = db.session.get(User, row.user_id)
         return {"active": True, "token_type": "refresh_token", "scope": row.scope, "client_id": row.client_id,
-                "sub": user.sub if user else None, "iss": current_app.config["TONGBAN_ISSUER"],
+                "sub": subject_for_client_id(row.client_id, user.sub) if user else None,
+                "iss": current_app.config["TONGBAN_ISSUER"],
                 "exp": to_epoch(row.expires_at), "iat": to_epoch(row.issued_at)}
 
     def create_introspection_payload(self, token):
@@ -427,14 +437,40 @@ class Introspection(IntrospectionEndpoint):
 
 class JWTBearerValidator(BearerTokenValidator):
     def authenticate_token(self, token_string):
-        return tokens.decode_access_token(token_string)
+        token = tokens.decode_access_token(token_string)
+        if token is not None:
+            token.raw = token_string
+        return token
 
     def validate_token(self, token, scopes, request):
         super().validate_token(token, scopes, request)
-        if not registry.is_enabled(token.client_id):
-            from authlib.oauth2.rfc6750 import InvalidTokenError
+        from authlib.oauth2.rfc6750 import InvalidTokenError
 
+        if not registry.is_enabled(token.client_id):
             raise InvalidTokenError(realm=self.realm)
+        # RFC 9449 §7: a DPoP-bound token comes only with the DPoP scheme and a proof of its key
+        dpop.check_resource_request(token, token.raw, dpop_scheme=self.TOKEN_TYPE == "dpop")
+        if not resources.audience_ok(token.claims):  # RFC 8707: a token for another resource
+            raise InvalidTokenError(description="the token is not for this resource", realm=self.realm)
+
+
+class DPoPTokenValidator(JWTBearerValidator):
+    """``Authorization: DPoP <token>`` (RFC 9449 §7.1); errors answer with a DPoP challenge."""
+
+    TOKEN_TYPE = "dpop"
+
+    def validate_token(self, token, scopes, request):
+        from authlib.oauth2.rfc6750 import InsufficientScopeError, InvalidTokenError
+
+        try:
+            super().validate_token(token, scopes, request)
+        except InsufficientScopeError:
+            raise
+        except InvalidTokenError as e:
+            raise ResourceDPoPError("invalid_token", e.description or "the access token is not valid") from None
+
+    def validate_request(self, request):
+        pass
 
 
 class _ResourceProtector(ResourceProtector):
@@ -443,7 +479,8 @@ class _ResourceProtector(ResourceProtector):
             # RFC 6750 §3.1: a request without any token gets the challenge, but no error code
             from authlib.integrations.flask_oauth2.errors import raise_http_exception
 
-            raise_http_exception(401, json.dumps({}), [("WWW-Authenticate", "Bearer")])
+            raise_http_exception(401, json.dumps({}), [("WWW-Authenticate", "Bearer"),
+                                                       ("WWW-Authenticate", challenge())])
         return super().raise_error_response(error)
 
     def parse_request_authorization(self, request):
@@ -459,6 +496,7 @@ class _ResourceProtector(ResourceProtector):
 
 require_oauth = _ResourceProtector()
 require_oauth.register_token_validator(JWTBearerValidator())
+require_oauth.register_token_validator(DPoPTokenValidator())
 
 
 # ---------------------------------------------------------------- the server
@@ -530,7 +568,7 @@ def _basic_credentials_problem(headers) -> str | None:
 
 def _repeated_parameter() -> str | None:
     for key, values in flask_request.form.lists():
-        if len(values) > 1:
+        if len(values) > 1 and key != "resource":  # RFC 8707: resource may be repeated
             return key
     return None
 
@@ -580,7 +618,7 @@ def _authorize_protocol_problem(data, redirect_uri: str) -> OAuth2Error | None:
     redirect URI are known (so the error goes back to the client): each parameter at most once
     (RFC 6749 §3.1), no request object (OIDC Core §6), only the response modes offered."""
     for key, values in data.lists():
-        if len(values) > 1:
+        if len(values) > 1 and key != "resource":  # RFC 8707: resource may be repeated
             return InvalidRequestError(f"{key} given more than once", redirect_uri=redirect_uri)
     if "request" in data:
         return RequestNotSupportedError("request objects are not supported", redirect_uri=redirect_uri)
@@ -710,9 +748,10 @@ def init_server(app: Flask) -> None:
     if not getattr(server, "_tongban_wired", False):
         # ``server`` is shared by every app built in this process: register grants, endpoints
         # and hooks once, or a second app would add every hook twice (``iss`` twice, ...)
-        server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDConnect()])
-        server.register_grant(RefreshTokenGrant)
-        server.register_grant(ClientCredentialsGrant)
+        server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDConnect(),
+                                                       GrantExtension()])
+        server.register_grant(RefreshTokenGrant, [GrantExtension()])
+        server.register_grant(ClientCredentialsGrant, [GrantExtension()])
         server.register_endpoint(Revocation)
         server.register_endpoint(Introspection)
         server.register_extension(Issuer())

@@ -48,7 +48,7 @@ from tongban.errors import ValidationError
 from tongban.extensions import db
 
 from . import clients as registry
-from . import tokens
+from . import pairwise, tokens
 
 GRANT_TYPE = registry.TOKEN_EXCHANGE
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -201,6 +201,10 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         claims = {"iss": current_app.config["TONGBAN_ISSUER"], "sub": user.sub, "aud": ex["target"],
                   "client_id": client.client_id, "iat": now, "exp": now + ex["lifetime"], "jti": token(16),
                   "act": act}
+        target = registry.get_client(ex["target"]) if "://" not in ex["target"] else None
+        if target is not None and pairwise.is_pairwise(target):  # the target knows the citizen by its own sub
+            claims["sub"] = pairwise.subject_for(target, user.sub)
+            claims[pairwise.REF_CLAIM] = pairwise.seal_ref(user.sub, client.client_id)
         if ex["scope"]:
             claims["scope"] = ex["scope"]
         for k in ("auth_time", "acr", "sid"):

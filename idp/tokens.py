@@ -24,8 +24,11 @@ from tongban.cache import CachedLoader, Generation
 from tongban.clock import digest, epoch, token, utcnow
 from tongban.extensions import after_commit, db
 
+from . import resources
 from .context import grant_context
+from .dpop import token_type
 from .models import RefreshToken, RevokedAccessToken
+from .pairwise import local_sub
 
 ACCESS_TOKEN_ALG = "ES256"
 DENYLIST_GENERATION = Generation("denylist")
@@ -66,13 +69,16 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
             for k in ("auth_time", "acr", "sid"):
                 if getattr(gctx.token, k):
                     claims[k] = getattr(gctx.token, k)
+        resources.extend_access_claims(claims, client, user)  # aud (RFC 8707), cnf (RFC 9449), pairwise sub
         gctx.issued_access_claims = claims
         return sign_jwt(claims, ACCESS_TOKEN_ALG, typ="at+jwt")
 
     def generate(self, grant_type, client, user=None, scope=None, expires_in=None,
                  include_refresh_token=True):
         scope = client.get_allowed_scope(scope) if scope else scope
-        return super().generate(grant_type, client, user, scope, expires_in, include_refresh_token)
+        out = super().generate(grant_type, client, user, scope, expires_in, include_refresh_token)
+        out["token_type"] = token_type() or out["token_type"]  # DPoP (RFC 9449 §5)
+        return out
 
 
 def sign_jwt(claims: dict, alg: str, typ: str = "JWT") -> str:
@@ -96,9 +102,12 @@ class AccessToken:
     def client_id(self) -> str:
         return self.claims.get("client_id", "")
 
+    raw: str = ""
+
     @property
     def sub(self) -> str:
-        return self.claims.get("sub", "")
+        """The person's own subject (a pairwise client's token names them by a pairwise one)."""
+        return local_sub(self.claims)
 
     def get_scope(self):
         return self.claims.get("scope", "")

@@ -33,11 +33,13 @@ from tongban.i18n import safe_next
 from tongban.security import cacheable
 
 from . import clients as registry
-from . import consents
+from . import consents, dpop
 from . import logout as everywhere
+from .dpop import ALGS
 from .enterprise_views import acting_step
 from .errors import FormExpired
 from .mfa_views import mark_fresh, start_login
+from .pairwise import subject_for, subject_for_client_id
 from .scopes import SCOPES, SILENT, describe
 from .server import require_oauth, server, user_claims
 from .stepup import enforce as stepup
@@ -93,7 +95,13 @@ def discovery_document() -> dict:
         "backchannel_authentication_endpoint": f"{iss}/oauth/bc-authorize",
         "backchannel_token_delivery_modes_supported": ["poll"],
         "backchannel_user_code_parameter_supported": False,
+        **_modern_discovery(),
     }
+
+
+def _modern_discovery() -> dict:
+    """DPoP (RFC 9449 §5.1), pairwise subjects (OIDC Core §8), resource indicators (RFC 8707)."""
+    return {"subject_types_supported": ["public", "pairwise"], "dpop_signing_alg_values_supported": list(ALGS)}
 
 
 _DISCOVERY_CACHE: dict[int, str] = {}
@@ -187,7 +195,7 @@ def authorize():
             return server.handle_error_response(None, _invalid("the id_token_hint is not valid for this client",
                                                                redirect_uri))
         # the person the system expects is not the one logged in here (OIDC Core §3.1.2.1)
-        other_user = user is not None and claims.get("sub") != user.sub and not fresh
+        other_user = user is not None and claims.get("sub") != subject_for(client, user.sub) and not fresh
     if user is None or "login" in prompts or stale or other_user:
         if "none" in prompts:
             return server.handle_error_response(None, LoginRequiredError(redirect_uri=redirect_uri,
@@ -276,7 +284,11 @@ def issue_token():
         body = {"error": "invalid_request",
                 "error_description": "send the token request's parameters in the form body, not the query string"}
         return Response(json.dumps(body), 400, {"Cache-Control": "no-store"}, mimetype="application/json")
+    refused = dpop.before_token_request()  # RFC 9449: the DPoP proof, before any grant runs
+    if refused is not None:
+        return refused
     response = server.create_token_response()
+    dpop.after_token_response(response)
     session = db.session()
     if session.in_transaction():  # client_credentials touches no table: nothing to commit
         if response.status_code == 200:
@@ -320,6 +332,7 @@ def userinfo():
                                     "error_description": "the log-in session has ended"}), 401,
                         {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
     claims = dict(user_claims(user, tok.get_scope()))
+    claims["sub"] = subject_for_client_id(tok.client_id, user.sub)  # OIDC Core §8.1
     try:  # check-on-use: a withdrawn or expired enterprise authority ends the session here
         claims.update(enterprise.claims_for_scope(tok.claims.get("sid"), tok.client_id, tok.get_scope(),
                                                   commit=True))
@@ -430,7 +443,7 @@ def logout():
         redirect_to = target + (("&" if "?" in target else "?") + urlencode({"state": state}) if state else "")
     sess = sessions.current_session()
     # a hint names who asked; if it names someone else than this browser's user, ask
-    hint_ok = bool(hint_claims) and (sess is None or hint_claims.get("sub") == sess.user.sub)
+    hint_ok = bool(hint_claims) and (sess is None or hint_claims.get("sub") == subject_for(client, sess.user.sub))
     confirmed = request.method == "POST" and ConfirmForm().validate_on_submit()
     if sess is not None and not hint_ok and not confirmed:
         return render_template("idp/logout_confirm.html", form=ConfirmForm(), action=request.full_path,
