@@ -115,6 +115,8 @@ def _client_json(row, secret):
         "scope": " ".join(row.scopes), "token_endpoint_auth_method": row.token_endpoint_auth_method,
         "id_token_signed_response_alg": row.id_token_signed_response_alg, "first_party": row.first_party,
         "introspection_allowed": row.introspection_allowed,
+        "jwks": row.jwks, "jwks_uri": row.jwks_uri, "require_par": row.require_par,
+        "require_signed_request_object": row.require_signed_request_object, "profile": row.profile or None,
     }
 
 
@@ -140,17 +142,28 @@ def _client_json(row, secret):
 @click.option("--approval-date", default=None, help="YYYY-MM-DD (register).")
 @click.option("--funding-source", default="", help="Funding source (register).")
 @click.option("--contact", default="", help="Responsible contact (register).")
+@click.option("--jwks", "jwks_file", default=None, help="The client's public keys: a JWKS JSON file "
+              "(private_key_jwt, signed request objects).")
+@click.option("--jwks-uri", default=None, help="Or an https URL the client publishes its JWKS at.")
+@click.option("--require-par", is_flag=True, help="Only pushed authorization requests (RFC 9126).")
+@click.option("--require-signed-request-object", is_flag=True, help="Only signed request objects (RFC 9101).")
+@click.option("--profile", type=click.Choice(["fapi2"]), default=None,
+              help="fapi2: the FAPI 2.0 Security Profile (PAR, PKCE, private_key_jwt, ...).")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
                    frontchannel_logout_uri, first_party, public, auth_method, id_token_alg, introspection, client_id,
-                   function, scope_of_use, approver, approval_date, funding_source, contact, as_json):
+                   function, scope_of_use, approver, approval_date, funding_source, contact, jwks_file, jwks_uri,
+                   require_par, require_signed_request_object, profile, as_json):
     """Register a government system; prints its client_id and secret (shown once)."""
     try:
         approved = date.fromisoformat(approval_date) if approval_date else None
     except ValueError:
         raise ValidationError("--approval-date must be YYYY-MM-DD", "invalid_date") from None
     method = auth_method or ("none" if public else "client_secret_basic")
+    from .client_auth import load_jwks_file
+
+    jwks = load_jwks_file(jwks_file) if jwks_file else None
     row, secret = registry.create_client(
         name=name, department=department, redirect_uris=list(redirect_uris),
         grant_types=list(grant_types) or ["authorization_code", "refresh_token"], scopes=scope.split(),
@@ -159,9 +172,12 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
         id_token_signed_response_alg=id_token_alg,
         introspection_allowed=introspection, client_id=client_id, function=function,
         scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
-        contact=contact)
+        contact=contact, jwks=jwks, jwks_uri=jwks_uri, require_par=require_par,
+        require_signed_request_object=require_signed_request_object, profile=profile or "")
     data = _client_json(row, secret)
-    emit(data, as_json, f"client_id: {row.client_id}\nclient_secret: {secret} (shown once)")
+    emit(data, as_json, f"client_id: {row.client_id}\n" + (
+        f"client_secret: {secret} (shown once)" if secret else
+        f"token_endpoint_auth_method: {row.token_endpoint_auth_method}"))
 
 
 @clients_cli.command("report")
@@ -205,3 +221,15 @@ def clients_disable(client_id):
 def clients_enable(client_id):
     registry.set_enabled(client_id, True)
     click.echo(f"enabled {client_id}")
+
+
+@clients_cli.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def clients_show(client_id, as_json):
+    """A registered system's metadata (never its secret)."""
+    row = registry.get_row(client_id)
+    data = _client_json(row, None)
+    data.pop("client_secret")
+    emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))

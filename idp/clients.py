@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hmac
+import json as _json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ from .scopes import SCOPES
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
                "urn:ietf:params:oauth:grant-type:device_code")
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none", "private_key_jwt")
+PROFILES = ("", "fapi2")  # "": the default profile; "fapi2": FAPI 2.0 Security Profile (idp/fapi.py)
 ID_TOKEN_ALGS = ("RS256", "ES256")
 CLIENTS_GENERATION = Generation("clients")
 
@@ -63,6 +65,12 @@ class RegisteredClient(ClientMixin):
     enabled: bool
     scope_set: frozenset[str] = field(default=frozenset())
     frontchannel_logout_uri: str | None = None
+    # modern profile (docs/oidc-modern.md)
+    jwks_json: str | None = None  # the registered JWKS (JSON text: the snapshot stays hashable)
+    jwks_uri: str | None = None
+    require_par: bool = False
+    require_signed_request_object: bool = False
+    profile: str = ""
 
     # Authlib ClientMixin
     def get_client_id(self):
@@ -85,6 +93,8 @@ class RegisteredClient(ClientMixin):
         return hmac.compare_digest(digest(client_secret), self.secret_hash)
 
     def check_endpoint_auth_method(self, method, endpoint):
+        if self.profile == "fapi2" and method != "private_key_jwt":
+            return False  # FAPI 2.0 §5.3.2.1 (idp/fapi.py)
         if endpoint == "token":
             return method == self.token_endpoint_auth_method
         # revocation / introspection: confidential clients authenticate as at the token endpoint
@@ -111,6 +121,9 @@ def _snapshot(row: Client) -> RegisteredClient:
         id_token_signed_response_alg=row.id_token_signed_response_alg, first_party=row.first_party,
         introspection_allowed=row.introspection_allowed, enabled=row.enabled,
         scope_set=frozenset(row.scopes or ()), frontchannel_logout_uri=row.frontchannel_logout_uri,
+        jwks_json=_json.dumps(row.jwks, sort_keys=True) if row.jwks else None, jwks_uri=row.jwks_uri,
+        require_par=bool(row.require_par), require_signed_request_object=bool(row.require_signed_request_object),
+        profile=row.profile or "",
     )
 
 
@@ -196,7 +209,9 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
                   introspection_allowed: bool = False,
                   function: str = "", scope_of_use: str = "", approver: str = "",
                   approval_date: date | None = None, funding_source: str = "", contact: str = "",
-                  client_id: str | None = None, actor: str = "admin") -> tuple[Client, str | None]:
+                  client_id: str | None = None, actor: str = "admin", jwks: dict | None = None,
+                  jwks_uri: str | None = None, require_par: bool = False,
+                  require_signed_request_object: bool = False, profile: str = "") -> tuple[Client, str | None]:
     """Register a system; returns the row and its secret (shown once, None for public clients)."""
     name, department = (name or "").strip(), (department or "").strip()
     if not name or not department:
@@ -210,9 +225,14 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
     grant_types = list(dict.fromkeys(grant_types))
     scopes = list(dict.fromkeys(scopes))
     _validate(grant_types, scopes, token_endpoint_auth_method, redirect_uris, id_token_signed_response_alg)
+    from . import client_auth, fapi
+
+    jwks, jwks_uri = client_auth.check_keys(jwks, jwks_uri, token_endpoint_auth_method,
+                                            require_signed_request_object)
+    require_par = fapi.check_registration(profile, token_endpoint_auth_method, grant_types, require_par)
     if client_id and db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
         raise ValidationError(f"client_id {client_id!r} is taken", "client_exists")
-    secret = None if token_endpoint_auth_method == "none" else token(32)
+    secret = None if token_endpoint_auth_method in ("none", "private_key_jwt") else token(32)
     now = utcnow()
     row = Client(
         client_id=client_id or ("tb_" + token(12)), secret_hash=digest(secret) if secret else None,
@@ -224,12 +244,15 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
         grant_types=grant_types, scopes=scopes, token_endpoint_auth_method=token_endpoint_auth_method,
         id_token_signed_response_alg=id_token_signed_response_alg, first_party=first_party,
         introspection_allowed=introspection_allowed, enabled=True, created_at=now, updated_at=now,
+        jwks=jwks, jwks_uri=jwks_uri, require_par=require_par,
+        require_signed_request_object=require_signed_request_object, profile=profile or "",
     )
     db.session.add(row)
     db.session.flush()
     audit.record("client.created", actor=actor, object=f"client:{row.client_id}",
                  detail={"name": name, "department": department, "scopes": scopes,
-                         "grant_types": grant_types})
+                         "grant_types": grant_types, "auth_method": token_endpoint_auth_method,
+                         "profile": profile or "", "require_par": require_par})
     _after_commit(_changed)
     return row, secret
 
@@ -267,6 +290,12 @@ def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
     merged = {k: changes.get(k, getattr(row, k)) for k in UPDATABLE}
     _validate(merged["grant_types"], merged["scopes"], merged["token_endpoint_auth_method"],
               merged["redirect_uris"], merged["id_token_signed_response_alg"])
+    from . import client_auth, fapi
+
+    client_auth.check_keys(row.jwks, row.jwks_uri, merged["token_endpoint_auth_method"],
+                           row.require_signed_request_object)
+    fapi.check_registration(row.profile, merged["token_endpoint_auth_method"], merged["grant_types"],
+                            row.require_par)
     for k, v in changes.items():
         setattr(row, k, v)
     row.updated_at = utcnow()
@@ -280,6 +309,8 @@ def rotate_secret(client_id: str, actor: str = "admin") -> str:
     row = get_row(client_id)
     if row.token_endpoint_auth_method == "none":
         raise ValidationError("a public client has no secret", "invalid_client_metadata")
+    if row.token_endpoint_auth_method == "private_key_jwt":
+        raise ValidationError("a private_key_jwt client has no secret", "invalid_client_metadata")
     secret = token(32)
     row.secret_hash = digest(secret)
     row.secret_rotated_at = row.updated_at = utcnow()

@@ -638,6 +638,10 @@ class Server(AuthorizationServer):
         return grant
 
     def create_authorization_response(self, request=None, grant_user=None, grant=None):
+        from . import par
+
+        if not par.spend():  # a pushed request answers once (RFC 9126 §4)
+            return self.handle_error_response(None, InvalidRequestError("the request_uri was already used"))
         try:
             return super().create_authorization_response(request, grant_user, grant)
         except ValueError:
@@ -665,6 +669,9 @@ class Server(AuthorizationServer):
     def handle_error_response(self, request, error):
         _after_error()
         if error.redirect_uri:
+            from . import par
+
+            par.spend()  # an error answers a pushed request too
             # back at the client: ``state`` as sent (RFC 6749 §4.1.2.1), ``iss`` on every
             # authorization response, errors included (RFC 9207 §2)
             if error.state is None and _single(flask_request.values, "state"):
@@ -722,6 +729,9 @@ def init_server(app: Flask) -> None:
         from .device import register as register_device_grant  # RFC 8628 (kiosks)
 
         register_device_grant(server)
+        from . import client_auth  # private_key_jwt (RFC 7523) at every client-authenticating endpoint
+
+        client_auth.register(server)
         server._tongban_wired = True
     app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
 
