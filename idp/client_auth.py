@@ -116,7 +116,8 @@ def _registered(jwks_json: str) -> KeySet:
     return KeySet.import_key_set(json.loads(jwks_json))
 
 
-_fetched: dict[str, tuple[float, KeySet]] = {}
+_fetched: dict[str, tuple[float, KeySet, float]] = {}  # uri -> (fresh until, keys, fetched at)
+REFETCH_AFTER = 30.0  # an unknown kid refetches a jwks_uri at most this often (no amplification)
 _fetch_lock = threading.Lock()
 
 
@@ -164,11 +165,11 @@ def client_keyset(client, refresh: bool = False) -> KeySet:
     now = time.monotonic()
     with _fetch_lock:
         hit = _fetched.get(uri)
-    if hit is not None and hit[0] > now and not refresh:
+    if hit is not None and hit[0] > now and (not refresh or now - hit[2] < REFETCH_AFTER):
         return hit[1]
     keys = _fetch(uri)
     with _fetch_lock:
-        _fetched[uri] = (now + float(current_app.config["TONGBAN_JWKS_URI_CACHE_SECONDS"]), keys)
+        _fetched[uri] = (now + float(current_app.config["TONGBAN_JWKS_URI_CACHE_SECONDS"]), keys, now)
     return keys
 
 

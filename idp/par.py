@@ -40,6 +40,7 @@ PAR_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jw
 # client authentication parameters: never part of the pushed authorization request
 _AUTH_PARAMS = ("client_secret", "client_assertion", "client_assertion_type")
 _BROWSER_KEY = "tb_par"
+MAX_PARAMS_BYTES = 16 * 1024  # a pushed request's parameters, as stored
 
 bp = Blueprint("par", __name__)
 
@@ -123,6 +124,8 @@ def _pushed_params(client, form) -> dict[str, str]:
     error = fapi.check_pushed(client, params)
     if error is not None:
         raise error
+    if len(json.dumps(params)) > MAX_PARAMS_BYTES:
+        raise InvalidRequestError("the authorization request is too large")
     return params
 
 

@@ -241,10 +241,18 @@ def test_jwks_uri_fetched_and_cached(app, live_server, make_client):
             resp = token_request(live_server, {"grant_type": "client_credentials", **auth_form(cid, live_server)})
             assert resp.status_code == 200, resp.text
         assert keys.hits == 1  # cached
-        # a key not (yet) published: one refetch, then refused
-        _refused(token_request(live_server, {"grant_type": "client_credentials",
-                                             **auth_form(cid, live_server, key=ATTACKER_EC)}))
-        assert keys.hits == 2
+        # a key not (yet) published: a refetch (at most every REFETCH_AFTER seconds), then refused
+        client_auth._fetched[keys.url] = (*client_auth._fetched[keys.url][:2], time.monotonic() - 60)
+        for _ in range(3):
+            _refused(token_request(live_server, {"grant_type": "client_credentials",
+                                                 **auth_form(cid, live_server, key=ATTACKER_EC)}))
+        assert keys.hits == 2  # an attacker's unknown kids do not make the provider fetch again and again
+        # the client rotates its key: published, then used after the refetch interval
+        keys.doc = public_jwks(CLIENT_EC, ATTACKER_EC)
+        client_auth._fetched[keys.url] = (*client_auth._fetched[keys.url][:2], time.monotonic() - 60)
+        resp = token_request(live_server, {"grant_type": "client_credentials",
+                                           **auth_form(cid, live_server, key=ATTACKER_EC)})
+        assert resp.status_code == 200 and keys.hits == 3
     finally:
         keys.httpd.shutdown()
         client_auth._fetched.clear()
