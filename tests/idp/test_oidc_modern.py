@@ -670,3 +670,21 @@ def test_fapi2_full_flow(live_server, citizen, fapi_client, browser):
     reused = token_request(live_server, {"grant_type": "refresh_token", "refresh_token": refresh,
                                          **auth_form(fapi_client, live_server)})
     assert reused.status_code == 400
+
+
+def test_admin_page_shows_keys_and_profile(app, make_client):
+    from idp import accounts
+    from tests.conftest import OTHER_ID, PASSWORD
+    from tests.idp.test_admin import Browser as AdminBrowser
+    from tests.idp.test_admin import login
+    from tongban.extensions import db
+
+    accounts.create_staff(OTHER_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "admin")
+    db.session.commit()
+    fapi, _ = make_client(token_endpoint_auth_method="private_key_jwt", profile="fapi2",
+                          jwks=public_jwks(CLIENT_EC, CLIENT_RSA), grant_types=["authorization_code"])
+    web = AdminBrowser(app, app.response_class, use_cookies=True)
+    login(web)
+    page = web.get(f"/admin/clients/{fapi}").get_data(as_text=True)
+    assert "已登记 2 个公钥" in page and "FAPI 2.0" in page
+    assert f"/admin/clients/{fapi}/rotate" not in page  # no secret to rotate
