@@ -216,7 +216,8 @@ def _from_pushed(args, client_id: str):
             description="the request_uri was already used" if row.used_at else "the request_uri has expired"),
             client_id)
     mark = flask_session.get(_BROWSER_KEY, {}).get(str(row.id))
-    if row.browser_hash is None:
+    revisit = row.browser_hash is not None
+    if not revisit:
         mark = token(16)
         lifetime = int(current_app.config["TONGBAN_PAR_INTERACTION_LIFETIME"])
         claimed = db.session.execute(
@@ -237,7 +238,14 @@ def _from_pushed(args, client_id: str):
                            object=f"par:{row.id}", throttle=flask_request.remote_addr or "")
         return _error_page(InvalidRequestUriError(description="the request_uri was already used"), client_id)
     g.par_request_id = row.id
-    _use_params(dict(row.params))
+    params = dict(row.params)
+    if revisit and "select_account" in params.get("prompt", "").split():
+        # the chooser was shown on the first visit (a plain request drops the prompt from the URL
+        # it comes back to; a pushed request cannot)
+        params["prompt"] = " ".join(p for p in params["prompt"].split() if p != "select_account")
+        if not params["prompt"]:
+            del params["prompt"]
+    _use_params(params)
     return None
 
 

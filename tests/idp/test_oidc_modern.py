@@ -688,3 +688,16 @@ def test_admin_page_shows_keys_and_profile(app, make_client):
     page = web.get(f"/admin/clients/{fapi}").get_data(as_text=True)
     assert "已登记 2 个公钥" in page and "FAPI 2.0" in page
     assert f"/admin/clients/{fapi}/rotate" not in page  # no secret to rotate
+
+
+def test_step_up_comes_back_to_the_request_uri(live_server, citizen, make_client, browser):
+    from urllib.parse import parse_qs, urlsplit
+
+    cid, secret = make_client(first_party=True)
+    uri = _pushed(live_server, cid, secret, acr_values="L2")
+    url = f"{live_server}/oauth/authorize?" + urlencode({"client_id": cid, "request_uri": uri})
+    step = browser.walk(url)
+    step = browser.submit_login(step)
+    assert step.kind == "page" and "/mfa/verify" in step.url, step.url
+    back = parse_qs(urlsplit(step.url).query)["next"][0]
+    assert parse_qs(urlsplit(back).query) == {"client_id": [cid], "request_uri": [uri]}
