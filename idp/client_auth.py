@@ -222,11 +222,11 @@ def remember_once(namespace: str, value: str, expires_at: int) -> bool:
     now = utcnow()
     insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     stmt = insert(UsedAssertion).values(key=key, expires_at=now + timedelta(seconds=ttl))
-    stmt = stmt.on_conflict_do_nothing(index_elements=["key"])
+    stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(UsedAssertion.key)
 
     def _run(conn) -> bool:
         conn.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < now))
-        return conn.execute(stmt).rowcount == 1
+        return conn.execute(stmt).first() is not None  # a row only when it was inserted now
 
     if session_holds_sqlite_write():
         return _run(db.session.connection())
