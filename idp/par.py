@@ -24,7 +24,7 @@ from authlib.oauth2.rfc9101.errors import InvalidRequestUriError
 from flask import Blueprint, Response, current_app, g, render_template
 from flask import request as flask_request
 from flask import session as flask_session
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from werkzeug.datastructures import ImmutableMultiDict
 
 from tongban import audit
@@ -87,6 +87,9 @@ def push():
     raw = token(32)
     now = utcnow()
     lifetime = int(current_app.config["TONGBAN_PAR_LIFETIME"])
+    # spent or expired pushed requests are of no use after a while (the index keeps this cheap)
+    db.session.execute(delete(PushedAuthorizationRequest).where(
+        PushedAuthorizationRequest.expires_at < now - timedelta(hours=1)))
     db.session.add(PushedAuthorizationRequest(
         uri_hash=digest(URN + raw), client_id=client.client_id, params=params, created_at=now,
         expires_at=now + timedelta(seconds=lifetime)))

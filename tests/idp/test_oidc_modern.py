@@ -701,3 +701,30 @@ def test_step_up_comes_back_to_the_request_uri(live_server, citizen, make_client
     assert step.kind == "page" and "/mfa/verify" in step.url, step.url
     back = parse_qs(urlsplit(step.url).query)["next"][0]
     assert parse_qs(urlsplit(back).query) == {"client_id": [cid], "request_uri": [uri]}
+
+
+def test_fapi2_request_object_needs_nbf(live_server, fapi_client):
+    _, pkce = _pkce()
+    raw, _ = request_object(fapi_client, live_server, nbf=None, **pkce)
+    resp = push(live_server, {"request": raw, **auth_form(fapi_client, live_server)})
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_request_object", resp.text
+    raw, _ = request_object(fapi_client, live_server, **pkce)
+    assert push(live_server, {"request": raw, **auth_form(fapi_client, live_server)}).status_code == 201
+
+
+def test_old_pushed_requests_are_cleaned_up(app, live_server, make_client):
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from idp.models import PushedAuthorizationRequest
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    cid, secret = make_client()
+    _pushed(live_server, cid, secret)
+    db.session.execute(update(PushedAuthorizationRequest).values(expires_at=utcnow() - timedelta(hours=2)))
+    db.session.commit()
+    _pushed(live_server, cid, secret)
+    db.session.expire_all()
+    assert db.session.execute(select(func.count()).select_from(PushedAuthorizationRequest)).scalar() == 1
