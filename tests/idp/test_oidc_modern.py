@@ -728,3 +728,32 @@ def test_old_pushed_requests_are_cleaned_up(app, live_server, make_client):
     _pushed(live_server, cid, secret)
     db.session.expire_all()
     assert db.session.execute(select(func.count()).select_from(PushedAuthorizationRequest)).scalar() == 1
+
+
+def test_jwks_uri_too_large_or_down_is_refused(app, live_server, make_client):
+    from idp import client_auth
+
+    client_auth._fetched.clear()
+    big = _JwksServer({"keys": [KEYS["client_ec"] | {"x5c": ["A" * 1000]}] * 100})  # > 64 KiB
+    try:
+        cid, _ = make_client(token_endpoint_auth_method="private_key_jwt", jwks_uri=big.url)
+        _refused(token_request(live_server, {"grant_type": "client_credentials", **auth_form(cid, live_server)}))
+    finally:
+        big.httpd.shutdown()
+    down, _ = make_client(token_endpoint_auth_method="private_key_jwt", jwks_uri="http://127.0.0.1:9/jwks.json")
+    _refused(token_request(live_server, {"grant_type": "client_credentials", **auth_form(down, live_server)}))
+    client_auth._fetched.clear()
+
+
+def test_jwks_uri_is_never_fetched_inside_a_write_transaction(app, make_client):
+    from idp import client_auth
+    from idp import clients as registry
+    from tongban.extensions import db
+
+    cid, _ = make_client(token_endpoint_auth_method="private_key_jwt", jwks_uri="https://keys.example/jwks.json",
+                         first_party=False)
+    client = registry.get_client(cid)
+    registry.update_client(cid, name="改名")  # a pending write
+    with pytest.raises(RuntimeError, match="write transaction"):
+        client_auth.client_keyset(client)
+    db.session.rollback()
