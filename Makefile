@@ -14,16 +14,24 @@ PYTEST_ARGS ?=
 # runs as root, listed otherwise (one whose command is on PATH already counts: e.g. npm
 # bundled with NodeSource's nodejs). Later features add e.g. fonts-wqy-microhei,
 # poppler-utils, qpdf, softhsm2, chromium (the browser tests in tests/e2e drive it).
-DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium nodejs npm
+DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium
+# Node for the openid-client tests (a strict certified relying party): Debian's nodejs and npm,
+# asked for only when no node is installed (a NodeSource node bundles npm and conflicts with Debian's)
+DEB_PACKAGES += $(if $(shell command -v node 2>/dev/null),,nodejs npm)
+
+# openid-client (npm), pinned; installed into .venv/openid-client, where tests/idp/node_rp.py finds it
+OPENID_CLIENT_VERSION := 6.9.1
+OPENID_CLIENT_DIR := $(VENV)/openid-client
+OPENID_CLIENT_STAMP := $(OPENID_CLIENT_DIR)/.installed-$(OPENID_CLIENT_VERSION)
 
 # Compiled catalogues (git-ignored) are rebuilt only when their .po changes, and
 # written atomically: live servers started by the tests may be reading them.
 PO_FILES := $(wildcard translations/*/LC_MESSAGES/messages.po)
 MO_FILES := $(PO_FILES:.po=.mo)
 
-.PHONY: install deb-packages translations run test serve worker node-oidc-provider
+.PHONY: install deb-packages node-deps translations run test serve worker node-oidc-provider
 
-install: $(STAMP) $(MO_FILES) node-oidc-provider
+install: $(STAMP) $(MO_FILES) node-deps node-oidc-provider
 
 deb-packages:
 	@command -v dpkg-query >/dev/null 2>&1 || exit 0; \
@@ -39,6 +47,26 @@ deb-packages:
 	else \
 	  echo "Missing Debian packages:$$missing"; \
 	  echo "  install them with: sudo apt-get install$$missing"; \
+	fi
+
+# openid-client from the npm registry. Offline (or without node) it is skipped with a note and its
+# tests skip; in CI (CI=true) that is an error.
+node-deps: | deb-packages
+	@test -f $(OPENID_CLIENT_STAMP) && exit 0; \
+	ci=$$(printf '%s' "$$CI" | tr A-Z a-z); \
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$ci" = true ] || [ "$$ci" = 1 ]; then echo "node and npm are needed (apt-get install nodejs npm)" >&2; exit 1; fi; \
+	  echo "node/npm not found: the openid-client tests will be skipped"; exit 0; \
+	fi; \
+	mkdir -p $(OPENID_CLIENT_DIR) && \
+	printf '{"name": "tongban-openid-client", "private": true}\n' > $(OPENID_CLIENT_DIR)/package.json && \
+	if (cd $(OPENID_CLIENT_DIR) && npm install --silent --no-audit --no-fund --save-exact \
+	      openid-client@$(OPENID_CLIENT_VERSION) >/dev/null 2>&1); then \
+	  rm -f $(OPENID_CLIENT_DIR)/.installed-* && touch $(OPENID_CLIENT_STAMP); \
+	elif [ "$$ci" = true ] || [ "$$ci" = 1 ]; then \
+	  echo "npm could not install openid-client@$(OPENID_CLIENT_VERSION)" >&2; exit 1; \
+	else \
+	  echo "openid-client not installed (offline?): its tests will be skipped"; \
 	fi
 
 # Reinstalled only when pyproject.toml is newer than the stamp (or .venv is gone).

@@ -36,6 +36,9 @@ def init_app(app: Flask) -> None:
     from . import clerk_views  # identity desk: ID-number recovery, enterprise claim disputes
 
     clerk_views.init_app(app)
+    from . import par  # pushed authorization requests (RFC 9126)
+
+    par.init_app(app)
     for group in (cli.users_cli, cli.orgs_cli, cli.staff_cli, cli.clients_cli):
         app.cli.add_command(group)
     from . import cors, dpop, resources  # noqa: F401  (DPoP replay table, resources table)

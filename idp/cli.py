@@ -12,8 +12,8 @@ from people import accounts
 from people.models import User
 from tongban.cli import command_errors, emit, read_password_stdin
 
+from . import client_auth, modern_clients, pairwise, token_exchange
 from . import clients as registry
-from . import modern_clients, pairwise, token_exchange
 from .errors import InvalidDate, NameMismatch, NoAccount, NoPassword, UnknownUser
 
 users_cli = AppGroup("users", help="Citizen accounts.")
@@ -117,6 +117,8 @@ def _client_json(row, secret):
         "exchange_targets": list(row.exchange_targets or []),
         "backchannel_token_delivery_mode": row.backchannel_token_delivery_mode,
         **_modern_json(row),
+        "jwks": row.jwks, "jwks_uri": row.jwks_uri, "require_par": row.require_par,
+        "require_signed_request_object": row.require_signed_request_object, "profile": row.profile or None,
     }
 
 
@@ -158,13 +160,20 @@ def _modern_json(row) -> dict:
 @click.option("--web-origin", "web_origins", multiple=True, help="Origin allowed CORS (repeatable).")
 @click.option("--resource", "resources", multiple=True, help="Resource (RFC 8707) it may ask for (repeatable; "
               "default: every registered one).")
+@click.option("--jwks", "jwks_file", default=None, help="The client's public keys: a JWKS JSON file "
+              "(private_key_jwt, signed request objects).")
+@click.option("--jwks-uri", default=None, help="Or an https URL the client publishes its JWKS at.")
+@click.option("--require-par", is_flag=True, help="Only pushed authorization requests (RFC 9126).")
+@click.option("--require-signed-request-object", is_flag=True, help="Only signed request objects (RFC 9101).")
+@click.option("--profile", type=click.Choice(["fapi2"]), default=None,
+              help="fapi2: the FAPI 2.0 Security Profile (PAR, PKCE, private_key_jwt, ...).")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
                    frontchannel_logout_uri, first_party, public, auth_method, id_token_alg, introspection, client_id,
-                   function, scope_of_use, approver, approval_date, funding_source, contact, require_dpop,
-                   subject_type, sector_identifier_uri, web_origins, resources, as_json,
-                   exchange_targets=(), ciba_mode=None):
+                   function, scope_of_use, approver, approval_date, funding_source, contact, jwks_file, jwks_uri,
+                   require_par, require_signed_request_object, profile, require_dpop, subject_type,
+                   sector_identifier_uri, web_origins, resources, as_json, exchange_targets=(), ciba_mode=None):
     """Register a government system; prints its client_id and secret (shown once)."""
     try:
         approved = date.fromisoformat(approval_date) if approval_date else None
@@ -177,6 +186,7 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
         registry.check_uri(sector_identifier_uri, "sector_identifier_uri")
         modern["sector_identifier_uri"] = sector_identifier_uri
         modern["sector_uris"] = pairwise.fetch_sector_uris(sector_identifier_uri)  # before any transaction
+    jwks = client_auth.load_jwks_file(jwks_file) if jwks_file else None
     row, secret = registry.create_client(
         name=name, department=department, redirect_uris=list(redirect_uris),
         grant_types=list(grant_types) or ["authorization_code", "refresh_token"], scopes=scope.split(),
@@ -186,9 +196,12 @@ def clients_create(name, department, redirect_uris, scope, grant_types, post_log
         introspection_allowed=introspection, client_id=client_id, function=function,
         scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
         contact=contact, exchange_targets=list(exchange_targets), backchannel_token_delivery_mode=ciba_mode,
-        **modern)
+        jwks=jwks, jwks_uri=jwks_uri, require_par=require_par,
+        require_signed_request_object=require_signed_request_object, profile=profile or "", **modern)
     data = _client_json(row, secret)
-    emit(data, as_json, f"client_id: {row.client_id}\nclient_secret: {secret} (shown once)")
+    emit(data, as_json, f"client_id: {row.client_id}\n" + (
+        f"client_secret: {secret} (shown once)" if secret else
+        f"token_endpoint_auth_method: {row.token_endpoint_auth_method}"))
 
 
 @clients_cli.command("report")
@@ -252,3 +265,15 @@ def clients_disallow_exchange(from_client, target):
     """Withdraw TARGET from FROM_CLIENT's token-exchange targets."""
     targets = token_exchange.disallow(from_client, target)
     click.echo(f"{from_client} may exchange tokens for: {', '.join(targets) or '(nothing)'}")
+
+
+@clients_cli.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@command_errors
+def clients_show(client_id, as_json):
+    """A registered system's metadata (never its secret)."""
+    row = registry.get_row(client_id)
+    data = _client_json(row, None)
+    data.pop("client_secret")
+    emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))

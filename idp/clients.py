@@ -10,12 +10,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hmac
+import json as _json
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from ipaddress import ip_address
-from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
 from flask import Flask, current_app
@@ -29,6 +28,7 @@ from tongban.clock import digest, token, utcnow
 from tongban.extensions import after_commit as _after_commit
 from tongban.extensions import db
 
+from . import client_auth, fapi
 from .errors import (
     ClientExists,
     InvalidAlg,
@@ -43,11 +43,13 @@ from .errors import (
 )
 from .models import Client, ClientUsage
 from .scopes import SCOPES
+from .uris import _is_loopback, check_uri  # noqa: F401 (part of this module's interface)
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials",
                "urn:ietf:params:oauth:grant-type:device_code",
                "urn:ietf:params:oauth:grant-type:token-exchange", "urn:openid:params:grant-type:ciba")
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none", "private_key_jwt")
+PROFILES = ("", "fapi2")  # "": the default profile; "fapi2": FAPI 2.0 Security Profile (idp/fapi.py)
 ID_TOKEN_ALGS = ("RS256", "ES256")
 CLIENTS_GENERATION = Generation("clients")
 
@@ -83,6 +85,12 @@ class RegisteredClient(ClientMixin):
     sector: str | None = None
     web_origins: tuple[str, ...] = ()
     allowed_resources: tuple[str, ...] = ()
+    # modern profile (docs/oidc-modern.md)
+    jwks_json: str | None = None  # the registered JWKS (JSON text: the snapshot stays hashable)
+    jwks_uri: str | None = None
+    require_par: bool = False
+    require_signed_request_object: bool = False
+    profile: str = ""
 
     # Authlib ClientMixin
     def get_client_id(self):
@@ -105,6 +113,8 @@ class RegisteredClient(ClientMixin):
         return hmac.compare_digest(digest(client_secret), self.secret_hash)
 
     def check_endpoint_auth_method(self, method, endpoint):
+        if self.profile == "fapi2" and method != "private_key_jwt":
+            return False  # FAPI 2.0 §5.3.2.1 (idp/fapi.py)
         if endpoint == "token":
             return method == self.token_endpoint_auth_method
         # revocation / introspection: confidential clients authenticate as at the token endpoint
@@ -135,6 +145,9 @@ def _snapshot(row: Client) -> RegisteredClient:
         backchannel_token_delivery_mode=row.backchannel_token_delivery_mode,
         require_dpop=bool(row.require_dpop), subject_type=row.subject_type or "public", sector=row.sector,
         web_origins=tuple(row.web_origins or ()), allowed_resources=tuple(row.allowed_resources or ()),
+        jwks_json=_json.dumps(row.jwks, sort_keys=True) if row.jwks else None, jwks_uri=row.jwks_uri,
+        require_par=bool(row.require_par), require_signed_request_object=bool(row.require_signed_request_object),
+        profile=row.profile or "",
     )
 
 
@@ -162,32 +175,6 @@ def _changed() -> None:
 
 
 # ---------------------------------------------------------------- registration
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_uri(uri: str, what: str) -> str:
-    """https, or http on a loopback host; absolute; no fragment (RFC 6749 §3.1.2)."""
-    uri = (uri or "").strip()
-    parts = urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise InvalidRedirectUri(f"{what} must be an absolute http(s) URL: {uri!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise InvalidRedirectUri(f"{what} must use https (http only on loopback hosts): {uri!r}")
-    if parts.fragment or "#" in uri:
-        raise InvalidRedirectUri(f"{what} must not contain a fragment: {uri!r}")
-    if parts.username or parts.password:
-        raise InvalidRedirectUri(f"{what} must not contain credentials: {uri!r}")
-    return uri
 
 
 _REGISTRATION_HOOKS: list = []
@@ -280,8 +267,12 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
                   approval_date: date | None = None, funding_source: str = "", contact: str = "",
                   client_id: str | None = None, actor: str = "admin",
                   exchange_targets: list[str] | tuple = (),
-                  backchannel_token_delivery_mode: str | None = None, **modern) -> tuple[Client, str | None]:
-    """Register a system; returns the row and its secret (shown once, None for public clients).
+                  backchannel_token_delivery_mode: str | None = None, jwks: dict | None = None,
+                  jwks_uri: str | None = None, require_par: bool = False,
+                  require_signed_request_object: bool = False, profile: str = "",
+                  **modern) -> tuple[Client, str | None]:
+    """Register a system; returns the row and its secret (shown once, None for public clients
+    and private_key_jwt clients).
 
     ``modern``: require_dpop, subject_type, sector_identifier_uri (its listed URIs fetched
     beforehand: ``sector_uris``), web_origins, allowed_resources (idp/modern_clients.py)."""
@@ -299,9 +290,12 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
     _validate(grant_types, scopes, token_endpoint_auth_method, redirect_uris, id_token_signed_response_alg)
     exchange_targets = check_exchange_targets(exchange_targets, grant_types, own_client_id=client_id)
     backchannel_token_delivery_mode = ciba_delivery_mode(backchannel_token_delivery_mode, grant_types)
+    jwks, jwks_uri = client_auth.check_keys(jwks, jwks_uri, token_endpoint_auth_method,
+                                            require_signed_request_object)
+    require_par = fapi.check_registration(profile, token_endpoint_auth_method, grant_types, require_par)
     if client_id and db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
         raise ClientExists(f"client_id {client_id!r} is taken")
-    secret = None if token_endpoint_auth_method == "none" else token(32)
+    secret = None if token_endpoint_auth_method in ("none", "private_key_jwt") else token(32)
     now = utcnow()
     row = Client(
         client_id=client_id or ("tb_" + token(12)), secret_hash=digest(secret) if secret else None,
@@ -314,6 +308,8 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
         id_token_signed_response_alg=id_token_signed_response_alg, first_party=first_party,
         introspection_allowed=introspection_allowed, enabled=True, created_at=now, updated_at=now,
         exchange_targets=exchange_targets, backchannel_token_delivery_mode=backchannel_token_delivery_mode,
+        jwks=jwks, jwks_uri=jwks_uri, require_par=require_par,
+        require_signed_request_object=require_signed_request_object, profile=profile or "",
     )
     for hook in _REGISTRATION_HOOKS:  # the modern profile's settings (idp.modern_clients)
         hook(row, modern)
@@ -321,8 +317,9 @@ def create_client(*, name: str, department: str, redirect_uris: list[str] | tupl
     db.session.flush()
     audit.record("client.created", actor=actor, object=f"client:{row.client_id}",
                  detail={"name": name, "department": department, "scopes": scopes,
-                         "grant_types": grant_types, **({"exchange_targets": exchange_targets}
-                                                        if exchange_targets else {})})
+                         "grant_types": grant_types, "auth_method": token_endpoint_auth_method,
+                         "profile": profile or "", "require_par": require_par,
+                         **({"exchange_targets": exchange_targets} if exchange_targets else {})})
     _after_commit(_changed)
     return row, secret
 
@@ -368,6 +365,10 @@ def update_client(client_id: str, actor: str = "admin", **changes) -> Client:
         changes["backchannel_token_delivery_mode"] = ciba_delivery_mode(
             changes.get("backchannel_token_delivery_mode", row.backchannel_token_delivery_mode),
             merged["grant_types"])
+    client_auth.check_keys(row.jwks, row.jwks_uri, merged["token_endpoint_auth_method"],
+                           row.require_signed_request_object)
+    fapi.check_registration(row.profile, merged["token_endpoint_auth_method"], merged["grant_types"],
+                            row.require_par)
     for k, v in changes.items():
         setattr(row, k, v)
     row.updated_at = utcnow()
@@ -381,6 +382,8 @@ def rotate_secret(client_id: str, actor: str = "admin") -> str:
     row = get_row(client_id)
     if row.token_endpoint_auth_method == "none":
         raise InvalidClientMetadata("a public client has no secret")
+    if row.token_endpoint_auth_method == "private_key_jwt":
+        raise InvalidClientMetadata("a private_key_jwt client has no secret")
     secret = token(32)
     row.secret_hash = digest(secret)
     row.secret_rotated_at = row.updated_at = utcnow()

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tongban.extensions import db
 
+from . import fapi
 from .context import grant_context
 
 ALGS = ("ES256", "PS256", "RS256", "EdDSA")
@@ -305,7 +306,7 @@ def token_type() -> str | None:
 
 def client_requires_dpop(client) -> bool:
     """Whether ``client`` (a RegisteredClient or a Client row) must use DPoP."""
-    return bool(getattr(client, "require_dpop", False))
+    return bool(getattr(client, "require_dpop", False)) or fapi.requires_sender_constraint(client)
 
 
 def token_is_sender_constrained(token) -> bool:

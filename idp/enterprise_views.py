@@ -286,8 +286,11 @@ def withdraw_agent(uscc: str, authorisation_id: int):
 
 
 def _authorize_url_without_select() -> str:
-    params = [(k, v) for k, v in request.args.items(multi=True) if k != "prompt"]
-    prompts = [p for p in request.args.get("prompt", "").split() if p != "select_account"]
+    from flask import g
+
+    args = g.get("authorize_args") or request.args  # as sent (a PAR request_uri, not its parameters)
+    params = [(k, v) for k, v in args.items(multi=True) if k != "prompt"]
+    prompts = [p for p in args.get("prompt", "").split() if p != "select_account"]
     if prompts:
         params.append(("prompt", " ".join(prompts)))
     return url_for("idp.authorize") + "?" + urlencode(params)

@@ -69,6 +69,13 @@ class Client(db.Model):
     sector: Mapped[str | None] = mapped_column(String(255), nullable=True)
     web_origins: Mapped[list] = mapped_column(JSON, default=list)
     allowed_resources: Mapped[list] = mapped_column(JSON, default=list)
+    # modern profile (docs/oidc-modern.md): the client's public keys (private_key_jwt, signed
+    # request objects), PAR / signed request objects required, the FAPI 2.0 profile
+    jwks: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    jwks_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    require_par: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_signed_request_object: Mapped[bool] = mapped_column(Boolean, default=False)
+    profile: Mapped[str] = mapped_column(String(20), default="")
 
     @property
     def is_public(self) -> bool:
@@ -199,6 +206,31 @@ class RevokedAccessToken(db.Model):
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)  # epoch seconds
     revoked_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class PushedAuthorizationRequest(db.Model):
+    """RFC 9126: a pushed authorization request, found by the SHA-256 of its request_uri."""
+
+    __tablename__ = "pushed_authorization_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uri_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    params: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # the browser that first presented it (SHA-256 of a random value in its session cookie)
+    browser_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class UsedAssertion(db.Model):
+    """One-time JWT ids (client assertions): SHA-256 of client_id and jti, kept until expiry."""
+
+    __tablename__ = "used_assertions"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 def dumps(value) -> str:

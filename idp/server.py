@@ -46,7 +46,7 @@ from tongban import audit
 from tongban.clock import digest, epoch, to_epoch, utcnow
 from tongban.extensions import db
 
-from . import ciba, device, dpop, modern_clients, resources, token_exchange, tokens  # noqa: F401 (modern_clients registers its rules)
+from . import ciba, client_auth, device, dpop, modern_clients, par, resources, token_exchange, tokens  # noqa: F401
 from . import clients as registry
 from .context import ReplayedCode, ReusedRefresh, TokenContext, grant_context
 from .dpop import ResourceDPoPError, challenge
@@ -672,6 +672,8 @@ class Server(AuthorizationServer):
         return grant
 
     def create_authorization_response(self, request=None, grant_user=None, grant=None):
+        if not par.spend():  # a pushed request answers once (RFC 9126 §4)
+            return self.handle_error_response(None, InvalidRequestError("the request_uri was already used"))
         try:
             return super().create_authorization_response(request, grant_user, grant)
         except ValueError:
@@ -699,6 +701,7 @@ class Server(AuthorizationServer):
     def handle_error_response(self, request, error):
         _after_error()
         if error.redirect_uri:
+            par.spend()  # an error answers a pushed request too
             # back at the client: ``state`` as sent (RFC 6749 §4.1.2.1), ``iss`` on every
             # authorization response, errors included (RFC 9207 §2)
             if error.state is None and _single(flask_request.values, "state"):
@@ -743,6 +746,7 @@ def query_client(client_id):
 
 def init_server(app: Flask) -> None:
     server.init_app(app, query_client=query_client, save_token=save_token)
+    app.extensions["tongban.authorization_server"] = server  # for idp.par, which server.py imports
     server.scopes_supported = SCOPES.keys()  # a live view: packages register scopes later
     server.register_token_generator("default", tokens.JWTAccessTokenGenerator())
     if not getattr(server, "_tongban_wired", False):
@@ -759,6 +763,8 @@ def init_server(app: Flask) -> None:
         device.register(server, code_flow)  # RFC 8628 (kiosks)
         token_exchange.register(server)  # RFC 8693
         ciba.register(server, code_flow)  # OpenID CIBA, poll mode
+        client_auth.register(server, grants=(AuthorizationCodeGrant, RefreshTokenGrant, ClientCredentialsGrant),
+                             endpoints=(Revocation, Introspection), modules=(device,))  # private_key_jwt
         server._tongban_wired = True
     app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
 

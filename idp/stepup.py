@@ -137,7 +137,10 @@ def enforce(sess: LoginSession, data, redirect_uri: str, prompts: set[str]):
     if "none" in prompts:
         return server.handle_error_response(None, InteractionRequiredError(
             description=f"{LEVELS[target - 1]} needs a step-up", redirect_uri=redirect_uri, state=state))
-    params = [(k, v) for k, v in request.args.items(multi=True)]
+    from flask import g
+
+    args = g.get("authorize_args") or request.args  # as sent (a PAR request_uri, not its parameters)
+    params = [(k, v) for k, v in args.items(multi=True)]
     back = url_for("idp.authorize") + "?" + urlencode(params)
     return redirect(url_for("mfa.verify", acr=LEVELS[target - 1], next=back))
 

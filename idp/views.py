@@ -33,7 +33,7 @@ from tongban.i18n import safe_next
 from tongban.security import cacheable
 
 from . import clients as registry
-from . import consents, dpop
+from . import consents, dpop, par
 from . import logout as everywhere
 from .dpop import ALGS
 from .enterprise_views import acting_step
@@ -52,7 +52,7 @@ bp = Blueprint("idp", __name__)
 
 def discovery_document() -> dict:
     iss = current_app.config["TONGBAN_ISSUER"]
-    return {
+    doc = {
         "issuer": iss,
         "authorization_endpoint": f"{iss}/oauth/authorize",
         "token_endpoint": f"{iss}/oauth/token",
@@ -97,6 +97,8 @@ def discovery_document() -> dict:
         "backchannel_user_code_parameter_supported": False,
         **_modern_discovery(),
     }
+    doc.update(par.discovery_additions(doc))  # private_key_jwt, PAR, JAR (docs/oidc-modern.md)
+    return doc
 
 
 def _modern_discovery() -> dict:
@@ -138,7 +140,8 @@ def _authorize_error(error: OAuth2Error):
 
 def _without_login_prompt() -> str:
     """The authorize URL to come back to after logging in, minus prompt=login."""
-    params = [(k, v) for k, v in request.args.items(multi=True) if k != "prompt"]
+    args = g.get("authorize_args") or request.args  # as sent (a PAR request_uri, not its parameters)
+    params = [(k, v) for k, v in args.items(multi=True) if k != "prompt"]
     prompts = [p for p in request.args.get("prompt", "").split() if p != "login"]
     if prompts:
         params.append(("prompt", " ".join(prompts)))
@@ -160,6 +163,9 @@ def authorize():
         # comes back to the authorization request's URL
         params = list(request.args.items(multi=True)) + list(request.form.items(multi=True))
         return redirect(url_for("idp.authorize") + "?" + urlencode(params), 303)
+    refused = par.prepare_authorization_request()  # PAR request_uri, JAR request (docs/oidc-modern.md)
+    if refused is not None:
+        return refused
     if request.method == "POST" and current_app.config.get("WTF_CSRF_ENABLED", True):
         csrf.protect()  # the consent form
     sess = sessions.current_session()
@@ -196,7 +202,7 @@ def authorize():
                                                                redirect_uri))
         # the person the system expects is not the one logged in here (OIDC Core §3.1.2.1)
         other_user = user is not None and claims.get("sub") != subject_for(client, user.sub) and not fresh
-    if user is None or "login" in prompts or stale or other_user:
+    if user is None or ("login" in prompts and not fresh) or stale or other_user:
         if "none" in prompts:
             return server.handle_error_response(None, LoginRequiredError(redirect_uri=redirect_uri,
                                                                           state=data.get("state")))

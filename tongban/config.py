@@ -312,6 +312,19 @@ register("TONGBAN_CIBA_RATE_WINDOW", 60, "seconds")
 register("TONGBAN_CIBA_PENDING_PER_USER", 3, "count", "CIBA: requests waiting for one citizen at once")
 register("TONGBAN_CIBA_FRESH_MINUTES", 30, "count",
          "CIBA: approving needs a log-in (authentication) at most this many minutes old")
+# modern OIDC profile: PAR, signed request objects, private_key_jwt (docs/oidc-modern.md)
+register("TONGBAN_REQUIRE_PAR", False, "bool",
+         "every client must push its authorization requests (RFC 9126 POST /oauth/par)")
+register("TONGBAN_PAR_LIFETIME", 60, "seconds", "how long a pushed request_uri may first be used")
+register("TONGBAN_PAR_INTERACTION_LIFETIME", 600, "seconds",
+         "how long the browser that first used a request_uri may finish logging in with it")
+register("TONGBAN_CLIENT_ASSERTION_MAX_LIFETIME", 300, "seconds",
+         "the furthest in the future a client assertion's (private_key_jwt) exp may lie")
+register("TONGBAN_REQUEST_OBJECT_MAX_LIFETIME", 3600, "seconds",
+         "the longest a request object may be valid (exp - nbf, and exp from now)")
+register("TONGBAN_JWKS_URI_TIMEOUT", 5.0, "float", "HTTP timeout fetching a client's jwks_uri, seconds")
+register("TONGBAN_JWKS_URI_MAX_BYTES", 65536, "count", "the largest client JWKS document fetched")
+register("TONGBAN_JWKS_URI_CACHE_SECONDS", 300, "seconds", "how long a fetched client JWKS is reused")
 # keys, seal, licence
 register("TONGBAN_CA_KEY_ALG", "ec")
 register("TONGBAN_SEAL_KEY_BACKEND", "local")

@@ -277,7 +277,8 @@ def test_repeated_token_parameter_refused(disco, browser, citizen, make_client):
 
 def test_discovery_tells_the_truth(disco):
     assert disco["response_modes_supported"] == ["query"]
-    assert disco["request_parameter_supported"] is False and disco["request_uri_parameter_supported"] is False
+    # request objects: signed by clients with registered keys (docs/oidc-modern.md); request_uri: PAR's only
+    assert disco["request_parameter_supported"] is True and disco["request_uri_parameter_supported"] is False
     assert "select_account" in disco["prompt_values_supported"]
     assert "create" not in disco["prompt_values_supported"]
     assert "userinfo_signing_alg_values_supported" not in disco
