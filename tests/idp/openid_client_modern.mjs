@@ -61,10 +61,10 @@ async function params(extra = {}) {
   return { p, verifier };
 }
 
-async function grant(config, callback, req) {
+async function grant(config, callback, req, options) {
   try {
     const tokens = await client.authorizationCodeGrant(config, new URL(callback),
-      { pkceCodeVerifier: req.verifier, expectedState: req.p.state, expectedNonce: req.p.nonce });
+      { pkceCodeVerifier: req.verifier, expectedState: req.p.state, expectedNonce: req.p.nonce }, undefined, options);
     return { tokens };
   } catch (e) {
     return { error: describe(e) };
@@ -97,19 +97,21 @@ out.parUrlParams = [...url.searchParams.keys()].sort();
 let step = await follow(url.href);
 out.promptNone = (await grant(fapi, step.callback, req)).error ?? 'no error';
 
-// 2. PAR + private_key_jwt (fapi2 client): log in, tokens, userinfo
+// 2. PAR + private_key_jwt + DPoP (fapi2 client: sender-constrained tokens): log in, tokens, userinfo
+const DPoP = client.getDPoPHandle(fapi, await client.randomDPoPKeyPair('ES256'));
 req = await params();
-url = await client.buildAuthorizationUrlWithPAR(fapi, req.p);
+url = await client.buildAuthorizationUrlWithPAR(fapi, req.p, { DPoP });
 step = await loginAndFollow(await follow(url.href));
-let got = await grant(fapi, step.callback, req);
+let got = await grant(fapi, step.callback, req, { DPoP });
 if (got.error) {
   out.par = got.error;
 } else {
   const claims = got.tokens.claims();
-  const info = await client.fetchUserInfo(fapi, got.tokens.access_token, claims.sub);
-  out.par = { sub: claims.sub, name: info.name, hasRefresh: Boolean(got.tokens.refresh_token) };
+  const info = await client.fetchUserInfo(fapi, got.tokens.access_token, claims.sub, { DPoP });
+  out.par = { sub: claims.sub, name: info.name, hasRefresh: Boolean(got.tokens.refresh_token),
+    tokenType: got.tokens.token_type };
   // refresh rotation
-  const refreshed = await client.refreshTokenGrant(fapi, got.tokens.refresh_token);
+  const refreshed = await client.refreshTokenGrant(fapi, got.tokens.refresh_token, undefined, { DPoP });
   out.par.rotated = refreshed.refresh_token !== got.tokens.refresh_token;
   // revocation with hints: an access token under a wrong hint is still found (RFC 7009 §2.1) ...
   out.introspectBefore = (await client.tokenIntrospection(fapi, refreshed.access_token,
@@ -120,17 +122,17 @@ if (got.error) {
   // ... and the refresh token under its own hint: refreshing with it fails from then on
   out.revokeRefresh = await attempt(() => client.tokenRevocation(fapi, refreshed.refresh_token,
     { token_type_hint: 'refresh_token' }).then(() => 'revoked'));
-  out.refreshAfterRevoke = (await attempt(() => client.refreshTokenGrant(fapi, refreshed.refresh_token))).error;
+  out.refreshAfterRevoke = (await attempt(() => client.refreshTokenGrant(fapi, refreshed.refresh_token, undefined, { DPoP }))).error;
   // the rotated-out refresh token is spent too
-  out.par.oldRefreshAgain = (await attempt(() => client.refreshTokenGrant(fapi, got.tokens.refresh_token))).error;
+  out.par.oldRefreshAgain = (await attempt(() => client.refreshTokenGrant(fapi, got.tokens.refresh_token, undefined, { DPoP }))).error;
 }
 
 // 3. JAR pushed through PAR (the fapi2 client): the session is there, straight to the callback
 req = await params();
 const jarUrl = await client.buildAuthorizationUrlWithJAR(fapi, req.p, signingKey);
-url = await client.buildAuthorizationUrlWithPAR(fapi, jarUrl.searchParams);
+url = await client.buildAuthorizationUrlWithPAR(fapi, jarUrl.searchParams, { DPoP });
 step = await follow(url.href);
-got = await grant(fapi, step.callback, req);
+got = await grant(fapi, step.callback, req, { DPoP });
 out.jarPar = got.error ?? { sub: got.tokens.claims().sub };
 
 // 4. JAR by value (a private_key_jwt client that may use the front channel)

@@ -21,6 +21,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from tests.idp.dpop_helpers import token_request as dpop_token_request
 from tests.idp.helpers import REDIRECT, Browser, discover
 
 KEYS = json.loads((Path(__file__).parent / "modern_keys.json").read_text())
@@ -658,22 +659,28 @@ def test_fapi2_full_flow(live_server, citizen, fapi_client, browser):
     step = browser.authorize(f"{live_server}/oauth/authorize?" + urlencode(
         {"client_id": fapi_client, "request_uri": push(live_server, {
             **params, "nonce": secrets.token_hex(8), **auth_form(fapi_client, live_server)}).json()["request_uri"]}))
-    tokens = token_request(live_server, {"grant_type": "authorization_code", "code": step.params["code"],
-                                         "redirect_uri": REDIRECT, "code_verifier": verifier,
-                                         **auth_form(fapi_client, live_server)})
+    # FAPI 2.0 §5.3.2.1: sender-constrained tokens; without a DPoP proof, no tokens
+    bare = token_request(live_server, {"grant_type": "authorization_code", "code": step.params["code"],
+                                       "redirect_uri": REDIRECT, "code_verifier": verifier,
+                                       **auth_form(fapi_client, live_server)})
+    assert bare.status_code == 400 and bare.json()["error"] == "invalid_dpop_proof", bare.text
+    tokens = dpop_token_request(live_server, {"grant_type": "authorization_code", "code": step.params["code"],
+                                              "redirect_uri": REDIRECT, "code_verifier": verifier,
+                                              **auth_form(fapi_client, live_server)})
     assert tokens.status_code == 200, tokens.text
+    assert tokens.json()["token_type"] == "DPoP"
     refresh = tokens.json()["refresh_token"]
-    rotated = token_request(live_server, {"grant_type": "refresh_token", "refresh_token": refresh,
-                                          **auth_form(fapi_client, live_server)})
+    rotated = dpop_token_request(live_server, {"grant_type": "refresh_token", "refresh_token": refresh,
+                                               **auth_form(fapi_client, live_server)})
     assert rotated.status_code == 200 and rotated.json()["refresh_token"] != refresh
     # the old refresh token is spent (rotation with reuse detection)
-    reused = token_request(live_server, {"grant_type": "refresh_token", "refresh_token": refresh,
-                                         **auth_form(fapi_client, live_server)})
+    reused = dpop_token_request(live_server, {"grant_type": "refresh_token", "refresh_token": refresh,
+                                              **auth_form(fapi_client, live_server)})
     assert reused.status_code == 400
 
 
 def test_admin_page_shows_keys_and_profile(app, make_client):
-    from idp import accounts
+    from people import accounts
     from tests.conftest import OTHER_ID, PASSWORD
     from tests.idp.test_admin import Browser as AdminBrowser
     from tests.idp.test_admin import login

@@ -34,6 +34,7 @@ def test_openid_client_par_jar_private_key_jwt(live_server, citizen, make_client
     assert out["promptNone"]["error"] == "login_required", out
     par = out["par"]
     assert par.get("sub") and par["name"] == "张三" and par["hasRefresh"], out
+    assert par["tokenType"].lower() == "dpop", out  # fapi2: sender-constrained (FAPI 2.0 §5.3.2.1)
     assert par["rotated"] is True and par["oldRefreshAgain"]["error"] == "invalid_grant", out
     assert out["revokeRefresh"] == {"ok": "revoked"}, out
     assert out["refreshAfterRevoke"]["error"] == "invalid_grant", out
