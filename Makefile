@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # Debian packages the project needs on the machine; installed when `make install`
 # runs as root, listed otherwise. Later features add e.g. fonts-wqy-microhei,
 # poppler-utils, qpdf, softhsm2, chromium (the browser tests in tests/e2e drive it).
-DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium
+DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium xmlsec1
 
 # Compiled catalogues (git-ignored) are rebuilt only when their .po changes, and
 # written atomically: live servers started by the tests may be reading them.

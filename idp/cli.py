@@ -140,16 +140,31 @@ def _client_json(row, secret):
 @click.option("--approval-date", default=None, help="YYYY-MM-DD (register).")
 @click.option("--funding-source", default="", help="Funding source (register).")
 @click.option("--contact", default="", help="Responsible contact (register).")
+@click.option("--protocol", type=click.Choice(("oidc", "cas", "saml")), default="oidc", show_default=True,
+              help="cas: a CAS 3.0 service (--service-url); saml: a SAML 2.0 SP (--metadata).")
+@click.option("--service-url", "service_urls", multiple=True, help="CAS: a service URL prefix (repeatable).")
+@click.option("--allow-proxy", is_flag=True, help="CAS: the service may validate proxy tickets.")
+@click.option("--metadata", "metadata_file", type=click.File("rb"), help="SAML: the SP's metadata (XML file).")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
                    frontchannel_logout_uri, first_party, public, auth_method, id_token_alg, introspection, client_id,
-                   function, scope_of_use, approver, approval_date, funding_source, contact, as_json):
+                   function, scope_of_use, approver, approval_date, funding_source, contact, protocol, service_urls,
+                   allow_proxy, metadata_file, as_json):
     """Register a government system; prints its client_id and secret (shown once)."""
     try:
         approved = date.fromisoformat(approval_date) if approval_date else None
     except ValueError:
         raise ValidationError("--approval-date must be YYYY-MM-DD", "invalid_date") from None
+    if protocol != "oidc":  # CAS services and SAML SPs: the same register entry, no OAuth grants
+        from casserver.cli import create_legacy
+
+        emit(*create_legacy(protocol, dict(
+            name=name, department=department, scopes=scope.split(), client_id=client_id, function=function,
+            scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
+            contact=contact), service_urls=list(service_urls), allow_proxy=allow_proxy,
+            metadata=metadata_file.read() if metadata_file else None), as_json)
+        return
     method = auth_method or ("none" if public else "client_secret_basic")
     row, secret = registry.create_client(
         name=name, department=department, redirect_uris=list(redirect_uris),

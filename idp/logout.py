@@ -76,8 +76,21 @@ def initiated_by(client_id: str | None) -> None:
     g.logout_initiator = client_id
 
 
+_session_end_hooks: list = []
+
+
+def on_session_end(fn):
+    """Register ``fn(sess)``, called in the transaction that ends a session (CAS and SAML single
+    logout queue their messages to the outbox from here). Registered once per function."""
+    if fn not in _session_end_hooks:
+        _session_end_hooks.append(fn)
+    return fn
+
+
 def session_ended(sess: LoginSession) -> None:
     """Queue a logout token for every other system in the session (called by sessions.end)."""
+    for hook in _session_end_hooks:
+        hook(sess)
     initiator = g.get("logout_initiator")
     sub = sess.user.sub
     for client_id in _session_client_ids(sess.sid):

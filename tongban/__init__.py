@@ -49,5 +49,10 @@ def create_app(config: dict | None = None) -> Flask:
     seal.init_app(app)
     licence.init_app(app)
     rating.init_app(app)
+    import casserver
+    import saml
+
+    casserver.init_app(app)  # CAS 3.0 for legacy systems
+    saml.init_app(app)  # SAML 2.0 identity provider
     cfg.finish(app)
     return app
