@@ -6,4 +6,16 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from . import models  # noqa: F401
+    from idp import logout as everywhere
+    from tongban import outbox
+    from tongban.config import declare
+
+    from . import models, services, views  # noqa: F401
+
+    declare(app, {"TONGBAN_SAML_ASSERTION_SECONDS": 300, "TONGBAN_SAML_REQUEST_MAX_AGE": 300,
+                  "TONGBAN_SAML_XMLSEC_BINARY": "/usr/bin/xmlsec1"},
+            {"TONGBAN_SAML_ASSERTION_SECONDS": "seconds", "TONGBAN_SAML_REQUEST_MAX_AGE": "seconds",
+             "TONGBAN_SAML_XMLSEC_BINARY": "str"})
+    views.init_app(app)
+    everywhere.on_session_end(services.session_ended)
+    outbox.handler(services.SLO_KIND)(services.deliver_logout)

@@ -1,26 +1,13 @@
-"""SAML 2.0 IdP state: signing keys, pairwise NameIDs, pending AuthnRequests, SP log-ins."""
+"""SAML 2.0 IdP state: pairwise NameIDs, pending AuthnRequests, SP log-ins (keys: keys/saml.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tongban.extensions import db
-
-
-class SamlKey(db.Model):
-    """The IdP's signing key pair (RSA 2048) and its self-signed certificate (published in the
-    metadata); rotated like the token keys: published first, signing from ``activates_at``."""
-
-    __tablename__ = "saml_keys"
-
-    kid: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the certificate, hex
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    activates_at: Mapped[datetime] = mapped_column(DateTime)
-    cert_pem: Mapped[str] = mapped_column(Text)
-    private_key: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM(KEK) of PKCS#8 DER
 
 
 class SamlNameId(db.Model):
