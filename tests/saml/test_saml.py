@@ -65,7 +65,7 @@ def test_metadata_is_signed_and_complete(app, live_server, tmp_path):
     from tests.saml.sp import idp_metadata
 
     xml = idp_metadata(live_server)
-    assert 'entityID="%s/saml/metadata"' % live_server in xml
+    assert f'entityID="{live_server}/saml/metadata"' in xml
     for binding in (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST):
         assert f'Binding="{binding}" Location="{live_server}/saml/sso"' in xml
     assert "SingleLogoutService" in xml and "X509Certificate" in xml
@@ -80,7 +80,8 @@ def test_metadata_is_signed_and_complete(app, live_server, tmp_path):
     pem = tmp_path / "idp.crt"
     pem.write_text("-----BEGIN CERTIFICATE-----\n" + "\n".join(textwrap.wrap(b64, 64))
                    + "\n-----END CERTIFICATE-----\n")
-    assert sec.verify_signature(xml, cert_file=str(pem), cert_type="pem", node_name="urn:oasis:names:tc:SAML:2.0:metadata:EntityDescriptor")
+    assert sec.verify_signature(xml, cert_file=str(pem), cert_type="pem",
+                                node_name="urn:oasis:names:tc:SAML:2.0:metadata:EntityDescriptor")
     md = MetadataStore(None, None)
     md.load("inline", xml)
     assert md.single_sign_on_service(f"{live_server}/saml/metadata", BINDING_HTTP_POST)
