@@ -200,10 +200,7 @@ def _answer(srv, sp: services.SP, pending: SamlRequest, sess, status: str | None
         db.session.rollback()
         return _refuse(_("This sign-in request was answered already."), reason="answered")
     if status is not None:
-        from saml2.s_utils import error_status_factory
-
-        response = srv.create_error_response(pending.request_id, pending.acs_url,
-                                             error_status_factory((status, "no session")), sign=True,
+        response = srv.create_error_response(pending.request_id, pending.acs_url, (status, "no session"), sign=True,
                                              sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256)
         db.session.commit()
         return _post_form(sp, pending.acs_url, str(response), pending.relay_state)

@@ -234,3 +234,46 @@ def test_cli_registers_an_sp_from_metadata(app, live_server, tmp_path):
     res = runner.invoke(args=["clients", "create", "--protocol", "saml", "--metadata", str(path), "--name", "SP",
                               "--department", "市局"])
     assert res.exit_code == 1 and res.output.count("\n") == 1
+
+
+def test_signing_key_rotation_publishes_first_then_signs(app, live_server, citizen, register_sp):
+    from sqlalchemy import update
+
+    from keys import saml as samlkeys
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    old = samlkeys.active()
+    new = samlkeys.rotate(delay=3600)
+    db.session.commit()
+    sp1 = SamlSP("sp1", "http://127.0.0.1:9", live_server)  # loads the metadata: both certificates
+    register_sp(sp1)
+    md = requests.get(f"{live_server}/saml/metadata").text
+    assert samlkeys.cert_body(old)[:60] in md and samlkeys.cert_body(new)[:60] in md
+    browser = Browser(live_server)
+    form = sso(browser, sp1)
+    xml = __import__("base64").b64decode(form["SAMLResponse"]).decode()
+    assert samlkeys.cert_body(old)[:60] in xml and samlkeys.cert_body(new)[:60] not in xml
+    sp1.consume(form["SAMLResponse"])
+    # the new key's time comes: it signs, and the SP that read the metadata before trusts it
+    db.session.execute(update(samlkeys.SamlKey).where(samlkeys.SamlKey.kid == new.kid)
+                       .values(activates_at=utcnow()))
+    db.session.commit()
+    form = sso(browser, sp1, login=False)
+    xml = __import__("base64").b64decode(form["SAMLResponse"]).decode()
+    assert samlkeys.cert_body(new)[:60] in xml
+    assert sp1.consume(form["SAMLResponse"]).name_id.text
+
+
+def test_is_passive_without_session_answers_no_passive(app, live_server, citizen, register_sp):
+    from saml2.response import StatusNoPassive
+
+    sp1 = SamlSP("sp1", "http://127.0.0.1:9", live_server)
+    register_sp(sp1)
+    browser = Browser(live_server)
+    url, _ = sp1.start(is_passive="true")
+    step = browser.walk(url)
+    assert step.kind == "page", "no log-in page for a passive request"
+    _action, form = post_form(step.resp.text)
+    with pytest.raises(StatusNoPassive):
+        sp1.consume(form["SAMLResponse"])
