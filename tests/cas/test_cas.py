@@ -302,3 +302,20 @@ def test_cas_service_cannot_use_oauth(app, live_server, register_cas):
         "scope": "openid"}, allow_redirects=False)
     assert resp.status_code == 400
 
+
+
+def test_admin_console_lists_cas_and_saml_entries(app, register_cas, live_server):
+    from idp import accounts
+    from tests.conftest import OTHER_ID, PASSWORD
+    from tests.idp.test_admin import Browser as AdminBrowser
+    from tests.idp.test_admin import login
+    from tongban.extensions import db
+
+    accounts.create_staff(OTHER_ID, "王五", PASSWORD, app.config["TONGBAN_AUTHORITY_USCC"], "admin")
+    db.session.commit()
+    cas_id = register_cas("https://a.example.gov.cn/app", name="老档案系统")
+    c = AdminBrowser(app, app.response_class, use_cookies=True)
+    login(c)
+    page = c.get("/admin/clients").get_data(as_text=True)
+    assert "老档案系统" in page and cas_id in page
+    assert c.get(f"/admin/clients/{cas_id}").status_code == 200
