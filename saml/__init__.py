@@ -19,3 +19,4 @@ def init_app(app: Flask) -> None:
     views.init_app(app)
     everywhere.on_session_end(services.session_ended)
     outbox.handler(services.SLO_KIND)(services.deliver_logout)
+    outbox.ensure_chore(services.purge_requests, 600)

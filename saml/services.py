@@ -12,6 +12,7 @@ from lxml import etree
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP
 from saml2.config import IdPConfig
 from saml2.saml import NAME_FORMAT_BASIC, NAMEID_FORMAT_PERSISTENT
+from saml2.sdb import SessionStorage
 from saml2.server import Server
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from sqlalchemy import select
@@ -119,6 +120,15 @@ def service_providers() -> dict[str, SP]:
 # ---------------------------------------------------------------- the pysaml2 server
 
 
+class _NoSessionStorage(SessionStorage):
+    """pysaml2 keeps every assertion it issued in process memory (for artifact resolution and
+    assertion queries, which are not offered here): it would grow without bound and be one
+    server's alone. What single logout needs lives in the database (``saml_logins``)."""
+
+    def store_assertion(self, assertion, to_sign):
+        return None
+
+
 _cache: dict[tuple, Server] = {}
 _lock = threading.Lock()
 
@@ -165,6 +175,7 @@ def server(sps: dict[str, SP] | None = None) -> Server:
     cfg = IdPConfig()
     cfg.load(conf)
     srv = Server(config=cfg)
+    srv.session_db = _NoSessionStorage()
     with _lock:
         if len(_cache) > 8:
             _cache.clear()
@@ -269,3 +280,18 @@ def deliver_logout(item) -> None:
         raise outbox.DeliveryError(f"{type(e).__name__}: {e}"[:500]) from None
     if resp.status_code != 200:
         raise outbox.DeliveryError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+
+
+def purge_requests() -> int:
+    """Drop AuthnRequests past their time (a chore). Safe for replay protection: a request is
+    refused by its IssueInstant long before its row goes (``TONGBAN_SAML_REQUEST_MAX_AGE`` + 60 s)."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from .models import SamlRequest
+
+    n = db.session.execute(delete(SamlRequest).where(
+        SamlRequest.expires_at < utcnow() - timedelta(minutes=10))).rowcount
+    db.session.commit()
+    return n
