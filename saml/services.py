@@ -186,15 +186,12 @@ def server(sps: dict[str, SP] | None = None) -> Server:
 # ---------------------------------------------------------------- people at SPs
 
 
-def name_id_for(user_id: int, client_id: str) -> str:
-    """The person's persistent pairwise NameID at this SP (random, created on first use)."""
-    row = db.session.execute(select(SamlNameId).where(SamlNameId.user_id == user_id,
-                                                      SamlNameId.client_id == client_id)).scalar_one_or_none()
-    if row is None:
-        row = SamlNameId(user_id=user_id, client_id=client_id, name_id=token(24), created_at=utcnow())
-        db.session.add(row)
-        db.session.flush()
-    return row.name_id
+def name_id_for(user_id: int, client_id: str) -> tuple[str, bool]:
+    """The person's persistent pairwise NameID at this SP: (value, new). A new one (random, never
+    derived from the sub) is stored by the caller with the log-in it answers."""
+    found = db.session.execute(select(SamlNameId.name_id).where(
+        SamlNameId.user_id == user_id, SamlNameId.client_id == client_id)).scalar_one_or_none()
+    return (found, False) if found else (token(24), True)
 
 
 def attributes(user, sess, client: registry.RegisteredClient) -> dict[str, list[str]]:

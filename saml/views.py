@@ -21,12 +21,12 @@ from sqlalchemy.exc import IntegrityError
 
 from idp import clients as registry
 from idp import sessions
-from tongban import audit
+from tongban import audit, ratelimit
 from tongban.clock import digest, epoch, to_epoch, token, utcnow
 from tongban.extensions import csrf, db
 
 from . import services
-from .models import SamlLogin, SamlRequest
+from .models import SamlLogin, SamlNameId, SamlRequest
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
 _PENDING = "tb_saml"
@@ -43,8 +43,25 @@ def _refuse(description: str, status: int = 400, reason: str = ""):
 # ---------------------------------------------------------------- metadata
 
 
+_metadata_cache: dict[tuple, tuple[float, str]] = {}
+
+
 @bp.route("/metadata")
 def metadata():
+    """Signed once per key set and five minutes per process (anyone may ask; signing runs xmlsec1)."""
+    import time
+
+    from keys import saml as samlkeys
+
+    cache_key = (tuple(r.kid for r in samlkeys.published()), current_app.config["TONGBAN_ISSUER"])
+    hit = _metadata_cache.get(cache_key)
+    if hit is None or hit[0] < time.monotonic():
+        _metadata_cache.clear()
+        _metadata_cache[cache_key] = hit = (time.monotonic() + 300, _signed_metadata())
+    return Response(hit[1], mimetype="application/samlmetadata+xml", headers={"Cache-Control": "max-age=300"})
+
+
+def _signed_metadata() -> str:
     from saml2.metadata import do_key_descriptor, entity_descriptor, sign_entity_descriptor
 
     from keys import saml as samlkeys
@@ -58,7 +75,7 @@ def metadata():
             ed.idpsso_descriptor.key_descriptor.extend(do_key_descriptor(cert=[samlkeys.cert_body(row)],
                                                                          use="signing"))
     _eid, xml = sign_entity_descriptor(ed, None, srv.sec, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256)
-    return Response(xml, mimetype="application/samlmetadata+xml", headers={"Cache-Control": "max-age=300"})
+    return xml
 
 
 # ---------------------------------------------------------------- single sign-on
@@ -101,6 +118,14 @@ def sso():
     relay_state = values.get("RelayState")
     if not enc:
         return _refuse(_("The request has no SAMLRequest."), reason="no SAMLRequest")
+    cfg = current_app.config
+    hit = ratelimit.hit_client("saml-sso-ip", request.remote_addr, cfg["TONGBAN_LOGIN_RATE_PER_IP"],
+                               cfg["TONGBAN_LOGIN_RATE_WINDOW"])
+    if not hit.allowed:  # each checked request costs a signature check and a row
+        response = current_app.make_response(_refuse(_("Too many requests. Try again in %(s)d seconds.",
+                                                       s=hit.retry_after), 429, reason="throttled"))
+        response.headers["Retry-After"] = str(hit.retry_after)
+        return response
     if relay_state and len(relay_state) > 1024:
         return _refuse(_("The RelayState is too long."), reason="RelayState too long")
     sps = services.service_providers()
@@ -191,21 +216,26 @@ def _new_login(sess, raw: str) -> bool:
     return epoch() - int(asked.get("at", 0)) <= 600
 
 
+def _claim(pending: SamlRequest) -> bool:
+    """Mark the request answered; of two tabs racing, one wins."""
+    return db.session.execute(update(SamlRequest).where(SamlRequest.id == pending.id,
+                                                        SamlRequest.answered_at.is_(None))
+                              .values(answered_at=utcnow()).execution_options(synchronize_session=False)).rowcount == 1
+
+
 def _answer(srv, sp: services.SP, pending: SamlRequest, sess, status: str | None = None):
-    # answered once: of two tabs racing, one wins
-    won = db.session.execute(update(SamlRequest).where(SamlRequest.id == pending.id,
-                                                       SamlRequest.answered_at.is_(None))
-                             .values(answered_at=utcnow()).execution_options(synchronize_session=False)).rowcount
-    if won != 1:
-        db.session.rollback()
-        return _refuse(_("This sign-in request was answered already."), reason="answered")
+    # the response is signed (xmlsec1, a subprocess) before any write: SQLite's write lock is
+    # taken only for the short transaction that records it
     if status is not None:
         response = srv.create_error_response(pending.request_id, pending.acs_url, (status, "no session"), sign=True,
                                              sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256)
+        if not _claim(pending):
+            db.session.rollback()
+            return _refuse(_("This sign-in request was answered already."), reason="answered")
         db.session.commit()
         return _post_form(sp, pending.acs_url, str(response), pending.relay_state)
     user = sess.user
-    nid_text = services.name_id_for(user.id, sp.client.client_id)
+    nid_text, new_nid = services.name_id_for(user.id, sp.client.client_id)
     name_id = NameID(format=NAMEID_FORMAT_PERSISTENT, text=nid_text, name_qualifier=services.entity_id(),
                      sp_name_qualifier=sp.entity_id)
     authn = {"class_ref": services.ACR_CLASS + sess.acr, "authn_auth": services.entity_id(),
@@ -217,14 +247,24 @@ def _answer(srv, sp: services.SP, pending: SamlRequest, sess, status: str | None
     xml = str(response)
     root = etree.fromstring(xml.encode())
     index = root.find(".//{urn:oasis:names:tc:SAML:2.0:assertion}AuthnStatement")
+    if not _claim(pending):
+        db.session.rollback()
+        return _refuse(_("This sign-in request was answered already."), reason="answered")
+    if new_nid:
+        db.session.add(SamlNameId(user_id=user.id, client_id=sp.client.client_id, name_id=nid_text,
+                                  created_at=utcnow()))
     db.session.add(SamlLogin(sid=sess.sid, client_id=sp.client.client_id, name_id=nid_text,
                              session_index=(index.get("SessionIndex") if index is not None else "")[:100],
                              created_at=utcnow()))
     sessions.note_client(sess, sp.client.client_id)
-    registry.record_usage(sp.client.client_id, "login")
     audit.record("saml.assertion_issued", actor=f"user:{user.sub}", object=f"client:{sp.client.client_id}",
                  detail={"sid": sess.sid, "acr": sess.acr})
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the person's first log-in to this SP, twice at once: the other won
+        db.session.rollback()
+        return _refuse(_("This sign-in request was answered already."), reason="name id race")
+    registry.record_usage(sp.client.client_id, "login")
     return _post_form(sp, pending.acs_url, xml, pending.relay_state)
 
 
