@@ -41,7 +41,8 @@ def _origin(parts) -> tuple[str, str, int]:
 def _bad_path(path: str) -> bool:
     decoded = unquote(unquote(path))
     segments = decoded.replace("\\", "/").split("/")
-    return any(s in (".", "..") for s in segments) or "\\" in path
+    # "..;" is ".." to Tomcat and other servlet containers (path parameters)
+    return any(s.split(";")[0] in (".", "..") for s in segments) or "\\" in path
 
 
 def check_prefix(url: str) -> str:

@@ -204,6 +204,8 @@ def test_ticket_after_ten_seconds_is_refused(app, client, citizen, register_cas)
     "https://a.example.gov.cn/apple",                # not on a segment boundary
     "https://a.example.gov.cn/app/../admin",         # dot segments
     "https://a.example.gov.cn/app/%2e%2e/admin",     # encoded dot segments
+    "https://a.example.gov.cn/app/..;/admin",        # dot segment with a path parameter (servlets)
+    "https://a.example.gov.cn/app/%252e%252e/admin", # doubly encoded
     "https://user@a.example.gov.cn/app/",            # userinfo
     "https://a.example.gov.cn/app/#frag",            # fragment
     "//a.example.gov.cn/app/",                       # scheme-relative
@@ -319,3 +321,21 @@ def test_admin_console_lists_cas_and_saml_entries(app, register_cas, live_server
     page = c.get("/admin/clients").get_data(as_text=True)
     assert "老档案系统" in page and cas_id in page
     assert c.get(f"/admin/clients/{cas_id}").status_code == 200
+
+
+@pytest.mark.parametrize(("service", "prefix", "ok"), [
+    ("https://a.example.gov.cn/app", "https://a.example.gov.cn/app", True),
+    ("https://a.example.gov.cn/app/x/y?z=1", "https://a.example.gov.cn/app", True),
+    ("https://A.EXAMPLE.gov.cn:443/app/", "https://a.example.gov.cn/app", True),
+    ("https://b.example.gov.cn/anything", "https://b.example.gov.cn/", True),
+    ("https://a.example.gov.cn/application", "https://a.example.gov.cn/app", False),
+    ("https://a.example.gov.cn/app/", "https://a.example.gov.cn/app/", True),
+    ("https://a.example.gov.cn/ap", "https://a.example.gov.cn/app/", False),
+    ("https://a.example.gov.cn:99999/app", "https://a.example.gov.cn/app", False),
+    ("https://a.example.gov.cn/app/\u0000", "https://a.example.gov.cn/app", False),
+    ("https://a.example.gov.cn/app/ x", "https://a.example.gov.cn/app", False),
+])
+def test_service_matching(service, prefix, ok):
+    from casserver.services import matches
+
+    assert matches(service, prefix) is ok
