@@ -209,12 +209,17 @@ def test_sp_initiated_logout_ends_the_session_and_idp_logout_reaches_the_sp(app,
     url = dict(http["headers"])["Location"]
     resp = browser.http.get(url, allow_redirects=False)
     assert resp.status_code == 200
+    action, form = post_form(resp.text)  # the signed LogoutResponse, posted back to the SP
+    assert action == f"{sp1.base}/sp1/slo"
+    lresp = sp1.client.parse_logout_request_response(form["SAMLResponse"], BINDING_HTTP_POST)
+    assert lresp.response.signature is not None and lresp.in_response_to == req_id
+    assert lresp.response.status.status_code.value == "urn:oasis:names:tc:SAML:2.0:status:Success"
+    assert outbox.work_once() == {}, "the SP that asked is not sent a LogoutRequest of its own"
     assert browser.walk(sp1.start()[0]).kind == "login"  # the SSO session is over
     # an unsigned LogoutRequest is refused
     http = sp1.client.apply_binding(BINDING_HTTP_REDIRECT, str(lr), f"{live_server}/saml/slo", "rs", sign=False)
     assert "Signature=" not in dict(http["headers"])["Location"]
     assert requests.get(dict(http["headers"])["Location"], allow_redirects=False).status_code == 400
-    _ = (req_id, json)
 
 
 def test_cli_registers_an_sp_from_metadata(app, live_server, tmp_path):
