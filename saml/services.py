@@ -232,7 +232,9 @@ def session_ended(sess) -> None:
                                    .order_by(SamlLogin.id)).scalars())
     if not rows:
         return
-    initiator = getattr(_initiator, "client_id", None)
+    from flask import g
+
+    initiator = g.get("saml_logout_initiator")  # the SP whose LogoutRequest ended it is answered directly
     by_client = {sp.client.client_id: sp for sp in service_providers().values()}
     for row in rows:
         sp = by_client.get(row.client_id)
@@ -244,9 +246,6 @@ def session_ended(sess) -> None:
         outbox.enqueue(SLO_KIND, target, {"client_id": row.client_id, "name_id": row.name_id,
                                           "session_index": row.session_index},
                        subject=f"saml:{row.client_id} session:{sess.sid[:8]}")
-
-
-_initiator = threading.local()
 
 
 def deliver_logout(item) -> None:

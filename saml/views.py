@@ -7,7 +7,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from flask import session as flask_session
 from flask_babel import gettext as _
 from lxml import etree
@@ -325,15 +325,12 @@ def slo():
     sids = {r.sid for r in rows if not indexes or r.session_index in indexes}
     from idp.models import LoginSession
 
-    services._initiator.client_id = sp.client.client_id
-    try:
-        for sid in sids:
-            row = db.session.execute(select(LoginSession).where(LoginSession.sid == sid)).scalar_one_or_none()
-            if row is not None and row.ended_at is None:
-                sessions.end(row, "logout", actor=f"client:{sp.client.client_id}")
-                ended += 1
-    finally:
-        services._initiator.client_id = None
+    g.saml_logout_initiator = sp.client.client_id
+    for sid in sids:
+        row = db.session.execute(select(LoginSession).where(LoginSession.sid == sid)).scalar_one_or_none()
+        if row is not None and row.ended_at is None:
+            sessions.end(row, "logout", actor=f"client:{sp.client.client_id}")
+            ended += 1
     audit.record("saml.logout", actor=f"client:{sp.client.client_id}", object=f"sessions:{ended}")
     db.session.commit()
     dest = srv.metadata.single_logout_service(sp.entity_id, BINDING_HTTP_POST, "spsso")
