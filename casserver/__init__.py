@@ -11,10 +11,9 @@ def init_app(app: Flask) -> None:
     from tongban import outbox
     from tongban.config import declare
 
-    from . import cli, models, services, views  # noqa: F401  (tables, the SLO outbox handler)
+    from . import models, services, views  # noqa: F401  (tables, the SLO outbox handler)
 
     declare(app, {"TONGBAN_CAS_TICKET_SECONDS": 10}, {"TONGBAN_CAS_TICKET_SECONDS": "seconds"})
     views.init_app(app)
     everywhere.on_session_end(services.session_ended)
     outbox.ensure_chore(services.purge_tickets, 600)
-    cli.init_app(app)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from flask import Flask
-
 from tongban.errors import ValidationError
 
 
@@ -33,7 +31,3 @@ def create_legacy(protocol: str, fields: dict, *, service_urls: list[str], allow
     row = registry.get_row(svc.client_id)
     data.update(name=row.name, department=row.department, scope=" ".join(row.scopes))
     return data, f"client_id: {svc.client_id} ({protocol})"
-
-
-def init_app(app: Flask) -> None:
-    pass
