@@ -339,3 +339,34 @@ def test_service_matching(service, prefix, ok):
     from casserver.services import matches
 
     assert matches(service, prefix) is ok
+
+
+def test_any_session_end_queues_the_cas_slo(app, live_server, citizen, register_cas):
+    """Not only /cas/logout: a session ended by a password change (or an administrator, expiry…)
+    sends the single-logout POST too."""
+    from sqlalchemy import select
+
+    from idp import sessions
+    from tongban.extensions import db
+    from tongban.outbox import OutboxItem
+
+    register_cas("https://a.example.gov.cn/app")
+    service = "https://a.example.gov.cn/app/"
+    cas = CASClient(version=3, service_url=service, server_url=live_server + "/cas/")
+    browser = Browser(live_server)
+    ticket = cas_login(browser, cas)
+    assert cas.verify_ticket(ticket)[0] == citizen.sub
+    db.session.expire_all()
+    assert sessions.end_all_for_user(citizen, "password_changed", f"user:{citizen.sub}") == 1
+    db.session.commit()
+    items = db.session.execute(select(OutboxItem).where(OutboxItem.kind == "cas_slo")).scalars().all()
+    assert [(i.target, i.data["session_index"]) for i in items] == [(service, ticket)]
+
+
+def test_rotate_saml_key_cli(app):
+    runner = app.test_cli_runner()
+    res = runner.invoke(args=["keys", "rotate-saml", "--delay", "60"])
+    assert res.exit_code == 0 and " saml  next " in res.output
+    from keys import saml as samlkeys
+
+    assert len(samlkeys.published()) == 2
