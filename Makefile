@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # runs as root, listed otherwise (one whose command is on PATH already counts: e.g. npm
 # bundled with NodeSource's nodejs). Later features add e.g. fonts-wqy-microhei,
 # poppler-utils, qpdf, softhsm2, chromium (the browser tests in tests/e2e drive it).
-DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium
+DEB_PACKAGES := python3-venv fonts-wqy-microhei poppler-utils qpdf softhsm2 libnss3-tools chromium xmlsec1
 # Node for the openid-client tests (a strict certified relying party): Debian's nodejs and npm,
 # asked for only when no node is installed (a NodeSource node bundles npm and conflicts with Debian's)
 DEB_PACKAGES += $(if $(shell command -v node 2>/dev/null),,nodejs npm)

@@ -14,7 +14,7 @@ from tongban.cli import command_errors, emit, read_password_stdin
 
 from . import client_auth, modern_clients, pairwise, token_exchange
 from . import clients as registry
-from .errors import InvalidDate, NameMismatch, NoAccount, NoPassword, UnknownUser
+from .errors import InvalidClientMetadata, InvalidDate, NameMismatch, NoAccount, NoPassword, UnknownUser
 
 users_cli = AppGroup("users", help="Citizen accounts.")
 orgs_cli = AppGroup("orgs", help="Enterprises and other organisations (by USCC).")
@@ -126,6 +126,15 @@ def _modern_json(row) -> dict:
     return modern_clients.describe(row)
 
 
+_PROTOCOLS: dict = {}
+
+
+def register_protocol(name: str, create) -> None:
+    """``clients create --protocol NAME`` registers through ``create(protocol, register_fields,
+    service_urls=, allow_proxy=, metadata=)`` -> (data, as_json-ready text); set by casserver/saml."""
+    _PROTOCOLS[name] = create
+
+
 @clients_cli.command("create")
 @click.option("--name", required=True)
 @click.option("--department", required=True)
@@ -167,18 +176,33 @@ def _modern_json(row) -> dict:
 @click.option("--require-signed-request-object", is_flag=True, help="Only signed request objects (RFC 9101).")
 @click.option("--profile", type=click.Choice(["fapi2"]), default=None,
               help="fapi2: the FAPI 2.0 Security Profile (PAR, PKCE, private_key_jwt, ...).")
+@click.option("--protocol", type=click.Choice(("oidc", "cas", "saml")), default="oidc", show_default=True,
+              help="cas: a CAS 3.0 service (--service-url); saml: a SAML 2.0 SP (--metadata).")
+@click.option("--service-url", "service_urls", multiple=True, help="CAS: a service URL prefix (repeatable).")
+@click.option("--allow-proxy", is_flag=True, help="CAS: the service may validate proxy tickets.")
+@click.option("--metadata", "metadata_file", type=click.File("rb"), help="SAML: the SP's metadata (XML file).")
 @click.option("--json", "as_json", is_flag=True)
 @command_errors
 def clients_create(name, department, redirect_uris, scope, grant_types, post_logout, backchannel_logout_uri,
                    frontchannel_logout_uri, first_party, public, auth_method, id_token_alg, introspection, client_id,
                    function, scope_of_use, approver, approval_date, funding_source, contact, jwks_file, jwks_uri,
                    require_par, require_signed_request_object, profile, require_dpop, subject_type,
-                   sector_identifier_uri, web_origins, resources, as_json, exchange_targets=(), ciba_mode=None):
+                   sector_identifier_uri, web_origins, resources, protocol, service_urls, allow_proxy, metadata_file,
+                   as_json, exchange_targets=(), ciba_mode=None):
     """Register a government system; prints its client_id and secret (shown once)."""
     try:
         approved = date.fromisoformat(approval_date) if approval_date else None
     except ValueError:
         raise InvalidDate("--approval-date must be YYYY-MM-DD") from None
+    if protocol != "oidc":  # CAS services and SAML SPs: the same register entry, no OAuth grants
+        if protocol not in _PROTOCOLS:
+            raise InvalidClientMetadata(f"protocol {protocol!r} is not available")
+        emit(*_PROTOCOLS[protocol](protocol, dict(
+            name=name, department=department, scopes=scope.split(), client_id=client_id, function=function,
+            scope_of_use=scope_of_use, approver=approver, approval_date=approved, funding_source=funding_source,
+            contact=contact), service_urls=list(service_urls), allow_proxy=allow_proxy,
+            metadata=metadata_file.read() if metadata_file else None), as_json)
+        return
     method = auth_method or ("none" if public else "client_secret_basic")
     modern = {"require_dpop": require_dpop, "subject_type": subject_type, "web_origins": list(web_origins),
               "allowed_resources": list(resources)}

@@ -79,6 +79,17 @@ def initiated_by(client_id: str | None) -> None:
     grant_context().logout_initiator = client_id
 
 
+_session_end_hooks: list = []
+
+
+def on_session_end(fn):
+    """Register ``fn(sess)``, called in the transaction that ends a session (CAS and SAML single
+    logout queue their messages to the outbox from here). Registered once per function."""
+    if fn not in _session_end_hooks:
+        _session_end_hooks.append(fn)
+    return fn
+
+
 def session_ended(sess: LoginSession) -> None:
     """Queue a logout token for every other system in the session (called by sessions.end)."""
     initiator = grant_context().logout_initiator

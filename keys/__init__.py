@@ -8,7 +8,7 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     from tongban.extensions import csrf
 
-    from . import ca, models, sm2ca  # noqa: F401  (register tables; the CAs register their bootstrap steps)
+    from . import ca, models, saml, sm2ca  # noqa: F401  (register tables; the CAs register their bootstrap steps)
     from .cli import keys_cli
     from .views import bp, tsa
 

@@ -29,3 +29,15 @@ def rotate_cmd(algs, delay):
     """Publish a new key now; it starts signing after the activation delay."""
     for key in services.rotate(tuple(algs) or services.ALGORITHMS, delay):
         click.echo(f"{key.kid}  {key.alg}  next     activates {key.activates_at.isoformat(timespec='seconds')}Z")
+
+
+@keys_cli.command("rotate-saml")
+@click.option("--delay", type=int, default=None,
+              help="Seconds before the new key signs (default TONGBAN_KEY_ACTIVATION_DELAY).")
+@command_errors
+def rotate_saml_cmd(delay):
+    """A new SAML signing key: in the IdP metadata now, signing after the activation delay."""
+    from . import saml
+
+    row = saml.rotate(delay)
+    click.echo(f"{row.kid}  saml  next     activates {row.activates_at.isoformat(timespec='seconds')}Z")

@@ -38,12 +38,14 @@ def create_app(config: dict | None = None) -> Flask:
     outbox.init_app(app)
     backup.init_app(app)
 
+    import casserver
     import federation
     import idp
     import keys
     import licence
     import people
     import rating
+    import saml
     import seal
 
     keys.init_app(app)
@@ -53,5 +55,7 @@ def create_app(config: dict | None = None) -> Flask:
     licence.init_app(app)
     rating.init_app(app)
     federation.init_app(app)  # log in with an upstream OpenID provider (brokering)
+    casserver.init_app(app)  # CAS 3.0 for legacy systems
+    saml.init_app(app)  # SAML 2.0 identity provider
     cfg.finish(app)
     return app

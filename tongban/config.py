@@ -342,6 +342,12 @@ register("TONGBAN_DPOP_REQUIRE_NONCE_RESOURCE", False, "bool", "resource servers
 register("TONGBAN_PAIRWISE_SALT", None, "hex",
          "secret salt of pairwise subject identifiers, 32 bytes hex (default: a file in the instance folder)")
 register("TONGBAN_SECTOR_FETCH_TIMEOUT", 5.0, "float", "HTTP timeout fetching a sector_identifier_uri, seconds")
+# CAS and SAML (casserver/, saml/; docs/cas-saml.md)
+register("TONGBAN_CAS_TICKET_SECONDS", 10, "seconds", "how long a CAS service ticket may wait for its validation")
+register("TONGBAN_SAML_ASSERTION_SECONDS", 300, "seconds", "SAML assertion lifetime (NotOnOrAfter)")
+register("TONGBAN_SAML_REQUEST_MAX_AGE", 300, "seconds",
+         "an AuthnRequest older than this (IssueInstant) is refused; also how long it may wait for the log-in")
+register("TONGBAN_SAML_XMLSEC_BINARY", "/usr/bin/xmlsec1", "str", "the xmlsec1 binary pysaml2 signs with")
 
 _PASSTHROUGH = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
 _NOT_CONFIG = ("TONGBAN_INSTANCE_DIR", "TONGBAN_SERVE_ISSUER")
