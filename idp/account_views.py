@@ -303,6 +303,25 @@ def end_session(sid: str):
     return redirect(url_for("account.account") + "#sessions")
 
 
+@bp.route("/account/logout-everywhere", methods=["POST"])
+@login_required
+def logout_everywhere():
+    """End every session of the account, this one included, with back-channel (and
+    front-channel) logout of every system signed in through any of them."""
+    from .logout import end_all_sessions
+    from .views import logged_out_page
+
+    sess = sessions.current_session()
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    user = sess.user
+    n, frames = end_all_sessions(user, f"user:{user.sub}")
+    audit.record("account.logout_everywhere", actor=f"user:{user.sub}", object=f"user:{user.sub}",
+                 detail={"sessions": n})
+    db.session.commit()
+    return logged_out_page(frames)
+
+
 @bp.route("/account/sessions/end-others", methods=["POST"])
 @login_required
 def end_other_sessions():
