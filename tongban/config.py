@@ -311,6 +311,8 @@ register("TONGBAN_PKCS11_PIN", "")
 register("TONGBAN_SEAL_MAX_BYTES", 20 * 1024 * 1024, "count")
 register("TONGBAN_SEAL_VERIFY_RATE", 60, "count")
 register("TONGBAN_LICENCE_LINK_MINUTES", 5, "count")
+register("TONGBAN_WALLET_CODE_SECONDS", 300, "seconds",
+         "lifetime of the offline code the wallet shows; the page renews it before it expires")
 
 _PASSTHROUGH = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
 _NOT_CONFIG = ("TONGBAN_INSTANCE_DIR", "TONGBAN_SERVE_ISSUER")
