@@ -8,16 +8,15 @@ DIR/<area>-<page>-<wide|phone>.png (the README shows the main ones from docs/scr
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from licence import offline
 from tests.e2e.seed import REVOKED_REASON
+from tests.e2e.shots import keep
 from tests.e2e.test_browser import login_at_tongban, whoami
 from tongban.demo import CITIZEN, CITIZEN2, DEMO_PASSWORD, SEAL_OFFICER
 
@@ -34,11 +33,7 @@ def shot(page, name: str) -> None:
                            ".filter(i => i.getAttribute('src') && i.complete && !i.naturalWidth)"
                            ".map(i => i.src.slice(0, 80))")
     assert not broken, f"{page.url}: images that did not load: {broken}"
-    folder = os.environ.get("TONGBAN_E2E_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        size = "phone" if width[1] < 600 else "wide"
-        page.screenshot(path=str(Path(folder) / f"{name}-{size}.png"), full_page=True)
+    keep(page, name)
 
 
 def expected_error_page(browse, url: str, status: int) -> None:
@@ -205,6 +200,14 @@ def test_every_page_fits_both_sizes(stack, browse, size):
     if issue:
         clerk.goto(f"{base}{issue}")
         shot(clerk, "clerk-issue")
+        # sent with nothing filled in (the browser's own checks off): every problem at its field
+        form = clerk.locator("form[method=post]").filter(has=clerk.locator("input[name=holder_name]"))
+        with clerk.expect_navigation():
+            form.evaluate("f => { f.noValidate = true; "
+                          "f.requestSubmit(f.querySelector('[type=submit]:last-of-type')); }")
+        assert clerk.locator(".field-error").count() >= 1
+        shot(clerk, "clerk-issue-errors")
+        expected_error_page(browse, clerk.url, 400)
     clerk.goto(f"{base}/clerk/verify")
     shot(clerk, "clerk-verify")
     clerk.goto(f"{base}/clerk")
@@ -225,6 +228,13 @@ def test_every_page_fits_both_sizes(stack, browse, size):
         expected_error_page(browse, f"{base}/seals/console/no-such-seal", forbidden.status)
 
     scans = {state: href.rsplit("/", 1)[1] for state, href in hrefs.items()}
+    # revoking asks for confirmation and a reason (the tour stops at the question)
+    clerk.goto(f"{base}/clerk/licences/{scans['valid']}")
+    revoke = clerk.locator("button[name=action][value=revoke]")
+    with clerk.expect_navigation():
+        revoke.click()
+    assert clerk.locator("input[type=hidden][name=action][value=revoke]").count() == 1
+    shot(clerk, "clerk-confirm")
     scanner = browse(size).new_page()
     for state, identifier in scans.items():
         clerk.goto(f"{base}/clerk/licences/{identifier}")
@@ -232,6 +242,18 @@ def test_every_page_fits_both_sizes(stack, browse, size):
         assert link, f"the clerk's page of {identifier} links no scan page"
         scanner.goto(link if link.startswith("http") else f"{base}{link}")
         shot(scanner, f"scan-{state}")
+
+    # the public seal verifier on the revoked licence's PDF (from the clerk's page): a good
+    # seal, and the licence's current state next to it
+    pdf = clerk.request.get(f"{base}/clerk/licences/{scans['revoked']}/pdf")
+    assert pdf.status == 200 and pdf.body().startswith(b"%PDF-")
+    anon.goto(f"{base}/seals/verify")
+    anon.locator("input[type=file][name=file]").set_input_files(
+        {"name": "licence.pdf", "mimeType": "application/pdf", "buffer": pdf.body()})
+    with anon.expect_navigation():
+        anon.locator("form[enctype='multipart/form-data'] [type=submit]").click()
+    assert "verdict-bad" in (anon.locator(".licence-check").first.get_attribute("class") or "")
+    shot(anon, "seal-verify-revoked")
 
     # the seal officer's console
     officer = browse(size).new_page()
