@@ -319,7 +319,7 @@ def logout_everywhere():
     audit.record("account.logout_everywhere", actor=f"user:{user.sub}", object=f"user:{user.sub}",
                  detail={"sessions": n})
     db.session.commit()
-    return logged_out_page(frames)
+    return logged_out_page(frames, everywhere=n)
 
 
 @bp.route("/account/sessions/end-others", methods=["POST"])

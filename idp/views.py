@@ -446,11 +446,12 @@ def logout():
     return logged_out_page(frames, redirect_to)
 
 
-def logged_out_page(frames: list[dict], continue_to: str | None = None):
+def logged_out_page(frames: list[dict], continue_to: str | None = None, everywhere: int = 0):
     """The "you are logged out" page: front-channel logout iframes (their origins allowed by the
-    CSP, nothing else), and the session cookie cleared."""
+    CSP, nothing else), and the session cookie cleared. ``everywhere``: how many sessions
+    "log out everywhere" ended (0: this one only)."""
     response = current_app.make_response(render_template("idp/logged_out.html", frames=frames,
-                                                         continue_to=continue_to))
+                                                         continue_to=continue_to, everywhere=everywhere))
     if frames:
         from tongban.security import CSP
 

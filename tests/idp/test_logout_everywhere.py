@@ -42,6 +42,7 @@ def test_log_out_everywhere_ends_every_session_and_tells_every_system(app, disco
     r = phone.http.post(f"{live_server}/account/logout-everywhere?lang=en",
                         data={"csrf_token": _everywhere_form(page.text)}, allow_redirects=False)
     assert r.status_code == 200 and "You are logged out" in r.text
+    assert "logged out on every device (2 sessions ended)" in r.text
     assert "Expires=Thu, 01 Jan 1970" in r.headers.get("Set-Cookie", "")  # this browser's cookie cleared
 
     # both devices are logged out of Tongban
