@@ -20,10 +20,11 @@ from tongban.masking import mask_number
 from . import ciba, consents
 from . import clients as registry
 from .errors import FormExpired, RegistrationClosed
+from .logout import end_all_sessions, systems_by_session
 from .logout import end_other_sessions as end_others
-from .logout import systems_by_session
 from .mfa_views import mark_fresh
 from .scopes import SILENT, describe
+from .views import logged_out_page
 
 bp = Blueprint("account", __name__)
 
@@ -309,6 +310,22 @@ def end_session(sid: str):
             sessions.end(s, "ended_by_user", f"user:{user.sub}")
     db.session.commit()
     return redirect(url_for("account.account") + "#sessions")
+
+
+@bp.route("/account/logout-everywhere", methods=["POST"])
+@login_required
+def logout_everywhere():
+    """End every session of the account, this one included, with back-channel (and
+    front-channel) logout of every system signed in through any of them."""
+    sess = sessions.current_session()
+    if not ConfirmForm().validate_on_submit():
+        raise FormExpired()
+    user = sess.user
+    n, frames = end_all_sessions(user, f"user:{user.sub}")
+    audit.record("account.logout_everywhere", actor=f"user:{user.sub}", object=f"user:{user.sub}",
+                 detail={"sessions": n})
+    db.session.commit()
+    return logged_out_page(frames, everywhere=n)
 
 
 @bp.route("/account/sessions/end-others", methods=["POST"])

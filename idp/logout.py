@@ -148,6 +148,22 @@ def end_other_sessions(user, keep_sid: str, actor: str) -> int:
     return n
 
 
+def end_all_sessions(user, actor: str) -> tuple[int, list[dict]]:
+    """"Log out everywhere": every live session of ``user`` ends (all devices, all systems).
+
+    Each ending queues a back-channel logout token for every system signed in through that
+    session (in this transaction; delivered after the commit). Returns how many sessions ended
+    and the front-channel logout frames of all of them (one per system and session)."""
+    initiated_by(None)  # the account page asked: every system is told, none is spared
+    live = sessions.active_sessions(user)
+    frames: list[dict] = []
+    for s in live:
+        frames.extend(frontchannel_frames(s.sid))
+    for s in live:
+        sessions.end(s, "logout_everywhere", actor)
+    return len(live), frames
+
+
 @outbox.chore(every=60)
 def end_expired_sessions(limit: int = 200) -> int:
     """Sessions past their idle or absolute lifetime end (and log out everywhere) even when

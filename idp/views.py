@@ -464,14 +464,22 @@ def logout():
         redirect_to = signals.logout_detour(sess, redirect_to) or redirect_to  # e.g. the upstream's logout
     if redirect_to and not frames:
         response = redirect(redirect_to)
-    else:
-        response = current_app.make_response(render_template("idp/logged_out.html", frames=frames,
-                                                             continue_to=redirect_to))
-        if frames:
-            from tongban.security import CSP
+        sessions.clear_cookie(response)
+        return response
+    return logged_out_page(frames, redirect_to)
 
-            origins = " ".join(sorted({f["origin"] for f in frames}))
-            response.headers["Content-Security-Policy"] = f"{CSP}; frame-src {origins}"
+
+def logged_out_page(frames: list[dict], continue_to: str | None = None, everywhere: int = 0):
+    """The "you are logged out" page: front-channel logout iframes (their origins allowed by the
+    CSP, nothing else), and the session cookie cleared. ``everywhere``: how many sessions
+    "log out everywhere" ended (0: this one only)."""
+    response = current_app.make_response(render_template("idp/logged_out.html", frames=frames,
+                                                         continue_to=continue_to, everywhere=everywhere))
+    if frames:
+        from tongban.security import CSP
+
+        origins = " ".join(sorted({f["origin"] for f in frames}))
+        response.headers["Content-Security-Policy"] = f"{CSP}; frame-src {origins}"
     sessions.clear_cookie(response)
     return response
 

@@ -56,11 +56,12 @@ def _sig_structure(protected: bytes, payload: bytes) -> bytes:
     return cbor2.dumps(["Signature1", protected, b"", payload])
 
 
-def make_token(lic, now: int | None = None) -> str:
-    """The compact signed token of a licence's key fields."""
+def make_token(lic, now: int | None = None, lifetime: int | None = None) -> str:
+    """The compact signed token of a licence's key fields, valid ``lifetime`` seconds (at most
+    TOKEN_LIFETIME, never past the licence's own validity)."""
     key = keyring().active(ALG)
     now = now or epoch()
-    exp = now + TOKEN_LIFETIME
+    exp = now + min(lifetime or TOKEN_LIFETIME, TOKEN_LIFETIME)
     if lic.valid_until is not None:
         end = int(datetime(lic.valid_until.year, lic.valid_until.month, lic.valid_until.day,
                            tzinfo=UTC).timestamp()) + 86400
@@ -106,6 +107,11 @@ def _cbor_exact(data: bytes):
     if fp.tell() != len(data):
         raise OfflineError("the code has trailing data")
     return value
+
+
+def expires_at(raw: str) -> int:
+    """The expiry (epoch seconds) of a token this server made."""
+    return int(decode_token(raw)[1].get(4, 0))
 
 
 def decode_token(raw: str) -> tuple[dict, dict, bytes, bytes, bytes]:

@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import re
+import time
+from datetime import UTC, datetime
 
 import qrcode
 import qrcode.image.svg
@@ -115,6 +117,17 @@ def _own(identifier: str) -> Licence:
         abort(404)
 
 
+def _wallet_code_seconds() -> int:
+    return max(60, min(int(current_app.config.get("TONGBAN_WALLET_CODE_SECONDS", 300)), offline.TOKEN_LIFETIME))
+
+
+def _wallet_code(lic: Licence) -> dict:
+    """The offline code the wallet shows: short-lived, renewed by the page before it expires
+    (static/js/wallet-code.js), so a screenshot or photo of it soon stops verifying."""
+    token = offline.make_token(lic, lifetime=_wallet_code_seconds())
+    return {"token": token, "qr": _qr_data_uri(token), "expires_at": offline.expires_at(token)}
+
+
 @bp.route("/wallet/<identifier>")
 @login_required
 def wallet_licence(identifier: str):
@@ -122,15 +135,49 @@ def wallet_licence(identifier: str):
     state = display.wallet_state(lic)
     # a licence that is not valid is not offered for showing or downloading: its QR codes and
     # sealed files would only mislead whoever is shown them
-    token = offline.make_token(lic) if state["valid"] else None
+    code = _wallet_code(lic) if state["valid"] else None
     current = display.current_version(lic.superseded_by) if lic.status == "superseded" else None
     return render_template(
         "licence/wallet_licence.html", lic=lic, status=services.public_status(lic.status, lic.valid_until),
         state=state, current=current,
         online_qr=_qr_data_uri(services.verify_url(lic.verify_code)) if state["valid"] else None,
-        verify_url=services.verify_url(lic.verify_code), offline_qr=_qr_data_uri(token) if token else None,
-        offline_token=token, access=services.access_log(lic), items=lic.type.items, masked=mask_number,
-        fmt_time=display.fmt_time, fmt_date=display.fmt_date)
+        verify_url=services.verify_url(lic.verify_code), code=code, now=int(time.time()),
+        access=services.access_log(lic), items=lic.type.items, masked=mask_number,
+        fmt_time=display.fmt_time, fmt_date=display.fmt_date, fmt_time_s=_epoch_time)
+
+
+def _epoch_time(seconds: int) -> str:
+    return display.fmt_time(datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None))
+
+
+@bp.route("/wallet/<identifier>/code")
+@login_required
+def wallet_code(identifier: str):
+    """A fresh offline code (JSON) for the wallet page to show; only while the licence is valid."""
+    lic = _own(identifier)
+    st = display.wallet_state(lic)
+    if not st["valid"]:
+        body = {"error": "licence_not_valid", "state": st["state"], "label": st["label"], "since": st["since"]}
+        resp = Response(json.dumps(body, ensure_ascii=False), 409, mimetype=_JSON)
+    else:
+        code = _wallet_code(lic)
+        code["now"] = int(time.time())
+        resp = Response(json.dumps(code), mimetype=_JSON)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.route("/wallet/<identifier>/card.png")
+@login_required
+def wallet_card(identifier: str):
+    """The licence's card picture (its sealed PDF's first page; faded and stamped when not valid)."""
+    from .card import card_png
+
+    lic = _own(identifier)
+    # the pages link it with the licence's state in the query (?s=revoked): a change of state is
+    # a new URL, so the user's own browser may keep the picture a while
+    cacheable(600, private=True)
+    return Response(card_png(lic, display.wallet_state(lic)), mimetype="image/png")
 
 
 def _own_valid(identifier: str) -> Licence:

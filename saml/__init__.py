@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 from flask import Flask
+
+# pysaml2 imports cryptography's CFB mode (deprecated there; SAML here never uses it) and
+# xmlschema logs at INFO each schema it loads: neither belongs in every command's output
+logging.getLogger("xmlschema").setLevel(logging.WARNING)
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="CFB has been moved")
+    import saml2.cryptography.symmetric  # noqa: F401
 
 
 def init_app(app: Flask) -> None:

@@ -348,6 +348,8 @@ register("TONGBAN_SAML_ASSERTION_SECONDS", 300, "seconds", "SAML assertion lifet
 register("TONGBAN_SAML_REQUEST_MAX_AGE", 300, "seconds",
          "an AuthnRequest older than this (IssueInstant) is refused; also how long it may wait for the log-in")
 register("TONGBAN_SAML_XMLSEC_BINARY", "/usr/bin/xmlsec1", "str", "the xmlsec1 binary pysaml2 signs with")
+register("TONGBAN_WALLET_CODE_SECONDS", 300, "seconds",
+         "lifetime of the offline code the wallet shows; the page renews it before it expires")
 
 _PASSTHROUGH = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
 _NOT_CONFIG = ("TONGBAN_INSTANCE_DIR", "TONGBAN_SERVE_ISSUER")

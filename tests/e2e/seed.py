@@ -3,7 +3,9 @@
 In one process (each start of the app costs seconds): ``flask db upgrade``, then
 ``flask demo seed``'s ``seed()`` against the instance and database the environment
 names, then points each demo portal's registration (redirect, post-logout and back-channel
-logout URIs) at the free port the tests serve it on instead of the fixed 8081/8082.
+logout URIs) at the free port the tests serve it on instead of the fixed 8081/8082, and
+gives the demo citizen a revoked licence too (a 结婚证, so the wallet and the scan page show
+both states).
 """
 
 from __future__ import annotations
@@ -33,7 +35,30 @@ def main(urls: list[str]) -> int:
                                    post_logout_redirect_uris=[f"{base}/"],
                                    backchannel_logout_uri=f"{base}/backchannel-logout")
         db.session.commit()
+        _revoked_licence()
     return 0
+
+
+REVOKED_REASON = "登记信息有误，予以注销"
+
+
+def _revoked_licence() -> None:
+    from sqlalchemy import select
+
+    from licence import services
+    from licence.models import Licence
+    from tests.licence.samples import SAMPLES
+    from tongban.demo import CITIZEN
+    from tongban.extensions import db
+
+    if db.session.execute(select(Licence.id).where(Licence.holder_id == CITIZEN["id_number"],
+                                                   Licence.type_name == "结婚证")).first():
+        return
+    _holder, fields = SAMPLES["结婚证"]
+    lic = services.issue("结婚证", CITIZEN["id_number"], CITIZEN["name"], fields, actor="e2e")
+    db.session.commit()
+    services.revoke(lic.identifier, REVOKED_REASON, "e2e")
+    db.session.commit()
 
 
 if __name__ == "__main__":

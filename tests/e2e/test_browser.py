@@ -6,16 +6,15 @@ wording: the pages' text changes, what they do should not.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from licence.catalogue import TYPES
+from tests.e2e.shots import keep
 from tongban.demo import CITIZEN, CITIZEN2, DEMO_PASSWORD
 
 pytestmark = pytest.mark.xdist_group("e2e")  # one stack (server, portals, browser) per run
@@ -39,13 +38,10 @@ def login_at_tongban(page, base: str, who: dict, then: str = "/") -> None:
 
 def look(page, name: str) -> None:
     """The page fits its screen (no sideways scrolling, phone or desktop); with
-    TONGBAN_E2E_SCREENSHOTS=DIR a full-page screenshot is kept as DIR/<name>-<width>.png."""
+    TONGBAN_E2E_SCREENSHOTS=DIR a full-page screenshot is kept as DIR/<name>-<wide|phone>.png."""
     width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1] + 1, f"{page.url} is {width[0]} px wide on a {width[1]} px screen"
-    folder = os.environ.get("TONGBAN_E2E_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}-{width[1]}.png"), full_page=True)
+    keep(page, name)
 
 
 def whoami(page, portal: str) -> dict:
@@ -95,7 +91,7 @@ def test_sso_across_portals_and_logout_everywhere(stack, browse):
     with page.expect_navigation():
         page.locator("a[href='/login']").click()
     assert page.url.startswith(stack.base), page.url  # Tongban asks for the password, not the portal
-    look(page, "login")
+    look(page, "citizen-login")
     login(page, CITIZEN)
     page.wait_for_url(f"{housing}/")
     look(page, "portal-logged-in")
@@ -191,10 +187,10 @@ def test_clerk_issues_citizen_downloads_scans_and_revocation_turns_it_red(stack,
     ctx = browse("phone")
     phone = ctx.new_page()
     login_at_tongban(phone, stack.base, CITIZEN, then="/wallet")
-    look(phone, "wallet")
+    look(phone, "wallet-list")
     phone.locator(f"a[href='/wallet/{identifier}']").first.click()
     phone.wait_for_url(f"**/wallet/{identifier}")
-    look(phone, "wallet-licence")
+    look(phone, "wallet-licence-valid")
     with phone.expect_download() as download:
         phone.locator(f"a[href='/wallet/{identifier}/pdf']").click()
     pdf = download.value.path().read_bytes()
@@ -288,6 +284,6 @@ def test_seal_verifier_on_sealed_and_tampered_pdf(stack, browse):
         licence_box = verifier.locator(".licence-check")  # where the verifier also says "this is a licence"
         if licence_box.count():
             assert "verdict-ok" in (licence_box.first.get_attribute("class") or "")
-        look(verifier, "seal-verify-valid")
+        look(verifier, "seal-verify-sealed")
         assert seal_verdict(verifier, stack.base, "licence-altered.pdf", bad) is False
         look(verifier, "seal-verify-altered")

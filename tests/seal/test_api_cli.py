@@ -147,7 +147,10 @@ def test_api_verify_is_rate_limited(app, client, plain_pdf):
 
 def test_verify_page(seal, client, plain_pdf):
     page = client.get("/seals/verify")
-    assert page.status_code == 200 and "<script" not in page.text and "style=" not in page.text
+    assert page.status_code == 200 and "style=" not in page.text
+    # no inline script (CSP): only the page's own files
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page.text, re.S)
+    assert all(re.search(r'src="/static/js/[\w-]+\.js"', attrs) and not body.strip() for attrs, body in scripts)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     sealed = services.sign_pdf(seal, plain_pdf, purpose="p", actor="t")
     db.session.commit()
