@@ -20,8 +20,6 @@ from urllib.parse import urlsplit
 from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
 from flask import Flask, current_app
 from sqlalchemy import func, literal_column, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tongban import audit
 from tongban.cache import CachedLoader, Generation
@@ -29,6 +27,7 @@ from tongban.clock import digest, token, utcnow
 from tongban.errors import NotFound, ValidationError
 from tongban.extensions import after_commit as _after_commit
 from tongban.extensions import db
+from tongban.upsert import upsert
 
 from .models import Client, ClientUsage
 from .scopes import SCOPES
@@ -337,20 +336,18 @@ class UsageCounter:
         if not counts:
             return
         app = app or current_app._get_current_object()
-        with app.app_context():
-            engine = db.engine
-            insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-            with engine.begin() as conn:
-                for (client_id, day), (logins, tokens, last) in sorted(counts.items()):
-                    stmt = insert(ClientUsage).values(client_id=client_id, day=day, logins=logins,
-                                                      tokens=tokens, last_used=last)
-                    stmt = stmt.on_conflict_do_update(index_elements=["client_id", "day"], set_={
+        with app.app_context(), db.engine.begin() as conn:
+            for (client_id, day), (logins, tokens, last) in sorted(counts.items()):
+                conn.execute(upsert(
+                    conn, ClientUsage,
+                    dict(client_id=client_id, day=day, logins=logins, tokens=tokens, last_used=last),
+                    ["client_id", "day"],
+                    lambda excluded, logins=logins, tokens=tokens: {
                         "logins": literal_column("client_usage.logins") + logins,
                         "tokens": literal_column("client_usage.tokens") + tokens,
-                        "last_used": func.coalesce(stmt.excluded.last_used, literal_column(
-                            "client_usage.last_used")),
-                    })
-                    conn.execute(stmt)
+                        "last_used": func.coalesce(excluded.last_used,
+                                                   literal_column("client_usage.last_used")),
+                    }))
 
 
 usage = UsageCounter()

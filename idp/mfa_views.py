@@ -365,8 +365,7 @@ def totp_setup():
 @bp.get("/account/security/totp/qr.svg")
 @login_required
 def totp_qr():
-    import qrcode
-    from qrcode.image.svg import SvgPathImage
+    from tongban.qr import qr_svg
 
     if not is_fresh(sessions.current_session()):
         abort(403)
@@ -375,8 +374,7 @@ def totp_qr():
     row = mfa.totp_factor(user)
     if row is None or row.confirmed_at is not None:
         abort(404)
-    img = qrcode.make(mfa.provisioning_uri(user, row), image_factory=SvgPathImage, box_size=8, border=2)
-    resp = Response(img.to_string(), mimetype="image/svg+xml")
+    resp = Response(qr_svg(mfa.provisioning_uri(user, row), border=2), mimetype="image/svg+xml")
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -262,19 +262,9 @@ def describe_user_agent(ua: str) -> tuple[str, str]:
 
 def qr_svg(data: str) -> bytes:
     """The QR code as an SVG document (path-based: small, crisp at any size)."""
-    import io
+    from tongban.qr import qr_svg as make_svg
 
-    import qrcode
-    import qrcode.image.svg
-    from qrcode.constants import ERROR_CORRECT_M
-
-    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=2,
-                       image_factory=qrcode.image.svg.SvgPathFillImage)
-    qr.add_data(data)
-    qr.make(fit=True)
-    buf = io.BytesIO()
-    qr.make_image().save(buf)
-    return buf.getvalue()
+    return make_svg(data, border=2, box_size=10, background=True)
 
 
 __all__ = ["AMR", "Created", "QrError", "QrLogin", "by_binding", "by_code", "complete", "confirm", "consumed",

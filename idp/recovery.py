@@ -150,8 +150,11 @@ def spend_registration_code(check_id: int) -> None:
 
 
 def purge_phone_checks() -> int:
+    """The worker's chore: registration phone checks a day past expiry are deleted."""
     cut = utcnow() - timedelta(days=1)
-    return db.session.execute(delete(PhoneCheck).where(PhoneCheck.expires_at < cut)).rowcount or 0
+    n = db.session.execute(delete(PhoneCheck).where(PhoneCheck.expires_at < cut)).rowcount or 0
+    db.session.commit()
+    return n
 
 
 # ---------------------------------------------------------------- forgotten password

@@ -44,10 +44,6 @@ ROOT_CRL_PATH = "/ca/sm2-root.crl"
 CRL_PATH = "/ca/sm2-crl"
 
 
-class SM2CertError(ValueError):
-    """A certificate that is not an SM2 certificate this CA could have signed."""
-
-
 # ---------------------------------------------------------------- building blocks
 
 

@@ -21,6 +21,7 @@ from tongban.errors import ValidationError
 from tongban.extensions import db
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name
+from tongban.upsert import upsert
 
 from . import identifiers, pdf, verification
 from .catalogue import TYPES
@@ -30,7 +31,6 @@ from .errors import (
     LicenceNotFound,
     NoLicenceSeal,
     NotDelegated,
-    NotPermitted,
     UnknownType,
 )
 from .models import (
@@ -269,12 +269,7 @@ def next_value(key: str) -> int:
 
 
 def _create_counter(key: str) -> None:
-    dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    db.session.execute(dialect_insert(LicenceCounter).values(key=key, value=0).on_conflict_do_nothing())
+    db.session.execute(upsert(db.session, LicenceCounter, {"key": key, "value": 0}, ["key"]))
 
 
 # ---------------------------------------------------------------- issuing
@@ -723,11 +718,6 @@ def verify_identifier(identifier: str) -> dict:
     seal = _seal_services().verify_pdf(lic.pdf)
     return {"valid": view["valid"] and bool(seal.get("valid")), "status": view["status"],
             "licence": view["licence"], "seal": seal}
-
-
-def ensure_permitted(user, lic: Licence) -> None:
-    if lic.holder_id not in holder_ids_for(user):
-        raise NotPermitted("not your licence")
 
 
 

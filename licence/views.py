@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
 
-import qrcode
-import qrcode.image.svg
 from flask import (
     Blueprint,
     Response,
@@ -32,6 +28,7 @@ from tongban import audit
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
+from tongban.qr import qr_data_uri
 from tongban.security import cacheable
 
 from . import checks, display, offline, services
@@ -86,14 +83,6 @@ def status_list():
     return Response(offline.status_list_jwt(), mimetype="application/statuslist+jwt")
 
 
-def _qr_data_uri(text: str) -> str:
-    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=8, border=4,
-                      error_correction=qrcode.constants.ERROR_CORRECT_M)
-    buf = io.BytesIO()
-    img.save(buf)
-    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 # ---------------------------------------------------------------- wallet
 
 
@@ -127,8 +116,8 @@ def wallet_licence(identifier: str):
     return render_template(
         "licence/wallet_licence.html", lic=lic, status=services.public_status(lic.status, lic.valid_until),
         state=state, current=current,
-        online_qr=_qr_data_uri(services.verify_url(lic.verify_code)) if state["valid"] else None,
-        verify_url=services.verify_url(lic.verify_code), offline_qr=_qr_data_uri(token) if token else None,
+        online_qr=qr_data_uri(services.verify_url(lic.verify_code)) if state["valid"] else None,
+        verify_url=services.verify_url(lic.verify_code), offline_qr=qr_data_uri(token) if token else None,
         offline_token=token, access=services.access_log(lic), items=lic.type.items, masked=mask_number,
         fmt_time=display.fmt_time, fmt_date=display.fmt_date)
 

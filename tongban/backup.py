@@ -409,11 +409,9 @@ def restore(source: Path, passphrase: str) -> dict:
 
 def _bump_generations(app: Flask) -> None:
     try:
-        from idp.clients import CLIENTS_GENERATION
-        from idp.tokens import DENYLIST_GENERATION
-        from keys.services import KEYS_GENERATION
+        from .cache import generations
 
-        for gen in (CLIENTS_GENERATION, DENYLIST_GENERATION, KEYS_GENERATION):
+        for gen in generations():  # systems, the token deny list, signing keys, ... (declared by the packages)
             gen.bump(app)
     except Exception:  # a stopped service re-reads everything when it starts anyway
         logging.getLogger(__name__).warning("could not bump the cache generations", exc_info=True)

@@ -165,29 +165,34 @@ def work_once(limit: int = 50) -> dict[str, int]:
     return counts
 
 
-# periodic chores the worker runs too (e.g. ending expired sessions), at most every N seconds
-_chores: list[tuple[Callable[[], None], float]] = []
+# periodic chores the worker runs too (e.g. ending expired sessions), at most every N seconds;
+# N is a number, or the name of a setting holding it (read at each pass: configurable)
+_chores: list[tuple[Callable[[], object], float | str]] = []
 _chores_last: dict[int, float] = {}
 
 
-def chore(every: float) -> Callable[[Callable[[], None]], Callable[[], None]]:
+def chore(every: float | str) -> Callable[[Callable[[], object]], Callable[[], object]]:
     def deco(fn):
-        _chores.append((fn, every))
+        ensure_chore(fn, every)
         return fn
 
     return deco
 
 
-def ensure_chore(fn: Callable[[], None], every: float) -> None:
+def ensure_chore(fn: Callable[[], object], every: float | str) -> None:
     """Register ``fn`` as a chore once, however often the module registering it is set up."""
     if not any(existing is fn for existing, _ in _chores):
         _chores.append((fn, every))
 
 
+def _interval(every: float | str) -> float:
+    return float(current_app.config[every]) if isinstance(every, str) else every
+
+
 def run_chores(force: bool = False) -> None:
     for i, (fn, every) in enumerate(_chores):
         now = time.monotonic()
-        if force or now - _chores_last.get(i, -1e9) >= every:
+        if force or now - _chores_last.get(i, -1e9) >= _interval(every):
             _chores_last[i] = now
             try:
                 fn()

@@ -13,9 +13,9 @@ import sys
 
 def main(urls: list[str]) -> int:
     from demo import PORTALS
+    from demo.data import seed
     from idp import clients as registry
     from tongban import create_app
-    from tongban.demo import seed
     from tongban.extensions import db
 
     if len(urls) != len(PORTALS):

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from demo.data import CITIZEN, CITIZEN2, DEMO_PASSWORD
 from licence.catalogue import TYPES
-from tongban.demo import CITIZEN, CITIZEN2, DEMO_PASSWORD
 
 pytestmark = pytest.mark.xdist_group("e2e")  # one stack (server, portals, browser) per run
 
