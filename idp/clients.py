@@ -335,19 +335,25 @@ class UsageCounter:
             self._last_flush = time.monotonic()
         if not counts:
             return
-        app = app or current_app._get_current_object()
+        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
         with app.app_context(), db.engine.begin() as conn:
             for (client_id, day), (logins, tokens, last) in sorted(counts.items()):
                 conn.execute(upsert(
                     conn, ClientUsage,
                     dict(client_id=client_id, day=day, logins=logins, tokens=tokens, last_used=last),
                     ["client_id", "day"],
-                    lambda excluded, logins=logins, tokens=tokens: {
-                        "logins": literal_column("client_usage.logins") + logins,
-                        "tokens": literal_column("client_usage.tokens") + tokens,
-                        "last_used": func.coalesce(excluded.last_used,
-                                                   literal_column("client_usage.last_used")),
-                    }))
+                    _add_usage(logins, tokens)))
+
+
+def _add_usage(logins: int, tokens: int):
+    """The upsert's update: add the counts to today's row, keep the latest use."""
+
+    def update(excluded) -> dict:
+        return {"logins": literal_column("client_usage.logins") + logins,
+                "tokens": literal_column("client_usage.tokens") + tokens,
+                "last_used": func.coalesce(excluded.last_used, literal_column("client_usage.last_used"))}
+
+    return update
 
 
 usage = UsageCounter()
@@ -403,8 +409,8 @@ def report(dormant_days: int = 90) -> list[ReportRow]:
     now = utcnow()
     since = (now - timedelta(days=30)).date()
     cutoff = now - timedelta(days=dormant_days)
-    last = dict(db.session.execute(select(ClientUsage.client_id, func.max(ClientUsage.last_used))
-                                   .group_by(ClientUsage.client_id)).all())
+    last = {client_id: used for client_id, used in db.session.execute(
+        select(ClientUsage.client_id, func.max(ClientUsage.last_used)).group_by(ClientUsage.client_id))}
     recent = {cid: (lg or 0, tk or 0) for cid, lg, tk in db.session.execute(
         select(ClientUsage.client_id, func.sum(ClientUsage.logins), func.sum(ClientUsage.tokens))
         .where(ClientUsage.day >= since).group_by(ClientUsage.client_id)).all()}

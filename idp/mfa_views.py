@@ -23,6 +23,7 @@ from flask import (
 )
 from flask import session as flask_session
 from flask_babel import gettext as _
+from werkzeug.wrappers import Response as ResponseBase
 
 from tongban import audit, ratelimit
 from tongban.clock import epoch
@@ -92,7 +93,7 @@ def _needs_reauth(json: bool = False):
 # ---------------------------------------------------------------- who is proving a factor
 
 
-def start_login(user: User, next_url: str | None) -> Response:
+def start_login(user: User, next_url: str | None) -> ResponseBase:
     """The password was right and the account has a second factor: ask for it before the session."""
     flask_session[_PENDING] = {"uid": user.id, "at": epoch(), "next": safe_next(next_url, "")}
     return redirect(url_for("mfa.verify"))

@@ -128,7 +128,7 @@ def complete(binding: str | None) -> QrLogin:
     if row.confirmed_at is None or now > max(row.expires_at, row.confirmed_at) + timedelta(
             seconds=COMPLETE_GRACE_SECONDS):
         raise QrError("expired")
-    won = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "confirmed")
+    won = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "confirmed")  # type: ignore[attr-defined]
                              .values(state="consumed", consumed_at=now)
                              .execution_options(synchronize_session=False)).rowcount
     if won != 1:
@@ -172,7 +172,7 @@ def scan(code: str, phone: LoginSession) -> QrLogin:
         raise QrError(row.state)
     if row.state == "waiting":
         now = utcnow()
-        moved = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "waiting")
+        moved = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "waiting")  # type: ignore[attr-defined]
                                    .values(state="scanned", scanned_at=now)
                                    .execution_options(synchronize_session=False)).rowcount
         if moved:
@@ -190,7 +190,7 @@ def confirm(code: str, phone: LoginSession) -> QrLogin:
     if row.state != "scanned":
         raise QrError(row.state)
     now = utcnow()
-    won = db.session.execute(
+    won = db.session.execute(  # type: ignore[attr-defined]
         update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "scanned", QrLogin.expires_at > now)
         .values(state="confirmed", confirmed_at=now, user_id=phone.user_id, phone_sid=phone.sid, acr=phone.acr)
         .execution_options(synchronize_session=False)).rowcount
@@ -207,7 +207,7 @@ def deny(code: str, phone: LoginSession) -> QrLogin:
     row = by_code(code)
     if row is None:
         raise QrError("unknown")
-    won = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state.in_(OPEN_STATES))
+    won = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state.in_(OPEN_STATES))  # type: ignore[attr-defined]
                              .values(state="denied").execution_options(synchronize_session=False)).rowcount
     if won != 1:
         db.session.refresh(row)
@@ -222,7 +222,7 @@ def deny(code: str, phone: LoginSession) -> QrLogin:
 
 def _expire_if_due(row: QrLogin) -> QrLogin:
     if row.state in OPEN_STATES and row.is_expired():
-        moved = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state.in_(OPEN_STATES))
+        moved = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state.in_(OPEN_STATES))  # type: ignore[attr-defined]
                                    .values(state="expired").execution_options(synchronize_session=False)).rowcount
         if moved:
             audit.record("qr.expired", actor="system", object=f"qr:{row.id}")

@@ -197,7 +197,11 @@ def deny_session(sid: str | None, reason: str, actor: str) -> None:
 
 
 def _after_commit_bump() -> None:
-    after_commit(lambda: (DENYLIST_GENERATION.bump(), setattr(_denylist, "_value", None)))
+    def reload() -> None:
+        DENYLIST_GENERATION.bump()
+        _denylist._value = None
+
+    after_commit(reload)
 
 
 PURGE_GRACE = timedelta(days=1)
@@ -214,11 +218,11 @@ def purge_expired() -> dict[str, int]:
     cut = utcnow() - PURGE_GRACE
     alive = select(RefreshToken.family_id).where(RefreshToken.expires_at >= cut)
     counts = {
-        "denylist": db.session.execute(
+        "denylist": db.session.execute(  # type: ignore[attr-defined]
             delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= epoch())).rowcount or 0,
-        "codes": db.session.execute(
+        "codes": db.session.execute(  # type: ignore[attr-defined]
             delete(AuthorizationCode).where(AuthorizationCode.expires_at < cut)).rowcount or 0,
-        "refresh_tokens": db.session.execute(
+        "refresh_tokens": db.session.execute(  # type: ignore[attr-defined]
             delete(RefreshToken).where(RefreshToken.expires_at < cut, RefreshToken.family_id.not_in(alive))
             .execution_options(synchronize_session=False)).rowcount or 0,
     }
@@ -269,7 +273,7 @@ def revoke_family(family_id: str, reason: str, actor: str) -> int:
 
 def claim_for_rotation(row: RefreshToken) -> bool:
     """Atomically mark a refresh token as used; False if another request already did."""
-    n = db.session.execute(
+    n = db.session.execute(  # type: ignore[attr-defined]
         update(RefreshToken).where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None),
                                    RefreshToken.revoked_at.is_(None))
         .values(rotated_at=utcnow()).execution_options(synchronize_session=False)

@@ -235,7 +235,7 @@ def _load() -> SM2State:
         state.crls[crl.issuer] = crl
     state.revoked = dict(db.session.execute(
         select(IssuedCertificate.serial, IssuedCertificate.revocation_reason)
-        .where(IssuedCertificate.issuer == ISSUER, IssuedCertificate.revoked_at.is_not(None))).all())
+        .where(IssuedCertificate.issuer == ISSUER, IssuedCertificate.revoked_at.is_not(None))).tuples().all())
     return state
 
 

@@ -68,7 +68,7 @@ def cn_date(d: date | str | None) -> str:
         try:
             d = date.fromisoformat(d[:10])
         except ValueError:
-            return d
+            return str(d)
     return f"{d.year}年{d.month:02d}月{d.day:02d}日"
 
 
@@ -104,7 +104,8 @@ def split_cjk(text: str, font: str, size: float, width: float) -> list[str]:
     """Break a line anywhere between Chinese characters (Chinese has no spaces), never before closing
     punctuation and never inside a number or Latin word (an address's 89号, a licence number): such a
     run moves whole to the next line, unless it is wider than a line by itself."""
-    pieces, pos = [], 0
+    pieces: list[str] = []
+    pos = 0
     for m in _UNBREAKABLE.finditer(text):
         pieces.extend(text[pos:m.start()])
         pieces.append(m.group(0))

@@ -666,7 +666,7 @@ def redeem_download_link(raw: str, fmt: str | None = None) -> tuple[Licence, byt
     now = utcnow()
     if link is None or link.expires_at <= now:
         raise LicenceNotFound("this download link does not exist or has expired")
-    claimed = db.session.execute(update(DownloadLink).where(DownloadLink.id == link.id,
+    claimed = db.session.execute(update(DownloadLink).where(DownloadLink.id == link.id,  # type: ignore[attr-defined]
                                                             DownloadLink.used_at.is_(None))
                                  .values(used_at=now).execution_options(synchronize_session=False)).rowcount
     if not claimed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def _to_hex(raw: str) -> str:
     return raw.strip()
 
 
-CONVERTERS = {
+CONVERTERS: dict[str, Callable[[str], Any]] = {
     "str": str, "int": _to_int, "count": _to_count, "bool": _to_bool, "float": _to_float,
     "seconds": _to_seconds, "list": _to_list, "hex": _to_hex,
 }

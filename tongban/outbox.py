@@ -87,7 +87,7 @@ def enqueue(kind: str, target: str, payload: dict, subject: str = "") -> OutboxI
                       status=PENDING, attempts=0, max_attempts=current_app.config["TONGBAN_OUTBOX_MAX_ATTEMPTS"],
                       next_try=now, created_at=now, updated_at=now)
     db.session.add(item)
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     after_commit(lambda: wake(app))
     return item
 
@@ -110,7 +110,7 @@ def _due_ids(limit: int) -> list[int]:
 
 def _claim(item_id: int) -> bool:
     now = utcnow()
-    claimed = db.session.execute(
+    claimed = db.session.execute(  # type: ignore[attr-defined]
         update(OutboxItem).where(OutboxItem.id == item_id, or_(
             (OutboxItem.status == PENDING) & (OutboxItem.next_try <= now),
             (OutboxItem.status == SENDING) & (OutboxItem.claimed_until < now),
@@ -245,7 +245,8 @@ def recent(limit: int = 200, status: str | None = None) -> list[OutboxItem]:
 
 
 def counts() -> dict[str, int]:
-    return dict(db.session.execute(select(OutboxItem.status, func.count()).group_by(OutboxItem.status)).all())
+    return {status: n for status, n in db.session.execute(
+        select(OutboxItem.status, func.count()).group_by(OutboxItem.status))}
 
 
 def retry_now(item_id: int) -> bool:
@@ -256,7 +257,7 @@ def retry_now(item_id: int) -> bool:
     if item.status == FAILED:
         item.max_attempts = item.attempts + 1
     item.status, item.next_try, item.updated_at = PENDING, utcnow(), utcnow()
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     after_commit(lambda: wake(app))
     return True
 
