@@ -589,7 +589,7 @@ def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -
         if not check_checkpoint_signature(given, public):
             return Verdict(False, None, count, "a checkpoint given to compare has a bad signature")
         if by_seq.get(int(given["seq"])) != given["hash"]:
-            return Verdict(False, last_id, count, f"the log does not contain the checkpoint at entry {cp['seq']} "
+            return Verdict(False, last_id, count, f"the log does not contain the checkpoint at entry {given['seq']} "
                                                   "(rewritten or rows deleted)")
     pending = 0
     for row in db.session.execute(select(AuditLog).where(AuditLog.seq.is_(None)).order_by(AuditLog.id)
