@@ -115,7 +115,7 @@ translations: $(STAMP)
 run: install
 	$(BIN)/flask --app wsgi db upgrade
 	$(BIN)/flask --app wsgi demo seed
-	$(BIN)/python -m tongban.devserver  # the provider on :5000, the demo portals on localhost:8081 and :8082
+	$(BIN)/python -m demo.devserver  # the provider on :5000, the demo portals on localhost:8081 and :8082
 
 test: install
 	$(BIN)/pytest -n auto --dist loadgroup $(PYTEST_ARGS)  # loadgroup: tests/e2e keeps its browser stack on one worker

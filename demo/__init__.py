@@ -26,3 +26,10 @@ PORTALS = (
     PortalSpec("social-security", "demo-social-security", "社会保障网上服务平台", "市人力资源和社会保障局", 8082,
                "demo_social_security"),
 )
+
+
+def init_app(app) -> None:
+    """The app factory's hook: ``flask --app wsgi demo seed`` (demo/data.py)."""
+    from .data import init_app as register_cli
+
+    register_cli(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -36,7 +37,7 @@ def register_portals(folder: Path | None = None) -> list[dict]:
     for spec in PORTALS:
         secret = portal_secret(spec, folder)
         base = spec.base_url
-        meta = {
+        meta: dict[str, Any] = {
             "redirect_uris": [f"{base}/callback"],
             "post_logout_redirect_uris": [f"{base}/"],
             "backchannel_logout_uri": f"{base}/backchannel-logout",

@@ -8,7 +8,28 @@ from flask import Flask
 from .resources_cli import resources_cli
 
 
+def ensure_authority() -> None:
+    """Bootstrap step: the operating authority's organisation (seals and licences belong to it)."""
+    from flask import current_app
+
+    from people.accounts import ensure_org
+
+    cfg = current_app.config
+    ensure_org(cfg["TONGBAN_AUTHORITY_USCC"], cfg["TONGBAN_AUTHORITY_NAME"])
+
+
 def init_app(app: Flask) -> None:
+    from tongban.bootstrap import AUTHORITY, on_bootstrap
+
+    on_bootstrap(ensure_authority, order=AUTHORITY)
+    from people.recovery import purge_phone_checks
+    from tongban import outbox
+
+    from .tokens import purge_expired
+
+    # expired codes, refresh-token families, deny-list entries and phone checks (configurable)
+    outbox.ensure_chore(purge_expired, every="TONGBAN_PURGE_INTERVAL_SECONDS")
+    outbox.ensure_chore(purge_phone_checks, every="TONGBAN_PURGE_INTERVAL_SECONDS")
     # logout registers the back-channel logout delivery with the outbox
     from . import account_views, admin_views, cli, hooks, logout, models, views  # noqa: F401
     from .clients import init_usage

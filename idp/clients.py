@@ -19,14 +19,13 @@ from datetime import date, datetime, timedelta
 from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
 from flask import Flask, current_app
 from sqlalchemy import func, literal_column, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tongban import audit
 from tongban.cache import CachedLoader, Generation
 from tongban.clock import digest, token, utcnow
 from tongban.extensions import after_commit as _after_commit
 from tongban.extensions import db
+from tongban.upsert import upsert
 
 from . import client_auth, fapi
 from .errors import (
@@ -440,21 +439,25 @@ class UsageCounter:
             self._last_flush = time.monotonic()
         if not counts:
             return
-        app = app or current_app._get_current_object()
-        with app.app_context():
-            engine = db.engine
-            insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-            with engine.begin() as conn:
-                for (client_id, day), (logins, tokens, last) in sorted(counts.items()):
-                    stmt = insert(ClientUsage).values(client_id=client_id, day=day, logins=logins,
-                                                      tokens=tokens, last_used=last)
-                    stmt = stmt.on_conflict_do_update(index_elements=["client_id", "day"], set_={
-                        "logins": literal_column("client_usage.logins") + logins,
-                        "tokens": literal_column("client_usage.tokens") + tokens,
-                        "last_used": func.coalesce(stmt.excluded.last_used, literal_column(
-                            "client_usage.last_used")),
-                    })
-                    conn.execute(stmt)
+        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        with app.app_context(), db.engine.begin() as conn:
+            for (client_id, day), (logins, tokens, last) in sorted(counts.items()):
+                conn.execute(upsert(
+                    conn, ClientUsage,
+                    dict(client_id=client_id, day=day, logins=logins, tokens=tokens, last_used=last),
+                    ["client_id", "day"],
+                    _add_usage(logins, tokens)))
+
+
+def _add_usage(logins: int, tokens: int):
+    """The upsert's update: add the counts to today's row, keep the latest use."""
+
+    def update(excluded) -> dict:
+        return {"logins": literal_column("client_usage.logins") + logins,
+                "tokens": literal_column("client_usage.tokens") + tokens,
+                "last_used": func.coalesce(excluded.last_used, literal_column("client_usage.last_used"))}
+
+    return update
 
 
 usage = UsageCounter()
@@ -510,8 +513,8 @@ def report(dormant_days: int = 90) -> list[ReportRow]:
     now = utcnow()
     since = (now - timedelta(days=30)).date()
     cutoff = now - timedelta(days=dormant_days)
-    last = dict(db.session.execute(select(ClientUsage.client_id, func.max(ClientUsage.last_used))
-                                   .group_by(ClientUsage.client_id)).all())
+    last = {client_id: used for client_id, used in db.session.execute(
+        select(ClientUsage.client_id, func.max(ClientUsage.last_used)).group_by(ClientUsage.client_id))}
     recent = {cid: (lg or 0, tk or 0) for cid, lg, tk in db.session.execute(
         select(ClientUsage.client_id, func.sum(ClientUsage.logins), func.sum(ClientUsage.tokens))
         .where(ClientUsage.day >= since).group_by(ClientUsage.client_id)).all()}

@@ -190,7 +190,7 @@ class DeviceGrant(DeviceCodeGrant):
         if row.state != "approved":
             return None
         # claim it atomically: of two concurrent polls exactly one gets tokens
-        won = db.session.execute(update(DeviceAuthorization).where(
+        won = db.session.execute(update(DeviceAuthorization).where(  # type: ignore[attr-defined]
             DeviceAuthorization.id == row.id, DeviceAuthorization.state == "approved"
         ).values(state="consumed", consumed_at=utcnow()).execution_options(synchronize_session=False)).rowcount
         if won != 1:
@@ -307,7 +307,7 @@ def decide(user_code: str | None, sess: LoginSession, approve: bool) -> DeviceAu
     values = {"state": "approved" if approve else "denied", "decided_at": now, "user_id": sess.user_id}
     if approve:
         values.update(sid=sess.sid, auth_time=to_epoch(sess.auth_time), acr=sess.acr, amr=sess.amr)
-    won = db.session.execute(update(DeviceAuthorization).where(
+    won = db.session.execute(update(DeviceAuthorization).where(  # type: ignore[attr-defined]
         DeviceAuthorization.id == row.id, DeviceAuthorization.state == "pending",
         DeviceAuthorization.expires_at > now).values(**values)
         .execution_options(synchronize_session=False)).rowcount

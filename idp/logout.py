@@ -180,7 +180,7 @@ def end_expired_sessions(limit: int = 200) -> int:
     ended = 0
     for row_id in expired:
         # take the row's write lock first: of several workers sweeping at once, one ends it
-        locked = db.session.execute(update(LoginSession).where(
+        locked = db.session.execute(update(LoginSession).where(  # type: ignore[attr-defined]
             LoginSession.id == row_id, LoginSession.ended_at.is_(None)).values(last_seen=LoginSession.last_seen)
             .execution_options(synchronize_session=False)).rowcount
         if locked:

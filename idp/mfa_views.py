@@ -23,6 +23,7 @@ from flask import (
 )
 from flask import session as flask_session
 from flask_babel import gettext as _
+from werkzeug.wrappers import Response as ResponseBase
 
 from people import accounts, mfa, sessions
 from people.auth import login_required
@@ -94,7 +95,7 @@ def _needs_reauth(json: bool = False):
 # ---------------------------------------------------------------- who is proving a factor
 
 
-def start_login(user: User, next_url: str | None) -> Response:
+def start_login(user: User, next_url: str | None) -> ResponseBase:
     """The password was right and the account has a second factor: ask for it before the session."""
     flask_session[_PENDING] = {"uid": user.id, "at": epoch(), "next": safe_next(next_url, "")}
     return redirect(url_for("mfa.verify"))
@@ -367,8 +368,7 @@ def totp_setup():
 @bp.get("/account/security/totp/qr.svg")
 @login_required
 def totp_qr():
-    import qrcode
-    from qrcode.image.svg import SvgPathImage
+    from tongban.qr import qr_svg
 
     if not is_fresh(sessions.current_session()):
         raise ReauthenticationRequired()
@@ -377,8 +377,7 @@ def totp_qr():
     row = mfa.totp_factor(user)
     if row is None or row.confirmed_at is not None:
         raise PageNotFound()
-    img = qrcode.make(mfa.provisioning_uri(user, row), image_factory=SvgPathImage, box_size=8, border=2)
-    resp = Response(img.to_string(), mimetype="image/svg+xml")
+    resp = Response(qr_svg(mfa.provisioning_uri(user, row), border=2), mimetype="image/svg+xml")
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -127,7 +127,7 @@ def complete(binding: str | None) -> QrLogin:
     if row.confirmed_at is None or now > max(row.expires_at, row.confirmed_at) + timedelta(
             seconds=COMPLETE_GRACE_SECONDS):
         raise QrError("expired")
-    won = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "confirmed")
+    won = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "confirmed")  # type: ignore[attr-defined]
                              .values(state="consumed", consumed_at=now)
                              .execution_options(synchronize_session=False)).rowcount
     if won != 1:
@@ -171,7 +171,7 @@ def scan(code: str, phone: LoginSession) -> QrLogin:
         raise QrError(row.state)
     if row.state == "waiting":
         now = utcnow()
-        moved = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "waiting")
+        moved = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "waiting")  # type: ignore[attr-defined]
                                    .values(state="scanned", scanned_at=now)
                                    .execution_options(synchronize_session=False)).rowcount
         if moved:
@@ -189,7 +189,7 @@ def confirm(code: str, phone: LoginSession) -> QrLogin:
     if row.state != "scanned":
         raise QrError(row.state)
     now = utcnow()
-    won = db.session.execute(
+    won = db.session.execute(  # type: ignore[attr-defined]
         update(QrLogin).where(QrLogin.id == row.id, QrLogin.state == "scanned", QrLogin.expires_at > now)
         .values(state="confirmed", confirmed_at=now, user_id=phone.user_id, phone_sid=phone.sid, acr=phone.acr)
         .execution_options(synchronize_session=False)).rowcount
@@ -206,7 +206,7 @@ def deny(code: str, phone: LoginSession) -> QrLogin:
     row = by_code(code)
     if row is None:
         raise QrError("unknown")
-    won = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state.in_(OPEN_STATES))
+    won = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state.in_(OPEN_STATES))  # type: ignore[attr-defined]
                              .values(state="denied").execution_options(synchronize_session=False)).rowcount
     if won != 1:
         db.session.refresh(row)
@@ -221,7 +221,7 @@ def deny(code: str, phone: LoginSession) -> QrLogin:
 
 def _expire_if_due(row: QrLogin) -> QrLogin:
     if row.state in OPEN_STATES and row.is_expired():
-        moved = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state.in_(OPEN_STATES))
+        moved = db.session.execute(update(QrLogin).where(QrLogin.id == row.id, QrLogin.state.in_(OPEN_STATES))  # type: ignore[attr-defined]
                                    .values(state="expired").execution_options(synchronize_session=False)).rowcount
         if moved:
             audit.record("qr.expired", actor="system", object=f"qr:{row.id}")
@@ -261,19 +261,9 @@ def describe_user_agent(ua: str) -> tuple[str, str]:
 
 def qr_svg(data: str) -> bytes:
     """The QR code as an SVG document (path-based: small, crisp at any size)."""
-    import io
+    from tongban.qr import qr_svg as make_svg
 
-    import qrcode
-    import qrcode.image.svg
-    from qrcode.constants import ERROR_CORRECT_M
-
-    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=2,
-                       image_factory=qrcode.image.svg.SvgPathFillImage)
-    qr.add_data(data)
-    qr.make(fit=True)
-    buf = io.BytesIO()
-    qr.make_image().save(buf)
-    return buf.getvalue()
+    return make_svg(data, border=2, box_size=10, background=True)
 
 
 __all__ = ["AMR", "Created", "QrError", "QrLogin", "by_binding", "by_code", "complete", "confirm", "consumed",

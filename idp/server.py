@@ -666,9 +666,9 @@ class Server(AuthorizationServer):
         except ValueError:
             # Authlib builds some errors from request values and refuses to (ValueError)
             raise InvalidRequestError("malformed authorization request") from None
-        error = _authorize_protocol_problem(flask_request.values, grant.redirect_uri)
-        if error is not None:
-            raise error
+        problem = _authorize_protocol_problem(flask_request.values, grant.redirect_uri)
+        if problem is not None:
+            raise problem
         return grant
 
     def create_authorization_response(self, request=None, grant_user=None, grant=None):

@@ -159,7 +159,8 @@ def insufficient_response(acr: str, max_age: int | None = None, description: str
              f'acr_values="{acr}"']
     if max_age is not None:
         parts.append(f'max_age="{max_age}"')
-    body = {"error": "insufficient_user_authentication", "error_description": desc, "acr_values": acr}
+    body: dict[str, object] = {"error": "insufficient_user_authentication", "error_description": desc,
+                               "acr_values": acr}
     if max_age is not None:
         body["max_age"] = max_age
     return Response(json.dumps(body), 401, {"WWW-Authenticate": ", ".join(parts)},

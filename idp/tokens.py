@@ -207,13 +207,39 @@ def deny_session(sid: str | None, reason: str, actor: str) -> None:
 
 
 def _after_commit_bump() -> None:
-    after_commit(lambda: (DENYLIST_GENERATION.bump(), setattr(_denylist, "_value", None)))
+    def reload() -> None:
+        DENYLIST_GENERATION.bump()
+        _denylist._value = None
+
+    after_commit(reload)
 
 
-def purge_expired() -> int:
-    now = epoch()
-    n = db.session.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= now)).rowcount
-    return n or 0
+PURGE_GRACE = timedelta(days=1)
+
+
+def purge_expired() -> dict[str, int]:
+    """Delete what can no longer be used: deny-list entries of access tokens past their expiry;
+    authorization codes, and refresh-token families whose every member expired, a day after
+    (kept until then so a replayed code or reused refresh token is still recognised and its
+    family revoked, RFC 9700 §2.2.2, §4.14). The audit log keeps what happened. One short
+    transaction (the worker's chore, every ``TONGBAN_PURGE_INTERVAL_SECONDS``)."""
+    from .models import AuthorizationCode
+
+    cut = utcnow() - PURGE_GRACE
+    alive = select(RefreshToken.family_id).where(RefreshToken.expires_at >= cut)
+    counts = {
+        "denylist": db.session.execute(  # type: ignore[attr-defined]
+            delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= epoch())).rowcount or 0,
+        "codes": db.session.execute(  # type: ignore[attr-defined]
+            delete(AuthorizationCode).where(AuthorizationCode.expires_at < cut)).rowcount or 0,
+        "refresh_tokens": db.session.execute(  # type: ignore[attr-defined]
+            delete(RefreshToken).where(RefreshToken.expires_at < cut, RefreshToken.family_id.not_in(alive))
+            .execution_options(synchronize_session=False)).rowcount or 0,
+    }
+    if any(counts.values()):
+        audit.record("tokens.purged", actor="system", detail=counts)
+    db.session.commit()
+    return counts
 
 
 # ---------------------------------------------------------------- refresh tokens
@@ -257,7 +283,7 @@ def revoke_family(family_id: str, reason: str, actor: str) -> int:
 
 def claim_for_rotation(row: RefreshToken) -> bool:
     """Atomically mark a refresh token as used; False if another request already did."""
-    n = db.session.execute(
+    n = db.session.execute(  # type: ignore[attr-defined]
         update(RefreshToken).where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None),
                                    RefreshToken.revoked_at.is_(None))
         .values(rotated_at=utcnow()).execution_options(synchronize_session=False)

@@ -6,10 +6,12 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    from tongban.bootstrap import KEYS, on_bootstrap
     from tongban.extensions import csrf
 
     from . import ca, models, saml, sm2ca  # noqa: F401  (register tables; the CAs register their bootstrap steps)
     from .cli import keys_cli
+    from .services import ensure_keys
     from .views import bp, tsa
 
     app.config.setdefault("TONGBAN_CA_KEY_ALG", "ec")
@@ -17,6 +19,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("TONGBAN_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
     app.config.setdefault("TONGBAN_PKCS11_TOKEN", "")
     app.config.setdefault("TONGBAN_PKCS11_PIN", "")
+    on_bootstrap(ensure_keys, order=KEYS)  # first: a new instance signs with them
     csrf.exempt(tsa)
     app.register_blueprint(bp)
     app.cli.add_command(keys_cli)

@@ -214,7 +214,7 @@ def _load() -> CAState:
         state.crls[crl.issuer] = crl
     state.revoked = dict(db.session.execute(
         select(IssuedCertificate.serial, IssuedCertificate.revocation_reason)
-        .where(IssuedCertificate.issuer == "issuing", IssuedCertificate.revoked_at.is_not(None))).all())
+        .where(IssuedCertificate.issuer == "issuing", IssuedCertificate.revoked_at.is_not(None))).tuples().all())
     return state
 
 

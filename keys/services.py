@@ -204,7 +204,7 @@ def keyring() -> KeyRing:
     return _ring.get()
 
 
-def list_keys() -> list[tuple[SigningKey, str]]:
+def list_keys() -> list[tuple[KeyInfo, str]]:
     ring = _load()
     now = utcnow()
     return [(k, k.state(now)) for k in sorted(ring.keys, key=lambda k: (k.alg, k.created_at))]

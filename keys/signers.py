@@ -16,7 +16,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from asn1crypto import keys as asn1_keys
 from asn1crypto import tsp
@@ -144,7 +144,7 @@ def _pkcs11_session():
 
 
 @functools.cache
-def _pkcs11_signer_class() -> type[Signer]:
+def _pkcs11_signer_class() -> Any:  # a PKCS11Signer subclass (pyHanko, imported lazily)
     from pyhanko.sign.pkcs11 import PKCS11Signer  # python-pkcs11 is imported only when used
 
     return type("TongbanPKCS11Signer", (PreEncodedAttributes, PKCS11Signer), {})

@@ -44,10 +44,6 @@ ROOT_CRL_PATH = "/ca/sm2-root.crl"
 CRL_PATH = "/ca/sm2-crl"
 
 
-class SM2CertError(ValueError):
-    """A certificate that is not an SM2 certificate this CA could have signed."""
-
-
 # ---------------------------------------------------------------- building blocks
 
 
@@ -239,7 +235,7 @@ def _load() -> SM2State:
         state.crls[crl.issuer] = crl
     state.revoked = dict(db.session.execute(
         select(IssuedCertificate.serial, IssuedCertificate.revocation_reason)
-        .where(IssuedCertificate.issuer == ISSUER, IssuedCertificate.revoked_at.is_not(None))).all())
+        .where(IssuedCertificate.issuer == ISSUER, IssuedCertificate.revoked_at.is_not(None))).tuples().all())
     return state
 
 

@@ -8,25 +8,21 @@ from flask_babel import lazy_gettext as _l
 
 def init_app(app: Flask) -> None:
     from idp.protection import register_scope
+    from seal.views import recognise_documents
     from tongban.bootstrap import on_bootstrap
 
     from . import api, cli, models, views  # noqa: F401
     from .services import seed_catalogue
+    from .verification import licence_in
 
     register_scope("licence:read", _l("Your e-licences (电子证照): list, read and download them"), restricted=True)
     register_scope("licence:verify", _l("Verify e-licences (电子证照) presented to the system"))
-    if seed_catalogue not in _hooks():
-        on_bootstrap(seed_catalogue)
+    on_bootstrap(seed_catalogue)  # (registered once, however many apps are made)
+    recognise_documents("licence", licence_in)  # the public seal verifier names a licence's status
     views.init_app(app)
     api.init_app(app)
     app.cli.add_command(cli.licences_cli)
     _register_openapi(app)
-
-
-def _hooks() -> list:
-    from tongban import bootstrap
-
-    return bootstrap._hooks
 
 
 def _register_openapi(app: Flask) -> None:

@@ -34,7 +34,11 @@ class LicenceIdConverter(BaseConverter):
     regex = r"(?!(?:verify|status-list|offline|download)(?:/|$))[^/]+"
 
 
-api.record_once(lambda state: state.app.url_map.converters.setdefault("licence_id", LicenceIdConverter))
+def _add_converter(state) -> None:
+    state.app.url_map.converters.setdefault("licence_id", LicenceIdConverter)
+
+
+api.record_once(_add_converter)
 READ, VERIFY = "licence:read", "licence:verify"
 
 

@@ -1,4 +1,4 @@
-"""``flask licences ...``: the catalogue, issuing, PDFs and status changes (INTERFACES.md)."""
+"""``flask licences ...``: the catalogue, issuing, PDFs and status changes (docs/commands.md)."""
 
 from __future__ import annotations
 

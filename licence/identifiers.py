@@ -5,22 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from stdnum.iso7064 import mod_37_36
+
 PREFIX = "1.2.156.3005.2"
 SERIAL_WIDTH = 7
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _PATTERN = re.compile(
     r"1\.2\.156\.3005\.2\.([0-9A-Z]{21})\.([0-9A-Z]{18})\.([0-9]+)\.([0-9]{3})\.([0-9A-Z])")
 
 
 def mod37_36(data: str) -> str:
-    """ISO 7064 hybrid MOD 37,36 check character over ``data`` (0-9, A-Z)."""
-    p = 36
-    for ch in data:
-        p = (p + _ALPHABET.index(ch)) % 36
-        if p == 0:
-            p = 36
-        p = (2 * p) % 37
-    return _ALPHABET[(37 - p) % 36]
+    """ISO 7064 hybrid MOD 37,36 check character over ``data`` (0-9, A-Z), by python-stdnum."""
+    return mod_37_36.calc_check_digit(data)
 
 
 @dataclass(frozen=True)

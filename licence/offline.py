@@ -196,7 +196,7 @@ def status_list_jwt() -> str:
     """The signed status list (``statuslist+jwt``), rebuilt when a status changes or it ages."""
     from .models import Licence
 
-    app_key = id(current_app._get_current_object())
+    app_key = id(current_app._get_current_object())  # type: ignore[attr-defined]
     gen = STATUS_GENERATION.current()
     now = epoch()
     hit = _cache.get(app_key)
@@ -216,7 +216,7 @@ def status_list_jwt() -> str:
 
 def status_changed() -> None:
     """Every worker rebuilds its status list after this transaction commits."""
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     after_commit(lambda: STATUS_GENERATION.bump(app))
 
 

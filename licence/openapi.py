@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 _PURPOSE = [
     {"name": "purpose", "in": "query", "required": True,
      "schema": {"type": "string", "minLength": 1, "maxLength": 500},
@@ -26,7 +28,7 @@ _LICENCE = {"type": "object", "properties": {
     "valid_until": {"type": "string", "nullable": True}, "version": {"type": "string"}, "data": {"type": "object"},
     "metadata": {"type": "object", "description": "GB/T 36903 keys: ZZMC, ZZLXDM, ZZBH, ZZBS, ZZBFJG, "
                                                     "ZZBFJGDM, ZZBFRQ, ZZYXQQSRQ, ZZYXQJZRQ, CZZT, CZZTDM, CZZTDMLX"}}}
-_VERDICT = {"type": "object", "properties": {
+_VERDICT: dict[str, Any] = {"type": "object", "properties": {
     "valid": {"type": "boolean"}, "status": {"enum": ["valid", "suspended", "revoked", "expired", "unknown"]},
     "licence": {**_PUBLIC_LICENCE, "nullable": True}, "seal": {"type": "object", "nullable": True}}}
 # a file's verdict names every check (licence/verification.py); failed ones carry a message

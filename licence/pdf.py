@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from dataclasses import dataclass, field
 from datetime import date
 
-import qrcode
-from qrcode.constants import ERROR_CORRECT_M
 from reportlab.lib.colors import Color, HexColor, black
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
-FONT = "WQYMicroHei"
-FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+from tongban.fonts import cjk_font
+from tongban.qr import qr_matrix
+
 PAGES = {"A4": (210 * mm, 297 * mm), "A4L": (297 * mm, 210 * mm), "A5L": (210 * mm, 148 * mm),
          "card": (148 * mm, 105 * mm)}
 SEAL_SIZE = 40 * mm
@@ -35,16 +32,6 @@ RED = HexColor("#b3121b")
 BORDER = HexColor("#8a5a2b")
 INK = HexColor("#1f2329")
 MUTED = HexColor("#5f6670")
-_font_lock = threading.Lock()
-
-
-def _font() -> str:
-    with _font_lock:
-        if FONT not in pdfmetrics.getRegisteredFontNames():
-            pdfmetrics.registerFont(TTFont(FONT, FONT_PATH, subfontIndex=0))
-    return FONT
-
-
 @dataclass
 class Sheet:
     """What a page shows; built by the service from a licence and its type."""
@@ -81,15 +68,8 @@ def cn_date(d: date | str | None) -> str:
         try:
             d = date.fromisoformat(d[:10])
         except ValueError:
-            return d
+            return str(d)
     return f"{d.year}年{d.month:02d}月{d.day:02d}日"
-
-
-def qr_matrix(text: str) -> list[list[bool]]:
-    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=0)
-    qr.add_data(text)
-    qr.make(fit=True)
-    return qr.get_matrix()
 
 
 def draw_qr(c: Canvas, text: str, x: float, y: float, size: float) -> None:
@@ -124,7 +104,8 @@ def split_cjk(text: str, font: str, size: float, width: float) -> list[str]:
     """Break a line anywhere between Chinese characters (Chinese has no spaces), never before closing
     punctuation and never inside a number or Latin word (an address's 89号, a licence number): such a
     run moves whole to the next line, unless it is wider than a line by itself."""
-    pieces, pos = [], 0
+    pieces: list[str] = []
+    pos = 0
     for m in _UNBREAKABLE.finditer(text):
         pieces.extend(text[pos:m.start()])
         pieces.append(m.group(0))
@@ -162,7 +143,7 @@ def _value(item: dict, raw) -> str:
 class _Page:
     def __init__(self, sheet: Sheet):
         self.s = sheet
-        self.font = _font()
+        self.font = cjk_font()
         self.w, self.h = PAGES.get(sheet.layout.get("page", "A4L"), PAGES["A4L"])
         self.buf = io.BytesIO()
         self.c = Canvas(self.buf, pagesize=(self.w, self.h), pageCompression=1)

@@ -21,6 +21,7 @@ from tongban.errors import ValidationError
 from tongban.extensions import db
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name
+from tongban.upsert import upsert
 
 from . import identifiers, pdf, verification
 from .catalogue import TYPES
@@ -30,7 +31,6 @@ from .errors import (
     LicenceNotFound,
     NoLicenceSeal,
     NotDelegated,
-    NotPermitted,
     UnknownType,
 )
 from .models import (
@@ -269,12 +269,7 @@ def next_value(key: str) -> int:
 
 
 def _create_counter(key: str) -> None:
-    dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    db.session.execute(dialect_insert(LicenceCounter).values(key=key, value=0).on_conflict_do_nothing())
+    db.session.execute(upsert(db.session, LicenceCounter, {"key": key, "value": 0}, ["key"]))
 
 
 # ---------------------------------------------------------------- issuing
@@ -671,7 +666,7 @@ def redeem_download_link(raw: str, fmt: str | None = None) -> tuple[Licence, byt
     now = utcnow()
     if link is None or link.expires_at <= now:
         raise LicenceNotFound("this download link does not exist or has expired")
-    claimed = db.session.execute(update(DownloadLink).where(DownloadLink.id == link.id,
+    claimed = db.session.execute(update(DownloadLink).where(DownloadLink.id == link.id,  # type: ignore[attr-defined]
                                                             DownloadLink.used_at.is_(None))
                                  .values(used_at=now).execution_options(synchronize_session=False)).rowcount
     if not claimed:
@@ -723,11 +718,6 @@ def verify_identifier(identifier: str) -> dict:
     seal = _seal_services().verify_pdf(lic.pdf)
     return {"valid": view["valid"] and bool(seal.get("valid")), "status": view["status"],
             "licence": view["licence"], "seal": seal}
-
-
-def ensure_permitted(user, lic: Licence) -> None:
-    if lic.holder_id not in holder_ids_for(user):
-        raise NotPermitted("not your licence")
 
 
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
 import time
 from datetime import UTC, datetime
 
-import qrcode
-import qrcode.image.svg
 from flask import (
     Blueprint,
     Response,
@@ -34,6 +30,7 @@ from tongban import audit
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
+from tongban.qr import qr_data_uri
 from tongban.security import cacheable
 
 from . import checks, display, offline, services
@@ -88,14 +85,6 @@ def status_list():
     return Response(offline.status_list_jwt(), mimetype="application/statuslist+jwt")
 
 
-def _qr_data_uri(text: str) -> str:
-    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=8, border=4,
-                      error_correction=qrcode.constants.ERROR_CORRECT_M)
-    buf = io.BytesIO()
-    img.save(buf)
-    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 # ---------------------------------------------------------------- wallet
 
 
@@ -125,7 +114,7 @@ def _wallet_code(lic: Licence) -> dict:
     """The offline code the wallet shows: short-lived, renewed by the page before it expires
     (static/js/wallet-code.js), so a screenshot or photo of it soon stops verifying."""
     token = offline.make_token(lic, lifetime=_wallet_code_seconds())
-    return {"token": token, "qr": _qr_data_uri(token), "expires_at": offline.expires_at(token)}
+    return {"token": token, "qr": qr_data_uri(token), "expires_at": offline.expires_at(token)}
 
 
 @bp.route("/wallet/<identifier>")
@@ -140,7 +129,7 @@ def wallet_licence(identifier: str):
     return render_template(
         "licence/wallet_licence.html", lic=lic, status=services.public_status(lic.status, lic.valid_until),
         state=state, current=current,
-        online_qr=_qr_data_uri(services.verify_url(lic.verify_code)) if state["valid"] else None,
+        online_qr=qr_data_uri(services.verify_url(lic.verify_code)) if state["valid"] else None,
         verify_url=services.verify_url(lic.verify_code), code=code, now=int(time.time()),
         access=services.access_log(lic), items=lic.type.items, masked=mask_number,
         fmt_time=display.fmt_time, fmt_date=display.fmt_date, fmt_time_s=_epoch_time)

@@ -14,8 +14,6 @@ from datetime import datetime, timedelta
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, case, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tongban import audit
 from tongban.clock import token, utcnow
@@ -24,6 +22,7 @@ from tongban.extensions import db
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
+from tongban.upsert import upsert
 
 from . import sessions
 from .errors import (
@@ -179,9 +178,8 @@ def _pair_lock_minutes(locks: int) -> int:
 
 
 def _ensure_throttle_row(conn, user_id: int, source: str) -> None:
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(insert(LoginThrottle).values(user_id=user_id, source=source, failures=0, pending=0, locks=0)
-                 .on_conflict_do_nothing(index_elements=["user_id", "source"]))
+    conn.execute(upsert(conn, LoginThrottle, dict(user_id=user_id, source=source, failures=0, pending=0, locks=0),
+                        ["user_id", "source"]))
 
 
 def _familiar(conn, user_id: int, ip: str, now: datetime) -> bool:

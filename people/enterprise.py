@@ -853,7 +853,7 @@ def acting_claims(sid: str | None, client_id: str, *, commit: bool = False) -> d
             db.session.commit()
         raise AuthorityEnded(sid)
     org = row.org
-    claims = {"org_uscc": org.uscc, "org_name": org.name, "org_role": row.role}
+    claims: dict[str, object] = {"org_uscc": org.uscc, "org_name": org.name, "org_role": row.role}
     if row.agent is not None:
         claims["org_authorised_until"] = to_epoch(row.agent.valid_until)
     return claims

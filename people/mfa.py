@@ -216,7 +216,7 @@ def _check_totp(user: User, row: TotpFactor, code: str, now: float | None = None
     for step in range(current - drift, current + drift + 1):
         if hmac.compare_digest(otp.generate_otp(step), code):
             # claim the step atomically: of two requests with one code, one wins
-            claimed = db.session.execute(
+            claimed = db.session.execute(  # type: ignore[attr-defined]
                 update(TotpFactor).where(TotpFactor.id == row.id,
                                          or_(TotpFactor.last_step.is_(None), TotpFactor.last_step < step))
                 .values(last_step=step).execution_options(synchronize_session=False)).rowcount
@@ -292,7 +292,7 @@ def _unused_recovery_count(user: User) -> int:
 
 def use_recovery_code(user: User, code: str) -> None:
     _throttle(user)
-    used = db.session.execute(
+    used = db.session.execute(  # type: ignore[attr-defined]
         update(RecoveryCode).where(RecoveryCode.user_id == user.id,
                                    RecoveryCode.code_hash == _recovery_digest(user, code),
                                    RecoveryCode.used_at.is_(None))
@@ -411,7 +411,7 @@ def verify_passkey(user: User, credential: dict | str, challenge: str) -> list[s
                      detail={"method": "passkey", "reason": str(e)[:200]})
         raise SecondFactorError(str(_l("The passkey could not be verified.")), "bad_passkey") from None
     # a counter that does not grow (when it is used at all) means a cloned authenticator
-    claimed = db.session.execute(
+    claimed = db.session.execute(  # type: ignore[attr-defined]
         update(Passkey).where(Passkey.id == row.id,
                               or_(Passkey.sign_count < verified.new_sign_count,
                                   Passkey.sign_count == 0))
@@ -457,7 +457,7 @@ class OutboxSmsSender:
         body = _SEALED + base64.b64encode(seal(text.encode(), _OUTBOX_LABEL)).decode()
         db.session.add(SmsOutbox(phone=phone, body=body, created_at=utcnow()))
         if sms_gateway() is not None:
-            app = current_app._get_current_object()
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
             after_commit(lambda: _deliver_after_commit(app))
 
 
@@ -591,7 +591,7 @@ def verify_sms_code(user: User, purpose: str, code: str) -> None:
         raise _refused(user, "sms", "expired")
     limit = current_app.config["TONGBAN_SMS_CODE_ATTEMPTS"]
     # take one attempt atomically before comparing, so parallel guesses cannot exceed the limit
-    took = db.session.execute(update(SmsCode).where(SmsCode.id == row.id, SmsCode.attempts < limit,
+    took = db.session.execute(update(SmsCode).where(SmsCode.id == row.id, SmsCode.attempts < limit,  # type: ignore[attr-defined]
                                                     SmsCode.used_at.is_(None))
                               .values(attempts=SmsCode.attempts + 1)
                               .execution_options(synchronize_session=False)).rowcount
@@ -600,7 +600,7 @@ def verify_sms_code(user: User, purpose: str, code: str) -> None:
     code = "".join((code or "").split())
     if not hmac.compare_digest(row.code_hash, _sms_digest(row.salt, code)):
         raise _refused(user, "sms", "bad_code")
-    used = db.session.execute(update(SmsCode).where(SmsCode.id == row.id, SmsCode.used_at.is_(None))
+    used = db.session.execute(update(SmsCode).where(SmsCode.id == row.id, SmsCode.used_at.is_(None))  # type: ignore[attr-defined]
                               .values(used_at=utcnow()).execution_options(synchronize_session=False)).rowcount
     if not used:
         raise _refused(user, "sms", "replayed")

@@ -142,15 +142,18 @@ def check_registration_code(phone: str, code: str) -> int:
 def spend_registration_code(check_id: int) -> None:
     """Mark the code used, in the request's transaction (with the account it created): two
     requests racing with the same code create one account."""
-    used = db.session.execute(update(PhoneCheck).where(PhoneCheck.id == check_id, PhoneCheck.used_at.is_(None))
+    used = db.session.execute(update(PhoneCheck).where(PhoneCheck.id == check_id, PhoneCheck.used_at.is_(None))  # type: ignore[attr-defined]
                               .values(used_at=utcnow()).execution_options(synchronize_session=False)).rowcount
     if not used:
         raise _refused()
 
 
 def purge_phone_checks() -> int:
+    """The worker's chore: registration phone checks a day past expiry are deleted."""
     cut = utcnow() - timedelta(days=1)
-    return db.session.execute(delete(PhoneCheck).where(PhoneCheck.expires_at < cut)).rowcount or 0
+    n = db.session.execute(delete(PhoneCheck).where(PhoneCheck.expires_at < cut)).rowcount or 0  # type: ignore[attr-defined]
+    db.session.commit()
+    return n
 
 
 # ---------------------------------------------------------------- forgotten password

@@ -168,7 +168,7 @@ def end_all_for_user(user: User, reason: str, actor: str) -> int:
 def note_client(sess: LoginSession, client_id: str) -> None:
     """Remember that ``client_id`` was signed in through this session."""
     now = utcnow()
-    updated = db.session.execute(update(SessionClient).where(
+    updated = db.session.execute(update(SessionClient).where(  # type: ignore[attr-defined]
         SessionClient.sid == sess.sid, SessionClient.client_id == client_id).values(last_at=now)).rowcount
     if not updated:
         db.session.add(SessionClient(sid=sess.sid, client_id=client_id, first_at=now, last_at=now))

@@ -391,7 +391,7 @@ def rate(event: RatingEvent, *, level, reasons=None, comment=None, rater=None, l
     used = update(RatingEvent).where(RatingEvent.id == event.id, RatingEvent.link_used_at.is_(None))
     if link is not None:
         done = db.session.execute(used.where(RatingEvent.link_hash == digest(link)).values(link_used_at=now))
-        if done.rowcount != 1:
+        if done.rowcount != 1:  # type: ignore[attr-defined]
             raise RatingClosed("this rating link has been used already")
     else:  # rated from the account: the link dies too
         db.session.execute(used.values(link_used_at=now))
@@ -485,7 +485,7 @@ def cases_for_reader(state: str | None = None, limit: int = 200,
 def _guarded(c: RatingCase, from_states, values: dict) -> None:
     done = db.session.execute(update(RatingCase).where(RatingCase.id == c.id, RatingCase.state.in_(from_states))
                               .values(**values))
-    if done.rowcount != 1:
+    if done.rowcount != 1:  # type: ignore[attr-defined]
         raise BadCaseStep("the case has moved on; reload it")
     db.session.refresh(c)
 
@@ -559,7 +559,7 @@ def escalate_overdue(now: datetime | None = None) -> int:
         done = db.session.execute(update(RatingCase).where(
             RatingCase.id == case_id, RatingCase.escalation_level < level, live).values(
             escalation_level=level, escalated_at=now))
-        if done.rowcount == 1:
+        if done.rowcount == 1:  # type: ignore[attr-defined]
             count += 1
             audit.record("rating.case_escalated", actor="system", object=f"rating_case:{case_id}",
                          detail={"level": level, "reason": "not closed in time" if level == 2
@@ -656,7 +656,7 @@ def iso_beijing(at: datetime | None) -> str | None:
 
 
 def record(rating: Rating) -> dict:
-    """One rating as a GB/T 39735 data record (see docs/interfaces-additions.md for the mapping)."""
+    """One rating as a GB/T 39735 data record (the mapping: docs/ratings.md)."""
     ev, c = rating.event, rating.case
     rec = {
         "evaluation_id": rating.public_id,

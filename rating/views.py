@@ -27,10 +27,10 @@ admin_bp = Blueprint("rating_admin", __name__, url_prefix="/admin/ratings")
 
 
 def qr_data_uri(text: str) -> str:
-    """The SVG QR code as a data: URI (the licence wallet's helper; no inline script needed)."""
-    from licence.views import _qr_data_uri
+    """The SVG QR code as a data: URI (the one QR helper; no inline script needed)."""
+    from tongban.qr import qr_data_uri as make_uri
 
-    return _qr_data_uri(text)
+    return make_uri(text)
 
 
 def _month_arg() -> str:

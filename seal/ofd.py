@@ -298,7 +298,7 @@ def _check_timestamp(token_der: bytes, signature: bytes) -> tuple[bool, datetime
     """Is the token our TSA's valid time-stamp over ``signature``? And its time."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
     try:
         ci = cms.ContentInfo.load(token_der, strict=True)
@@ -337,8 +337,10 @@ def _check_timestamp(token_der: bytes, signature: bytes) -> tuple[bool, datetime
         key = tsa.cert.public_key()
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(si["signature"].native, signed, ec.ECDSA(h))
-        else:
+        elif isinstance(key, rsa.RSAPublicKey):
             key.verify(si["signature"].native, signed, padding.PKCS1v15(), h)
+        else:  # a TSA key of another kind is not one this verifier accepts
+            return False, None
         gen = tst["gen_time"].native
         return True, gen.astimezone(UTC).replace(tzinfo=None)
     except InvalidSignature:

@@ -94,7 +94,7 @@ def _check_page_tree(root) -> int:
     declared = _as_int(_as_dict(top_ref, "/Pages").get("/Count"), "/Pages /Count", 1, MAX_PAGES)
     seen: set = set()
     found = 0
-    stack = [(top_ref, None, 0)]
+    stack: list[tuple[generic.IndirectObject, tuple | None, int]] = [(top_ref, None, 0)]
     while stack:
         ref, parent_key, depth = stack.pop()
         key = _ref_key(ref)

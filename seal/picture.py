@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import io
 import math
-import threading
 
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
 
-FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
-FONT_NAME = "WenQuanYiMicroHei"
+from tongban.fonts import CJK_FONT, cjk_font
+
 SEAL_RED = (0.87, 0.05, 0.07)
 DIAMETER_MM = 40.0
 PURPOSE_TEXT = {
@@ -29,16 +27,6 @@ PURPOSE_TEXT = {
     "invoice": "发票专用章",
     "licence": "电子证照专用章",
 }
-
-_font_lock = threading.Lock()
-
-
-def _font() -> str:
-    with _font_lock:
-        if FONT_NAME not in pdfmetrics.getRegisteredFontNames():
-            pdfmetrics.registerFont(TTFont(FONT_NAME, FONT_PATH, subfontIndex=0))
-    return FONT_NAME
-
 
 def _star(c: canvas.Canvas, cx: float, cy: float, radius: float) -> None:
     inner = radius * math.sin(math.radians(18)) / math.sin(math.radians(126))
@@ -62,9 +50,9 @@ def _glyph(c: canvas.Canvas, ch: str, x: float, y: float, rotation: float, size:
     c.rotate(rotation)
     t = c.beginText()
     t.setTextRenderMode(2)  # fill and stroke: a heavier, ink-like stroke
-    t.setFont(FONT_NAME, size)
+    t.setFont(CJK_FONT, size)
     t.setHorizScale(squeeze * 100)
-    width = pdfmetrics.stringWidth(ch, FONT_NAME, size) * squeeze
+    width = pdfmetrics.stringWidth(ch, CJK_FONT, size) * squeeze
     t.setTextOrigin(-width / 2, 0)
     t.textOut(ch)
     c.drawText(t)
@@ -92,11 +80,11 @@ def render(org_name: str, purpose: str, code: str, *, diameter_mm: float = DIAME
     """The seal as a one-page PDF exactly ``diameter_mm`` wide and high (transparent background)."""
     if not 38 <= diameter_mm <= 42:
         raise ValueError("a seal is 38-42 mm across")
-    _font()
+    cjk_font()
     d = diameter_mm * mm
     r = d / 2
     buf = io.BytesIO()
-    c = canvas.Canvas(buf, pagesize=(d, d), pageCompression=1, initialFontName=FONT_NAME)
+    c = canvas.Canvas(buf, pagesize=(d, d), pageCompression=1, initialFontName=CJK_FONT)
     c.setTitle(f"{org_name} {purpose}".strip())
     c.setAuthor("Tongban seal service")
     c.setFillColorRGB(*SEAL_RED)
@@ -124,10 +112,10 @@ def render(org_name: str, purpose: str, code: str, *, diameter_mm: float = DIAME
         psize = min(4.0 * mm, 24 * mm / max(len(purpose), 1))
         t = c.beginText()
         t.setTextRenderMode(2)
-        t.setFont(FONT_NAME, psize)
+        t.setFont(CJK_FONT, psize)
         squeeze = 0.9
         t.setHorizScale(squeeze * 100)
-        width = pdfmetrics.stringWidth(purpose, FONT_NAME, psize) * squeeze
+        width = pdfmetrics.stringWidth(purpose, CJK_FONT, psize) * squeeze
         t.setTextOrigin(r - width / 2, r - 0.50 * r)
         t.textOut(purpose)
         c.drawText(t)

@@ -78,7 +78,8 @@ def find_anchor(pdf: bytes, page_ix: int, anchor: str,
     best, rows = None, []
     for key in sorted(lines):
         words = sorted(lines[key])
-        chars = []  # (x1, x2, y1, y2) of each character, in proportion within its word
+        # (x1, x2, y1, y2) of each character, in proportion within its word
+        chars: list[tuple[float, float, float, float]] = []
         joined = ""
         for x1, y1, x2, y2, word in words:
             step = (x2 - x1) / len(word)

@@ -430,8 +430,10 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
             field_name = field_name or f"Seal{len(existing) + 1}"
             on_page, default_box = _placement(writer, page, len(existing), count)
             if box is not None:
-                default_box = tuple(float(v) for v in box)
-            new_field = fields.SigFieldSpec(sig_field_name=field_name, on_page=on_page, box=default_box)
+                x1, y1, x2, y2 = (float(v) for v in box)
+                default_box = (x1, y1, x2, y2)
+            new_field = fields.SigFieldSpec(sig_field_name=field_name, on_page=on_page,
+                                           box=default_box)  # type: ignore[arg-type]  # (floats work)
     except TongbanError:
         raise
     except DOCUMENT_ERRORS as e:
@@ -551,7 +553,7 @@ def _verify_slot(limit: int) -> threading.BoundedSemaphore:
 
 
 def verify_pdf(pdf: bytes) -> dict:
-    """The verdict ``{"valid", "signatures": [...]}`` of INTERFACES.md; BadPdf (400) when not a PDF.
+    """The verdict ``{"valid", "signatures": [...]}`` of docs/licences-and-seals.md; BadPdf (400) when not a PDF.
 
     ``valid`` needs at least one signature, every one intact, trusted and not revoked with
     pyHanko's overall verdict (``bottom_line``) good, and the last one covering the whole

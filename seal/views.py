@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from flask_babel import gettext as _
 
@@ -14,6 +16,16 @@ from .errors import BadPdf, PdfTooLarge
 from .ofd import is_ofd, verify_document
 
 bp = Blueprint("seal", __name__)
+
+# What a sealed PDF is besides sealed, added next to the seal verdict by the packages that know
+# (licence: a Tongban e-licence and its current status, under the key it names). seal knows none
+# of them: they register here (licence/__init__.py), seal never imports them.
+_DOCUMENT_RECOGNISERS: dict[str, Callable[[bytes, dict], dict | None]] = {}
+
+
+def recognise_documents(key: str, fn: Callable[[bytes, dict], dict | None]) -> None:
+    """Register ``fn(pdf, seal_verdict)``: None, or what goes under ``verdict[key]``."""
+    _DOCUMENT_RECOGNISERS[key] = fn
 
 
 def _too_large() -> None:
@@ -65,11 +77,10 @@ def _add_licence(data: bytes, verdict: dict) -> None:
     (key ``licence``, added only then), so a sealed licence that was revoked is not taken as valid."""
     if is_ofd(data):
         return
-    from licence.verification import licence_in
-
-    found = licence_in(data, verdict)
-    if found is not None:
-        verdict["licence"] = found
+    for key, recognise in _DOCUMENT_RECOGNISERS.items():
+        found = recognise(data, verdict)
+        if found is not None:
+            verdict[key] = found
 
 
 def _sign_api(seal_id: str):

@@ -19,7 +19,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     cfg.load(app, config)
 
-    from . import audit, backup, bootstrap, demo, health, i18n, logs, metrics, outbox, security, views
+    from . import audit, backup, bootstrap, health, i18n, logs, metrics, outbox, security, views
     from .extensions import csrf, db, init_after_request_writes, migrate
 
     logs.init_app(app)  # first: the request id exists before any other hook logs
@@ -34,11 +34,13 @@ def create_app(config: dict | None = None) -> Flask:
     health.init_app(app)
     audit.init_app(app)
     bootstrap.init_app(app)
-    demo.init_app(app)
     outbox.init_app(app)
     backup.init_app(app)
 
+    # the one place the shell knows the domain packages (docs/architecture.md): each registers
+    # its blueprints, CLI groups, bootstrap steps, chores and cache generations itself
     import casserver
+    import demo
     import federation
     import idp
     import keys
@@ -57,5 +59,6 @@ def create_app(config: dict | None = None) -> Flask:
     federation.init_app(app)  # log in with an upstream OpenID provider (brokering)
     casserver.init_app(app)  # CAS 3.0 for legacy systems
     saml.init_app(app)  # SAML 2.0 identity provider
+    demo.init_app(app)  # `flask demo seed`
     cfg.finish(app)
     return app

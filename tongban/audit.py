@@ -266,7 +266,7 @@ def record(action: str, *, actor: str = "", object: str = "", outcome: str = "su
         outcome=outcome,
         detail=mask_text(json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)),
     )
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     row.tag = row_tag(keys(app).chain, secrets.token_hex(12), row.at, row.actor, row.action, row.object, row.ip,
                       row.outcome, row.detail)
     db.session.add(row)
@@ -305,7 +305,7 @@ def record_later(action: str, *, actor: str = "", object: str = "", outcome: str
     stranger can fill the log."""
     from .extensions import after_request_write
 
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     values = _row_values(app, action, actor, object, outcome, detail, ip)
     suppressed = _row_values(app, "audit.refusals_suppressed", "system", throttle or "", "refused",
                              {"action": action, "per_minute": app.config["TONGBAN_AUDIT_REFUSALS_PER_MINUTE"]},
@@ -350,8 +350,9 @@ class ChainError(Exception):
 
 def chain(batch: int = 500, *, app: Flask | None = None) -> int:
     """Seal every committed unchained row into the chain; returns how many. Raises ChainError."""
-    app = app or current_app._get_current_object()
-    total, after, refused = 0, 0, []
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    total, after = 0, 0
+    refused: list = []
     while True:
         n, after = _chain_batch(app, batch, after, refused)
         total += n
@@ -533,7 +534,7 @@ def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -
     Returns a ``Verdict`` (unpacks as ``whole, first bad row id, rows checked, reason``).
     ``checkpoints``: checkpoints held outside the database that the chain must contain.
     """
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     k = keys(app)
     if chain_first and not session_holds_sqlite_write():
         with contextlib.suppress(ChainError):  # the walk below says what is wrong
@@ -584,11 +585,11 @@ def verify(*, checkpoints: list[dict] | None = None, chain_first: bool = True) -
             return Verdict(False, last_id, count, f"checkpoint at entry {cp.seq} has a bad signature (forged)")
         if by_seq.get(cp.seq) != cp.hash:
             return Verdict(False, last_id, count, f"the log does not match the signed checkpoint at entry {cp.seq}")
-    for cp in checkpoints or []:
-        if not check_checkpoint_signature(cp, public):
+    for given in checkpoints or []:
+        if not check_checkpoint_signature(given, public):
             return Verdict(False, None, count, "a checkpoint given to compare has a bad signature")
-        if by_seq.get(int(cp["seq"])) != cp["hash"]:
-            return Verdict(False, last_id, count, f"the log does not contain the checkpoint at entry {cp['seq']} "
+        if by_seq.get(int(given["seq"])) != given["hash"]:
+            return Verdict(False, last_id, count, f"the log does not contain the checkpoint at entry {given['seq']} "
                                                   "(rewritten or rows deleted)")
     pending = 0
     for row in db.session.execute(select(AuditLog).where(AuditLog.seq.is_(None)).order_by(AuditLog.id)

@@ -214,7 +214,8 @@ def _portable_restore(src) -> None:
         else:
             for t in reversed(meta.sorted_tables):
                 conn.execute(t.delete())
-        table, cols, batch = None, [], []
+        table, cols = None, []
+        batch: list[dict] = []
 
         def flush():
             if batch:
@@ -302,8 +303,8 @@ def restore_database(workdir: Path, fmt: str) -> None:
             raise BackupError("pg_restore failed: " + (result.stderr.strip().splitlines() or ["?"])[-1][:300])
         return
     if fmt == "portable":
-        with open(workdir / "database.jsonl", "rb") as src:
-            _portable_restore(src)
+        with open(workdir / "database.jsonl", "rb") as dump:
+            _portable_restore(dump)
         return
     raise BackupError(f"unknown database format {fmt!r}")
 
@@ -327,7 +328,7 @@ def _instance_files(app: Flask) -> list[Path]:
 
 
 def create(target: Path, passphrase: str) -> dict:
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     if len(passphrase) < MIN_PASSPHRASE:
         raise BackupError(f"the passphrase must be at least {MIN_PASSPHRASE} characters")
     folder = Path(app.config["TONGBAN_INSTANCE_DIR"])
@@ -368,7 +369,7 @@ def _safe_name(name: str) -> PurePosixPath:
 
 
 def restore(source: Path, passphrase: str) -> dict:
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     folder = Path(app.config["TONGBAN_INSTANCE_DIR"])
     if not source.is_file():
         raise BackupError(f"no such file: {source}")
@@ -409,11 +410,9 @@ def restore(source: Path, passphrase: str) -> dict:
 
 def _bump_generations(app: Flask) -> None:
     try:
-        from idp.clients import CLIENTS_GENERATION
-        from idp.tokens import DENYLIST_GENERATION
-        from keys.services import KEYS_GENERATION
+        from .cache import generations
 
-        for gen in (CLIENTS_GENERATION, DENYLIST_GENERATION, KEYS_GENERATION):
+        for gen in generations():  # systems, the token deny list, signing keys, ... (declared by the packages)
             gen.bump(app)
     except Exception:  # a stopped service re-reads everything when it starts anyway
         logging.getLogger(__name__).warning("could not bump the cache generations", exc_info=True)

@@ -38,11 +38,23 @@ def redis_client(app: Flask | None = None):
     return client
 
 
+_generations: dict[str, Generation] = {}
+
+
+def generations() -> list[Generation]:
+    """Every generation counter the packages declared (a restored backup bumps them all)."""
+    return list(_generations.values())
+
+
 class Generation:
-    """A counter that any process can bump and every process can read cheaply."""
+    """A counter that any process can bump and every process can read cheaply.
+
+    Declaring one registers it: a restore (``tongban/backup.py``) bumps every one, so each
+    process re-reads what the restored data changed without the shell knowing the packages."""
 
     def __init__(self, name: str):
         self.name = name
+        _generations[name] = self
 
     def _path(self, app: Flask) -> Path:
         return Path(app.config["TONGBAN_INSTANCE_DIR"]) / f".gen-{self.name}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def _to_hex(raw: str) -> str:
     return raw.strip()
 
 
-CONVERTERS = {
+CONVERTERS: dict[str, Callable[[str], Any]] = {
     "str": str, "int": _to_int, "count": _to_count, "bool": _to_bool, "float": _to_float,
     "seconds": _to_seconds, "list": _to_list, "hex": _to_hex,
 }
@@ -285,6 +286,8 @@ for _key in ("TONGBAN_ACCESS_TOKEN_LIFETIME", "TONGBAN_ID_TOKEN_LIFETIME", "TONG
              "TONGBAN_USAGE_FLUSH_SECONDS", "TONGBAN_OUTBOX_POLL_SECONDS", "TONGBAN_LOGOUT_TOKEN_LIFETIME"):
     register(_key, DEFAULTS[_key], "seconds")
 register("TONGBAN_OUTBOX_TIMEOUT", 5.0, "float", "HTTP timeout of a back-channel logout delivery, seconds")
+register("TONGBAN_PURGE_INTERVAL_SECONDS", 3600, "seconds",
+         "how often the background chores delete expired codes, refresh tokens and deny-list entries")
 # idp (mfa.DEFAULTS, device, QR log-in)
 register("TONGBAN_TOTP_ISSUER", "Tongban")
 register("TONGBAN_TOTP_DRIFT_STEPS", 1, "count")

@@ -1,4 +1,4 @@
-"""Personal data masking for public pages and logs (INTERFACES.md)."""
+"""Personal data masking for public pages and logs (docs/endpoints.md)."""
 
 from __future__ import annotations
 

@@ -147,9 +147,9 @@ def allowed() -> bool:
         addr = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return False
-    if getattr(addr, "ipv4_mapped", None):
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
-    return any(addr in net for net in _networks(current_app._get_current_object()))
+    return any(addr in net for net in _networks(current_app._get_current_object()))  # type: ignore[attr-defined]
 
 
 def registry_for_scrape(app: Flask):

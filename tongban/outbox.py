@@ -87,7 +87,7 @@ def enqueue(kind: str, target: str, payload: dict, subject: str = "") -> OutboxI
                       status=PENDING, attempts=0, max_attempts=current_app.config["TONGBAN_OUTBOX_MAX_ATTEMPTS"],
                       next_try=now, created_at=now, updated_at=now)
     db.session.add(item)
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     after_commit(lambda: wake(app))
     return item
 
@@ -110,7 +110,7 @@ def _due_ids(limit: int) -> list[int]:
 
 def _claim(item_id: int) -> bool:
     now = utcnow()
-    claimed = db.session.execute(
+    claimed = db.session.execute(  # type: ignore[attr-defined]
         update(OutboxItem).where(OutboxItem.id == item_id, or_(
             (OutboxItem.status == PENDING) & (OutboxItem.next_try <= now),
             (OutboxItem.status == SENDING) & (OutboxItem.claimed_until < now),
@@ -165,29 +165,34 @@ def work_once(limit: int = 50) -> dict[str, int]:
     return counts
 
 
-# periodic chores the worker runs too (e.g. ending expired sessions), at most every N seconds
-_chores: list[tuple[Callable[[], None], float]] = []
+# periodic chores the worker runs too (e.g. ending expired sessions), at most every N seconds;
+# N is a number, or the name of a setting holding it (read at each pass: configurable)
+_chores: list[tuple[Callable[[], object], float | str]] = []
 _chores_last: dict[int, float] = {}
 
 
-def chore(every: float) -> Callable[[Callable[[], None]], Callable[[], None]]:
+def chore(every: float | str) -> Callable[[Callable[[], object]], Callable[[], object]]:
     def deco(fn):
-        _chores.append((fn, every))
+        ensure_chore(fn, every)
         return fn
 
     return deco
 
 
-def ensure_chore(fn: Callable[[], None], every: float) -> None:
+def ensure_chore(fn: Callable[[], object], every: float | str) -> None:
     """Register ``fn`` as a chore once, however often the module registering it is set up."""
     if not any(existing is fn for existing, _ in _chores):
         _chores.append((fn, every))
 
 
+def _interval(every: float | str) -> float:
+    return float(current_app.config[every]) if isinstance(every, str) else every
+
+
 def run_chores(force: bool = False) -> None:
     for i, (fn, every) in enumerate(_chores):
         now = time.monotonic()
-        if force or now - _chores_last.get(i, -1e9) >= every:
+        if force or now - _chores_last.get(i, -1e9) >= _interval(every):
             _chores_last[i] = now
             try:
                 fn()
@@ -240,7 +245,8 @@ def recent(limit: int = 200, status: str | None = None) -> list[OutboxItem]:
 
 
 def counts() -> dict[str, int]:
-    return dict(db.session.execute(select(OutboxItem.status, func.count()).group_by(OutboxItem.status)).all())
+    return {status: n for status, n in db.session.execute(
+        select(OutboxItem.status, func.count()).group_by(OutboxItem.status))}
 
 
 def retry_now(item_id: int) -> bool:
@@ -251,7 +257,7 @@ def retry_now(item_id: int) -> bool:
     if item.status == FAILED:
         item.max_attempts = item.attempts + 1
     item.status, item.next_try, item.updated_at = PENDING, utcnow(), utcnow()
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     after_commit(lambda: wake(app))
     return True
 

@@ -11,12 +11,11 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Integer, String, delete, literal_column
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .cache import redis_client
 from .extensions import db
+from .upsert import upsert
 
 
 class RateCounter(db.Model):
@@ -55,12 +54,9 @@ def hit(key: str, limit: int, window: int, *, conn=None) -> Hit:
 
 
 def _db_hit(key: str, start: int, conn=None) -> int:
-    dialect = db.engine.dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(RateCounter).values(key=key, window=start, count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["key", "window"], set_={"count": literal_column("rate_counters.count") + 1}
-    ).returning(RateCounter.count)
+    stmt = upsert(conn if conn is not None else db.engine, RateCounter, {"key": key, "window": start, "count": 1},
+                  ["key", "window"], {"count": literal_column("rate_counters.count") + 1}
+                  ).returning(RateCounter.count)
     if conn is not None:
         return _count(conn, stmt, start)
     # its own transaction: a throttled request must count even when the request rolls back
@@ -119,14 +115,4 @@ def hit_client(name: str, remote_addr: str | None, limit: int, window: int) -> H
     return narrow
 
 
-def reset(key: str) -> None:
-    r = redis_client()
-    if r is not None:
-        for k in r.scan_iter(f"tongban:rl:{key}:*"):
-            r.delete(k)
-        return
-    with db.engine.begin() as conn:
-        conn.execute(delete(RateCounter).where(RateCounter.key == key))
-
-
-__all__ = ["Hit", "RateCounter", "client_key", "hit", "hit_client", "reset", "wide_client_key"]
+__all__ = ["Hit", "RateCounter", "client_key", "hit", "hit_client", "wide_client_key"]

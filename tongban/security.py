@@ -88,8 +88,8 @@ def check_input() -> None:
             if _CONTROL.search(_decoded(key, True)) or _CONTROL_IN_TEXT.search(_decoded(value, True)):
                 raise _refused()
     elif mimetype == "multipart/form-data":
-        for key, value in request.form.items(multi=True):
-            if _CONTROL.search(key) or _CONTROL_IN_TEXT.search(value):
+        for field, text in request.form.items(multi=True):
+            if _CONTROL.search(field) or _CONTROL_IN_TEXT.search(text):
                 raise _refused()
     elif request.is_json:
         try:
@@ -125,7 +125,8 @@ def init_app(app: Flask) -> None:
     if proxies:
         # the client address, scheme and host as the (trusted) proxies saw them; with 0 the
         # X-Forwarded-* headers are ignored and request.remote_addr is the socket peer
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # (Flask's documented way)
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     # first of all before_request hooks (CSRF protection reads the form too)
     app.before_request_funcs.setdefault(None, []).insert(0, check_input)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 SERVERS = ("granian", "gunicorn")
@@ -43,9 +44,9 @@ def _executable(name: str) -> str:
     return found
 
 
-def command(env: dict[str, str] | None = None) -> list[str]:
+def command(environ: Mapping[str, str] | None = None) -> list[str]:
     """The argv that serves ``wsgi:app`` as the environment asks."""
-    env = os.environ if env is None else env
+    env: Mapping[str, str] = os.environ if environ is None else environ
     host = env.get("HOST") or "127.0.0.1"
     port = str(_positive_int(env, "PORT", 8000))
     workers = str(_positive_int(env, "WEB_CONCURRENCY", os.cpu_count() or 1))

@@ -36,7 +36,8 @@ def init_app(app: Flask) -> None:
 
         db.session.rollback()
         # an error that says when to come back (a busy verifier) says it in Retry-After too
-        headers = {"Retry-After": str(e.retry_after)} if getattr(e, "retry_after", None) else {}
+        retry_after = getattr(e, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else {}
         if wants_json():
             return jsonify(e.to_dict()), e.status, headers
         return render_template("tongban/error.html", code=e.status, message=e.message), e.status, headers

@@ -15,9 +15,9 @@ import sys
 
 def main(urls: list[str]) -> int:
     from demo import PORTALS
+    from demo.data import seed
     from idp import clients as registry
     from tongban import create_app
-    from tongban.demo import seed
     from tongban.extensions import db
 
     if len(urls) != len(PORTALS):
@@ -45,10 +45,10 @@ REVOKED_REASON = "登记信息有误，予以注销"
 def _revoked_licence() -> None:
     from sqlalchemy import select
 
+    from demo.data import CITIZEN
     from licence import services
     from licence.models import Licence
     from tests.licence.samples import SAMPLES
-    from tongban.demo import CITIZEN
     from tongban.extensions import db
 
     if db.session.execute(select(Licence.id).where(Licence.holder_id == CITIZEN["id_number"],

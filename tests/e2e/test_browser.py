@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from demo.data import CITIZEN, CITIZEN2, DEMO_PASSWORD
 from licence.catalogue import TYPES
 from tests.e2e.shots import keep
-from tongban.demo import CITIZEN, CITIZEN2, DEMO_PASSWORD
 
 pytestmark = pytest.mark.xdist_group("e2e")  # one stack (server, portals, browser) per run
 

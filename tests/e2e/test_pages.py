@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from demo.data import CITIZEN, CITIZEN2, DEMO_PASSWORD, SEAL_OFFICER
 from licence import offline
 from tests.e2e.seed import REVOKED_REASON
 from tests.e2e.shots import keep
 from tests.e2e.test_browser import login_at_tongban, whoami
-from tongban.demo import CITIZEN, CITIZEN2, DEMO_PASSWORD, SEAL_OFFICER
 
 pytestmark = pytest.mark.xdist_group("e2e")  # the same stack as test_browser.py
 

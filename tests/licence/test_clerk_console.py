@@ -175,7 +175,8 @@ def test_an_amendment_is_checked_like_an_issue(app, clerk, issue):
 def test_pdf_lines_never_break_inside_a_number():
     from reportlab.pdfbase import pdfmetrics
 
-    from licence.pdf import _font, split_cjk
+    from licence.pdf import split_cjk
+    from tongban.fonts import cjk_font as _font
 
     font, text = _font(), "福建省福州市鼓楼区软件大道89号"
     for chars in range(5, len(text) + 1):

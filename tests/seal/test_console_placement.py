@@ -19,7 +19,7 @@ def _letter() -> bytes:
     """An A4 letter whose signature block is 测试科技有限公司 over 2026年3月1日, right-aligned near the foot."""
     from reportlab.pdfgen import canvas
 
-    from licence.pdf import _font
+    from tongban.fonts import cjk_font as _font
 
     font = _font()
     buf = io.BytesIO()
@@ -62,7 +62,7 @@ def test_the_seal_goes_over_the_named_anchor_text(app, client, officer, seal):  
 def test_an_anchor_without_a_date_below_is_centred_on_the_text(app, client, officer, seal):  # noqa: F811
     from reportlab.pdfgen import canvas
 
-    from licence.pdf import _font
+    from tongban.fonts import cjk_font as _font
 
     buf = io.BytesIO()
     c = canvas.Canvas(buf, pagesize=(595, 842))

@@ -30,9 +30,9 @@ HUNG = 25.0  # seconds: a response this slow was blocked (the production busy ti
 @pytest.fixture
 def demo(app, live_server):
     from demo import PORTALS
+    from demo import data as demo_data
     from demo.portal import create_portal
     from idp import clients as registry
-    from tongban import demo as demo_data
     from tongban.extensions import db
 
     info = demo_data.seed()

@@ -17,11 +17,12 @@ from werkzeug.serving import make_server
 
 
 def main() -> int:
-    from demo import PORTALS
-    from demo.portal import create_portal
-    from demo.seed import portal_secret
     from tongban import create_app
     from tongban.config import ConfigError, instance_dir
+
+    from . import PORTALS
+    from .portal import create_portal
+    from .seed import portal_secret
 
     try:
         app = create_app()

@@ -1,4 +1,6 @@
-"""``flask demo seed``: the demo data ``make run`` serves (idempotent)."""
+"""``flask demo seed``: the demo data ``make run`` serves (idempotent).
+
+The demo package may use every domain package; nothing but the app factory imports it."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from .cli import command_errors
-from .clock import digest, token
-from .extensions import db
+from tongban.bootstrap import bootstrap
+from tongban.cli import command_errors
+from tongban.clock import digest, token
+from tongban.extensions import db
 
 DEMO_PASSWORD = "Demo-Passw0rd!"
 CITIZEN = {"id_number": "11010519491231002X", "name": "张三", "phone": "13800138000"}
@@ -43,8 +46,6 @@ def seed() -> dict:
     from idp.models import Client
     from people import accounts
     from people.models import PopulationRecord, User
-
-    from .bootstrap import bootstrap
 
     bootstrap()
     for id_number, name in POPULATION:
@@ -88,7 +89,7 @@ def seed() -> dict:
             scope_of_use="全市", approver="市政务服务和数据管理局", funding_source="财政拨款",
             contact=f"{iss}/", actor="demo")
     row.secret_hash = digest(secret)
-    from demo.seed import register_portals  # the two demo department portals `make run` serves
+    from .seed import register_portals  # the two demo department portals `make run` serves
 
     portals = register_portals(Path(cfg["TONGBAN_INSTANCE_DIR"]))
     documents = _seed_documents()
@@ -158,4 +159,5 @@ Tongban demo ({iss})
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(demo_cli)
+    if "demo" not in app.cli.commands:
+        app.cli.add_command(demo_cli)
