@@ -27,7 +27,7 @@ from tongban.extensions import after_commit, db
 from . import resources
 from .context import grant_context
 from .dpop import token_type
-from .models import RefreshToken, RevokedAccessToken
+from .models import AuthorizationCode, RefreshToken, RevokedAccessToken
 from .pairwise import local_sub
 
 ACCESS_TOKEN_ALG = "ES256"
@@ -223,8 +223,6 @@ def purge_expired() -> dict[str, int]:
     (kept until then so a replayed code or reused refresh token is still recognised and its
     family revoked, RFC 9700 §2.2.2, §4.14). The audit log keeps what happened. One short
     transaction (the worker's chore, every ``TONGBAN_PURGE_INTERVAL_SECONDS``)."""
-    from .models import AuthorizationCode
-
     cut = utcnow() - PURGE_GRACE
     alive = select(RefreshToken.family_id).where(RefreshToken.expires_at >= cut)
     counts = {

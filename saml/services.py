@@ -17,6 +17,7 @@ from saml2.server import Server
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from sqlalchemy import select
 
+from casserver.models import LegacyService
 from idp import clients as registry
 from keys import saml as samlkeys
 from tongban import audit
@@ -60,8 +61,6 @@ def _parse_metadata(xml: bytes) -> tuple[str, etree._Element]:
 
 
 def register_sp(metadata: bytes, *, actor: str = "admin", **register_fields):
-    from casserver.models import LegacyService
-
     eid, _root = _parse_metadata(metadata)
     if len(eid) > 500:
         raise ValidationError("the entityID is too long", "invalid_metadata")
@@ -102,8 +101,6 @@ class SP:
 
 
 def _sp_rows():
-    from casserver.models import LegacyService
-
     return list(db.session.execute(select(LegacyService).where(LegacyService.protocol == "saml")).scalars())
 
 
