@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from .pdf import FONT_PATH
+from tongban.fonts import CJK_FONT_PATH as FONT_PATH
 
 WIDTH_PX = 900  # sharp on a 3x phone at 300 CSS px, small on a desktop
 _KEPT = 128
