@@ -169,7 +169,7 @@ def validate(ticket: str | None, service_url: str | None, *, renew: bool, proxy:
     now = utcnow()
     h = digest(ticket)
     # one validation attempt, whatever its outcome: the first to mark it used has it
-    used = db.session.execute(update(CasTicket).where(CasTicket.ticket_hash == h, CasTicket.used_at.is_(None))
+    used = db.session.execute(update(CasTicket).where(CasTicket.ticket_hash == h, CasTicket.used_at.is_(None))  # type: ignore[attr-defined]
                               .values(used_at=now).execution_options(synchronize_session=False)).rowcount
     row = db.session.execute(select(CasTicket).where(CasTicket.ticket_hash == h)).scalar_one_or_none()
     db.session.commit()
@@ -209,7 +209,7 @@ def _refused(service_url: str, code: str, reason: str = "", client_id: str | Non
 
 def purge_tickets() -> int:
     """Drop tickets past their lifetime (a chore; they can no longer be redeemed anyway)."""
-    n = db.session.execute(delete(CasTicket).where(CasTicket.expires_at < utcnow() - timedelta(minutes=5))).rowcount
+    n = db.session.execute(delete(CasTicket).where(CasTicket.expires_at < utcnow() - timedelta(minutes=5))).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     return n
 

@@ -24,9 +24,9 @@ def purge() -> dict[str, int]:
     ended = select(LoginSession.sid).where(LoginSession.ended_at.is_not(None),
                                            LoginSession.ended_at < now - KEEP_ENDED)
     out = {
-        "requests": db.session.execute(delete(FederationRequest).where(FederationRequest.expires_at < now)).rowcount,
-        "jtis": db.session.execute(delete(UsedLogoutToken).where(UsedLogoutToken.expires_at < now)).rowcount,
-        "sessions": db.session.execute(delete(FederatedSession).where(FederatedSession.sid.in_(ended))
+        "requests": db.session.execute(delete(FederationRequest).where(FederationRequest.expires_at < now)).rowcount,  # type: ignore[attr-defined]
+        "jtis": db.session.execute(delete(UsedLogoutToken).where(UsedLogoutToken.expires_at < now)).rowcount,  # type: ignore[attr-defined]
+        "sessions": db.session.execute(delete(FederatedSession).where(FederatedSession.sid.in_(ended))  # type: ignore[attr-defined]
                                        .execution_options(synchronize_session=False)).rowcount,
     }
     db.session.commit()

@@ -107,7 +107,7 @@ def _consume(upstream: UpstreamInfo, state: str | None) -> _Pending:
         raise LoginFailed("state_mismatch")
     upstream_id, browser_hash, blob, next_url, expires_at = (row.upstream_id, row.browser_hash, row.secrets,
                                                              row.next_url, row.expires_at)
-    taken = db.session.execute(delete(FederationRequest).where(FederationRequest.state_hash == state_hash)).rowcount
+    taken = db.session.execute(delete(FederationRequest).where(FederationRequest.state_hash == state_hash)).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     if taken != 1:  # another request with the same state was faster
         raise LoginFailed("state_reused")

@@ -351,10 +351,10 @@ def decide(request_id: int, sess: LoginSession, approve: bool) -> CibaRequest:
         raise CibaError("expired")
     if approve and level_of(sess.acr) < required_level(row):
         raise CibaError("level")
-    values = {"state": "approved" if approve else "denied", "decided_at": now}
+    values: dict[str, object] = {"state": "approved" if approve else "denied", "decided_at": now}
     if approve:
         values.update(sid=sess.sid, auth_time=to_epoch(sess.auth_time), acr=sess.acr, amr=sess.amr)
-    won = db.session.execute(update(CibaRequest).where(
+    won = db.session.execute(update(CibaRequest).where(  # type: ignore[attr-defined]
         CibaRequest.id == row.id, CibaRequest.state == "pending", CibaRequest.user_id == sess.user_id,
         CibaRequest.expires_at > now).values(**values).execution_options(synchronize_session=False)).rowcount
     if won != 1:

@@ -73,7 +73,7 @@ def _import_public_set(data, what: str) -> KeySet:
         if k.get("kty") == "EC" and k.get("crv") != "P-256":
             raise ValidationError(f"{what}: EC keys must be on P-256 (ES256)", "invalid_jwks")
     try:
-        return KeySet.import_key_set(data)
+        return KeySet.import_key_set(data)  # type: ignore[arg-type]
     except (JoseError, ValueError, TypeError) as e:
         raise ValidationError(f"{what} is not a valid JWKS: {e}", "invalid_jwks") from None
 
@@ -220,8 +220,8 @@ def remember_once(namespace: str, value: str, expires_at: int) -> bool:
 
     now = utcnow()
     insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(UsedAssertion).values(key=key, expires_at=now + timedelta(seconds=ttl))
-    stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(UsedAssertion.key)
+    stmt = (insert(UsedAssertion).values(key=key, expires_at=now + timedelta(seconds=ttl))
+            .on_conflict_do_nothing(index_elements=["key"]).returning(UsedAssertion.key))
 
     def _run(conn) -> bool:
         conn.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < now))

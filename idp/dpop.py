@@ -183,7 +183,7 @@ def verify_proof(proof: str | None, *, method: str, url: str, access_token: str 
         raise DPoPError(f"the DPoP proof's jwk does not fit {alg}")
     try:
         key = JWKRegistry.import_key(jwk)
-        if kty == "RSA" and key.raw_value.key_size < 2048:
+        if kty == "RSA" and key.raw_value.key_size < 2048:  # type: ignore[union-attr]
             raise DPoPError("the DPoP proof's RSA key is shorter than 2048 bits")
         jws.deserialize_compact(proof, key, algorithms=[alg])
     except DPoPError:

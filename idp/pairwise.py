@@ -37,7 +37,7 @@ def _b64(data: bytes) -> str:
 
 
 def _salt() -> bytes:
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     cached = app.extensions.get("tongban.pairwise_salt")
     if cached is None:
         configured = app.config.get("TONGBAN_PAIRWISE_SALT")

@@ -149,7 +149,7 @@ def _use_params(params: dict[str, str]) -> None:
     """From here on, the authorization request is ``params``: Flask's ``request.args`` and
     ``request.values`` (what the Authlib grant and the views read) are replaced for this request;
     ``g.authorize_args`` keeps the original query (the URL to come back to after logging in)."""
-    req = flask_request._get_current_object()
+    req = flask_request._get_current_object()  # type: ignore[attr-defined]
     g.authorize_args = req.args
     args = ImmutableMultiDict(list(params.items()))
     req.__dict__["args"] = args
@@ -180,9 +180,9 @@ def prepare_authorization_request():
             params = jar.decode(args["request"], client, outer_client_id=client_id)
         except OAuth2Error as error:
             return _error_page(error, client_id)
-        error = jar.check_outside(args, params)
-        if error is not None:
-            return _error_page(error, client_id)
+        outside = jar.check_outside(args, params)
+        if outside is not None:
+            return _error_page(outside, client_id)
         _use_params(params)
         return None
     if client is not None and fapi.par_required(client):
@@ -223,7 +223,7 @@ def _from_pushed(args, client_id: str):
     if not revisit:
         mark = token(16)
         lifetime = int(current_app.config["TONGBAN_PAR_INTERACTION_LIFETIME"])
-        claimed = db.session.execute(
+        claimed = db.session.execute(  # type: ignore[attr-defined]
             update(PushedAuthorizationRequest)
             .where(PushedAuthorizationRequest.id == row.id, PushedAuthorizationRequest.browser_hash.is_(None),
                    PushedAuthorizationRequest.used_at.is_(None))
@@ -259,7 +259,7 @@ def spend() -> bool:
     par_id = g.pop("par_request_id", None)
     if par_id is None:
         return True
-    spent = db.session.execute(
+    spent = db.session.execute(  # type: ignore[attr-defined]
         update(PushedAuthorizationRequest)
         .where(PushedAuthorizationRequest.id == par_id, PushedAuthorizationRequest.used_at.is_(None))
         .values(used_at=utcnow()).execution_options(synchronize_session=False)).rowcount
@@ -274,7 +274,7 @@ def spend() -> bool:
 def discovery_additions(doc: dict) -> dict:
     """What this module adds to /.well-known/openid-configuration: only what works."""
     iss = current_app.config["TONGBAN_ISSUER"]
-    out = {}
+    out: dict = {}
     for key in ("token_endpoint_auth_methods_supported", "revocation_endpoint_auth_methods_supported",
                 "introspection_endpoint_auth_methods_supported"):
         methods = list(doc.get(key) or [])

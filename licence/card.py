@@ -34,6 +34,7 @@ def _mark_invalid(png: bytes, label: str, since: str) -> bytes:
     w, h = img.size
     text = f"{label}  {since}".strip()
     size = max(24, w // 12)
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont
     try:
         font = ImageFont.truetype(FONT_PATH, size)
     except OSError:  # the font package missing: still marked, in the default font
@@ -42,7 +43,7 @@ def _mark_invalid(png: bytes, label: str, since: str) -> bytes:
     draw = ImageDraw.Draw(layer)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     tw, th = right - left, bottom - top
-    stamp = Image.new("RGBA", (tw + size, th + size), (0, 0, 0, 0))
+    stamp = Image.new("RGBA", (int(tw + size), int(th + size)), (0, 0, 0, 0))
     sd = ImageDraw.Draw(stamp)
     sd.rounded_rectangle((2, 2, stamp.width - 3, stamp.height - 3), radius=size // 4,
                          outline=(200, 16, 46, 235), width=max(3, size // 10))

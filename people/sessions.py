@@ -10,6 +10,7 @@ from datetime import timedelta
 from flask import Response, current_app, g, has_request_context, request
 from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
+from werkzeug.wrappers import Response as BaseResponse  # flask's Response and redirect()'s both
 
 from tongban import audit
 from tongban.clock import digest, token, utcnow
@@ -132,7 +133,7 @@ def _capped_acr(user: User, amr: str) -> str:
     return session_acr(user, amr)  # the account's level capped by how the session authenticated
 
 
-def set_cookie(response: Response, value: str) -> None:
+def set_cookie(response: BaseResponse, value: str) -> None:
     cfg = current_app.config
     response.set_cookie(_cookie_name(), value, httponly=True, samesite="Lax",
                         secure=cfg.get("SESSION_COOKIE_SECURE", False), path="/",

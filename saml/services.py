@@ -284,7 +284,7 @@ def purge_requests() -> int:
 
     from .models import SamlRequest
 
-    n = db.session.execute(delete(SamlRequest).where(
+    n = db.session.execute(delete(SamlRequest).where(  # type: ignore[attr-defined]
         SamlRequest.expires_at < utcnow() - timedelta(minutes=10))).rowcount
     db.session.commit()
     return n

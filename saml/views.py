@@ -218,7 +218,7 @@ def _new_login(sess, raw: str) -> bool:
 
 def _claim(pending: SamlRequest) -> bool:
     """Mark the request answered; of two tabs racing, one wins."""
-    return db.session.execute(update(SamlRequest).where(SamlRequest.id == pending.id,
+    return db.session.execute(update(SamlRequest).where(SamlRequest.id == pending.id,  # type: ignore[attr-defined]
                                                         SamlRequest.answered_at.is_(None))
                               .values(answered_at=utcnow()).execution_options(synchronize_session=False)).rowcount == 1
 
