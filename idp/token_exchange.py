@@ -202,7 +202,12 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
                   "client_id": client.client_id, "iat": now, "exp": now + ex["lifetime"], "jti": token(16),
                   "act": act}
         target = registry.get_client(ex["target"]) if "://" not in ex["target"] else None
-        if target is not None and pairwise.is_pairwise(target):  # the target knows the citizen by its own sub
+        if pairwise.is_pairwise(client):
+            # the requesting system holds (and can read) this token: it names the citizen only by the
+            # requester's own pairwise sub; the target learns its own view at introspection
+            claims["sub"] = pairwise.subject_for(client, user.sub)
+            claims[pairwise.REF_CLAIM] = pairwise.seal_ref(user.sub, client.client_id)
+        elif target is not None and pairwise.is_pairwise(target):  # the target knows the citizen by its own sub
             claims["sub"] = pairwise.subject_for(target, user.sub)
             claims[pairwise.REF_CLAIM] = pairwise.seal_ref(user.sub, client.client_id)
         if ex["scope"]:
