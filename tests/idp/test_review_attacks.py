@@ -52,3 +52,57 @@ def test_pairwise_client_cannot_learn_public_sub_by_token_exchange(app, salted, 
     from idp.tokens import decode_access_token
 
     assert decode_access_token(out["access_token"]).sub == citizen.sub
+
+
+def test_require_dpop_client_cannot_get_bearer_tokens_by_ciba(app, live_server, citizen, make_client):
+    """A system registered with require_dpop must not obtain unbound (Bearer) tokens through CIBA."""
+    import requests
+
+    from tests.idp.dpop_helpers import KEY_A, token_request
+    from tests.idp.helpers import Browser, discover
+    from tests.idp.test_ciba import CIBA, _answer, _row
+
+    d = discover(live_server)
+    auth = make_client(client_id="dpop-desk", name="窗口", department="中心", redirect_uris=[],
+                       grant_types=[CIBA], scopes=["openid", "profile"], require_dpop=True)
+    phone = Browser(live_server)
+    assert phone.login().status_code == 302
+    resp = requests.post(d["backchannel_authentication_endpoint"], auth=auth,
+                         data={"scope": "openid", "login_hint": citizen.id_number})
+    assert resp.status_code == 200, resp.text
+    rid = resp.json()["auth_req_id"]
+    assert _answer(phone, _row().id).status_code == 303
+    plain = requests.post(d["token_endpoint"], data={"grant_type": CIBA, "auth_req_id": rid}, auth=auth)
+    assert plain.status_code == 400 and plain.json()["error"] == "invalid_dpop_proof", plain.text
+    bound = token_request(live_server, {"grant_type": CIBA, "auth_req_id": rid}, KEY_A, auth=auth)
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["token_type"] == "DPoP"
+
+
+def test_require_dpop_client_cannot_get_bearer_tokens_by_token_exchange(app, live_server, disco,  # noqa: F811
+                                                                        citizen, make_client):
+    """Token exchange by a require_dpop system: a proof is required and the new token is bound to it."""
+    import requests
+
+    from tests.idp.dpop_helpers import KEY_A, token_request
+
+    make_client(client_id="te-target", name="目标", department="局", redirect_uris=[],
+                grant_types=["client_credentials"], scopes=["openid", "profile"])
+    a = make_client(client_id="te-dpop", name="发起", department="局", first_party=True, require_dpop=True,
+                    grant_types=["authorization_code", TE], scopes=["openid", "profile"],
+                    exchange_targets=["te-target"])
+    from tests.idp.dpop_helpers import authorize_code
+    from tests.idp.helpers import REDIRECT
+
+    code, verifier = authorize_code(live_server, a[0])
+    tok = token_request(live_server, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                      "code_verifier": verifier}, KEY_A, auth=a)
+    assert tok.status_code == 200, tok.text
+    at = tok.json()["access_token"]
+    data = {"grant_type": TE, "subject_token": at, "subject_token_type": AT, "audience": "te-target"}
+    plain = requests.post(disco["token_endpoint"], data=data, auth=a)
+    assert plain.status_code == 400 and plain.json()["error"] == "invalid_dpop_proof", plain.text
+    bound = token_request(live_server, data, KEY_A, auth=a)
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["token_type"] == "DPoP"
+    assert _claims(bound.json()["access_token"])["cnf"]["jkt"]
