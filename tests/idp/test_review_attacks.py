@@ -106,3 +106,21 @@ def test_require_dpop_client_cannot_get_bearer_tokens_by_token_exchange(app, liv
     assert bound.status_code == 200, bound.text
     assert bound.json()["token_type"] == "DPoP"
     assert _claims(bound.json()["access_token"])["cnf"]["jkt"]
+
+
+def test_request_object_seen_in_the_browser_is_not_a_client_assertion(live_server, make_client):
+    """Cross-JWT confusion (RFC 8725 §2.8, RFC 9101 §10.8): a request object sent by value through
+    the browser (iss = sub = client_id, aud = the issuer, a jti, a short exp) must not
+    authenticate its client at the token endpoint."""
+    import requests
+
+    from tests.idp.test_oidc_modern import ASSERTION_TYPE, CLIENT_EC, public_jwks, request_object
+
+    cid, _ = make_client(token_endpoint_auth_method="private_key_jwt", first_party=True,
+                         jwks=public_jwks(CLIENT_EC))
+    import time
+
+    raw, _ = request_object(cid, live_server, sub=cid, exp=int(time.time()) + 120)
+    resp = requests.post(f"{live_server}/oauth/token", data={
+        "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": raw})
+    assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", resp.text
