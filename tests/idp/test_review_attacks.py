@@ -124,3 +124,18 @@ def test_request_object_seen_in_the_browser_is_not_a_client_assertion(live_serve
     resp = requests.post(f"{live_server}/oauth/token", data={
         "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": raw})
     assert resp.status_code in (400, 401) and resp.json()["error"] == "invalid_client", resp.text
+
+
+def test_pushed_request_with_prompt_consent_survives_the_login(live_server, citizen, make_client):
+    """After the log-in a pushed request comes back as request_uri only (nothing next to it)."""
+    from urllib.parse import urlencode
+
+    from tests.idp.helpers import Browser
+    from tests.idp.test_oidc_modern import _pushed
+
+    cid, secret = make_client()
+    uri = _pushed(live_server, cid, secret, prompt="consent", code_challenge="x" * 43,
+                  code_challenge_method="S256")
+    step = Browser(live_server).authorize(f"{live_server}/oauth/authorize?" + urlencode(
+        {"client_id": cid, "request_uri": uri}))
+    assert step.kind == "callback" and "code" in step.params, (step.kind, getattr(step, "params", None))
