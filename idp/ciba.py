@@ -49,6 +49,7 @@ from . import clients as registry
 from . import tokens
 from .context import TokenContext, grant_context
 from .device import DeviceOpenID
+from .resources import GrantExtension
 
 GRANT_TYPE = registry.CIBA
 DELIVERY_MODES = registry.CIBA_DELIVERY_MODES
@@ -304,7 +305,7 @@ class CibaOpenID(DeviceOpenID):
 
 def register(server, code_flow) -> None:
     """Called once from ``idp.server.init_server`` with the code flow's OpenID extension."""
-    server.register_grant(CibaGrant, [CibaOpenID(code_flow)])
+    server.register_grant(CibaGrant, [CibaOpenID(code_flow), GrantExtension()])  # RFC 8707, RFC 9449 rules
     server.register_endpoint(BackchannelAuthenticationEndpoint)
 
 

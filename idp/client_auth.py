@@ -272,6 +272,9 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         claims = token.claims
         if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
             raise InvalidClientError(description="iss and sub must be the client_id")
+        if "response_type" in claims or token.header.get("typ") == "oauth-authz-req+jwt":
+            # a request object (it passes through browsers) is never a client assertion (RFC 9101 §10.8)
+            raise InvalidClientError(description="a request object is not a client assertion")
         now = int(time.time())
         exp, iat = claims.get("exp"), claims.get("iat")
         if not isinstance(exp, int):

@@ -51,7 +51,7 @@ from . import clients as registry
 from .context import ReplayedCode, ReusedRefresh, TokenContext, grant_context
 from .dpop import ResourceDPoPError, challenge
 from .models import AuthorizationCode
-from .pairwise import subject_for_client_id
+from .pairwise import subject_for, subject_for_client_id
 from .resources import GrantExtension, annotate_code
 from .scopes import SCOPES
 
@@ -387,6 +387,8 @@ class Introspection(IntrospectionEndpoint):
         return _query_any_token(token_string, token_type_hint)
 
     def check_permission(self, token, client, request):
+        if token_exchange.is_audience(token, client) and not token.check_client(client):
+            token.viewer = client  # the target of an exchanged token sees the citizen by its own sub
         return (client.introspection_allowed or token.check_client(client)
                 or token_exchange.is_audience(token, client))
 
@@ -405,6 +407,9 @@ class Introspection(IntrospectionEndpoint):
                     out[k] = c[k]
             if "cnf" in c:
                 out["token_type"] = "DPoP"  # RFC 9449 §6.2
+            viewer = getattr(token, "viewer", None)
+            if viewer is not None:
+                out["sub"] = subject_for(viewer, token.sub)
             try:
                 out.update(enterprise.claims_for_scope(c.get("sid"), c["client_id"], c.get("scope", ""),
                                                        commit=True))

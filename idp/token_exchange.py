@@ -48,7 +48,7 @@ from tongban.errors import ValidationError
 from tongban.extensions import db
 
 from . import clients as registry
-from . import pairwise, tokens
+from . import dpop, pairwise, tokens
 
 GRANT_TYPE = registry.TOKEN_EXCHANGE
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -127,6 +127,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
     def _validate(self, client):
         if client.is_public or not client.check_grant_type(GRANT_TYPE):
             raise UnauthorizedClientError("this system is not registered for token exchange")
+        dpop.check_grant(client)  # a require_dpop system gets only DPoP-bound tokens (RFC 9449)
         data = self.request.payload.data
         subject, subject_type = data.get("subject_token"), data.get("subject_token_type")
         if not subject or not subject_type:
@@ -202,7 +203,12 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
                   "client_id": client.client_id, "iat": now, "exp": now + ex["lifetime"], "jti": token(16),
                   "act": act}
         target = registry.get_client(ex["target"]) if "://" not in ex["target"] else None
-        if target is not None and pairwise.is_pairwise(target):  # the target knows the citizen by its own sub
+        if pairwise.is_pairwise(client):
+            # the requesting system holds (and can read) this token: it names the citizen only by the
+            # requester's own pairwise sub; the target learns its own view at introspection
+            claims["sub"] = pairwise.subject_for(client, user.sub)
+            claims[pairwise.REF_CLAIM] = pairwise.seal_ref(user.sub, client.client_id)
+        elif target is not None and pairwise.is_pairwise(target):  # the target knows the citizen by its own sub
             claims["sub"] = pairwise.subject_for(target, user.sub)
             claims[pairwise.REF_CLAIM] = pairwise.seal_ref(user.sub, client.client_id)
         if ex["scope"]:
@@ -210,9 +216,10 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         for k in ("auth_time", "acr", "sid"):
             if subject.get(k):
                 claims[k] = subject[k]
+        claims.update(dpop.access_token_claims())  # cnf.jkt when the request carried a DPoP proof
         raw = tokens.sign_jwt(claims, tokens.ACCESS_TOKEN_ALG, typ="at+jwt")
-        body = {"access_token": raw, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer",
-                "expires_in": ex["lifetime"]}
+        body = {"access_token": raw, "issued_token_type": ACCESS_TOKEN_TYPE,
+                "token_type": dpop.token_type() or "Bearer", "expires_in": ex["lifetime"]}
         if ex["scope"]:
             body["scope"] = ex["scope"]
         registry.record_usage(client.client_id, "token")

@@ -143,7 +143,7 @@ def _without_login_prompt() -> str:
     args = g.get("authorize_args") or request.args  # as sent (a PAR request_uri, not its parameters)
     params = [(k, v) for k, v in args.items(multi=True) if k != "prompt"]
     prompts = [p for p in request.args.get("prompt", "").split() if p != "login"]
-    if prompts:
+    if prompts and g.get("authorize_args") is None:  # a pushed or signed request keeps its own prompt
         params.append(("prompt", " ".join(prompts)))
     return url_for("idp.authorize") + "?" + urlencode(params)
 
