@@ -462,6 +462,26 @@ def test_par_with_prompt_login_logs_in_once(live_server, citizen, make_client, b
     assert step.kind == "callback" and "code" in step.params
 
 
+def test_par_with_prompt_login_and_consent_logs_in_once(live_server, citizen, make_client, browser):
+    """A pushed prompt=login for a client that asks for consent: the log-in that answered it also
+    counts for the consent form of the same request (no second log-in page)."""
+    cid, secret = make_client(first_party=False)
+    browser.login()
+    uri = _pushed(live_server, cid, secret, prompt="login")
+    url = f"{live_server}/oauth/authorize?" + urlencode({"client_id": cid, "request_uri": uri})
+    step = browser.walk(url)
+    assert step.kind == "login"
+    step = browser.submit_login(step)
+    assert step.kind == "consent"
+    step = browser.submit_consent(step)
+    assert step.kind == "callback" and "code" in step.params, (step.kind, step.url)
+    assert step.seen == ["login", "consent"]
+    # the answered log-in is spent with the request: a new pushed prompt=login asks again
+    uri = _pushed(live_server, cid, secret, prompt="login")
+    step = browser.walk(f"{live_server}/oauth/authorize?" + urlencode({"client_id": cid, "request_uri": uri}))
+    assert step.kind == "login"
+
+
 def test_par_required_per_client_and_globally(app, live_server, citizen, make_client, browser):
     cid, _secret = make_client(first_party=True, require_par=True)
     plain = f"{live_server}/oauth/authorize?" + urlencode(_code_params(cid))
