@@ -39,7 +39,7 @@ from tongban.errors import ValidationError
 from tongban.extensions import db, session_holds_sqlite_write
 
 from .models import UsedAssertion
-from .uris import check_uri
+from .uris import check_fetchable, check_uri
 
 METHOD = "private_key_jwt"
 # asymmetric only: ``none`` and HS* are refused (RFC 9700 §2.6, FAPI 2.0 §5.4)
@@ -137,6 +137,10 @@ def _fetch(uri: str) -> KeySet:
     cfg = current_app.config
     limit = int(cfg["TONGBAN_JWKS_URI_MAX_BYTES"])
     _end_read_transaction()
+    try:
+        check_fetchable(uri, "jwks_uri")
+    except ValueError as e:
+        raise KeysUnavailable(f"jwks_uri could not be fetched: {e}") from None
     try:
         with requests.get(uri, timeout=float(cfg["TONGBAN_JWKS_URI_TIMEOUT"]), stream=True,
                           allow_redirects=False, headers={"Accept": "application/json"}) as resp:

@@ -27,6 +27,7 @@ from flask import current_app
 from tongban.errors import ValidationError
 
 from . import clients as registry
+from .uris import check_fetchable
 
 SUBJECT_TYPES = ("public", "pairwise")
 REF_CLAIM = "tb_ref"
@@ -132,6 +133,10 @@ def fetch_sector_uris(sector_identifier_uri: str) -> list[str]:
     parts = urlsplit(sector_identifier_uri)
     if parts.scheme != "https" and not (parts.scheme == "http" and registry._is_loopback(parts.hostname)):
         raise ValidationError("the sector_identifier_uri must use https", "invalid_client_metadata")
+    try:
+        check_fetchable(sector_identifier_uri, "the sector_identifier_uri")
+    except ValueError as e:
+        raise ValidationError(f"cannot read {e}", "invalid_client_metadata") from None
     try:
         resp = requests.get(sector_identifier_uri, timeout=current_app.config["TONGBAN_SECTOR_FETCH_TIMEOUT"],
                             allow_redirects=False, headers={"Accept": "application/json"})

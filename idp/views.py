@@ -179,7 +179,7 @@ def authorize():
     data = grant.request.payload.data
     prompts = set((data.get("prompt") or "").split())
 
-    fresh = sess is not None and _fresh_login(sess)
+    fresh = sess is not None and (_fresh_login(sess) or _answered_before_consent(sess))
     stale = False
     max_age = data.get("max_age")
     if max_age not in (None, ""):
@@ -240,6 +240,9 @@ def authorize():
     if "none" in prompts:
         return server.handle_error_response(None, ConsentRequiredError(redirect_uri=redirect_uri,
                                                                         state=data.get("state")))
+    if fresh:  # the consent form of this request (its URL may still ask for the log-in: PAR, max_age=0)
+        flask_session[_ANSWERED_KEY] = {"sid": sess.sid, "auth": _auth_mark(sess), "at": epoch(),
+                                        "path": request.full_path}
     visible = [(s, describe(s)) for s in scopes if s not in SILENT]
     return render_template("idp/consent.html", client=client, scopes=visible, user=user, form=ConfirmForm(),
                            action=request.full_path)
@@ -263,6 +266,21 @@ def _fresh_login(sess) -> bool:
     if not asked or (asked.get("sid") == sess.sid and asked.get("auth") == _auth_mark(sess)):
         return False
     return epoch() - int(asked.get("at", 0)) <= _REAUTH_WITHIN
+
+
+_ANSWERED_KEY = "tb_reauth_answered"
+
+
+def _answered_before_consent(sess) -> bool:
+    """True once, for the consent form POSTed for the same request (same URL, same session and
+    log-in) whose consent page a fresh log-in led to: that log-in answered prompt=login or max_age."""
+    answered = flask_session.pop(_ANSWERED_KEY, None)
+    if request.method != "POST" or not answered:
+        return False
+    if (answered.get("sid"), answered.get("auth"), answered.get("path")) != (sess.sid, _auth_mark(sess),
+                                                                            request.full_path):
+        return False
+    return epoch() - int(answered.get("at", 0)) <= _REAUTH_WITHIN
 
 
 def _invalid(message: str, redirect_uri: str):

@@ -326,6 +326,8 @@ register("TONGBAN_CLIENT_ASSERTION_MAX_LIFETIME", 300, "seconds",
 register("TONGBAN_REQUEST_OBJECT_MAX_LIFETIME", 3600, "seconds",
          "the longest a request object may be valid (exp - nbf, and exp from now)")
 register("TONGBAN_JWKS_URI_TIMEOUT", 5.0, "float", "HTTP timeout fetching a client's jwks_uri, seconds")
+register("TONGBAN_FETCH_ALLOW_PRIVATE", False, "bool",
+         "a client's jwks_uri or sector_identifier_uri may be on a private, loopback or reserved address")
 register("TONGBAN_JWKS_URI_MAX_BYTES", 65536, "count", "the largest client JWKS document fetched")
 register("TONGBAN_JWKS_URI_CACHE_SECONDS", 300, "seconds", "how long a fetched client JWKS is reused")
 # keys, seal, licence

@@ -231,7 +231,13 @@ class _JwksServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
-def test_jwks_uri_fetched_and_cached(app, live_server, make_client):
+@pytest.fixture
+def private_fetch(app, monkeypatch):
+    """The test servers of jwks_uri documents are on loopback: allow fetching from it."""
+    monkeypatch.setitem(app.config, "TONGBAN_FETCH_ALLOW_PRIVATE", True)
+
+
+def test_jwks_uri_fetched_and_cached(app, private_fetch, live_server, make_client):
     from idp import client_auth
 
     client_auth._fetched.clear()
@@ -454,6 +460,26 @@ def test_par_with_prompt_login_logs_in_once(live_server, citizen, make_client, b
     assert step.kind == "login"
     step = browser.submit_login(step)
     assert step.kind == "callback" and "code" in step.params
+
+
+def test_par_with_prompt_login_and_consent_logs_in_once(live_server, citizen, make_client, browser):
+    """A pushed prompt=login for a client that asks for consent: the log-in that answered it also
+    counts for the consent form of the same request (no second log-in page)."""
+    cid, secret = make_client(first_party=False)
+    browser.login()
+    uri = _pushed(live_server, cid, secret, prompt="login")
+    url = f"{live_server}/oauth/authorize?" + urlencode({"client_id": cid, "request_uri": uri})
+    step = browser.walk(url)
+    assert step.kind == "login"
+    step = browser.submit_login(step)
+    assert step.kind == "consent"
+    step = browser.submit_consent(step)
+    assert step.kind == "callback" and "code" in step.params, (step.kind, step.url)
+    assert step.seen == ["login", "consent"]
+    # the answered log-in is spent with the request: a new pushed prompt=login asks again
+    uri = _pushed(live_server, cid, secret, prompt="login")
+    step = browser.walk(f"{live_server}/oauth/authorize?" + urlencode({"client_id": cid, "request_uri": uri}))
+    assert step.kind == "login"
 
 
 def test_par_required_per_client_and_globally(app, live_server, citizen, make_client, browser):
@@ -737,7 +763,7 @@ def test_old_pushed_requests_are_cleaned_up(app, live_server, make_client):
     assert db.session.execute(select(func.count()).select_from(PushedAuthorizationRequest)).scalar() == 1
 
 
-def test_jwks_uri_too_large_or_down_is_refused(app, live_server, make_client):
+def test_jwks_uri_too_large_or_down_is_refused(app, private_fetch, live_server, make_client):
     from idp import client_auth
 
     client_auth._fetched.clear()
@@ -750,6 +776,32 @@ def test_jwks_uri_too_large_or_down_is_refused(app, live_server, make_client):
     down, _ = make_client(token_endpoint_auth_method="private_key_jwt", jwks_uri="http://127.0.0.1:9/jwks.json")
     _refused(token_request(live_server, {"grant_type": "client_credentials", **auth_form(down, live_server)}))
     client_auth._fetched.clear()
+
+
+def test_private_jwks_uri_and_sector_identifier_uri_are_refused(app, live_server, make_client):
+    """By default (TONGBAN_FETCH_ALLOW_PRIVATE false) a client-registered URL on a loopback,
+    private, link-local... address is never fetched (SSRF): refused before connecting."""
+    from idp import client_auth, pairwise
+    from tongban.errors import ValidationError
+
+    assert not app.config.get("TONGBAN_FETCH_ALLOW_PRIVATE")
+    client_auth._fetched.clear()
+    keys = _JwksServer(public_jwks(CLIENT_EC))
+    try:
+        cid, _ = make_client(token_endpoint_auth_method="private_key_jwt", jwks_uri=keys.url)
+        _refused(token_request(live_server, {"grant_type": "client_credentials", **auth_form(cid, live_server)}))
+        with pytest.raises(ValidationError, match=r"sector_identifier_uri.*public address"):
+            pairwise.fetch_sector_uris(f"http://127.0.0.1:{keys.httpd.server_port}/uris.json")
+        assert keys.hits == 0  # neither was fetched
+    finally:
+        keys.httpd.shutdown()
+        client_auth._fetched.clear()
+    for uri in ("https://10.0.0.1/jwks.json", "https://169.254.169.254/latest", "https://[::1]/jwks.json",
+                "https://0.0.0.0/jwks.json", "https://[::ffff:127.0.0.1]/jwks.json", "https://224.0.0.1/x"):
+        with pytest.raises(client_auth.KeysUnavailable, match="public address"):
+            client_auth._fetch(uri)
+        with pytest.raises(ValidationError, match="public address"):
+            pairwise.fetch_sector_uris(uri)
 
 
 def test_jwks_uri_is_never_fetched_inside_a_write_transaction(app, make_client):

@@ -153,7 +153,8 @@ def test_cors(live_server, make_client):
 # ---------------------------------------------------------------- the command line
 
 
-def test_cli_clients_and_resources(app, tmp_path):
+def test_cli_clients_and_resources(app, tmp_path, monkeypatch):
+    monkeypatch.setitem(app.config, "TONGBAN_FETCH_ALLOW_PRIVATE", True)  # the sector_identifier_uri is on loopback
     runner = app.test_cli_runner()
     (tmp_path / "uris.json").write_text(json.dumps(["https://a.example.gov.cn/cb", "https://b.example.gov.cn/cb"]))
     class Quiet(SimpleHTTPRequestHandler):

@@ -6,8 +6,10 @@ never commits."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 
+from freezegun import freeze_time
 from sqlalchemy import select
 
 from tests.conftest import CITIZEN_ID, OTHER_ID, PASSWORD
@@ -123,11 +125,15 @@ def test_strangers_cannot_fill_the_log(app, client, monkeypatch):
     """Junk bearer tokens and made-up client ids are audited up to a limit per source and minute;
     past it one row says how the rest were suppressed, and nothing more is written."""
     monkeypatch.setitem(app.config, "TONGBAN_AUDIT_REFUSALS_PER_MINUTE", 5)
-    for i in range(12):
-        client.get("/api/v1/licences", headers={"Authorization": f"Bearer junk{i}"})
-    for i in range(12):
-        client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": f"nobody{i}",
-                                          "client_secret": "x"})
+    # all 24 requests inside one budget minute (the clock stands still at the start of the next
+    # minute): a test that straddled a minute boundary got two budgets
+    minute = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None) + timedelta(minutes=1, seconds=1)
+    with freeze_time(minute):
+        for i in range(12):
+            client.get("/api/v1/licences", headers={"Authorization": f"Bearer junk{i}"})
+        for i in range(12):
+            client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": f"nobody{i}",
+                                              "client_secret": "x"})
     refused = _rows("api.refused") + _rows("client.auth_failed")
     assert len(refused) == 5  # one budget per source, whatever the endpoint
     suppressed = _rows("audit.refusals_suppressed")
