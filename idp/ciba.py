@@ -168,7 +168,6 @@ class BackchannelAuthenticationEndpoint:
             raise
 
     def _respond(self, request, client):
-
         if not client.check_grant_type(GRANT_TYPE) or client.backchannel_token_delivery_mode != "poll":
             raise UnauthorizedClientError("this system is not registered for CIBA (poll mode)")
         data = request.payload.data
@@ -362,7 +361,6 @@ def decide(request_id: int, sess: LoginSession, approve: bool) -> CibaRequest:
         raise CibaError("used")
     db.session.refresh(row)
     if approve:
-
         note_client(sess, row.client_id)
     audit.record("ciba.approved" if approve else "ciba.denied", actor=f"user:{sess.user.sub}",
                  object=f"ciba:{row.id}", detail={"client": row.client_id, "scope": row.scope, "acr": sess.acr})
@@ -371,13 +369,11 @@ def decide(request_id: int, sess: LoginSession, approve: bool) -> CibaRequest:
 
 def _purge_chore() -> None:
     """Rows a day past their expiry are deleted (the audit log keeps what happened)."""
-
     db.session.execute(delete(CibaRequest).where(CibaRequest.expires_at < utcnow() - timedelta(days=1)))
     db.session.commit()
 
 
 def _register_purge() -> None:
-
     outbox.ensure_chore(_purge_chore, every=3600)
 
 

@@ -33,7 +33,6 @@ def backchannel_authentication():
 
 
 def current_window() -> int:
-
     return int(current_app.config["TONGBAN_CIBA_RATE_WINDOW"])
 
 
@@ -87,7 +86,6 @@ def answer(request_id: int):
     except ciba.CibaError as e:
         db.session.rollback()
         if e.reason == "level":
-
             row = db.session.get(ciba.CibaRequest, request_id)
             level = LEVELS[ciba.required_level(row) - 1]
             return redirect(url_for("mfa.verify", acr=level, next=url_for("ciba.pending")))

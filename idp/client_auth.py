@@ -305,20 +305,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         raise InvalidClientError(description=f"the client is not registered for {METHOD}")
 
 
-def register(server, grants=(), endpoints=(), modules=()) -> None:
-    """Offer private_key_jwt wherever clients authenticate (token, PAR, revocation, introspection,
-    device authorization): ``grants`` and ``endpoints`` are the server's classes."""
+def register(server) -> None:
+    """Offer private_key_jwt wherever a class lists it (token, PAR, revocation, introspection,
+    device authorization)."""
     server.register_client_auth_method(METHOD, PrivateKeyJWT())
-    for cls in grants:
-        if METHOD not in cls.TOKEN_ENDPOINT_AUTH_METHODS:
-            cls.TOKEN_ENDPOINT_AUTH_METHODS = [*cls.TOKEN_ENDPOINT_AUTH_METHODS, METHOD]
-    for cls in endpoints:
-        if METHOD not in cls.CLIENT_AUTH_METHODS:
-            cls.CLIENT_AUTH_METHODS = [*cls.CLIENT_AUTH_METHODS, METHOD]
-    own = [cls for module in modules for cls in vars(module).values()  # e.g. idp.device's grant, endpoint
-           if isinstance(cls, type) and cls.__module__ == module.__name__]
-    for cls in own:
-        for attr in ("TOKEN_ENDPOINT_AUTH_METHODS", "CLIENT_AUTH_METHODS"):
-            methods = cls.__dict__.get(attr)
-            if isinstance(methods, list) and METHOD not in methods:
-                setattr(cls, attr, [*methods, METHOD])

@@ -34,12 +34,12 @@ from authlib.oauth2.rfc8628 import (
 )
 from authlib.oidc.core.grants.code import OpenIDToken
 from flask import current_app
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from people.models import LoginSession, User
 from people.sessions import note_client
-from tongban import audit
+from tongban import audit, outbox
 from tongban.clock import digest, to_epoch, utcnow
 from tongban.extensions import db
 
@@ -128,7 +128,7 @@ def _config(name: str, default: int) -> int:
 
 
 class DeviceEndpoint(DeviceAuthorizationEndpoint):
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
 
     @property
     def EXPIRES_IN(self):  # Authlib reads these as attributes
@@ -167,7 +167,7 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):
 
 
 class DeviceGrant(DeviceCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
 
     def authenticate_token_endpoint_client(self):
         client = super().authenticate_token_endpoint_client()
@@ -327,15 +327,11 @@ __all__ = ["DeviceAuthorization", "DeviceError", "DeviceGrant", "DeviceOpenID", 
 
 def _purge_chore() -> None:
     """Rows a day past their expiry are deleted (the audit log keeps what happened)."""
-    from sqlalchemy import delete
-
     db.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.expires_at < utcnow() - timedelta(days=1)))
     db.session.commit()
 
 
 def _register_purge() -> None:
-    from tongban import outbox
-
     outbox.ensure_chore(_purge_chore, every=3600)
 
 

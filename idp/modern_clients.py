@@ -40,7 +40,6 @@ def apply(row, modern: dict) -> None:
     row.sector_identifier_uri = None
     row.sector = None
     if sector_uri:
-
         sector_uri = registry.check_uri(sector_uri, "sector_identifier_uri")
         listed = modern.get("sector_uris")
         if listed is None:

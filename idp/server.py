@@ -55,7 +55,7 @@ from .pairwise import subject_for, subject_for_client_id
 from .resources import GrantExtension, annotate_code
 from .scopes import SCOPES
 
-CLIENT_AUTH = ["client_secret_basic", "client_secret_post"]
+CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]  # RFC 7523: idp.client_auth
 
 
 # ---------------------------------------------------------------- claims
@@ -143,7 +143,7 @@ class S256CodeChallenge(CodeChallenge):
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
 
     def save_authorization_code(self, code, request):
         sess = current_session()
@@ -203,7 +203,7 @@ def _code_replayed(row: AuthorizationCode) -> None:
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token):
@@ -361,7 +361,7 @@ def _check_token_params(endpoint, request):
 
 
 class Revocation(RevocationEndpoint):
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
 
     def check_params(self, request, client):
         _check_token_params(self, request)
@@ -768,8 +768,7 @@ def init_server(app: Flask) -> None:
         device.register(server, code_flow)  # RFC 8628 (kiosks)
         token_exchange.register(server)  # RFC 8693
         ciba.register(server, code_flow)  # OpenID CIBA, poll mode
-        client_auth.register(server, grants=(AuthorizationCodeGrant, RefreshTokenGrant, ClientCredentialsGrant),
-                             endpoints=(Revocation, Introspection), modules=(device,))  # private_key_jwt
+        client_auth.register(server)  # private_key_jwt (the classes above list it among their methods)
         server._tongban_wired = True
     app.register_error_handler(_AuthlibHTTPException, _oauth_error_response)
 

@@ -1,19 +1,6 @@
 """Step-up before a code is issued, and RFC 9470 for APIs (the levels are people.assurance).
 
-What a session's ``acr`` means
-------------------------------
-An account has a proven level (``User.assurance_level``, STANDARDS.md): L1 self-registered,
-L2 phone verified by SMS, L3 name + ID number confirmed by the population register, L4 L3 +
-face match, L5 certificate or in person. A *session* is worth the account's level capped by
-how the session authenticated:
-
-* one factor (the password alone) → at most **L2**;
-* the password and a second factor of another kind in this session (authenticator app
-  code or recovery code ``otp``, SMS code ``sms``, passkey ``swk``/``hwk``) → at most **L3**;
-* **L4 and L5 are never reached online**: face match and in-person checks do not happen
-  in this service, so even an L4/L5 account's sessions are at most L3.
-
-So L3 needs the identity-verified account *and* a second factor in this session.
+What a session's ``acr`` means (the levels, the caps by factor): ``people.assurance``.
 
 ``acr_values`` (space-separated, in order of preference) and an essential ``acr`` in the
 ``claims`` request parameter name the levels a system accepts. Levels are ordered: a session

@@ -11,31 +11,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import CITIZEN_ID, PASSWORD
+from tests.idp import node_rp
 from tests.idp.helpers import REDIRECT
 
-HERE = Path(__file__).parent
-ROOT = HERE.parent.parent
-MODULES = Path(os.environ.get("TONGBAN_OPENID_CLIENT") or ROOT / ".venv" / "openid-client")
 SALT = bytes(range(64, 96))
-
-
-def _library() -> Path:
-    node = shutil.which("node")
-    if node and (MODULES / "node_modules" / "openid-client").is_dir():
-        return Path(node)
-    message = f"node and openid-client 6 in {MODULES} (npm install openid-client@6.9.1) are needed"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _expected_pairwise(sector: str, sub: str) -> str:
@@ -56,17 +39,11 @@ def strict_resources(app):
 
 
 def test_openid_client_with_dpop_and_pairwise_sub(live_server, citizen, make_client, strict_resources):
-    node = _library()
+    node_rp.require()
     cid, _ = make_client(first_party=True, token_endpoint_auth_method="none", subject_type="pairwise",
                          require_dpop=True, grant_types=["authorization_code", "refresh_token"])
-    script = MODULES / "tongban_openid_client_dpop.mjs"
-    shutil.copyfile(HERE / "openid_client_dpop.mjs", script)
-    env = {**os.environ, "OC_ARGS": json.dumps({"issuer": live_server, "clientId": cid, "redirect": REDIRECT,
-                                                "login": CITIZEN_ID, "password": PASSWORD})}
-    run = subprocess.run([str(node), str(script)], cwd=MODULES, env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = node_rp.run("openid_client_dpop.mjs", {"issuer": live_server, "clientId": cid, "redirect": REDIRECT,
+                                                 "login": CITIZEN_ID, "password": PASSWORD}, timeout=120)
     assert "error" not in out, out
     assert "ES256" in out["discovery"]["dpopAlgs"] and "pairwise" in out["discovery"]["subjectTypes"]
     expected = _expected_pairwise("127.0.0.1", citizen.sub)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CITIZEN_ID
+from tests.idp import node_rp
 from tests.idp.helpers import _CSRF, Browser, discover
 from tests.idp.test_token_exchange import TE, _citizen_token
 
@@ -33,13 +34,8 @@ DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
 
 @pytest.fixture
 def modules() -> Path:
-    folder = Path(os.environ.get("TONGBAN_OPENID_CLIENT") or ROOT / ".venv" / "openid-client")
-    if shutil.which("node") and (folder / "node_modules" / "openid-client").is_dir():
-        return folder
-    why = f"needs node and openid-client 6 installed in {folder} (npm install openid-client@6.9.1)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(why)
-    pytest.skip(why)
+    node_rp.require()  # skipped without node and openid-client; failed in CI
+    return node_rp.modules()
 
 
 def _approve_ciba(phone: Browser) -> None:
