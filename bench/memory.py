@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Resident memory (RSS) of one production worker, after start and after warm-up.
+
+    .venv/bin/python bench/memory.py [--server granian|gunicorn] [--requests 300] [--top 25]
+                                     [--no-imports]
+
+Creates a throwaway instance (SQLite in a temporary folder, or BENCH_DATABASE_URL), migrates
+it, registers a client_credentials client allowed to introspect, a first-party portal, a
+citizen and one e-licence, starts ``python -m tongban.serve`` with WEB_CONCURRENCY=1 (as
+``make serve`` and bench/tokens.py do) and reads VmRSS of every server process (Granian's
+main process and its worker) from /proc:
+
+1. after start (the first discovery answer);
+2. after warm-up: ``--requests`` of each hot endpoint (token, introspect, userinfo, JWKS,
+   discovery) over 8 keep-alive connections, a browser log-in and code flow, the licence
+   scan page /v/<code> and the public seal page /seals/verify.
+
+Then, unless ``--no-imports``, what importing the app costs and who is to blame, each in a
+fresh interpreter: ``python -X importtime`` (top modules by cumulative import time, and the
+third-party packages by self time), and tracemalloc while ``wsgi`` is imported (top
+packages by the memory their modules allocated and still hold).
+
+No timing is asserted; the figures are printed. Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import quote, urlencode, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+FLASK = ROOT / ".venv" / "bin" / "flask"
+HOST = "127.0.0.1"
+CITIZEN, PASSWORD = "11010519491231002X", "Bench-Passw0rd!"
+REDIRECT = "http://127.0.0.1:9/cb"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def run_flask(env: dict, *args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run([str(FLASK), "--app", "wsgi", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode:
+        sys.exit(f"flask {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None) -> tuple[int, bytes]:
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 90) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            sys.exit("the server exited before answering; see its output above")
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=2)
+            status, body = request(conn, "GET", "/.well-known/openid-configuration")
+            conn.close()
+            if status == 200:
+                return json.loads(body)
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit("the server did not answer in time")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def server_processes(pgid: int) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command) of every process in the server's process group but make/sh."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ProcessLookupError, ValueError, IndexError):
+            continue
+        if cmd and not cmd.startswith(("make", "/bin/sh", "sh ")):
+            out.append((int(entry.name), ppid, cmd))
+    return sorted(out)
+
+
+def rss_report(label: str, pgid: int) -> dict[str, int]:
+    """Print and return VmRSS (KiB) of the main process and of each worker."""
+    procs = server_processes(pgid)
+    pids = {pid for pid, _, _ in procs}
+    figures: dict[str, int] = {}
+    print(f"\nRSS {label}:")
+    for pid, ppid, cmd in procs:
+        role = "worker" if ppid in pids else "main"
+        rss = _status_kib(pid, "VmRSS")
+        anon = _status_kib(pid, "RssAnon")
+        figures[role if role not in figures else f"{role}-{pid}"] = rss
+        print(f"  {role:6} {pid:>7}  RSS {rss / 1024:7.1f} MiB  (anonymous {anon / 1024:6.1f} MiB)  {cmd[:70]}")
+    return figures
+
+
+def hammer(port: int, method: str, path: str, body: bytes | None, headers: dict, total: int,
+           connections: int = 8) -> int:
+    """``total`` requests over ``connections`` keep-alive connections; returns the non-200 count."""
+    errors = [0] * connections
+    per = max(1, total // connections)
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        for _ in range(per):
+            try:
+                status, _ = request(conn, method, path, body, {"Connection": "keep-alive", **headers})
+            except (OSError, http.client.HTTPException):
+                errors[i] += 1
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+                continue
+            if status != 200:
+                errors[i] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(errors)
+
+
+def code_flow(base: str, meta: dict, portal: dict):
+    """Log a citizen in (a browser session) and run the code flow with PKCE once."""
+    import requests
+
+    browser = requests.Session()
+    page = browser.get(f"{base}/login")
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text).group(1)
+    resp = browser.post(f"{base}/login", data={"csrf_token": csrf, "login": CITIZEN, "password": PASSWORD},
+                        allow_redirects=False)
+    if resp.status_code not in (302, 303):
+        sys.exit(f"log-in failed: {resp.status_code}")
+    verifier = "bench-verifier-" + "x" * 40
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    resp = browser.get(meta["authorization_endpoint"], params={
+        "response_type": "code", "client_id": portal["client_id"], "redirect_uri": REDIRECT,
+        "scope": "openid profile", "state": "s", "code_challenge": challenge,
+        "code_challenge_method": "S256"}, allow_redirects=False)
+    code = re.search(r"[?&]code=([^&]+)", resp.headers["Location"]).group(1)
+    tok = requests.post(meta["token_endpoint"], data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+        "code_verifier": verifier}, auth=(portal["client_id"], portal["client_secret"]))
+    tok.raise_for_status()
+    browser.get(f"{base}/account")  # a logged-in page
+    return tok.json()["access_token"]
+
+
+def setup(env: dict) -> tuple[dict, dict, str]:
+    """Migrate; the bench clients, the citizen and one licence (→ its /v/<code> path)."""
+    run_flask(env, "db", "upgrade")
+    created = json.loads(run_flask(
+        env, "clients", "create", "--name", "bench", "--department", "bench", "--redirect-uri", REDIRECT,
+        "--grant-type", "client_credentials", "--scope", "openid", "--introspection", "--json"))
+    run_flask(env, "users", "create", "--id-number", CITIZEN, "--name", "张三", "--password-stdin",
+              stdin=PASSWORD + "\n")
+    portal = json.loads(run_flask(
+        env, "clients", "create", "--name", "bench portal", "--department", "bench", "--redirect-uri", REDIRECT,
+        "--grant-type", "authorization_code", "--scope", "openid profile", "--first-party", "--json"))
+    issued = json.loads(run_flask(env, "licences", "issue", "--type", "社会保障卡", "--holder-id", CITIZEN,
+                                  "--holder-name", "张三", "--field", "gender=女", "--field", "birth_date=1949-12-31",
+                                  "--field", "card_no=A12345678", "--json"))
+    return created, portal, urlsplit(issued["verify_url"]).path
+
+
+def warm_up(port: int, meta: dict, created: dict, portal: dict, licence_path: str, total: int) -> None:
+    pair = f"{quote(created['client_id'], safe='')}:{quote(created['client_secret'], safe='')}"
+    form = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode(),
+            "Content-Type": "application/x-www-form-urlencoded"}
+    token_path = urlsplit(meta["token_endpoint"]).path
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    status, body = request(conn, "POST", token_path, urlencode({"grant_type": "client_credentials"}).encode(),
+                           form)
+    if status != 200:
+        sys.exit(f"token request failed: {status} {body[:300]!r}")
+    access_token = json.loads(body)["access_token"]
+    user_token = code_flow(f"http://{HOST}:{port}", meta, portal)
+    for path, accept in ((licence_path, "text/html"), (licence_path, "application/json"),
+                         ("/seals/verify", "text/html"), ("/login", "text/html")):
+        status, _ = request(conn, "GET", path, None, {"Accept": accept})
+        if status != 200:
+            sys.exit(f"GET {path} answered {status}")
+    conn.close()
+    steps = [
+        ("token", "POST", token_path, urlencode({"grant_type": "client_credentials"}).encode(), form),
+        ("introspect", "POST", urlsplit(meta["introspection_endpoint"]).path,
+         urlencode({"token": access_token}).encode(), form),
+        ("userinfo", "GET", urlsplit(meta["userinfo_endpoint"]).path, None,
+         {"Authorization": f"Bearer {user_token}"}),
+        ("jwks", "GET", urlsplit(meta["jwks_uri"]).path, None, {}),
+        ("discovery", "GET", "/.well-known/openid-configuration", None, {}),
+        ("licence scan", "GET", licence_path, None, {}),
+    ]
+    for name, method, path, body, headers in steps:
+        errors = hammer(port, method, path, body, headers, total)
+        print(f"  warm-up {name:13} {total} requests, {errors} not 200")
+
+
+# ---------------------------------------------------------------- what importing the app costs
+
+_TRACE = r"""
+# Net memory each module's import leaves allocated (its code objects and module-level data),
+# exclusive of the modules it imports in turn: importlib's _load_unlocked wrapped, tracemalloc's
+# current total read before and after, children subtracted.
+import importlib._bootstrap as boot
+import json, sys, tracemalloc
+from collections import defaultdict
+
+own = defaultdict(int)
+stack = [0]
+original = boot._load_unlocked
+
+def load(spec):
+    stack.append(0)
+    before = tracemalloc.get_traced_memory()[0]
+    try:
+        return original(spec)
+    finally:
+        total = tracemalloc.get_traced_memory()[0] - before
+        children = stack.pop()
+        own[spec.name] += total - children
+        stack[-1] += total
+
+boot._load_unlocked = load
+tracemalloc.start(1)
+import wsgi  # noqa: F401
+held = tracemalloc.get_traced_memory()[0]
+tracemalloc.stop()
+boot._load_unlocked = original
+print(json.dumps({"own": own, "held": held, "top_level": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def import_costs(env: dict, top: int) -> None:
+    env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
+    # 1. RSS and modules of a plain import (no tracing overhead)
+    plain = subprocess.run(
+        [str(PYTHON), "-c", "import wsgi, sys; s = open('/proc/self/status').read();"
+         "print(int(s.split('VmRSS:')[1].split()[0]), len(sys.modules))"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if plain.returncode:
+        sys.exit(f"import wsgi failed:\n{plain.stderr}")
+    rss, count = plain.stdout.split()
+    print(f"\nimport wsgi (create_app) in a fresh interpreter: RSS {int(rss) / 1024:.1f} MiB, {count} modules")
+
+    # 2. tracemalloc: memory still held after the import, by package
+    traced = subprocess.run([str(PYTHON), "-c", _TRACE, str(ROOT)], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    if traced.returncode:
+        sys.exit(f"tracemalloc run failed:\n{traced.stderr}")
+    data = json.loads(traced.stdout.strip().splitlines()[-1])
+    by_pkg: dict[str, int] = defaultdict(int)
+    for name, size in data["own"].items():
+        by_pkg[name.split(".")[0]] += size
+    print(f"\ntracemalloc while importing wsgi: {data['held'] / 1048576:.1f} MiB held by Python; "
+          f"top {top} packages by what importing their modules left allocated (MiB):")
+    for pkg, size in sorted(by_pkg.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {size / 1048576:7.2f}  {pkg}")
+    print(f"\ntop {top} modules (MiB, exclusive of what they import):")
+    for name, size in sorted(data["own"].items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {size / 1048576:7.2f}  {name}")
+
+    # 3. -X importtime: cumulative time per top-level import, and self time per package
+    timed = subprocess.run([str(PYTHON), "-X", "importtime", "-c", "import wsgi"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    self_by_pkg: dict[str, int] = defaultdict(int)
+    cumulative: dict[str, int] = {}
+    for line in timed.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if not m:
+            continue
+        self_us, cum_us, name = int(m.group(1)), int(m.group(2)), m.group(4)
+        self_by_pkg[name.split(".")[0]] += self_us
+        cumulative[name] = max(cumulative.get(name, 0), cum_us)
+    print(f"\npython -X importtime, top {top} packages by self time (ms, all their modules):")
+    for pkg, us in sorted(self_by_pkg.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {us / 1000:8.1f}  {pkg}")
+    print(f"\npython -X importtime, top {top} imports by cumulative time (ms):")
+    for name, us in sorted(cumulative.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {us / 1000:8.1f}  {name}")
+    heavy = ("pyhanko", "reportlab", "saml2", "xmlsec", "pypdf", "fontTools", "qrcode", "PIL", "gmssl_pyx",
+             "lxml", "xmlschema", "elementpath", "webauthn", "cbor2", "pkcs11", "aiohttp")
+    present = [m for m in heavy if m in data["top_level"]]
+    print(f"\nheavy packages imported by create_app: {', '.join(present) or 'none'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
+    ap.add_argument("--requests", type=int, default=400, help="warm-up requests per hot endpoint (default 400)")
+    ap.add_argument("--top", type=int, default=25, help="lines of each import table (default 25)")
+    ap.add_argument("--no-imports", action="store_true", help="skip the import-time tables")
+    args = ap.parse_args()
+    if not 1 <= args.requests <= 20000:
+        sys.exit("--requests: between 1 and 20000")
+
+    tmp = Path(tempfile.mkdtemp(prefix="tongban-memory-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG")}
+    env.update({
+        "TONGBAN_INSTANCE_DIR": str(tmp / "instance"),
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'tongban.db'}",
+        "HOST": HOST, "PORT": str(port), "WEB_CONCURRENCY": "1", "SERVER": args.server,
+    })
+    env.setdefault("TONGBAN_LOGIN_RATE_PER_IP", "1000000")
+    try:
+        print(f"instance {tmp}  database {env['DATABASE_URL']}")
+        created, portal, licence_path = setup(env)
+        log = (tmp / "server.log").open("wb")  # the access log: not on the terminal
+        server = subprocess.Popen([str(PYTHON), "-m", "tongban.serve"], cwd=ROOT, env=env,
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            meta = wait_ready(port, server)
+            for key in ("token_endpoint", "introspection_endpoint", "jwks_uri", "userinfo_endpoint",
+                        "authorization_endpoint"):
+                if urlsplit(meta[key]).hostname != HOST:
+                    sys.exit(f"{key} {meta[key]} is not on {HOST}; refusing to send load elsewhere")
+            time.sleep(1)
+            before = rss_report("after start", server.pid)
+            warm_up(port, meta, created, portal, licence_path, args.requests)
+            time.sleep(1)
+            after = rss_report("after warm-up", server.pid)
+            if "worker" in after:
+                print(f"\nworker: {before.get('worker', 0) / 1024:.1f} MiB after start, "
+                      f"{after['worker'] / 1024:.1f} MiB after warm-up (target ≤ 150 MB = 143.1 MiB)")
+        finally:
+            try:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
+        if not args.no_imports:
+            import_costs(env, args.top)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
