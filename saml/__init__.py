@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 from flask import Flask
 
-# pysaml2 imports cryptography's CFB mode (deprecated there; SAML here never uses it) and
-# xmlschema logs at INFO each schema it loads: neither belongs in every command's output
+# xmlschema (pysaml2's, loaded with it on the first SAML request: saml/pysaml.py) logs at INFO
+# each schema it loads: that does not belong in every command's output
 logging.getLogger("xmlschema").setLevel(logging.WARNING)
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="CFB has been moved")
-    import saml2.cryptography.symmetric  # noqa: F401
 
 
 def init_app(app: Flask) -> None:

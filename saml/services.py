@@ -6,15 +6,10 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app
 from lxml import etree
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP
-from saml2.config import IdPConfig
-from saml2.saml import NAME_FORMAT_BASIC, NAMEID_FORMAT_PERSISTENT
-from saml2.sdb import SessionStorage
-from saml2.server import Server
-from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from sqlalchemy import select
 
 from casserver.models import LegacyService
@@ -25,7 +20,19 @@ from tongban.clock import token, utcnow
 from tongban.errors import ValidationError
 from tongban.extensions import db
 
+from .constants import (
+    BINDING_HTTP_POST,
+    BINDING_HTTP_REDIRECT,
+    BINDING_SOAP,
+    DIGEST_SHA256,
+    NAME_FORMAT_BASIC,
+    NAMEID_FORMAT_PERSISTENT,
+    SIG_RSA_SHA256,
+)
 from .models import SamlLogin, SamlNameId
+
+if TYPE_CHECKING:
+    from saml2.server import Server
 
 MD_NS = "urn:oasis:names:tc:SAML:2.0:metadata"
 # AuthnContextClassRef for each assurance level (our own URIs: the levels are Tongban's)
@@ -68,9 +75,9 @@ def register_sp(metadata: bytes, *, actor: str = "admin", **register_fields):
         raise ValidationError(f"an SP with entityID {eid!r} is registered already", "client_exists")
     xml = metadata.decode("utf-8")
     try:  # pysaml2 must be able to use it
-        from saml2.mdstore import MetadataStore
+        from . import pysaml
 
-        MetadataStore(None, None).load("inline", xml)
+        pysaml.MetadataStore(None, None).load("inline", xml)
     except Exception as e:
         raise ValidationError(f"the metadata cannot be used: {e}"[:300], "invalid_metadata") from None
     row, _ = registry.create_client(redirect_uris=[], grant_types=[], token_endpoint_auth_method="none",
@@ -117,15 +124,6 @@ def service_providers() -> dict[str, SP]:
 # ---------------------------------------------------------------- the pysaml2 server
 
 
-class _NoSessionStorage(SessionStorage):
-    """pysaml2 keeps every assertion it issued in process memory (for artifact resolution and
-    assertion queries, which are not offered here): it would grow without bound and be one
-    server's alone. What single logout needs lives in the database (``saml_logins``)."""
-
-    def store_assertion(self, assertion, to_sign):
-        return None
-
-
 _cache: dict[tuple, Server] = {}
 _lock = threading.Lock()
 
@@ -169,10 +167,9 @@ def server(sps: dict[str, SP] | None = None) -> Server:
             }},
         }},
     }
-    cfg = IdPConfig()
-    cfg.load(conf)
-    srv = Server(config=cfg)
-    srv.session_db = _NoSessionStorage()
+    from . import pysaml  # pysaml2: loaded on the first SAML request, not at start-up
+
+    srv = pysaml.make_server(conf)
     with _lock:
         if len(_cache) > 8:
             _cache.clear()

@@ -11,11 +11,6 @@ from flask import Blueprint, Response, current_app, g, redirect, render_template
 from flask import session as flask_session
 from flask_babel import gettext as _
 from lxml import etree
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, time_util
-from saml2.request import AuthnRequest
-from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
-from saml2.samlp import STATUS_NO_PASSIVE
-from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -26,6 +21,14 @@ from tongban.clock import digest, epoch, to_epoch, token, utcnow
 from tongban.extensions import csrf, db
 
 from . import services
+from .constants import (
+    BINDING_HTTP_POST,
+    BINDING_HTTP_REDIRECT,
+    DIGEST_SHA256,
+    NAMEID_FORMAT_PERSISTENT,
+    SIG_RSA_SHA256,
+    STATUS_NO_PASSIVE,
+)
 from .models import SamlLogin, SamlNameId, SamlRequest
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
@@ -82,6 +85,8 @@ def _signed_metadata() -> str:
 
 
 def _parse(srv, enc: str, binding: str, must: bool, relay_state, sigalg, signature):
+    from saml2.request import AuthnRequest
+
     receivers = srv.config.endpoint("single_sign_on_service", binding, "idp")
     req = AuthnRequest(srv.sec, receivers, srv.config.attribute_converters,
                        timeslack=srv.config.accepted_time_diff or 0)
@@ -172,6 +177,8 @@ def sso():
 def _ts(instant: str) -> float:
     import calendar
 
+    from saml2 import time_util
+
     return calendar.timegm(time_util.str_to_time(instant))
 
 
@@ -234,6 +241,8 @@ def _answer(srv, sp: services.SP, pending: SamlRequest, sess, status: str | None
             return _refuse(_("This sign-in request was answered already."), reason="answered")
         db.session.commit()
         return _post_form(sp, pending.acs_url, str(response), pending.relay_state)
+    from saml2.saml import NameID
+
     user = sess.user
     nid_text, new_nid = services.name_id_for(user.id, sp.client.client_id)
     name_id = NameID(format=NAMEID_FORMAT_PERSISTENT, text=nid_text, name_qualifier=services.entity_id(),
