@@ -16,22 +16,19 @@ import contextlib
 import functools
 import threading
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asn1crypto import keys as asn1_keys
-from asn1crypto import tsp
 from asn1crypto import x509 as asn1_x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives import serialization
 from flask import current_app
-from pyhanko.sign.attributes import SigningCertificateV2Provider
-from pyhanko.sign.general import as_signing_certificate_v2
-from pyhanko.sign.signers import Signer
-from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from .ca import generate_private_key
 from .crypto import seal_private_key, unseal_private_key
 from .errors import InvalidAlg, InvalidBackend, Pkcs11NotConfigured, Pkcs11NoToken
+
+if TYPE_CHECKING:
+    from pyhanko.sign.signers import Signer
 
 BACKENDS = ("local", "pkcs11")
 
@@ -50,51 +47,8 @@ class KeyBackend(Protocol):
 # ---------------------------------------------------------------- both back-ends
 
 
-@functools.lru_cache(maxsize=512)
-def _signing_certificate_v2_der(cert_der: bytes) -> bytes:
-    return as_signing_certificate_v2(asn1_x509.Certificate.load(cert_der)).dump()
-
-
-class _PreEncodedSigningCertificate(SigningCertificateV2Provider):
-    async def build_attr_value(self, dry_run=False) -> tsp.SigningCertificateV2:
-        return tsp.SigningCertificateV2.load(_signing_certificate_v2_der(self.signing_cert.dump()))
-
-
-class PreEncodedAttributes:
-    """Give pyHanko the ESS signing-certificate-v2 attribute parsed from DER, encoded once per certificate.
-
-    asn1crypto never forgets that a value it built was modified, so every ``dump()`` of a
-    freshly built ``SigningCertificateV2`` re-encodes its issuer name, and pyHanko dumps the
-    signed attributes many times while it assembles a signature: with our multi-attribute
-    Chinese names that alone cost ~20 ms per seal. A value loaded from DER dumps as a copy
-    of its bytes. The encoding is identical.
-    """
-
-    def _signed_attr_providers(self, *args, **kwargs):
-        for prov in super()._signed_attr_providers(*args, **kwargs):
-            if type(prov) is SigningCertificateV2Provider:
-                prov = _PreEncodedSigningCertificate(prov.signing_cert)
-            yield prov
-
-
-# ---------------------------------------------------------------- local key files
-
-
-class LocalKeySigner(PreEncodedAttributes, Signer):
-    """A pyHanko signer over an in-memory ``cryptography`` key (loaded once, not per signature)."""
-
-    def __init__(self, private_key, cert: asn1_x509.Certificate, chain: list[asn1_x509.Certificate]):
-        self._key = private_key
-        super().__init__(signing_cert=cert, cert_registry=SimpleCertificateStore.from_certs(chain),
-                         embed_roots=True)
-
-    async def async_sign_raw(self, data: bytes, digest_algorithm: str, dry_run: bool = False) -> bytes:
-        if dry_run:
-            return bytes(256 if not isinstance(self._key, ec.EllipticCurvePrivateKey) else 72)
-        h = getattr(hashes, digest_algorithm.upper())()
-        if isinstance(self._key, ec.EllipticCurvePrivateKey):
-            return self._key.sign(data, ec.ECDSA(h))
-        return self._key.sign(data, padding.PKCS1v15(), h)
+# pyHanko (with aiohttp, its time-stamping client) is the signing engine of PDFs only: the
+# Signer classes live in keys/pdfsigners.py, imported when a seal is opened, not at start-up.
 
 
 _decrypted: dict[str, object] = {}
@@ -115,6 +69,8 @@ class LocalBackend:
             key = unseal_private_key(blob, f"seal-key:{key_ref}")
             with _lock:
                 _decrypted[key_ref] = key
+        from .pdfsigners import LocalKeySigner
+
         yield LocalKeySigner(key, cert, chain)
 
 
@@ -146,6 +102,8 @@ def _pkcs11_session():
 @functools.cache
 def _pkcs11_signer_class() -> Any:  # a PKCS11Signer subclass (pyHanko, imported lazily)
     from pyhanko.sign.pkcs11 import PKCS11Signer  # python-pkcs11 is imported only when used
+
+    from .pdfsigners import PreEncodedAttributes
 
     return type("TongbanPKCS11Signer", (PreEncodedAttributes, PKCS11Signer), {})
 

@@ -4,6 +4,7 @@ the time-stamper our own sealing uses (no HTTP round trip)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from datetime import UTC, datetime
 
@@ -11,8 +12,6 @@ from asn1crypto import cms, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from pyhanko.sign.general import as_signing_certificate_v2
-from pyhanko.sign.timestamps.api import TimeStamper
 
 from .ca import ca
 
@@ -44,6 +43,8 @@ class _Issuer:
     DER, the signing-certificate-v2 attribute and the TSA's name."""
 
     def __init__(self):
+        from pyhanko.sign.general import as_signing_certificate_v2  # pyHanko: imported when first used
+
         state = ca()
         tsa = state["tsa"]
         self.key = tsa.private_key
@@ -152,25 +153,29 @@ def respond_der(body: bytes) -> bytes:
         return e.der
 
 
-class InProcessTimeStamper(TimeStamper):
-    """pyHanko's TimeStamper, answered by our own TSA in this process.
+@functools.cache
+def _timestamper_class() -> type:
+    """pyHanko's TimeStamper, answered by our own TSA in this process (the class is made on
+    first use: pyHanko is imported when something is sealed, not when the app starts)."""
+    from pyhanko.sign.timestamps.api import TimeStamper
 
-    Use ``timestamper()``: one per CA state, so pyHanko's cached size-estimate response
-    (the "dummy" token) is made once, not once per seal.
-    """
+    class InProcessTimeStamper(TimeStamper):
+        def __init__(self):
+            super().__init__(include_nonce=True)
+            state = ca()
+            for cert in (state["tsa"].asn1, state["issuing"].asn1, state["root"].asn1):
+                self.cert_registry.register(cert)
 
-    def __init__(self):
-        super().__init__(include_nonce=True)
-        state = ca()
-        for cert in (state["tsa"].asn1, state["issuing"].asn1, state["root"].asn1):
-            self.cert_registry.register(cert)
+        async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+            return await async_respond(req)
 
-    async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
-        return await async_respond(req)
-
-
-def timestamper() -> InProcessTimeStamper:
-    return ca().memo("timestamper", InProcessTimeStamper)
+    return InProcessTimeStamper
 
 
-__all__ = ["POLICY_OID", "InProcessTimeStamper", "async_respond", "respond_der", "timestamper"]
+def timestamper():
+    """The in-process pyHanko TimeStamper: one per CA state, so pyHanko's cached size-estimate
+    response (the "dummy" token) is made once, not once per seal."""
+    return ca().memo("timestamper", _timestamper_class())
+
+
+__all__ = ["POLICY_OID", "async_respond", "respond_der", "timestamper"]

@@ -19,14 +19,14 @@ def create_app(config: dict | None = None) -> Flask:
 
     cfg.load(app, config)
 
-    from . import audit, backup, bootstrap, health, i18n, logs, metrics, outbox, security, views
-    from .extensions import csrf, db, init_after_request_writes, migrate
+    from . import audit, backup, bootstrap, health, i18n, logs, metrics, migrating, outbox, security, views
+    from .extensions import csrf, db, init_after_request_writes
 
     logs.init_app(app)  # first: the request id exists before any other hook logs
     metrics.init_app(app)
     db.init_app(app)
     init_after_request_writes(app)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "tongban" / "migrations"))
+    migrating.init_app(app, db, directory=str(PROJECT_ROOT / "tongban" / "migrations"))  # Flask-Migrate, lazily
     csrf.init_app(app)
     i18n.init_app(app)
     security.init_app(app)

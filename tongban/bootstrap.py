@@ -13,6 +13,7 @@ from collections.abc import Callable
 import click
 from flask import Flask
 
+from . import migrating
 from .extensions import db
 
 # (order, sequence, step): registered once each, however often a package is set up
@@ -46,9 +47,11 @@ def bootstrap() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from flask_migrate import cli as migrate_cli
+    migrating.on_load(_bootstrap_after_upgrade)  # when Flask-Migrate's `db` group is loaded
 
-    upgrade = migrate_cli.upgrade
+
+def _bootstrap_after_upgrade(group: click.Group) -> None:
+    upgrade = group.commands["upgrade"]
     if getattr(upgrade.callback, "_tongban", False):
         return
     original = upgrade.callback
