@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
-import requests
 from flask import current_app
-from lxml import etree
 from sqlalchemy import delete, select, update
 
 from idp import clients as registry
@@ -256,6 +254,8 @@ def session_ended(sess: LoginSession) -> None:
 
 
 def logout_request(session_index: str) -> str:
+    from lxml import etree
+
     samlp = "urn:oasis:names:tc:SAML:2.0:protocol"
     saml = "urn:oasis:names:tc:SAML:2.0:assertion"
     root = etree.Element(f"{{{samlp}}}LogoutRequest", nsmap={"samlp": samlp, "saml": saml})
@@ -269,6 +269,8 @@ def logout_request(session_index: str) -> str:
 
 @outbox.handler(SLO_KIND)
 def _deliver(item: outbox.OutboxItem) -> None:
+    import requests  # imported by the first delivery, not at start-up
+
     data = item.data
     if registry.get_client(data["client_id"]) is None:
         raise outbox.DeliveryError("the service is disabled or no longer registered")

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from flask import session as flask_session
 from flask_babel import gettext as _
-from lxml import etree
 
 from people import sessions
 from tongban import audit
@@ -113,6 +112,8 @@ def logout():
 
 
 def _xml(root) -> Response:
+    from lxml import etree  # lxml: imported by the first CAS answer, not at start-up
+
     body = etree.tostring(root, encoding="UTF-8", xml_declaration=False)
     return Response(body, mimetype="application/xml", headers={"Cache-Control": "no-store"})
 
@@ -123,6 +124,8 @@ def _json(data: dict) -> Response:
 
 
 def _failure(fmt: str, code: str, description: str) -> Response:
+    from lxml import etree
+
     if fmt == "JSON":
         return _json({"serviceResponse": {"authenticationFailure": {"code": code, "description": description}}})
     root = etree.Element(f"{{{CAS_NS}}}serviceResponse", nsmap={"cas": CAS_NS})
@@ -132,6 +135,8 @@ def _failure(fmt: str, code: str, description: str) -> Response:
 
 
 def _success(fmt: str, user: str, attrs: dict[str, str] | None) -> Response:
+    from lxml import etree
+
     if fmt == "JSON":
         body: dict = {"user": user}
         if attrs is not None:
@@ -182,6 +187,8 @@ def p3_proxy_validate():
 
 @bp.route("/proxy")
 def proxy():
+    from lxml import etree
+
     fmt = (request.args.get("format") or "XML").upper()
     root = etree.Element(f"{{{CAS_NS}}}serviceResponse", nsmap={"cas": CAS_NS})
     fail = etree.SubElement(root, f"{{{CAS_NS}}}proxyFailure", code="INVALID_REQUEST")

@@ -13,10 +13,8 @@ from datetime import timedelta
 
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.requests_client import OAuth2Session
 from flask import current_app, request
 from flask import session as flask_session
-from requests import RequestException
 from sqlalchemy import delete, select
 
 from keys.crypto import seal, unseal
@@ -66,6 +64,8 @@ def _browser_value(create: bool) -> str | None:
 
 def start(upstream: UpstreamInfo, next_url: str) -> str:
     """The upstream's authorization URL for this browser (raises UpstreamUnavailable)."""
+    from authlib.integrations.requests_client import OAuth2Session  # requests: not at start-up
+
     db.session.rollback()  # nothing read stays in a transaction during the HTTP request
     meta = metadata.discovery(upstream.issuer)
     state, nonce, verifier = token(32), token(32), generate_token(64)
@@ -148,6 +148,9 @@ def _callback_params(upstream: UpstreamInfo, meta: dict) -> None:
 
 def finish(upstream: UpstreamInfo) -> tuple[Proven, str]:
     """Check the callback and redeem the code: the person proven, and where to go next."""
+    from authlib.integrations.requests_client import OAuth2Session
+    from requests import RequestException
+
     pending = _consume(upstream, request.args.get("state"))
     secret = upstream.client_secret()
     db.session.rollback()

@@ -8,7 +8,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import requests
 from flask import current_app
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -45,6 +44,8 @@ def clear_cache() -> None:
 
 
 def _get_json(url: str) -> dict:
+    import requests  # imported by the first upstream request, not at start-up
+
     timeout = float(current_app.config["TONGBAN_FEDERATION_HTTP_TIMEOUT"])
     try:
         resp = requests.get(url, timeout=(min(3.0, timeout), timeout), allow_redirects=False,

@@ -20,7 +20,6 @@ import threading
 import time
 from functools import lru_cache
 
-import requests
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import current_app
@@ -134,6 +133,8 @@ def _end_read_transaction() -> None:
 
 
 def _fetch(uri: str) -> KeySet:
+    import requests  # imported when a jwks_uri is first fetched, not at start-up
+
     cfg = current_app.config
     limit = int(cfg["TONGBAN_JWKS_URI_MAX_BYTES"])
     _end_read_transaction()

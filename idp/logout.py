@@ -13,7 +13,6 @@ import uuid
 from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
-import requests
 from flask import current_app
 from joserfc import jwt
 from sqlalchemy import or_, select, update
@@ -56,6 +55,8 @@ def logout_token(client: registry.RegisteredClient, sid: str, sub: str) -> str:
 
 @outbox.handler(KIND)
 def _deliver(item: outbox.OutboxItem) -> None:
+    import requests  # imported by the first delivery, not at start-up
+
     data = item.data
     client = registry.get_client(data["client_id"])
     if client is None:

@@ -79,8 +79,10 @@ def _page_png_and_words(pdf: bytes, page: int) -> tuple[bytes, list[tuple[float,
 
 def render_ofd(lic: Licence, watermark: str | None = None) -> tuple[bytes, int, tuple[float, float]]:
     """The unsealed OFD of ``lic``, the page index of its seal and the seal's centre (mm, top left)."""
+    from . import pdf
+
     t = lic.type
-    rendered = services.pdf.render(services.sheet(lic, t, watermark))
+    rendered = pdf.render(services.sheet(lic, t, watermark))
     png, words, (w_pt, h_pt) = _page_png_and_words(rendered.pdf, rendered.page)
     b = OfdBuilder(title=f"{lic.type_name} {lic.holder_name}", author=lic.issuer_name, creator="Tongban 通办 e-licence",
                    custom={"ZZBS": lic.identifier, "licence_type": lic.type_code, "licence_type_name": lic.type_name,

@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from flask import current_app
 from sqlalchemy import bindparam, select, update
@@ -23,7 +24,7 @@ from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name
 from tongban.upsert import upsert
 
-from . import identifiers, pdf, verification
+from . import identifiers, verification
 from .catalogue import TYPES
 from .errors import (
     BadTransition,
@@ -45,10 +46,16 @@ from .models import (
     LicenceType,
 )
 
+if TYPE_CHECKING:
+    from . import pdf
+
 STATUS_LIST_KEY = "status-list"
 PUBLIC_STATUSES = ("valid", "suspended", "revoked", "expired")
 ITEM_TYPES = ("text", "textarea", "date", "number", "select", "id_number", "uscc")
-LAYOUT_KINDS = tuple(pdf.LAYOUTS)
+# licence/pdf.py's LAYOUTS and PAGES (tests/tongban/test_lean_imports.py keeps them equal): the
+# drawing code and reportlab are imported when a licence is drawn, not when the app starts
+LAYOUT_KINDS = ("permit", "card", "booklet", "diploma", "form")
+PAGE_NAMES = ("A4", "A4L", "A5L", "card")
 
 
 def today() -> date:
@@ -115,9 +122,9 @@ def check_type_spec(spec: dict) -> dict:
         it.setdefault("type", "text")
         it.setdefault("required", True)
     layout = spec.get("layout") or {}
-    if layout.get("kind", "permit") not in LAYOUT_KINDS or layout.get("page", "A4L") not in pdf.PAGES:
+    if layout.get("kind", "permit") not in LAYOUT_KINDS or layout.get("page", "A4L") not in PAGE_NAMES:
         raise ValidationError(f"layout.kind must be one of {', '.join(LAYOUT_KINDS)}, page one of "
-                              f"{', '.join(pdf.PAGES)}", "invalid_licence_type")
+                              f"{', '.join(PAGE_NAMES)}", "invalid_licence_type")
     if layout.get("file_format", "pdf") not in ("pdf", "ofd"):  # the default file (licence/ofd.py)
         raise ValidationError("layout.file_format must be pdf or ofd", "invalid_licence_type")
     validity = spec.get("validity") or {"permanent": True}
@@ -311,6 +318,8 @@ def _number(t: LicenceType, holder_id: str, data: dict, lid: identifiers.Licence
 
 
 def sheet(lic: Licence, t: LicenceType | None = None, watermark: str | None = None) -> pdf.Sheet:
+    from . import pdf
+
     t = t or lic.type
     return pdf.Sheet(type_name=lic.type_name, layout=t.layout or {}, items=t.items or [], data=lic.data or {},
                      holder_kind=lic.holder_kind, holder_id=lic.holder_id, holder_name=lic.holder_name,
@@ -320,6 +329,8 @@ def sheet(lic: Licence, t: LicenceType | None = None, watermark: str | None = No
 
 
 def _sealed_pdf(lic: Licence, t: LicenceType, actor: str, purpose: str, watermark: str | None = None) -> bytes:
+    from . import pdf
+
     seal = licence_seal(lic.issuer_uscc)
     out = pdf.render(sheet(lic, t, watermark))
     return _seal_services().sign_pdf(seal, out.pdf, purpose=purpose, actor=actor, certify=True,

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import current_app
-from lxml import etree
 from sqlalchemy import select
 
 from casserver.models import LegacyService
@@ -32,6 +31,7 @@ from .constants import (
 from .models import SamlLogin, SamlNameId
 
 if TYPE_CHECKING:
+    from lxml import etree
     from saml2.server import Server
 
 MD_NS = "urn:oasis:names:tc:SAML:2.0:metadata"
@@ -47,6 +47,8 @@ def entity_id() -> str:
 
 
 def _parse_metadata(xml: bytes) -> tuple[str, etree._Element]:
+    from lxml import etree  # imported with the first SAML work, not at start-up
+
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
     try:
         root = etree.fromstring(xml, parser)
@@ -98,6 +100,8 @@ class SP:
 
     @property
     def root(self):
+        from lxml import etree
+
         return etree.fromstring(self.metadata_xml.encode(), etree.XMLParser(resolve_entities=False,
                                                                            no_network=True))
 

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from flask import session as flask_session
 from flask_babel import gettext as _
-from lxml import etree
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -233,6 +232,8 @@ def _claim(pending: SamlRequest) -> bool:
 def _answer(srv, sp: services.SP, pending: SamlRequest, sess, status: str | None = None):
     # the response is signed (xmlsec1, a subprocess) before any write: SQLite's write lock is
     # taken only for the short transaction that records it
+    from lxml import etree
+
     if status is not None:
         response = srv.create_error_response(pending.request_id, pending.acs_url, (status, "no session"), sign=True,
                                              sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256)

@@ -38,7 +38,6 @@ from tongban.security import cacheable
 from . import services
 from .errors import BadPdf, LicenceSealReserved, NotAuthorised, PdfTooLarge, SealingRefused, SealNotUsable
 from .models import Seal
-from .pdfcheck import visible_box
 
 bp = Blueprint("seal_console", __name__)
 
@@ -192,6 +191,8 @@ def _upload(form: SealPdfForm) -> bytes:
 
 def _page_box(pdf: bytes, page_ix: int) -> tuple[float, float, float, float]:
     """The page's visible box (CropBox, else MediaBox, inherited); 400 for a page that does not exist."""
+    from .pdfcheck import visible_box  # pyHanko: imported when a PDF is read
+
     reader, count = services.read_pdf(pdf)
     if not 0 <= page_ix < count:
         raise ValidationError(

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import io
 import math
-
-from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfgen import canvas
+from typing import TYPE_CHECKING
 
 from tongban.fonts import CJK_FONT, cjk_font
+
+if TYPE_CHECKING:
+    from reportlab.pdfgen import canvas
+
+# reportlab is imported when a picture is drawn, not when the app starts
+mm = 72 / 25.4  # points per millimetre (reportlab.lib.units.mm)
 
 SEAL_RED = (0.87, 0.05, 0.07)
 DIAMETER_MM = 40.0
@@ -45,6 +48,8 @@ def _star(c: canvas.Canvas, cx: float, cy: float, radius: float) -> None:
 
 def _glyph(c: canvas.Canvas, ch: str, x: float, y: float, rotation: float, size: float, squeeze: float) -> None:
     """One character centred on (x, y) at its baseline, rotated by ``rotation`` degrees."""
+    from reportlab.pdfbase import pdfmetrics
+
     c.saveState()
     c.translate(x, y)
     c.rotate(rotation)
@@ -78,6 +83,9 @@ def _arc_text(c: canvas.Canvas, text: str, cx: float, cy: float, radius: float, 
 
 def render(org_name: str, purpose: str, code: str, *, diameter_mm: float = DIAMETER_MM) -> bytes:
     """The seal as a one-page PDF exactly ``diameter_mm`` wide and high (transparent background)."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfgen import canvas
+
     if not 38 <= diameter_mm <= 42:
         raise ValueError("a seal is 38-42 mm across")
     cjk_font()

@@ -43,7 +43,6 @@ from .errors import (
     VerifierBusy,
 )
 from .models import KIND_NAMES, KINDS, Seal, SealAuthorisation
-from .pdfcheck import DOCUMENT_ERRORS, check_structure, damaged, decode_limits, sane_box, visible_box
 from .picture import DIAMETER_MM, PURPOSE_TEXT, render
 
 SEAL_SIZE_PT = DIAMETER_MM / 25.4 * 72
@@ -229,6 +228,8 @@ def _reader(pdf: bytes, *, incremental: bool = False):
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.pdf_utils.reader import PdfFileReader
 
+    from .pdfcheck import damaged, decode_limits  # pyHanko: imported when a PDF is read
+
     if not isinstance(pdf, bytes | bytearray) or b"%PDF-" not in pdf[:1024]:
         raise BadPdf("not a PDF file")
     try:
@@ -247,6 +248,8 @@ def _reader(pdf: bytes, *, incremental: bool = False):
 
 def read_pdf(pdf: bytes):
     """A reader of ``pdf`` that passed ``check_structure``, and its page count; BadPdf otherwise."""
+    from .pdfcheck import check_structure
+
     reader = _reader(pdf)
     return reader, check_structure(reader)["pages"]
 
@@ -314,6 +317,8 @@ def _stamp_style(seal: Seal):
 
 def _placement(writer, page: int, existing: int, count: int) -> tuple[int, tuple[float, float, float, float]]:
     """Default box: bottom right of the page, moved left for each seal already on the document."""
+    from .pdfcheck import visible_box
+
     if not -count <= page < count:
         raise ValidationError(f"page {page} does not exist (the document has {count})", "invalid_page")
     x1, y1, x2, _y2 = visible_box(writer, page, count)
@@ -402,6 +407,8 @@ def sign_pdf(seal: Seal, pdf: bytes, *, purpose: str, actor: str, certify: bool 
     from pyhanko.sign.general import SigningError
 
     from keys.tsa import timestamper
+
+    from .pdfcheck import DOCUMENT_ERRORS, check_structure, damaged, sane_box
 
     purpose = (purpose or "").strip()
     if not purpose:
@@ -618,6 +625,8 @@ def _deadline_policy_class():
 
 def _verify(pdf: bytes, *, max_signatures: int, deadline: float) -> dict:
     from pyhanko.sign.validation import async_validate_pdf_signature
+
+    from .pdfcheck import DOCUMENT_ERRORS, check_structure, damaged
 
     def in_time() -> None:
         if time.monotonic() > deadline:

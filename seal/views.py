@@ -13,7 +13,6 @@ from tongban.extensions import csrf, db
 
 from . import services
 from .errors import BadPdf, PdfTooLarge
-from .ofd import is_ofd, verify_document
 
 bp = Blueprint("seal", __name__)
 
@@ -66,16 +65,23 @@ def api_verify():
     if throttled is not None:
         return throttled
     data = _uploaded_pdf()
-    verdict = verify_document(data)  # PDF or OFD
+    verdict = _verify_document(data)  # PDF or OFD
     _add_licence(data, verdict)
     db.session.commit()
     return jsonify(verdict)
 
 
+def _verify_document(data: bytes) -> dict:
+    # seal/ofd.py (lxml, the 国密 code) and pyHanko are imported by the first verification, not at start-up
+    from .ofd import verify_document
+
+    return verify_document(data)
+
+
 def _add_licence(data: bytes, verdict: dict) -> None:
     """A PDF that presents itself as a Tongban e-licence: its status next to the seal verdict
     (key ``licence``, added only then), so a sealed licence that was revoked is not taken as valid."""
-    if is_ofd(data):
+    if bytes(data[:4]) == b"PK\x03\x04":  # an OFD (seal.ofd.is_ofd): no licence PDF
         return
     for key, recognise in _DOCUMENT_RECOGNISERS.items():
         found = recognise(data, verdict)
@@ -129,7 +135,7 @@ def verify_page():
                                error=_("Too many verifications; please try again in a minute.")), 429
     try:
         data = _uploaded_pdf()
-        verdict = verify_document(data)
+        verdict = _verify_document(data)
         _add_licence(data, verdict)
         db.session.commit()
     except TongbanError as e:
