@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import click
@@ -73,11 +73,11 @@ class LazyDbGroup(click.Group):
         super().__init__(name="db", help="Perform database migrations.")
 
     @property  # type: ignore[override]
-    def commands(self) -> dict[str, click.Command]:
+    def commands(self) -> MutableMapping[str, click.Command]:
         return _db_group().commands
 
     @commands.setter
-    def commands(self, value: dict[str, click.Command]) -> None:
+    def commands(self, value: MutableMapping[str, click.Command]) -> None:
         pass  # click.Group.__init__ sets an empty dict: the commands are Flask-Migrate's
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:

@@ -44,7 +44,8 @@ def loaded(tmp_path_factory) -> dict:
            "DATABASE_URL": f"sqlite:///{tmp / 'tongban.db'}", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("TONGBAN_ISSUER", None)
     code = ("import json, sys, wsgi; "
-            "print(json.dumps({'modules': sorted(sys.modules), 'routes': sorted(r.rule for r in wsgi.app.url_map.iter_rules()),"
+            "print(json.dumps({'modules': sorted(sys.modules),"
+            " 'routes': sorted(r.rule for r in wsgi.app.url_map.iter_rules()),"
             " 'migrate': type(wsgi.app.extensions['migrate']).__module__}))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
@@ -73,17 +74,17 @@ def test_licence_layouts_match_the_drawing_code():
     # licence/services.py names them without importing licence/pdf.py (reportlab)
     from licence import pdf, services
 
-    assert services.LAYOUT_KINDS == tuple(pdf.LAYOUTS)
-    assert services.PAGE_NAMES == tuple(pdf.PAGES)
+    assert tuple(pdf.LAYOUTS) == services.LAYOUT_KINDS
+    assert tuple(pdf.PAGES) == services.PAGE_NAMES
 
 
 def test_saml_constants_are_pysaml2s():
-    from saml import constants, pysaml  # noqa: F401  (pysaml: imported as the first SAML request does)
-
     import saml2
     import saml2.saml
     import saml2.samlp
     import saml2.xmldsig
+
+    from saml import constants, pysaml  # noqa: F401  (pysaml: imported as the first SAML request does)
 
     for name in ("BINDING_HTTP_POST", "BINDING_HTTP_REDIRECT", "BINDING_SOAP"):
         assert getattr(constants, name) == getattr(saml2, name)
