@@ -64,11 +64,11 @@ def metadata():
 
 
 def _signed_metadata() -> str:
-    from saml2.metadata import do_key_descriptor, entity_descriptor, sign_entity_descriptor
-
     from keys import saml as samlkeys
 
-    srv = services.server()
+    srv = services.server()  # first: loads pysaml2 with its import-time warning silenced (saml/pysaml.py)
+    from saml2.metadata import do_key_descriptor, entity_descriptor, sign_entity_descriptor
+
     srv.config.valid_for = 24  # hours: validUntil, service providers refresh it daily
     ed = entity_descriptor(srv.config)
     active = samlkeys.active()
