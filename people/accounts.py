@@ -18,7 +18,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, update
 from tongban import audit
 from tongban.clock import token, utcnow
 from tongban.errors import ValidationError
-from tongban.extensions import db
+from tongban.extensions import db, release_connection
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
@@ -38,7 +38,14 @@ from .errors import (
     UnknownUser,
 )
 from .models import LoginEvent, LoginThrottle, Organisation, PopulationRecord, StaffRole, User
-from .passwords import check_policy, hash_password, needs_rehash, verify_password
+from .passwords import (
+    check_account_password,
+    check_policy,
+    hash_password,
+    needs_rehash,
+    new_password_hash,
+    verify_password,
+)
 from .signals import revoke_credentials
 
 ROLES = ("clerk", "seal-admin", "auditor", "admin")
@@ -77,7 +84,7 @@ def create_user(id_number: str, name: str, password: str, phone: str | None = No
     phone = normalise_phone(phone)
     if check_password_policy:
         check_policy(password, id_number=ident.value, phone=phone or "")
-    password_hash = hash_password(password)  # before the session writes anything (no lock held)
+    password_hash = new_password_hash(password)  # before the session writes anything (no lock held)
     if db.session.execute(select(User.id).where(User.id_number == ident.value)).first():
         raise AccountExists(localised(_l("An account with this ID number already exists. If you did not create it, "
                                           "bring your identity card to a government service counter: a clerk "
@@ -308,6 +315,7 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
     slot, the Argon2 check and settling it each hold at most one pooled connection, never two,
     and no transaction is open during the check."""
     source = login_source(ip)
+    release_connection()  # what the request read so far: no connection held across Argon2
     slot = _take_slot(login, source, ip)
     if slot is None:
         verify_password(None, password)  # same cost as a real check
@@ -347,7 +355,8 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
         if new_hash and user.password_hash == slot.password_hash:
             user.password_hash = new_hash
         _event(user, "success", ip, user_agent)
-        audit.record("login.success", actor=f"user:{user.sub}", object=f"user:{user.sub}")
+        audit.record("login.success", actor=f"user:{user.sub}", object=f"user:{user.sub}",
+                     detail={"rehashed": True} if new_hash else None)
         return LoginResult(user, True)
     if failure is None:  # not reserved, and none of the outcomes above: cannot happen
         raise RuntimeError(f"unexpected log-in slot outcome {slot.outcome!r}")
@@ -399,12 +408,12 @@ def recent_logins(user: User, limit: int = 20) -> list[LoginEvent]:
 def change_password(user: User, current: str, new: str, *, keep_sid: str | None = None) -> int:
     """Replace the password (the caller holds no write transaction: both Argon2 runs happen
     before anything is written). Every other session of the account ends; returns how many."""
-    if not verify_password(user.password_hash, current):
+    if not check_account_password(user, current):
         audit.record("account.password_change", actor=f"user:{user.sub}", outcome="failure",
                      detail={"reason": "bad_current_password"})
         raise BadPassword(localised(_l("The current password is wrong.")))
     check_policy(new, id_number=user.id_number, phone=user.phone or "")
-    new_hash = hash_password(new)
+    new_hash = new_password_hash(new)
     user.password_hash = new_hash
     user.password_changed_at = utcnow()
     audit.record("account.password_change", actor=f"user:{user.sub}", object=f"user:{user.sub}")
