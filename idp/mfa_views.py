@@ -29,7 +29,7 @@ from people import accounts, mfa, sessions
 from people.auth import login_required
 from people.forms import ConfirmForm
 from people.models import User
-from people.passwords import verify_password
+from people.passwords import check_account_password
 from tongban import audit, ratelimit
 from tongban.clock import epoch
 from tongban.errors import TongbanError
@@ -501,7 +501,7 @@ def reauth():
             db.session.commit()
             flash(_("Too many attempts. Try again in %(s)d seconds.", s=hit.retry_after), "error")
             return redirect(url_for("mfa.reauth", next=next_url))
-        if not verify_password(user.password_hash, request.form.get("password", "")):
+        if not check_account_password(user, request.form.get("password", "")):
             audit.record("account.reauth", actor=f"user:{user.sub}", outcome="failure",
                          detail={"reason": "bad_password"})
             db.session.commit()

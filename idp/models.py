@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -110,6 +111,8 @@ class Consent(db.Model):
 
 class AuthorizationCode(db.Model):
     __tablename__ = "authorization_codes"
+    # the OpenID Connect nonce replay check of every authorization request (server.exists_nonce)
+    __table_args__ = (Index("ix_authorization_codes_client_id_nonce", "client_id", "nonce"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)

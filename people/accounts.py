@@ -18,7 +18,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, update
 from tongban import audit
 from tongban.clock import token, utcnow
 from tongban.errors import ValidationError
-from tongban.extensions import db
+from tongban.extensions import db, release_connection
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
@@ -38,7 +38,14 @@ from .errors import (
     UnknownUser,
 )
 from .models import LoginEvent, LoginThrottle, Organisation, PopulationRecord, StaffRole, User
-from .passwords import check_policy, hash_password, needs_rehash, verify_password
+from .passwords import (
+    check_account_password,
+    check_policy,
+    hash_password,
+    needs_rehash,
+    new_password_hash,
+    verify_password,
+)
 from .signals import revoke_credentials
 
 ROLES = ("clerk", "seal-admin", "auditor", "admin")
@@ -77,7 +84,7 @@ def create_user(id_number: str, name: str, password: str, phone: str | None = No
     phone = normalise_phone(phone)
     if check_password_policy:
         check_policy(password, id_number=ident.value, phone=phone or "")
-    password_hash = hash_password(password)  # before the session writes anything (no lock held)
+    password_hash = new_password_hash(password)  # before the session writes anything (no lock held)
     if db.session.execute(select(User.id).where(User.id_number == ident.value)).first():
         raise AccountExists(localised(_l("An account with this ID number already exists. If you did not create it, "
                                           "bring your identity card to a government service counter: a clerk "
@@ -163,6 +170,7 @@ class _Slot:
     outcome: str  # reserved | disabled | locked | busy
     locked_until: datetime | None = None
     password_hash: str = ""  # read with the reservation: the check needs no other connection
+    account_failures: bool = True  # the account had failures or a lock when reserved (to clear)
 
 
 # how long a reserved try may stay unanswered before its slot counts as free again
@@ -175,11 +183,6 @@ def _pair_lock_minutes(locks: int) -> int:
     """Progressive: 1, 2, 4, 8 ... minutes for the pair's 1st, 2nd, 3rd ... lock, capped."""
     cap = current_app.config["TONGBAN_LOCKOUT_MINUTES"]
     return max(1, min(cap, 2 ** min(max(locks - 1, 0), 16)))
-
-
-def _ensure_throttle_row(conn, user_id: int, source: str) -> None:
-    conn.execute(upsert(conn, LoginThrottle, dict(user_id=user_id, source=source, failures=0, pending=0, locks=0),
-                        ["user_id", "source"]))
 
 
 def _familiar(conn, user_id: int, ip: str, now: datetime) -> bool:
@@ -220,22 +223,25 @@ def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot |
     failures = case((and_(t.locked_until.is_not(None), t.locked_until <= now), 0), else_=t.failures)
     pending = case((or_(t.pending_at.is_(None), t.pending_at < now - _PENDING_STALE), 0), else_=t.pending)
     with db.engine.begin() as conn:
-        found = conn.execute(select(User.id, User.disabled, User.locked_until, User.password_hash)
-                             .where(clause)).first()
+        found = conn.execute(select(User.id, User.disabled, User.locked_until, User.password_hash,
+                                    User.failed_logins).where(clause)).first()
         if found is None:
             return None
-        user_id, disabled, account_locked, password_hash = found
+        user_id, disabled, account_locked, password_hash, account_failed = found
         if disabled:
             return _Slot(user_id, "disabled")
         if account_locked is not None and account_locked > now and not _familiar(conn, user_id, ip, now):
             return _Slot(user_id, "locked", account_locked)
-        _ensure_throttle_row(conn, user_id, source)
-        took = conn.execute(
-            update(t).where(t.user_id == user_id, t.source == source, lock_over, failures + pending < threshold)
-            .values(failures=failures, locked_until=None, pending=pending + 1, pending_at=now)
-            .returning(t.failures)).first()
-        if took is not None:
-            return _Slot(user_id, "reserved", password_hash=password_hash)
+        # one statement: a new pair's row is created with this try's slot taken; an existing
+        # pair's row takes a slot only while confirmed failures + tries in flight < threshold
+        took = conn.execute(upsert(
+            conn, t, dict(user_id=user_id, source=source, failures=0, pending=1, pending_at=now, locks=0),
+            ["user_id", "source"], {"failures": failures, "locked_until": None, "pending": pending + 1,
+                                    "pending_at": now},
+            where=and_(lock_over, failures + pending < threshold)).returning(t.failures)).first()
+        if took is not None and threshold > 0:
+            return _Slot(user_id, "reserved", password_hash=password_hash,
+                         account_failures=bool(account_failed) or account_locked is not None)
         until = conn.execute(select(t.locked_until).where(t.user_id == user_id, t.source == source)).scalar()
         if until is not None and until > now:
             return _Slot(user_id, "locked", until)
@@ -255,15 +261,17 @@ def _take_slot(login: str, source: str, ip: str) -> _Slot | None:
         pause = min(pause * 2, 0.2)
 
 
-def _release_success(user_id: int, source: str) -> None:
-    """A right password: its slot back, the pair's and the account's failures forgotten."""
+def _release_success(user_id: int, source: str, account_failures: bool = True) -> None:
+    """A right password: its slot back, the pair's and the account's failures forgotten (the
+    account row is only written when it had failures or a lock when the try was reserved)."""
     t = LoginThrottle
     with db.engine.begin() as conn:
         conn.execute(update(t).where(t.user_id == user_id, t.source == source).values(
             pending=case((t.pending > 0, t.pending - 1), else_=0), failures=0, locked_until=None, locks=0))
-        conn.execute(update(User).where(User.id == user_id, or_(User.failed_logins != 0,
-                                                                User.locked_until.is_not(None)))
-                     .values(failed_logins=0, locked_until=None))
+        if account_failures:
+            conn.execute(update(User).where(User.id == user_id, or_(User.failed_logins != 0,
+                                                                    User.locked_until.is_not(None)))
+                         .values(failed_logins=0, locked_until=None))
 
 
 @dataclass
@@ -308,6 +316,7 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
     slot, the Argon2 check and settling it each hold at most one pooled connection, never two,
     and no transaction is open during the check."""
     source = login_source(ip)
+    release_connection()  # what the request read so far: no connection held across Argon2
     slot = _take_slot(login, source, ip)
     if slot is None:
         verify_password(None, password)  # same cost as a real check
@@ -323,7 +332,7 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
             _give_back(slot.user_id, source)
             raise
         if right:
-            _release_success(slot.user_id, source)
+            _release_success(slot.user_id, source, slot.account_failures)
         else:
             failure = _record_failure(slot.user_id, source, utcnow())
     user = db.session.get(User, slot.user_id, populate_existing=True)
@@ -347,7 +356,8 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
         if new_hash and user.password_hash == slot.password_hash:
             user.password_hash = new_hash
         _event(user, "success", ip, user_agent)
-        audit.record("login.success", actor=f"user:{user.sub}", object=f"user:{user.sub}")
+        audit.record("login.success", actor=f"user:{user.sub}", object=f"user:{user.sub}",
+                     detail={"rehashed": True} if new_hash else None)
         return LoginResult(user, True)
     if failure is None:  # not reserved, and none of the outcomes above: cannot happen
         raise RuntimeError(f"unexpected log-in slot outcome {slot.outcome!r}")
@@ -399,12 +409,12 @@ def recent_logins(user: User, limit: int = 20) -> list[LoginEvent]:
 def change_password(user: User, current: str, new: str, *, keep_sid: str | None = None) -> int:
     """Replace the password (the caller holds no write transaction: both Argon2 runs happen
     before anything is written). Every other session of the account ends; returns how many."""
-    if not verify_password(user.password_hash, current):
+    if not check_account_password(user, current):
         audit.record("account.password_change", actor=f"user:{user.sub}", outcome="failure",
                      detail={"reason": "bad_current_password"})
         raise BadPassword(localised(_l("The current password is wrong.")))
     check_policy(new, id_number=user.id_number, phone=user.phone or "")
-    new_hash = hash_password(new)
+    new_hash = new_password_hash(new)
     user.password_hash = new_hash
     user.password_changed_at = utcnow()
     audit.record("account.password_change", actor=f"user:{user.sub}", object=f"user:{user.sub}")

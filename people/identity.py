@@ -38,7 +38,7 @@ from .accounts import identity_verifier, normalise_phone
 from .enterprise import SMS_KIND
 from .errors import IdNumberMovedMeanwhile, PhoneTaken, RecoveredBefore, UnknownUser
 from .models import User
-from .passwords import check_policy, hash_password
+from .passwords import check_policy, new_password_hash
 from .signals import revoke_credentials
 
 
@@ -114,7 +114,7 @@ def recover(id_number: str, *, name: str, password: str, phone: str | None, reas
                               "cannot be moved again here. Refer the case to the operating authority.")))
     if phone and db.session.execute(select(User.id).where(User.phone == phone, User.id != squatter.id)).first():
         raise PhoneTaken(str(_l("This phone number is already used by another account.")))
-    password_hash = hash_password(password)  # before the first write: no lock held while hashing
+    password_hash = new_password_hash(password)  # before the first write: no lock held while hashing
 
     squatter = db.session.get(User, squatter.id, populate_existing=True)
     if squatter is None or squatter.id_number != ident.value:  # moved in between

@@ -643,10 +643,9 @@ def overview(user: User) -> Overview:
 
 def has_second_factor(user: User) -> bool:
     """Whether log-in must ask for a second factor after the password (TOTP or a passkey)."""
-    if db.session.execute(select(TotpFactor.id).where(TotpFactor.user_id == user.id,
-                                                      TotpFactor.confirmed_at.is_not(None))).first():
-        return True
-    return db.session.execute(select(Passkey.id).where(Passkey.user_id == user.id).limit(1)).first() is not None
+    totp = select(TotpFactor.id).where(TotpFactor.user_id == user.id, TotpFactor.confirmed_at.is_not(None))
+    passkey = select(Passkey.id).where(Passkey.user_id == user.id)
+    return bool(db.session.execute(select(or_(totp.exists(), passkey.exists()))).scalar())  # one query
 
 
 __all__ = ["DEFAULTS", "OutboxSmsSender", "SecondFactorError", "SmsSender", "has_second_factor", "overview"]

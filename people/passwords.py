@@ -1,36 +1,93 @@
-"""Passwords: argon2id (argon2-cffi's RFC 9106 low-memory profile) and the policy."""
+"""Passwords: Argon2id hashing at the configured cost, and the policy.
+
+The cost is ``TONGBAN_ARGON2_TIME_COST`` / ``_MEMORY_KIB`` / ``_PARALLELISM`` (checked
+against a floor in ``tongban.config``; the reasoning and the measured figures are in
+docs/sessions-and-security.md, "Password hashing cost"). A stored hash carries its own
+parameters, so hashes made at another cost keep verifying; ``needs_rehash`` tells the
+log-in to store a fresh hash at the current cost.
+
+Argon2 is slow on purpose: callers run it with no database transaction open and no pooled
+connection held (``tongban.extensions.release_connection``), so it never blocks SQLite's
+writer or ties up a connection of the pool.
+"""
 
 from __future__ import annotations
 
 import re
+import threading
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app
+from flask import current_app, has_app_context
 from flask_babel import lazy_gettext as _l
 
+from tongban.config import ARGON2_DEFAULTS
+from tongban.extensions import release_connection
 from tongban.i18n import localised
 
 from .errors import WeakPassword
 
-_hasher = PasswordHasher()  # argon2id, t=3, m=64 MiB, p=4
-# verified against when the account does not exist, so timing does not tell
-_DUMMY = _hasher.hash("tongban-dummy-password")
+_lock = threading.Lock()
+# one hasher (and one dummy hash) per cost: building them is cheap, the dummy hash is not
+_hashers: dict[tuple[int, int, int], tuple[PasswordHasher, str]] = {}
+
+
+def cost() -> tuple[int, int, int]:
+    """(time cost, memory KiB, parallelism) of new hashes: the app's settings, else the defaults."""
+    cfg = current_app.config if has_app_context() else ARGON2_DEFAULTS
+    return (int(cfg.get("TONGBAN_ARGON2_TIME_COST", ARGON2_DEFAULTS["TONGBAN_ARGON2_TIME_COST"])),
+            int(cfg.get("TONGBAN_ARGON2_MEMORY_KIB", ARGON2_DEFAULTS["TONGBAN_ARGON2_MEMORY_KIB"])),
+            int(cfg.get("TONGBAN_ARGON2_PARALLELISM", ARGON2_DEFAULTS["TONGBAN_ARGON2_PARALLELISM"])))
+
+
+def _entry(params: tuple[int, int, int]) -> tuple[PasswordHasher, str]:
+    found = _hashers.get(params)
+    if found is None:
+        with _lock:
+            found = _hashers.get(params)
+            if found is None:
+                t, m, p = params
+                h = PasswordHasher(time_cost=t, memory_cost=m, parallelism=p, hash_len=32, salt_len=16,
+                                   type=Type.ID)
+                # verified against when the account does not exist, so timing does not tell
+                found = _hashers[params] = (h, h.hash("tongban-dummy-password"))
+    return found
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _entry(cost())[0].hash(password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
+    """Whether ``password`` matches ``stored`` (whatever cost it was made at). With no stored
+    hash the check still runs, against a dummy hash at the current cost: same time."""
+    hasher, dummy = _entry(cost())
     try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        return hasher.verify(stored or dummy, password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 
 
+def check_account_password(user, password: str) -> bool:
+    """Whether ``password`` is ``user``'s: the stored hash is read, then the session's read
+    transaction ends before Argon2 runs (nothing may have been written before this)."""
+    stored = user.password_hash
+    release_connection()
+    return verify_password(stored, password)
+
+
+def new_password_hash(password: str) -> str:
+    """``hash_password`` with the session's read transaction ended first (see above)."""
+    release_connection()
+    return hash_password(password)
+
+
 def needs_rehash(stored: str) -> bool:
-    return _hasher.check_needs_rehash(stored)
+    """Whether ``stored`` was made at another cost (or another variant) than the current one."""
+    try:
+        return _entry(cost())[0].check_needs_rehash(stored)
+    except (InvalidHashError, ValueError):
+        return True
 
 
 def check_policy(password: str, *, id_number: str = "", phone: str = "") -> None:

@@ -37,7 +37,7 @@ from . import accounts
 from .errors import NoPhone
 from .mfa import SecondFactorError, _sms_digest, send_sms_code, sms_sender, verify_sms_code
 from .models import LoginThrottle, User
-from .passwords import check_policy, hash_password
+from .passwords import check_policy, new_password_hash
 
 
 class PhoneCheck(db.Model):
@@ -198,7 +198,7 @@ def prepare_password(login: str, new_password: str) -> PreparedPassword:
     login = (login or "").strip().upper()
     check_policy(new_password, id_number=login if len(login) == 18 else "",
                  phone=login if login.isdigit() else "")
-    return PreparedPassword(hash_password(new_password), new_password)
+    return PreparedPassword(new_password_hash(new_password), new_password)
 
 
 def complete_reset(login: str, code: str, prepared: PreparedPassword) -> User:

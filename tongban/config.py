@@ -58,6 +58,11 @@ DEFAULTS: dict = {
     "TONGBAN_SESSION_IDLE_MINUTES": 120,
     "TONGBAN_SESSION_ABSOLUTE_HOURS": 12,
     "TONGBAN_PASSWORD_MIN_LENGTH": 10,
+    # Argon2id cost of new password hashes (docs/sessions-and-security.md, "Password hashing
+    # cost"); below ARGON2_FLOOR start-up stops, a hash at another cost is redone at log-in
+    "TONGBAN_ARGON2_TIME_COST": 2,
+    "TONGBAN_ARGON2_MEMORY_KIB": 19456,
+    "TONGBAN_ARGON2_PARALLELISM": 1,
     "TONGBAN_DORMANT_DAYS": 90,
     # how often each worker writes its in-memory usage counters to the database
     "TONGBAN_USAGE_FLUSH_SECONDS": 5,
@@ -418,6 +423,7 @@ def load(app: Flask, overrides: dict | None = None) -> None:
         or _set_in_instance_config(folder, "TONGBAN_ISSUER")
     ):
         app.config["TONGBAN_ISSUER"] = serve_issuer
+    check_argon2(app.config)
     proxies = app.config["TONGBAN_TRUSTED_PROXIES"]
     if not isinstance(proxies, int) or isinstance(proxies, bool) or proxies < 0:
         raise ConfigError(f"TONGBAN_TRUSTED_PROXIES={proxies!r}: expected a whole number >= 0")
@@ -451,9 +457,46 @@ def load(app: Flask, overrides: dict | None = None) -> None:
 def check_environment(environ=None) -> None:
     """Convert every declared setting in the environment (``make serve`` runs this before it
     starts workers, which would otherwise fail one after another): ConfigError if one is bad."""
+    values = dict(ARGON2_DEFAULTS)
     for key, raw in (os.environ if environ is None else environ).items():
         if key.startswith("TONGBAN_") and key not in _NOT_CONFIG and setting(key) is not None:
-            convert(key, raw)
+            values[key] = convert(key, raw)
+    check_argon2(values)
+
+
+# ---------------------------------------------------------------- the password-hashing cost
+
+ARGON2_KEYS = ("TONGBAN_ARGON2_TIME_COST", "TONGBAN_ARGON2_MEMORY_KIB", "TONGBAN_ARGON2_PARALLELISM")
+ARGON2_DEFAULTS = {k: DEFAULTS[k] for k in ARGON2_KEYS}
+# The floor: OWASP's Password Storage Cheat Sheet lists equally strong Argon2id settings from
+# m=47104 KiB t=1 to m=7168 KiB t=5 (p=1); its cheapest, m x t = 35840 KiB, is the least
+# memory-hardness work accepted, and 7168 KiB the least memory. The ceilings stop a typo
+# from making every log-in take seconds or gigabytes.
+ARGON2_MIN_MEMORY_KIB = 7168
+ARGON2_MIN_WORK = 7168 * 5
+ARGON2_MAX_MEMORY_KIB = 1024 * 1024
+ARGON2_MAX_TIME_COST = 20
+ARGON2_MAX_PARALLELISM = 16
+
+
+def check_argon2(values) -> None:
+    """ConfigError (naming the variable) if the Argon2id cost is below the floor or absurd."""
+    t, m, p = (values.get(k, ARGON2_DEFAULTS[k]) for k in ARGON2_KEYS)
+    for key, v in zip(ARGON2_KEYS, (t, m, p), strict=True):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ConfigError(f"{key}={v!r}: expected a whole number")
+    if not 1 <= t <= ARGON2_MAX_TIME_COST:
+        raise ConfigError(f"TONGBAN_ARGON2_TIME_COST={t}: expected 1 to {ARGON2_MAX_TIME_COST} passes")
+    if not ARGON2_MIN_MEMORY_KIB <= m <= ARGON2_MAX_MEMORY_KIB:
+        raise ConfigError(f"TONGBAN_ARGON2_MEMORY_KIB={m}: expected {ARGON2_MIN_MEMORY_KIB} to "
+                          f"{ARGON2_MAX_MEMORY_KIB} KiB (OWASP's least is 7168 KiB = 7 MiB)")
+    if not 1 <= p <= ARGON2_MAX_PARALLELISM:
+        raise ConfigError(f"TONGBAN_ARGON2_PARALLELISM={p}: expected 1 to {ARGON2_MAX_PARALLELISM} lanes")
+    if t * m < ARGON2_MIN_WORK:
+        raise ConfigError(
+            f"TONGBAN_ARGON2_TIME_COST={t} with TONGBAN_ARGON2_MEMORY_KIB={m}: below the floor "
+            f"(time cost x memory must be at least {ARGON2_MIN_WORK} KiB, OWASP's least: e.g. t=2 with "
+            f"m=19456, t=1 with m=47104, t=5 with m=7168)")
 
 
 def _explicit(app: Flask, folder: Path, overrides: dict | None, key: str) -> bool:

@@ -87,6 +87,43 @@ def fn_now(fn) -> None:
         fn(conn)
 
 
+_WROTE = "tongban_wrote"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flush(session, flush_context):
+    if session.new or session.dirty or session.deleted:
+        session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_dml(state):
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_writes(session, transaction):
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
+
+
+def release_connection() -> bool:
+    """Before slow CPU work (Argon2): end the request session's transaction when it has only
+    read, so this thread holds no pooled connection and no transaction (no snapshot or lock on
+    PostgreSQL, no read lock on SQLite) while it works; loaded objects are refreshed on next
+    use. Returns False and changes nothing when the session has written (the CLI creating
+    accounts in one batch): those changes must commit or roll back together.
+    tests/tongban/test_no_blocking.py checks that the web paths get here with nothing written."""
+    session = db.session()
+    if not session.in_transaction():
+        return True
+    if session.new or session.dirty or session.deleted or session.info.get(_WROTE):
+        return False
+    session.commit()
+    return True
+
+
 def session_holds_sqlite_write() -> bool:
     """True when the current session has written on SQLite: another connection would wait for it."""
     session = db.session()

@@ -19,10 +19,12 @@ def _dialect(bind: Any) -> str:
 
 
 def upsert(bind: Any, model: Any, values: Mapping[str, Any], keys: Sequence[str],
-           update: Mapping[str, Any] | Callable[[Any], Mapping[str, Any]] | None = None):
+           update: Mapping[str, Any] | Callable[[Any], Mapping[str, Any]] | None = None, *, where: Any = None):
     """The statement inserting ``values`` into ``model``'s table, or on a conflict on the unique
     ``keys``: nothing (``update`` None), or ``update`` — a mapping of column to new value, or a
-    callable given the ``excluded`` row (the values that were not inserted) returning one.
+    callable given the ``excluded`` row (the values that were not inserted) returning one —
+    only where ``where`` holds for the existing row, if given (else the row is left as it is;
+    with ``RETURNING`` nothing is returned then).
 
     ``bind`` (a Connection, Engine or Session) chooses the dialect; execute the statement on it."""
     insert = postgresql.insert if _dialect(bind) == "postgresql" else sqlite.insert
@@ -30,4 +32,4 @@ def upsert(bind: Any, model: Any, values: Mapping[str, Any], keys: Sequence[str]
     if update is None:
         return stmt.on_conflict_do_nothing(index_elements=list(keys))
     set_ = update(stmt.excluded) if callable(update) else update
-    return stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(set_))
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(set_), where=where)

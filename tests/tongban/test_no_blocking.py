@@ -225,3 +225,118 @@ def test_a_session_found_expired_on_a_page_is_really_ended(app, citizen):
     assert row.ended_at is not None and row.end_reason == "expired"
     ended = db.session.execute(select(AuditLog).where(AuditLog.action == "session.ended")).scalar_one()
     assert '"reason": "expired"' in ended.detail
+
+
+# ---------------------------------------------------------------- Argon2 outside any transaction
+
+
+@pytest.fixture
+def argon2_watch(app, monkeypatch):
+    """Every Argon2 hash or verification, with what this thread held at that moment: the pooled
+    connections it had checked out and whether the request's session was in a transaction.
+    Argon2 is slow on purpose; holding a connection across it ties up the pool, holding a
+    transaction pins a snapshot (PostgreSQL) or a lock (SQLite) for its whole duration."""
+    import argon2
+    from sqlalchemy import event
+
+    from tongban.extensions import db
+
+    held: dict[int, int] = {}  # id(connection record) -> thread ident
+
+    def checkout(dbapi_connection, record, proxy):
+        held[id(record)] = threading.get_ident()
+
+    def checkin(dbapi_connection, record):
+        held.pop(id(record), None)
+
+    calls: list[tuple[str, int, bool]] = []
+
+    def watch(name, original):
+        def wrapper(self, *args, **kwargs):
+            mine = sum(1 for thread in held.values() if thread == threading.get_ident())
+            calls.append((name, mine, db.session().in_transaction()))
+            return original(self, *args, **kwargs)
+        return wrapper
+
+    event.listen(db.engine, "checkout", checkout)
+    event.listen(db.engine, "checkin", checkin)
+    monkeypatch.setattr(argon2.PasswordHasher, "hash", watch("hash", argon2.PasswordHasher.hash))
+    monkeypatch.setattr(argon2.PasswordHasher, "verify", watch("verify", argon2.PasswordHasher.verify))
+    db.session.close()  # the test's own session holds nothing either
+    yield calls
+    event.remove(db.engine, "checkout", checkout)
+    event.remove(db.engine, "checkin", checkin)
+
+
+def _argon2_free(calls: list, what: str, at_least: int = 1) -> None:
+    assert len(calls) >= at_least, f"{what}: Argon2 was not called ({calls})"
+    blocked = [c for c in calls if c[1] or c[2]]
+    assert not blocked, f"{what}: Argon2 ran holding a connection or a transaction: {blocked}"
+    calls.clear()
+
+
+def test_argon2_runs_with_no_connection_or_transaction_held(app, browser, citizen, argon2_watch, monkeypatch):
+    """Log-in (right, wrong, unknown account, and a rehash at a new cost), registration, password
+    change, re-authentication and the forgotten-password reset: each Argon2 run happens with no
+    pooled connection checked out by the request's thread and no transaction open."""
+    from sqlalchemy import select
+
+    from people.models import User
+    from tests.conftest import CITIZEN_ID, PASSWORD
+    from tests.flask_flows import csrf_token, login
+    from tests.idp.test_recovery import PHONE, _ask_code, _code_for, _forgot, _reset, register
+    from tongban.extensions import db
+
+    calls = argon2_watch
+    c = browser("en")
+    assert login(c).status_code == 302
+    _argon2_free(calls, "log-in")
+    assert login(browser("en"), password="Wrong-Passw0rd!").status_code == 401
+    _argon2_free(calls, "wrong password")
+    assert login(browser("en"), login="110105198001010016").status_code == 401
+    _argon2_free(calls, "unknown account")
+    monkeypatch.setitem(app.config, "TONGBAN_ARGON2_TIME_COST", 3)  # the next log-in rehashes
+    assert login(browser("en")).status_code == 302
+    assert [name for name, *_ in calls].count("hash") >= 1
+    _argon2_free(calls, "log-in with a rehash")
+    monkeypatch.setitem(app.config, "TONGBAN_ARGON2_TIME_COST", 2)
+
+    page = c.get("/account")  # a page read first: the session has a connection until released
+    assert page.status_code == 200
+    new = "Changed-Passw0rd!"
+    resp = c.post("/account/password", data={"csrf_token": csrf_token(c, "/account"), "current": PASSWORD,
+                                             "new": new, "confirm": new})
+    assert resp.status_code == 302
+    _argon2_free(calls, "password change", 2)
+    db.session.expire_all()
+    from people.passwords import verify_password
+
+    me = db.session.execute(select(User).where(User.id_number == CITIZEN_ID)).scalar_one()
+    assert verify_password(me.password_hash, new)  # (the test's own session holds a connection here)
+    db.session.close()
+    calls.clear()
+
+    page = c.get("/account/security/confirm")
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+    c.post("/account/security/confirm", data={"csrf_token": token, "password": new})
+    _argon2_free(calls, "re-authentication")
+
+    newcomer = browser("en")
+    assert _ask_code(newcomer).status_code == 200
+    code = _code_for(PHONE)
+    db.session.close()
+    assert register(newcomer, code=code).status_code == 302
+    _argon2_free(calls, "registration")
+
+    user = db.session.execute(select(User).where(User.id_number == CITIZEN_ID)).scalar_one()
+    user.assurance_level = 2
+    phone = user.phone
+    db.session.commit()
+    db.session.close()
+    r = browser("en")
+    assert _forgot(r, CITIZEN_ID).status_code == 302
+    code = _code_for(phone)
+    db.session.close()
+    calls.clear()
+    assert _reset(r, code).status_code == 302
+    _argon2_free(calls, "password reset")

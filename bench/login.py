@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+"""Password log-ins per second of one production worker, end to end.
+
+    .venv/bin/python bench/login.py [--seconds 15] [--browsers 6] [--citizens 500]
+                                    [--cost T,M,P] [--postgres] [--redis URL] [--server granian|gunicorn]
+    .venv/bin/python bench/login.py --argon2-only      # the cost table: Argon2id alone, CPU ms per check
+    .venv/bin/python bench/login.py --profile 200      # cProfile of 200 log-ins in-process, Argon2 apart
+
+Creates a throwaway instance (SQLite in a temporary folder, or with --postgres a database
+``login_bench_<pid>`` on 127.0.0.1:5432, created and dropped; or BENCH_DATABASE_URL), migrates
+it, bulk-inserts N citizens sharing ONE precomputed Argon2id hash at the cost under test (no
+N hashings), registers a confidential first-party client (no consent page), starts
+``python -m tongban.serve`` with WEB_CONCURRENCY=1 pinned to CPU 0 and drives it from CPU 1
+(helpers from bench/tokens.py) with several concurrent browsers. Every log-in is a fresh
+browser (its own cookie jar and connection), so it is a real password log-in, never SSO:
+
+    GET  /oauth/authorize?...PKCE...      302 to /login?next=...
+    GET  /login?next=...                  the page, its CSRF token
+    POST /login (CSRF, ID number, pwd)    302 back to the authorization request, SSO cookie
+    GET  /oauth/authorize?...             302 to the redirect URI with ?code=
+    POST /oauth/token (code, verifier)    200 with the tokens
+
+Prints log-ins/s, p50/p99 of the whole log-in and of the POST /login, and the server's CPU
+ms per log-in (utime+stime of its processes from /proc) split into Argon2 (measured alone,
+same cost, same CPU) and the rest. Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import cProfile
+import hashlib
+import http.client
+import io
+import json
+import os
+import pstats
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, timedelta
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.tokens import HOST, ROOT, free_port, group_rss, run_flask, wait_ready
+
+PASSWORD = "Bench-Passw0rd!"
+REDIRECT = "http://127.0.0.1:9/cb"
+RFC9106_SECOND = (3, 65536, 4)
+COSTS = [  # (label, t, m KiB, p)
+    ("RFC 9106 §4 2nd (argon2-cffi default)", 3, 65536, 4),
+    ("RFC 9106 §4 2nd with p=1", 3, 65536, 1),
+    ("OWASP m=46 MiB t=1 p=1", 1, 47104, 1),
+    ("OWASP m=19 MiB t=2 p=1 (Tongban default)", 2, 19456, 1),
+    ("OWASP m=12 MiB t=3 p=1", 3, 12288, 1),
+    ("OWASP m=9 MiB t=4 p=1", 4, 9216, 1),
+    ("OWASP m=7 MiB t=5 p=1 (the floor)", 5, 7168, 1),
+]
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def parse_cost(raw: str) -> tuple[int, int, int]:
+    if raw.strip().lower() == "rfc":
+        return RFC9106_SECOND
+    try:
+        t, m, p = (int(x) for x in raw.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected T,M,P (time cost, memory KiB, parallelism)") from None
+    return t, m, p
+
+
+# ---------------------------------------------------------------- Argon2 alone
+
+
+def argon2_cpu_ms(t: int, m: int, p: int, n: int = 20) -> tuple[float, float]:
+    """(CPU ms, wall ms) per verification at this cost, in this process (pin it first)."""
+    from argon2 import PasswordHasher
+
+    h = PasswordHasher(time_cost=t, memory_cost=m, parallelism=p)
+    stored = h.hash(PASSWORD)
+    h.verify(stored, PASSWORD)  # warm
+    c0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        h.verify(stored, PASSWORD)
+    return (time.process_time() - c0) * 1000 / n, (time.perf_counter() - w0) * 1000 / n
+
+
+def argon2_table() -> None:
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {0})
+    print("Argon2id alone (argon2-cffi), one verification, one thread pinned to CPU 0, 20 runs each\n")
+    print(f"{'setting':42} {'t':>2} {'m KiB':>6} {'p':>2} {'CPU ms':>7} {'wall ms':>8} {'max/s/core':>10}")
+    for label, t, m, p in COSTS:
+        cpu, wall = argon2_cpu_ms(t, m, p)
+        print(f"{label:42} {t:2d} {m:6d} {p:2d} {cpu:7.1f} {wall:8.1f} {1000 / cpu:10.1f}", flush=True)
+
+
+# ---------------------------------------------------------------- the instance
+
+
+def id_numbers(n: int) -> list[str]:
+    """n distinct valid ID numbers (GB 11643: region, birth date, sequence, check character)."""
+    from tongban.identifiers import id_check_char
+
+    out = []
+    day = date(1960, 1, 1)
+    while len(out) < n:
+        for seq in range(1, 1000):
+            body = f"110105{day:%Y%m%d}{seq:03d}"
+            out.append(body + id_check_char(body))
+            if len(out) == n:
+                break
+        day += timedelta(days=1)
+    return out
+
+
+def seed_citizens(app, n: int, cost: tuple[int, int, int]) -> list[str]:
+    """Bulk-insert n citizens sharing one Argon2id hash made at ``cost``."""
+    from argon2 import PasswordHasher
+    from sqlalchemy import insert
+
+    from people.models import User
+    from tongban.clock import token, utcnow
+    from tongban.extensions import db
+
+    t, m, p = cost
+    stored = PasswordHasher(time_cost=t, memory_cost=m, parallelism=p, hash_len=32, salt_len=16).hash(PASSWORD)
+    numbers = id_numbers(n)
+    now = utcnow()
+    rows = [dict(sub=token(15), id_number=number, name="张三", phone=None, password_hash=stored,
+                 assurance_level=1, created_at=now, password_changed_at=now, failed_logins=0, disabled=False)
+            for number in numbers]
+    with app.app_context(), db.engine.begin() as conn:
+        for i in range(0, n, 1000):
+            conn.execute(insert(User), rows[i:i + 1000])
+    return numbers
+
+
+def make_app(instance: Path, url: str, cost: tuple[int, int, int]):
+    from tongban import create_app
+
+    t, m, p = cost
+    return create_app({"TONGBAN_INSTANCE_DIR": str(instance), "SQLALCHEMY_DATABASE_URI": url,
+                       "TONGBAN_OUTBOX_THREAD": False, "TONGBAN_AUDIT_CHAIN_THREAD": False,
+                       "TONGBAN_LOGIN_RATE_PER_IP": 10**9,
+                       "TONGBAN_ARGON2_TIME_COST": t, "TONGBAN_ARGON2_MEMORY_KIB": m,
+                       "TONGBAN_ARGON2_PARALLELISM": p})
+
+
+@contextlib.contextmanager
+def postgres_database():
+    import psycopg
+
+    name = f"login_bench_{os.getpid()}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ---------------------------------------------------------------- one browser, one log-in
+
+
+class Browser:
+    """A fresh browser: one keep-alive connection and its own cookie jar."""
+
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=60)
+        self.cookies: dict[str, str] = {}
+
+    def send(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+             ) -> tuple[int, dict, bytes]:
+        h = {"Connection": "keep-alive", **(headers or {})}
+        if self.cookies:
+            h["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        self.conn.request(method, path, body=body, headers=h)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        for raw in resp.headers.get_all("Set-Cookie") or []:
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(raw)
+            for key, morsel in jar.items():
+                if morsel["max-age"] == "0" or morsel.value == "":
+                    self.cookies.pop(key, None)
+                else:
+                    self.cookies[key] = morsel.value
+        return resp.status, {k.lower(): v for k, v in resp.headers.items()}, data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def one_login(port: int, client_id: str, basic: str, login: str) -> tuple[float, float]:
+    """A complete password log-in and code exchange; (seconds in all, seconds of the POST)."""
+    t0 = time.perf_counter()
+    b = Browser(port)
+    try:
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
+                           "scope": "openid profile", "state": secrets.token_urlsafe(8),
+                           "nonce": secrets.token_urlsafe(8), "code_challenge": challenge,
+                           "code_challenge_method": "S256"})
+        status, headers, _ = b.send("GET", f"/oauth/authorize?{query}")
+        if status != 302 or "/login" not in headers.get("location", ""):
+            raise RuntimeError(f"authorize: {status} {headers.get('Location')}")
+        login_url = _path(headers["location"])
+        status, _, page = b.send("GET", login_url)
+        m = _CSRF.search(page.decode())
+        if status != 200 or not m:
+            raise RuntimeError(f"log-in page: {status}")
+        nxt = parse_qs(urlsplit(login_url).query).get("next", [""])[0]
+        form = urlencode({"csrf_token": m.group(1), "login": login, "password": PASSWORD, "next": nxt}).encode()
+        p0 = time.perf_counter()
+        status, headers, _ = b.send("POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"})
+        post = time.perf_counter() - p0
+        if status != 302:
+            raise RuntimeError(f"POST /login: {status}")
+        status, headers, _ = b.send("GET", _path(headers["location"]))
+        location = headers.get("location", "")
+        if status != 302 or not location.startswith(REDIRECT):
+            raise RuntimeError(f"authorize after log-in: {status} {location[:120]}")
+        code = parse_qs(urlsplit(location).query)["code"][0]
+        body = urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                          "code_verifier": verifier}).encode()
+        status, _, data = b.send("POST", "/oauth/token", body, {
+            "Content-Type": "application/x-www-form-urlencoded", "Authorization": basic})
+        if status != 200 or b"id_token" not in data:
+            raise RuntimeError(f"token: {status} {data[:200]!r}")
+    finally:
+        b.close()
+    return time.perf_counter() - t0, post
+
+
+def _path(location: str) -> str:
+    parts = urlsplit(location)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def drive(port: int, client_id: str, basic: str, citizens: list[str], seconds: float, browsers: int) -> dict:
+    totals: list[list[float]] = [[] for _ in range(browsers)]
+    posts: list[list[float]] = [[] for _ in range(browsers)]
+    errors: list[str] = []
+    gate = threading.Barrier(browsers + 1)
+    stop_at = [0.0]
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        gate.wait()
+        while time.perf_counter() < stop_at[0]:
+            with lock:
+                n = next(counter)
+            try:
+                total, post = one_login(port, client_id, basic, citizens[n % len(citizens)])
+            except (OSError, http.client.HTTPException, RuntimeError, KeyError) as e:
+                errors.append(repr(e)[:200])
+                continue
+            totals[i].append(total)
+            posts[i].append(post)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(browsers)]
+    for t in threads:
+        t.start()
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    gate.wait()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    every = sorted(x for per in totals for x in per)
+    post_all = sorted(x for per in posts for x in per)
+    return {"logins": len(every), "elapsed": elapsed, "per_s": len(every) / elapsed,
+            "p50": pct(every, 0.5), "p99": pct(every, 0.99), "post_p50": pct(post_all, 0.5),
+            "post_p99": pct(post_all, 0.99), "errors": errors}
+
+
+def pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every process in the server's process group, seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / tick
+
+
+# ---------------------------------------------------------------- profile in-process
+
+
+def _app_cost(app) -> tuple[int, int, int]:
+    return (app.config["TONGBAN_ARGON2_TIME_COST"], app.config["TONGBAN_ARGON2_MEMORY_KIB"],
+            app.config["TONGBAN_ARGON2_PARALLELISM"])
+
+
+def profile(app, client_id: str, secret: str, citizens: list[str], n: int) -> None:
+    """cProfile of n complete log-ins through the Werkzeug test client, in this process."""
+    from werkzeug.test import Client
+
+    basic = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+    def login_once(login: str) -> None:
+        c = Client(app, use_cookies=True)
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
+                           "scope": "openid profile", "state": "s", "nonce": secrets.token_urlsafe(8),
+                           "code_challenge": challenge,
+                           "code_challenge_method": "S256"})
+        r = c.get(f"/oauth/authorize?{query}")
+        login_url = _path(r.headers["location"])
+        page = c.get(login_url)
+        m = _CSRF.search(page.get_data(as_text=True))
+        if m is None:
+            raise RuntimeError(f"log-in page {login_url}: {page.status_code} {page.get_data(as_text=True)[:300]}")
+        token = m.group(1)
+        nxt = parse_qs(urlsplit(login_url).query)["next"][0]
+        r = c.post("/login", data={"csrf_token": token, "login": login, "password": PASSWORD, "next": nxt})
+        assert r.status_code == 302, r.status_code
+        r = c.get(_path(r.headers["location"]))
+        code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+        r = c.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                         "redirect_uri": REDIRECT, "code_verifier": verifier},
+                   headers={"Authorization": basic})
+        assert r.status_code == 200, r.get_data(as_text=True)
+
+    for i in range(5):  # warm: templates compiled, keys loaded, caches filled
+        login_once(citizens[i])
+    c0 = time.process_time()
+    for i in range(n):
+        login_once(citizens[(i + 5) % len(citizens)])
+    plain = (time.process_time() - c0) * 1000 / n
+    argon2_ms, _ = argon2_cpu_ms(*_app_cost(app))
+    print(f"{n} log-ins in-process, not profiled: {plain:.1f} CPU ms each = Argon2 {argon2_ms:.1f} ms "
+          f"(alone) + the rest {plain - argon2_ms:.1f} ms")
+    prof = cProfile.Profile(time.process_time)  # CPU time: the machine may be shared
+    c0, w0 = time.process_time(), time.perf_counter()
+    prof.enable()
+    for i in range(n):
+        login_once(citizens[(i + 5 + n) % len(citizens)])
+    prof.disable()
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    if os.environ.get("BENCH_PROFILE_OUT"):
+        prof.dump_stats(os.environ["BENCH_PROFILE_OUT"])  # for pstats / snakeviz
+    stats = pstats.Stats(prof)
+    argon2 = sum(v[3] for k, v in stats.stats.items()  # type: ignore[attr-defined]
+                 if k[2] in ("verify", "hash") and "argon2" in k[0])
+    print(f"{n} log-ins in-process, profiled: {cpu * 1000 / n:.1f} CPU ms each, "
+          f"Argon2 {argon2 * 1000 / n:.1f} ms, the rest {(cpu - argon2) * 1000 / n:.1f} ms; wall {wall:.1f} s")
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).strip_dirs().sort_stats(order).print_stats(35)
+        print(f"\n--- by {order} ---")
+        print("\n".join(out.getvalue().splitlines()[6:]))
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=15, help="drive time (default 15, at most 60)")
+    ap.add_argument("--browsers", type=int, default=6, help="concurrent browsers (default 6)")
+    ap.add_argument("--citizens", type=int, default=500, help="citizens seeded (default 500)")
+    ap.add_argument("--cost", type=parse_cost, default=None,
+                    help="Argon2id T,M,P of the seeded hash and the server (default: the app's default); "
+                         "rfc for RFC 9106's second setting 3,65536,4")
+    ap.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL database on 127.0.0.1:5432")
+    ap.add_argument("--redis", default="", help="REDIS_URL for the server (e.g. redis://127.0.0.1:6379/13)")
+    ap.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
+    ap.add_argument("--argon2-only", action="store_true", help="print the Argon2id cost table and stop")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile N log-ins in-process and stop")
+    args = ap.parse_args()
+    if args.argon2_only:
+        argon2_table()
+        return
+    if not 0 < args.seconds <= 60 or not 1 <= args.browsers <= 64 or not 10 <= args.citizens <= 100_000:
+        sys.exit("--seconds 0-60, --browsers 1-64, --citizens 10-100000")
+    from tongban.config import ARGON2_DEFAULTS, ARGON2_KEYS, check_argon2
+
+    cost = args.cost or tuple(ARGON2_DEFAULTS[k] for k in ARGON2_KEYS)
+    check_argon2(dict(zip(ARGON2_KEYS, cost, strict=True)))
+
+    with contextlib.ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="tongban-login-bench-"))
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        if os.environ.get("BENCH_DATABASE_URL"):
+            url = os.environ["BENCH_DATABASE_URL"]
+        elif args.postgres:
+            url = stack.enter_context(postgres_database())
+        else:
+            url = f"sqlite:///{tmp / 'tongban.db'}"
+        run(args, tmp, url, cost)  # type: ignore[arg-type]
+
+
+def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG")
+           and not k.startswith("TONGBAN_ARGON2_")}
+    t, m, p = cost
+    env.update({
+        "TONGBAN_INSTANCE_DIR": str(tmp / "instance"), "DATABASE_URL": url, "HOST": HOST, "PORT": str(port),
+        "WEB_CONCURRENCY": "1", "SERVER": args.server, "TONGBAN_LOGIN_RATE_PER_IP": "1000000000",
+        "TONGBAN_ARGON2_TIME_COST": str(t), "TONGBAN_ARGON2_MEMORY_KIB": str(m),
+        "TONGBAN_ARGON2_PARALLELISM": str(p), "REDIS_URL": args.redis,
+    })
+    print(f"instance {tmp}  database {url.split('@')[-1]}  Argon2id t={t} m={m} KiB p={p}")
+    run_flask(env, "db", "upgrade")
+    client = json.loads(run_flask(
+        env, "clients", "create", "--name", "bench portal", "--department", "bench",
+        "--redirect-uri", REDIRECT, "--grant-type", "authorization_code", "--scope", "openid profile",
+        "--first-party", "--json"))
+    app = make_app(tmp / "instance", url.replace("postgresql://", "postgresql+psycopg://"), cost)
+    t0 = time.perf_counter()
+    citizens = seed_citizens(app, args.citizens, cost)
+    print(f"seeded {len(citizens)} citizens in {time.perf_counter() - t0:.2f} s (one shared hash)")
+    if args.profile:
+        if (os.cpu_count() or 1) >= 2:
+            os.sched_setaffinity(0, {0})
+        profile(app, client["client_id"], client["client_secret"], citizens, args.profile)
+        return
+    basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+
+    ncpu = os.cpu_count() or 1
+    taskset = shutil.which("taskset") if ncpu >= 2 else None
+    cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "tongban.serve"]
+    if taskset:
+        cmd = [taskset, "-c", "0", *cmd]
+    else:
+        print("note: fewer than 2 CPUs or no taskset: server and load generator share CPUs")
+    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        meta = wait_ready(port, server)
+        for key in ("authorization_endpoint", "token_endpoint"):
+            if urlsplit(meta[key]).hostname != HOST:
+                sys.exit(f"{key} {meta[key]} is not on {HOST}; refusing to send load elsewhere")
+        if taskset:
+            os.sched_setaffinity(0, {1})
+        for i in range(3):  # warm the worker (templates, keys, caches)
+            one_login(port, client["client_id"], basic, citizens[-1 - i])
+        cpu0 = group_cpu_seconds(server.pid)
+        r = drive(port, client["client_id"], basic, citizens, args.seconds, args.browsers)
+        cpu = group_cpu_seconds(server.pid) - cpu0
+        if taskset:
+            os.sched_setaffinity(0, {0})  # Argon2 alone on the server's CPU, the server idle
+        argon2_ms, _ = argon2_cpu_ms(t, m, p)
+        per = cpu * 1000 / r["logins"] if r["logins"] else float("nan")
+        print(f"\n{args.server}, 1 worker{' on CPU 0, browsers on CPU 1' if taskset else ''}, "
+              f"{args.browsers} browsers, {r['elapsed']:.1f} s, {r['logins']} log-ins, "
+              f"{len(r['errors'])} errors")
+        print(f"  log-ins/s            {r['per_s']:8.1f}")
+        print(f"  whole log-in  p50/p99 {r['p50']:7.1f} / {r['p99']:.1f} ms")
+        print(f"  POST /login   p50/p99 {r['post_p50']:7.1f} / {r['post_p99']:.1f} ms")
+        print(f"  server CPU per log-in {per:7.1f} ms = Argon2 {argon2_ms:.1f} ms (measured alone) "
+              f"+ the rest {per - argon2_ms:.1f} ms")
+        print(f"  CPU-bound ceiling     {1000 / per:7.1f} log-ins/s per core" if r["logins"] else "")
+        if r["errors"]:
+            print("  first errors:", *r["errors"][:5], sep="\n    ")
+        print("\nserver processes (RSS):")
+        for pid, cmdline, rss in group_rss(server.pid):
+            print(f"  {pid:>7}  {rss / 1024:7.1f} MiB  {cmdline}")
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+        from tongban.extensions import db
+
+        with app.app_context():
+            db.engine.dispose()  # before the throwaway PostgreSQL database is dropped
+
+
+if __name__ == "__main__":
+    main()
