@@ -1,0 +1,577 @@
+"""Several servers, one service: two real ``make serve`` servers (Granian, one worker each) on
+two loopback ports, sharing one PostgreSQL database and one Redis, behave as one provider.
+
+Each server has its own instance folder, as two machines would; what they must share comes from
+the environment (``SECRET_KEY``, ``TONGBAN_KEK``, ``TONGBAN_AUDIT_KEY``, ``TONGBAN_PAIRWISE_SALT``,
+``TONGBAN_ISSUER``). The browser sends the issuer's host to both, as a load balancer would, and
+one cookie jar serves both (cookies are per host, not per port). Flows cross the servers: a code
+issued by A is redeemed at B, a refresh token rotated at B is replayed at A, a log-in at A is
+honoured by B and ended through B, keys rotated through A's command line sign at B, lockouts and
+rate limits count on both, a system registered or disabled through A's console is known to B.
+
+Then three ``python -m tongban.worker`` processes drain one outbox (a copy of the database made
+before the servers started): every item delivered exactly once, the audit chain whole.
+
+Runs when TEST_DATABASE_URL is PostgreSQL and Redis answers (TEST_REDIS_URL, else
+redis://127.0.0.1:6379; the database number this xdist worker's conftest would use). On SQLite it
+skips; with CI=true and TEST_DATABASE_URL set, Redis missing fails instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from tests.conftest import PASSWORD
+from tests.idp.helpers import REDIRECT, Browser
+from tests.live import PROJECT_ROOT, VENV_BIN, free_port, migrate, server_env, start_server, stop
+
+pytestmark = pytest.mark.xdist_group("two-servers")  # one pair of servers per run, on one xdist worker
+
+DEADLINE = 20.0  # seconds a poll may wait for what the other server must see (a bound, never asserted)
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# ---------------------------------------------------------------- what the test needs
+
+
+def _postgres_base() -> str:
+    base = os.environ.get("TEST_DATABASE_URL", "")
+    if not base.startswith(("postgresql://", "postgresql+psycopg://")):
+        pytest.skip("several servers share a PostgreSQL database: set TEST_DATABASE_URL")
+    return base
+
+
+def _redis_url() -> str:
+    """The Redis database the conftest of this xdist worker uses (this worker runs one test at a
+    time, and the suite's next test flushes it anyway)."""
+    base = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    index = 1 + (int(worker[2:]) % 15 if worker.startswith("gw") else 0)
+    url = urlunsplit(urlsplit(base)._replace(path=f"/{index}"))
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=3)
+        client.flushdb()
+    except redis.RedisError as e:
+        message = f"several servers share a Redis: {url} does not answer ({type(e).__name__})"
+        if _CI:
+            pytest.fail(message + " — in CI with TEST_DATABASE_URL set, Redis is required")
+        pytest.skip(message)
+    return url
+
+
+def _databases(base: str, names: list[str]):
+    """Scratch PostgreSQL databases named after TEST_DATABASE_URL's: (URLs, admin URL)."""
+    parts = urlsplit(base.replace("postgresql+psycopg://", "postgresql://"))
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    prefix = f"{parts.path.lstrip('/')}_two_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    return [urlunsplit(parts._replace(scheme="postgresql+psycopg", path=f"/{prefix}_{n}")) for n in names], admin
+
+
+def _psql(admin: str, *statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for s in statements:
+            conn.execute(s)
+
+
+def _dbname(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def id_number(n: int) -> str:
+    from tongban.identifiers import id_check_char
+
+    first17 = f"11010519800101{n:03d}"
+    return first17 + id_check_char(first17)
+
+
+class Sink:
+    """An HTTP endpoint on a free port that counts what it is sent (a relying party's
+    back-channel logout endpoint): the logout tokens' ``sid`` claims, in arrival order."""
+
+    def __init__(self, delay: float = 0.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/backchannel"
+        self.sids: list[str] = []
+        self.delay = delay
+        self.cond = threading.Condition()
+        self.server = make_server("127.0.0.1", self.port, self._app, threaded=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _app(self, environ, start_response):
+        req = Request(environ)
+        token = req.form.get("logout_token", "")
+        try:
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            sid = str(claims.get("sid"))
+        except (IndexError, ValueError):
+            sid = "(not a token)"
+        if self.delay:
+            time.sleep(self.delay)
+        with self.cond:
+            self.sids.append(sid)
+            self.cond.notify_all()
+        return Response("")(environ, start_response)
+
+    def wait_for(self, n: int, timeout: float = DEADLINE) -> list[str]:
+        end = time.monotonic() + timeout
+        with self.cond:
+            while len(self.sids) < n:
+                left = end - time.monotonic()
+                assert left > 0, f"only {len(self.sids)} of {n} deliveries arrived"
+                self.cond.wait(left)
+            return list(self.sids)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Cluster:
+    a: str  # server A, http://127.0.0.1:<port>
+    b: str  # server B
+    issuer: str  # what both call themselves (the load balancer's address)
+    env: dict  # what both were started with (minus HOST/PORT); A's CLI runs with it
+    ctl: object  # a Flask app in this process on the same database and Redis (setting up data)
+    worker_db: str  # a copy of the freshly migrated database, for the outbox workers
+    redis_url: str
+    procs: list = field(default_factory=list)
+    _n: int = 0
+
+    def browser(self) -> tuple[Browser, Browser]:
+        """One browser (one cookie jar) and its view of A and of B, both under the issuer's host."""
+        http = requests.Session()
+        http.headers["Host"] = urlsplit(self.issuer).netloc
+        views = []
+        for base in (self.a, self.b):
+            view = Browser(base)
+            view.http = http
+            views.append(view)
+        return views[0], views[1]
+
+    def citizen(self) -> str:
+        from people import accounts
+        from tongban.extensions import db
+
+        self._n += 1
+        number = id_number(100 + self._n)
+        with self.ctl.app_context():
+            accounts.create_user(number, "张三", PASSWORD, f"1380013{self._n:04d}")
+            db.session.commit()
+        return number
+
+    def system(self, **kw) -> tuple[str, str]:
+        from idp import clients as registry
+        from tongban.extensions import db
+
+        kw.setdefault("name", "跨服务器测试系统")
+        kw.setdefault("department", "测试局")
+        kw.setdefault("redirect_uris", [REDIRECT])
+        kw.setdefault("grant_types", ["authorization_code", "refresh_token", "client_credentials"])
+        kw.setdefault("scopes", ["openid", "profile", "offline_access"])
+        kw.setdefault("first_party", True)
+        with self.ctl.app_context():
+            row, secret = registry.create_client(**kw)
+            db.session.commit()
+            return row.client_id, secret
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    base = _postgres_base()
+    redis_url = _redis_url()
+    (database, worker_db), admin = _databases(base, ["shared", "workers"])
+    for url in (database, worker_db):
+        _psql(admin, f'DROP DATABASE IF EXISTS "{_dbname(url)}" WITH (FORCE)')
+    _psql(admin, f'CREATE DATABASE "{_dbname(database)}"')
+    root = tmp_path_factory.mktemp("two-servers")
+    port_a, port_b = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{port_a}"  # what a load balancer in front of both would be called
+    env = {
+        "DATABASE_URL": database, "REDIS_URL": redis_url, "TONGBAN_ISSUER": issuer,
+        # the instance folders differ (two machines): the secrets they would default to are given
+        "SECRET_KEY": secrets.token_hex(32), "TONGBAN_KEK": secrets.token_hex(32),
+        "TONGBAN_AUDIT_KEY": secrets.token_hex(32), "TONGBAN_PAIRWISE_SALT": secrets.token_hex(32),
+        "WEB_CONCURRENCY": "1", "TONGBAN_OUTBOX_POLL_SECONDS": "1", "TONGBAN_LOGIN_RATE_PER_IP": "1000",
+        "TONGBAN_QR_RATE_PER_IP": "6", "TONGBAN_QR_RATE_WINDOW": "100000000",  # no window boundary mid-test
+        "TONGBAN_ACCESS_LOG": "0",
+    }
+    migrate({**env, "TONGBAN_INSTANCE_DIR": str(root / "migrate")})
+    # the workers' own database: a copy of this one, made before any server holds a connection
+    _psql(admin, f'CREATE DATABASE "{_dbname(worker_db)}" TEMPLATE "{_dbname(database)}"')
+
+    from tongban import create_app
+
+    ctl = create_app({
+        "TONGBAN_INSTANCE_DIR": str(root / "ctl"), "SQLALCHEMY_DATABASE_URI": database, "REDIS_URL": redis_url,
+        "TONGBAN_ISSUER": issuer, "SECRET_KEY": env["SECRET_KEY"], "TONGBAN_KEK": bytes.fromhex(env["TONGBAN_KEK"]),
+        "TONGBAN_AUDIT_KEY": env["TONGBAN_AUDIT_KEY"], "TONGBAN_PAIRWISE_SALT": env["TONGBAN_PAIRWISE_SALT"],
+        "TONGBAN_OUTBOX_THREAD": False, "TONGBAN_AUDIT_CHAIN_THREAD": False,
+    })
+    procs = []
+    try:
+        with ThreadPoolExecutor(2) as pool:  # both start at once: half the wait
+            started = list(pool.map(
+                lambda p: start_server({**env, "PORT": p[1], "TONGBAN_INSTANCE_DIR": str(root / p[0])}),
+                [("a", port_a), ("b", port_b)]))
+        procs = [proc for proc, _ in started]
+        cluster = Cluster(a=started[0][1], b=started[1][1], issuer=issuer, env=env, ctl=ctl,
+                          worker_db=worker_db, redis_url=redis_url, procs=procs)
+        cluster.root = root  # type: ignore[attr-defined]
+        yield cluster
+    finally:
+        for proc in procs:
+            stop(proc)
+        from tongban.extensions import db
+
+        with ctl.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        for url in (database, worker_db):
+            _psql(admin, f'DROP DATABASE IF EXISTS "{_dbname(url)}" WITH (FORCE)')
+
+
+def _poll(fn, what: str, timeout: float = DEADLINE):
+    """``fn()`` until it returns something true, or fail naming ``what``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        assert time.monotonic() < end, f"not seen within {timeout:.0f} s: {what}"
+        time.sleep(0.2)
+
+
+def _jwt_header(token: str) -> dict:
+    head = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+
+
+def _jwt_claims(token: str) -> dict:
+    body = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def _client_token(base: str, client_id: str, secret: str) -> requests.Response:
+    return requests.post(f"{base}/oauth/token", data={"grant_type": "client_credentials", "scope": "openid"},
+                         auth=(client_id, secret), timeout=10)
+
+
+def _refresh(base: str, client_id: str, secret: str, token: str) -> requests.Response:
+    return requests.post(f"{base}/oauth/token", data={"grant_type": "refresh_token", "refresh_token": token},
+                         auth=(client_id, secret), timeout=10)
+
+
+def _userinfo(base: str, access_token: str) -> requests.Response:
+    return requests.get(f"{base}/oauth/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10)
+
+
+# ---------------------------------------------------------------- the flows
+
+
+def test_code_from_a_redeemed_at_b_refresh_reuse_caught_across_servers(cluster):
+    who = cluster.citizen()
+    client_id, secret = cluster.system()
+    at_a, _ = cluster.browser()
+    assert at_a.login(who).status_code == 302
+
+    rp = OAuth2Session(client_id, secret, scope="openid profile offline_access", redirect_uri=REDIRECT,
+                       code_challenge_method="S256")
+    verifier = generate_token(48)
+    url, _state = rp.create_authorization_url(f"{cluster.a}/oauth/authorize", code_verifier=verifier,
+                                              nonce=generate_token(12), prompt="consent")
+    callback = at_a.walk(url)
+    assert callback.kind == "callback", callback.resp.text[:300] if callback.resp is not None else callback.url
+    code = callback.params["code"]
+    token = rp.fetch_token(f"{cluster.b}/oauth/token", authorization_response=callback.url, code_verifier=verifier)
+    assert token.get("refresh_token") and token.get("id_token")
+
+    info = _userinfo(cluster.a, token["access_token"])
+    assert info.status_code == 200, info.text
+    assert info.json()["sub"] == _jwt_claims(token["id_token"])["sub"]
+
+    first = token["refresh_token"]
+    rotated = _refresh(cluster.b, client_id, secret, first)
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()["refresh_token"]
+    assert second != first
+    # the rotated-out token replayed at the other server: refused, and the whole family revoked
+    reused = _refresh(cluster.a, client_id, secret, first)
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    for base in (cluster.b, cluster.a):
+        after = _refresh(base, client_id, secret, second)
+        assert after.status_code == 400 and after.json()["error"] == "invalid_grant", (base, after.text)
+
+    # the family's access tokens are denied on both servers too
+    for base in (cluster.b, cluster.a):
+        assert _userinfo(base, rotated.json()["access_token"]).status_code == 401
+
+    # the code, redeemed at B, replayed at A: refused
+    replay = requests.post(f"{cluster.a}/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier},
+        auth=(client_id, secret), timeout=10)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+
+
+def test_log_in_at_a_is_honoured_by_b_and_logout_through_b_ends_it(cluster):
+    from sqlalchemy import select
+
+    from tongban.extensions import db
+    from tongban.outbox import OutboxItem
+
+    sink = Sink()
+    try:
+        who = cluster.citizen()
+        client_id, secret = cluster.system(backchannel_logout_uri=sink.url)
+        at_a, at_b = cluster.browser()
+        assert at_a.login(who).status_code == 302
+
+        # single sign-on: B's authorize knows the browser A logged in, no log-in page
+        rp = OAuth2Session(client_id, secret, scope="openid profile", redirect_uri=REDIRECT,
+                           code_challenge_method="S256")
+        verifier = generate_token(48)
+        url, _ = rp.create_authorization_url(f"{cluster.b}/oauth/authorize", code_verifier=verifier,
+                                             nonce=generate_token(12))
+        step = at_b.walk(url)
+        assert step.kind == "callback" and step.seen == [], (step.kind, step.seen)
+        token = rp.fetch_token(f"{cluster.a}/oauth/token", authorization_response=step.url,
+                               code_verifier=verifier)
+        sid = _jwt_claims(token["id_token"])["sid"]
+        assert _userinfo(cluster.b, token["access_token"]).status_code == 200
+
+        # log out through B (the confirmation form: no id_token_hint)
+        page = at_b.http.get(f"{cluster.b}/logout", allow_redirects=False)
+        assert page.status_code == 200 and "csrf_token" in page.text
+        done = at_b.http.post(f"{cluster.b}/logout", data={"csrf_token": _CSRF.search(page.text).group(1)},
+                              allow_redirects=False)
+        assert done.status_code in (200, 302, 303), done.text[:300]
+
+        # A asks for a log-in again, and refuses the session's access token
+        url_a, _ = rp.create_authorization_url(f"{cluster.a}/oauth/authorize", code_verifier=generate_token(48),
+                                               nonce=generate_token(12))
+        again = at_a.walk(url_a)
+        assert again.kind == "login", again.kind
+        assert _userinfo(cluster.a, token["access_token"]).status_code == 401
+
+        # the back-channel logout: delivered once (both servers' outbox threads compete for it)
+        assert sink.wait_for(1) == [sid]
+
+        def settled():
+            with cluster.ctl.app_context():
+                rows = db.session.execute(select(OutboxItem.status, OutboxItem.attempts)
+                                          .where(OutboxItem.target == sink.url)).all()
+                db.session.remove()
+            return rows if rows and all(s == "delivered" for s, _ in rows) else None
+
+        assert [tuple(r) for r in _poll(settled, "the outbox item delivered")] == [("delivered", 1)]
+        assert sink.sids == [sid]
+    finally:
+        sink.close()
+
+
+def test_keys_rotated_through_a_are_published_and_used_by_b(cluster):
+    client_id, secret = cluster.system(grant_types=["client_credentials"], scopes=["openid"])
+
+    def kids(base: str) -> set[str]:
+        return {k["kid"] for k in requests.get(f"{base}/jwks.json", timeout=10).json()["keys"]}
+
+    before = kids(cluster.b)
+    assert _jwt_header(_client_token(cluster.b, client_id, secret).json()["access_token"])["kid"] in before
+    # A's command line (a process of its own, with A's settings): new keys that sign at once
+    rotated = subprocess.run([str(VENV_BIN / "flask"), "--app", "wsgi", "keys", "rotate", "--delay", "0"],
+                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                             env=server_env({**cluster.env, "TONGBAN_INSTANCE_DIR": str(cluster.root / "a")}))
+    assert rotated.returncode == 0, rotated.stderr[-2000:]
+    new = _poll(lambda: kids(cluster.b) - before, "the rotated keys in B's JWKS")
+
+    def signs_with_new_key():
+        token = _client_token(cluster.b, client_id, secret)
+        assert token.status_code == 200, token.text
+        return _jwt_header(token.json()["access_token"])["kid"] in new
+
+    _poll(signs_with_new_key, "B signing with the rotated key")
+    _poll(lambda: kids(cluster.a) >= new, "the rotated keys in A's JWKS")
+
+
+def test_wrong_passwords_on_both_servers_lock_at_one_threshold(cluster):
+    with cluster.ctl.app_context():
+        threshold = cluster.ctl.config["TONGBAN_LOCKOUT_THRESHOLD"]
+    who = cluster.citizen()
+    at_a, at_b = cluster.browser()
+    views = [at_a, at_b]
+    for i in range(threshold - 1):
+        resp = views[i % 2].login(who, "Wrong-Passw0rd!")
+        assert resp.status_code == 401, (i, resp.status_code)
+    last = views[(threshold - 1) % 2].login(who, "Wrong-Passw0rd!")
+    assert last.status_code == 423, last.status_code  # the threshold-th, wherever it lands, locks
+    for view in views:  # the right password, on either server: still locked
+        assert view.login(who).status_code == 423
+
+
+def test_rate_limit_budget_is_shared(cluster):
+    at_a, at_b = cluster.browser()
+    page = at_a.http.get(f"{cluster.a}/login")
+    csrf = _CSRF.search(page.text).group(1)
+    budget = int(cluster.env["TONGBAN_QR_RATE_PER_IP"])
+    answers = []
+    for i in range(budget + 2):
+        base = (cluster.a, cluster.b)[i % 2]
+        answers.append(at_a.http.post(f"{base}/qr/start", headers={"X-CSRFToken": csrf}).status_code)
+    assert answers == [200] * budget + [429, 429], answers
+
+
+def test_system_registered_and_disabled_through_a_is_known_to_b(cluster):
+    from people import accounts
+    from tongban.extensions import db
+
+    # B has the register cached (it served a known system)
+    known_id, known_secret = cluster.system(grant_types=["client_credentials"], scopes=["openid"])
+    assert _client_token(cluster.b, known_id, known_secret).status_code == 200
+
+    admin_id = id_number(900)
+    with cluster.ctl.app_context():
+        accounts.create_staff(admin_id, "王五", PASSWORD, cluster.ctl.config["TONGBAN_AUTHORITY_USCC"], "admin")
+        db.session.commit()
+    console, _ = cluster.browser()
+    assert console.login(admin_id).status_code == 302
+    form = console.http.get(f"{cluster.a}/admin/clients/new")
+    assert form.status_code == 200, form.status_code
+    created = console.http.post(f"{cluster.a}/admin/clients/new", data={
+        "csrf_token": _CSRF.search(form.text).group(1), "name": "新系统", "department": "测试局",
+        "redirect_uris": REDIRECT, "grant_types": ["client_credentials"], "scopes": ["openid"],
+        "id_token_alg": "RS256"})
+    assert created.status_code == 200, created.text[:500]
+    new_id = re.search(r'<code class="credential">([^<]+)</code>', created.text).group(1)
+    new_secret = re.search(r'<code class="credential secret">([^<]+)</code>', created.text).group(1)
+    # at once on B: no waiting for a cache to expire
+    ok = _client_token(cluster.b, new_id, new_secret)
+    assert ok.status_code == 200, ok.text
+
+    page = console.http.get(f"{cluster.a}/admin/clients/{new_id}/disable")
+    disabled = console.http.post(f"{cluster.a}/admin/clients/{new_id}/disable",
+                                 data={"csrf_token": _CSRF.search(page.text).group(1)}, allow_redirects=False)
+    assert disabled.status_code in (302, 303), disabled.text[:300]
+    refused = _client_token(cluster.b, new_id, new_secret)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+    assert _client_token(cluster.b, known_id, known_secret).status_code == 200
+
+
+# ---------------------------------------------------------------- several workers, one outbox
+
+
+def test_three_workers_deliver_every_outbox_item_exactly_once(cluster):
+    import psycopg
+    from sqlalchemy import func, select
+
+    from idp import clients as registry
+    from idp.logout import KIND
+    from people import accounts
+    from tongban import audit, outbox
+    from tongban.extensions import db
+
+    n = 200
+    sink = Sink(delay=0.005)  # a little latency: the workers overlap
+    from tongban import create_app
+
+    app = create_app({
+        "TONGBAN_INSTANCE_DIR": str(cluster.root / "ctl-workers"), "SQLALCHEMY_DATABASE_URI": cluster.worker_db,
+        "REDIS_URL": "", "TONGBAN_ISSUER": cluster.issuer, "SECRET_KEY": cluster.env["SECRET_KEY"],
+        "TONGBAN_KEK": bytes.fromhex(cluster.env["TONGBAN_KEK"]), "TONGBAN_AUDIT_KEY": cluster.env["TONGBAN_AUDIT_KEY"],
+        "TONGBAN_PAIRWISE_SALT": cluster.env["TONGBAN_PAIRWISE_SALT"],
+        "TONGBAN_OUTBOX_THREAD": False, "TONGBAN_AUDIT_CHAIN_THREAD": False,
+    })
+    workers: list[subprocess.Popen] = []
+    logs = []
+    try:
+        with app.app_context():
+            row, _secret = registry.create_client(name="退出接收系统", department="测试局", redirect_uris=[REDIRECT],
+                                                  backchannel_logout_uri=sink.url)
+            user = accounts.create_user(id_number(500), "李四", PASSWORD, "13900139000")
+            db.session.commit()
+            client_id, sub = row.client_id, user.sub
+        # three workers, each with a connection named after it (to know they are all up)
+        admin = urlunsplit(urlsplit(cluster.worker_db.replace("postgresql+psycopg://", "postgresql://"))
+                           ._replace(path="/postgres"))
+        for i in range(3):
+            log = open(cluster.root / f"worker-{i}.log", "wb")  # noqa: SIM115
+            logs.append(log)
+            env = server_env({**cluster.env, "REDIS_URL": "", "TONGBAN_INSTANCE_DIR": str(cluster.root / f"w{i}"),
+                              "DATABASE_URL": f"{cluster.worker_db}?application_name=tongban-worker-{i}"})
+            workers.append(subprocess.Popen([sys.executable, "-m", "tongban.worker"], cwd=PROJECT_ROOT, env=env,
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
+
+        def all_up():
+            for w in workers:
+                assert w.poll() is None, f"a worker exited: {w.returncode}"
+            with psycopg.connect(admin, autocommit=True) as conn:
+                names = {r[0] for r in conn.execute(
+                    "SELECT application_name FROM pg_stat_activity WHERE datname = %s",
+                    (_dbname(cluster.worker_db),))}
+            return {f"tongban-worker-{i}" for i in range(3)} <= names
+
+        _poll(all_up, "three workers connected", timeout=60)
+
+        with app.app_context():  # one transaction: every item due at once, three claimants
+            for i in range(n):
+                outbox.enqueue(KIND, sink.url, {"client_id": client_id, "sid": f"sid-{i:04d}", "sub": sub})
+                audit.record("test.enqueued", actor="test", object=f"sid-{i:04d}")
+            db.session.commit()
+
+        sink.wait_for(n, timeout=60)
+
+        def settled():
+            with app.app_context():
+                counts = dict(db.session.execute(select(outbox.OutboxItem.status, func.count())
+                                                 .group_by(outbox.OutboxItem.status)).all())
+                db.session.remove()
+            return counts if counts == {"delivered": n} else None
+
+        _poll(settled, "every outbox item marked delivered")
+        seen = Counter(sink.sids)
+        assert len(seen) == n and set(seen.values()) == {1}, [s for s, c in seen.items() if c > 1][:10]
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+        for log in logs:
+            log.close()
+        sink.close()
+    assert [w.returncode for w in workers] == [0, 0, 0], [
+        Path(log.name).read_text(errors="replace")[-2000:] for log in logs]
+    with app.app_context():
+        verdict = audit.verify()
+        assert verdict.whole, verdict.reason
+        assert verdict.count >= n
+        db.session.remove()
+        db.engine.dispose()
