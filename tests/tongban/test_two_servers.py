@@ -435,7 +435,7 @@ def test_wrong_passwords_on_both_servers_lock_at_one_threshold(cluster):
 
 
 def test_rate_limit_budget_is_shared(cluster):
-    at_a, at_b = cluster.browser()
+    at_a, _at_b = cluster.browser()
     page = at_a.http.get(f"{cluster.a}/login")
     csrf = _CSRF.search(page.text).group(1)
     budget = int(cluster.env["TONGBAN_QR_RATE_PER_IP"])
@@ -480,6 +480,57 @@ def test_system_registered_and_disabled_through_a_is_known_to_b(cluster):
     refused = _client_token(cluster.b, new_id, new_secret)
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
     assert _client_token(cluster.b, known_id, known_secret).status_code == 200
+
+
+def test_one_session_logged_out_on_both_servers_at_once_ends_once(cluster):
+    """Two tabs of one browser log out at the same moment, through A and through B: one of them
+    ends the session, the other finds it ended — one back-channel logout, not two."""
+    from sqlalchemy import func, select
+
+    from tongban.audit import AuditLog
+    from tongban.extensions import db
+    from tongban.outbox import OutboxItem
+
+    sink = Sink()
+    try:
+        client_id, secret = cluster.system(backchannel_logout_uri=sink.url)
+        who = cluster.citizen()
+        sids = []
+        for _ in range(3):
+            at_a, _at_b = cluster.browser()
+            assert at_a.login(who).status_code == 302
+            rp = OAuth2Session(client_id, secret, scope="openid", redirect_uri=REDIRECT)
+            url, _ = rp.create_authorization_url(f"{cluster.a}/oauth/authorize", nonce=generate_token(12))
+            code = at_a.walk(url).params["code"]
+            token = rp.fetch_token(f"{cluster.b}/oauth/token", code=code)
+            sids.append(_jwt_claims(token["id_token"])["sid"])
+            page = at_a.http.get(f"{cluster.a}/logout", allow_redirects=False)
+            csrf = _CSRF.search(page.text).group(1)
+            cookies = at_a.http.cookies.get_dict()
+            barrier = threading.Barrier(2)
+
+            def log_out(base, cookies=cookies, csrf=csrf, barrier=barrier):
+                tab = requests.Session()
+                tab.headers["Host"] = urlsplit(cluster.issuer).netloc
+                tab.cookies.update(cookies)
+                barrier.wait()
+                return tab.post(f"{base}/logout", data={"csrf_token": csrf}, allow_redirects=False).status_code
+
+            with ThreadPoolExecutor(2) as pool:
+                assert list(pool.map(log_out, [cluster.a, cluster.b])) == [200, 200]
+
+        assert sorted(sink.wait_for(len(sids))) == sorted(sids)
+        with cluster.ctl.app_context():
+            queued = db.session.execute(select(func.count()).select_from(OutboxItem)
+                                        .where(OutboxItem.target == sink.url)).scalar_one()
+            ended = db.session.execute(select(func.count()).select_from(AuditLog).where(
+                AuditLog.action == "session.ended",
+                AuditLog.object.in_([f"session:{sid}" for sid in sids]))).scalar_one()
+            db.session.remove()
+        assert (queued, ended) == (len(sids), len(sids))
+        assert sorted(sink.sids) == sorted(sids)
+    finally:
+        sink.close()
 
 
 # ---------------------------------------------------------------- several workers, one outbox
@@ -575,3 +626,4 @@ def test_three_workers_deliver_every_outbox_item_exactly_once(cluster):
         assert verdict.count >= n
         db.session.remove()
         db.engine.dispose()
+
