@@ -152,6 +152,84 @@ class Sink:
         self.server.server_close()
 
 
+class Workers:
+    """Three ``python -m tongban.worker`` processes on a database of their own (a copy of the
+    freshly migrated one), started with the servers so their start-up overlaps; a registered
+    system whose back-channel logout endpoint is ``sink``. Each worker's connection carries its
+    name (``application_name``): the test knows when all three are up."""
+
+    COUNT = 3
+
+    def __init__(self, database: str, env: dict, root: Path):
+        from idp import clients as registry
+        from people import accounts
+        from tongban import create_app
+        from tongban.extensions import db
+
+        self.database, self.root = database, root
+        self.sink = Sink()
+        self.app = create_app({
+            "TONGBAN_INSTANCE_DIR": str(root / "ctl-workers"), "SQLALCHEMY_DATABASE_URI": database,
+            "REDIS_URL": "", "TONGBAN_ISSUER": env["TONGBAN_ISSUER"], "SECRET_KEY": env["SECRET_KEY"],
+            "TONGBAN_KEK": bytes.fromhex(env["TONGBAN_KEK"]), "TONGBAN_AUDIT_KEY": env["TONGBAN_AUDIT_KEY"],
+            "TONGBAN_PAIRWISE_SALT": env["TONGBAN_PAIRWISE_SALT"],
+            "TONGBAN_OUTBOX_THREAD": False, "TONGBAN_AUDIT_CHAIN_THREAD": False,
+        })
+        with self.app.app_context():
+            row, _secret = registry.create_client(name="退出接收系统", department="测试局", redirect_uris=[REDIRECT],
+                                                  backchannel_logout_uri=self.sink.url)
+            user = accounts.create_user(id_number(500), "李四", PASSWORD, "13900139000")
+            db.session.commit()
+            self.client_id, self.sub = row.client_id, user.sub
+        self.logs = [root / f"worker-{i}.log" for i in range(self.COUNT)]
+        self.procs: list[subprocess.Popen] = []
+        for i, log_path in enumerate(self.logs):
+            worker_env = server_env({**env, "REDIS_URL": "", "TONGBAN_INSTANCE_DIR": str(root / f"worker-{i}"),
+                                     "DATABASE_URL": f"{database}?application_name={self.name(i)}"})
+            with open(log_path, "wb") as log:
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "tongban.worker"], cwd=PROJECT_ROOT, env=worker_env,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
+
+    @staticmethod
+    def name(i: int) -> str:
+        return f"tongban-worker-{i}"
+
+    def all_connected(self) -> bool:
+        import psycopg
+
+        for proc, log in zip(self.procs, self.logs, strict=True):
+            assert proc.poll() is None, f"a worker exited ({proc.returncode}): {log.read_text()[-2000:]}"
+        admin = urlunsplit(urlsplit(self.database.replace("postgresql+psycopg://", "postgresql://"))
+                           ._replace(path="/postgres"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            names = {r[0] for r in conn.execute("SELECT application_name FROM pg_stat_activity WHERE datname = %s",
+                                                (_dbname(self.database),))}
+        return {self.name(i) for i in range(self.COUNT)} <= names
+
+    def stop(self) -> list[int | None]:
+        """SIGTERM each (the current pass finishes), SIGKILL a straggler; the exit codes."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return [proc.returncode for proc in self.procs]
+
+    def close(self) -> None:
+        self.stop()
+        self.sink.close()
+        from tongban.extensions import db
+
+        with self.app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
 @dataclass
 class Cluster:
     a: str  # server A, http://127.0.0.1:<port>
@@ -159,8 +237,8 @@ class Cluster:
     issuer: str  # what both call themselves (the load balancer's address)
     env: dict  # what both were started with (minus HOST/PORT); A's CLI runs with it
     ctl: object  # a Flask app in this process on the same database and Redis (setting up data)
-    worker_db: str  # a copy of the freshly migrated database, for the outbox workers
-    redis_url: str
+    root: Path  # the instance folders and logs
+    workers: Workers
     procs: list = field(default_factory=list)
     _n: int = 0
 
@@ -234,20 +312,22 @@ def cluster(tmp_path_factory):
         "TONGBAN_AUDIT_KEY": env["TONGBAN_AUDIT_KEY"], "TONGBAN_PAIRWISE_SALT": env["TONGBAN_PAIRWISE_SALT"],
         "TONGBAN_OUTBOX_THREAD": False, "TONGBAN_AUDIT_CHAIN_THREAD": False,
     })
-    procs = []
+    procs: list = []
+    workers = None
     try:
-        with ThreadPoolExecutor(2) as pool:  # both start at once: half the wait
+        workers = Workers(worker_db, env, root)
+        with ThreadPoolExecutor(2) as pool:  # both start at once (and with the workers): less waiting
             started = list(pool.map(
                 lambda p: start_server({**env, "PORT": p[1], "TONGBAN_INSTANCE_DIR": str(root / p[0])}),
                 [("a", port_a), ("b", port_b)]))
         procs = [proc for proc, _ in started]
-        cluster = Cluster(a=started[0][1], b=started[1][1], issuer=issuer, env=env, ctl=ctl,
-                          worker_db=worker_db, redis_url=redis_url, procs=procs)
-        cluster.root = root  # type: ignore[attr-defined]
-        yield cluster
+        yield Cluster(a=started[0][1], b=started[1][1], issuer=issuer, env=env, ctl=ctl, root=root,
+                      workers=workers, procs=procs)
     finally:
         for proc in procs:
             stop(proc)
+        if workers is not None:
+            workers.close()
         from tongban.extensions import db
 
         with ctl.app_context():
@@ -537,93 +617,50 @@ def test_one_session_logged_out_on_both_servers_at_once_ends_once(cluster):
 
 
 def test_three_workers_deliver_every_outbox_item_exactly_once(cluster):
-    import psycopg
     from sqlalchemy import func, select
 
-    from idp import clients as registry
     from idp.logout import KIND
-    from people import accounts
     from tongban import audit, outbox
     from tongban.extensions import db
 
     n = 200
-    sink = Sink(delay=0.005)  # a little latency: the workers overlap
-    from tongban import create_app
+    workers = cluster.workers
+    _poll(workers.all_connected, "three workers connected to their database", timeout=90)
+    with workers.app.app_context():  # one transaction: every item due at once, three claimants
+        for i in range(n):
+            outbox.enqueue(KIND, workers.sink.url, {"client_id": workers.client_id, "sid": f"sid-{i:04d}",
+                                                    "sub": workers.sub})
+            audit.record("test.enqueued", actor="test", object=f"sid-{i:04d}")
+        db.session.commit()
 
-    app = create_app({
-        "TONGBAN_INSTANCE_DIR": str(cluster.root / "ctl-workers"), "SQLALCHEMY_DATABASE_URI": cluster.worker_db,
-        "REDIS_URL": "", "TONGBAN_ISSUER": cluster.issuer, "SECRET_KEY": cluster.env["SECRET_KEY"],
-        "TONGBAN_KEK": bytes.fromhex(cluster.env["TONGBAN_KEK"]), "TONGBAN_AUDIT_KEY": cluster.env["TONGBAN_AUDIT_KEY"],
-        "TONGBAN_PAIRWISE_SALT": cluster.env["TONGBAN_PAIRWISE_SALT"],
-        "TONGBAN_OUTBOX_THREAD": False, "TONGBAN_AUDIT_CHAIN_THREAD": False,
-    })
-    workers: list[subprocess.Popen] = []
-    logs = []
-    try:
-        with app.app_context():
-            row, _secret = registry.create_client(name="退出接收系统", department="测试局", redirect_uris=[REDIRECT],
-                                                  backchannel_logout_uri=sink.url)
-            user = accounts.create_user(id_number(500), "李四", PASSWORD, "13900139000")
-            db.session.commit()
-            client_id, sub = row.client_id, user.sub
-        # three workers, each with a connection named after it (to know they are all up)
-        admin = urlunsplit(urlsplit(cluster.worker_db.replace("postgresql+psycopg://", "postgresql://"))
-                           ._replace(path="/postgres"))
-        for i in range(3):
-            log = open(cluster.root / f"worker-{i}.log", "wb")  # noqa: SIM115
-            logs.append(log)
-            env = server_env({**cluster.env, "REDIS_URL": "", "TONGBAN_INSTANCE_DIR": str(cluster.root / f"w{i}"),
-                              "DATABASE_URL": f"{cluster.worker_db}?application_name=tongban-worker-{i}"})
-            workers.append(subprocess.Popen([sys.executable, "-m", "tongban.worker"], cwd=PROJECT_ROOT, env=env,
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
+    workers.sink.wait_for(n, timeout=90)
 
-        def all_up():
-            for w in workers:
-                assert w.poll() is None, f"a worker exited: {w.returncode}"
-            with psycopg.connect(admin, autocommit=True) as conn:
-                names = {r[0] for r in conn.execute(
-                    "SELECT application_name FROM pg_stat_activity WHERE datname = %s",
-                    (_dbname(cluster.worker_db),))}
-            return {f"tongban-worker-{i}" for i in range(3)} <= names
+    def settled():
+        with workers.app.app_context():
+            counts = dict(db.session.execute(select(outbox.OutboxItem.status, func.count())
+                                             .group_by(outbox.OutboxItem.status)).all())
+            db.session.remove()
+        return counts if counts == {"delivered": n} else None
 
-        _poll(all_up, "three workers connected", timeout=60)
-
-        with app.app_context():  # one transaction: every item due at once, three claimants
-            for i in range(n):
-                outbox.enqueue(KIND, sink.url, {"client_id": client_id, "sid": f"sid-{i:04d}", "sub": sub})
-                audit.record("test.enqueued", actor="test", object=f"sid-{i:04d}")
-            db.session.commit()
-
-        sink.wait_for(n, timeout=60)
-
-        def settled():
-            with app.app_context():
-                counts = dict(db.session.execute(select(outbox.OutboxItem.status, func.count())
-                                                 .group_by(outbox.OutboxItem.status)).all())
-                db.session.remove()
-            return counts if counts == {"delivered": n} else None
-
-        _poll(settled, "every outbox item marked delivered")
-        seen = Counter(sink.sids)
-        assert len(seen) == n and set(seen.values()) == {1}, [s for s, c in seen.items() if c > 1][:10]
-    finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            try:
-                w.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait()
-        for log in logs:
-            log.close()
-        sink.close()
-    assert [w.returncode for w in workers] == [0, 0, 0], [
-        Path(log.name).read_text(errors="replace")[-2000:] for log in logs]
-    with app.app_context():
+    _poll(settled, "every outbox item marked delivered")
+    codes = workers.stop()
+    seen = Counter(workers.sink.sids)
+    assert len(seen) == n and set(seen.values()) == {1}, [s for s, c in seen.items() if c > 1][:10]
+    assert codes == [0] * Workers.COUNT, [log.read_text(errors="replace")[-2000:] for log in workers.logs]
+    with workers.app.app_context():  # the three chainers raced on one chain: it is whole
         verdict = audit.verify()
         assert verdict.whole, verdict.reason
         assert verdict.count >= n
         db.session.remove()
-        db.engine.dispose()
 
+
+def test_the_shared_audit_chain_is_whole(cluster):
+    """Both servers' chainer threads sealed the events of every test above into one chain."""
+    from tongban import audit
+    from tongban.extensions import db
+
+    with cluster.ctl.app_context():
+        verdict = audit.verify()
+        db.session.remove()
+    assert verdict.whole, verdict.reason
+    assert verdict.count > 0
