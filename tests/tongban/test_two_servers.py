@@ -5,10 +5,11 @@ Each server has its own instance folder, as two machines would; what they must s
 the environment (``SECRET_KEY``, ``TONGBAN_KEK``, ``TONGBAN_AUDIT_KEY``, ``TONGBAN_PAIRWISE_SALT``,
 ``TONGBAN_ISSUER``). The browser sends the issuer's host to both, as a load balancer would, and
 one cookie jar serves both (cookies are per host, not per port). Flows cross the servers: a code
-issued by A is redeemed at B, a refresh token rotated at B is replayed at A, a log-in at A is
-honoured by B and ended through B (and, logged out through both at once, ended once), keys
-rotated by the operator's ``flask keys rotate`` sign at B within seconds, lockouts and rate limits
-count on both, a system registered or disabled through A's console is known to B at once.
+issued by A is redeemed at B, a refresh token rotated at B is replayed at A, a pairwise subject is
+the same from both, a log-in at A is honoured by B and ended through B (and, logged out through
+both at once, ended once), keys rotated by the operator's ``flask keys rotate`` sign at B within
+seconds, lockouts and rate limits count on both, a system registered or disabled through A's
+console is known to B at once.
 
 Then three ``python -m tongban.worker`` processes drain one outbox (a copy of the database made
 before the servers started): every item delivered exactly once, the audit chain whole.
@@ -475,6 +476,31 @@ def test_log_in_at_a_is_honoured_by_b_and_logout_through_b_ends_it(cluster):
         assert sink.sids == [sid]
     finally:
         sink.close()
+
+
+def test_pairwise_subject_is_the_same_from_both_servers(cluster):
+    """The pairwise salt is shared (TONGBAN_PAIRWISE_SALT): a system knows the person by one
+    subject whichever server issued the token."""
+    who = cluster.citizen()
+    client_id, secret = cluster.system(subject_type="pairwise", scopes=["openid"])
+    at_a, at_b = cluster.browser()
+    assert at_a.login(who).status_code == 302
+    subs = []
+    for view, token_at in ((at_a, cluster.b), (at_b, cluster.a)):
+        rp = OAuth2Session(client_id, secret, scope="openid", redirect_uri=REDIRECT)
+        url, _ = rp.create_authorization_url(f"{view.base}/oauth/authorize", nonce=generate_token(12))
+        token = rp.fetch_token(f"{token_at}/oauth/token", code=view.walk(url).params["code"])
+        subs.append(_jwt_claims(token["id_token"])["sub"])
+        info = _userinfo(token_at, token["access_token"])
+        assert info.status_code == 200 and info.json()["sub"] == subs[-1]
+    assert subs[0] == subs[1]
+    with cluster.ctl.app_context():
+        from people.models import User
+        from tongban.extensions import db
+
+        local = db.session.execute(db.select(User.sub).where(User.id_number == who)).scalar_one()
+        db.session.remove()
+    assert subs[0] != local  # pairwise indeed
 
 
 def test_keys_rotated_through_a_are_published_and_used_by_b(cluster):
