@@ -478,6 +478,29 @@ def test_log_in_at_a_is_honoured_by_b_and_logout_through_b_ends_it(cluster):
         sink.close()
 
 
+def test_one_code_redeemed_at_both_servers_at_once_gives_one_token(cluster):
+    who = cluster.citizen()
+    client_id, secret = cluster.system()
+    at_a, _ = cluster.browser()
+    assert at_a.login(who).status_code == 302
+    rp = OAuth2Session(client_id, secret, scope="openid", redirect_uri=REDIRECT)
+    url, _ = rp.create_authorization_url(f"{cluster.a}/oauth/authorize", nonce=generate_token(12))
+    code = at_a.walk(url).params["code"]
+    barrier = threading.Barrier(2)
+
+    def redeem(base):
+        barrier.wait()
+        return requests.post(f"{base}/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                                          "redirect_uri": REDIRECT},
+                             auth=(client_id, secret), timeout=20)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(redeem, [cluster.a, cluster.b]))
+    assert sorted(r.status_code for r in answers) == [200, 400], [r.text for r in answers]
+    loser = next(r for r in answers if r.status_code == 400)
+    assert loser.json()["error"] == "invalid_grant"
+
+
 def test_pairwise_subject_is_the_same_from_both_servers(cluster):
     """The pairwise salt is shared (TONGBAN_PAIRWISE_SALT): a system knows the person by one
     subject whichever server issued the token."""
