@@ -428,8 +428,7 @@ def password_replaced(user: User, *, keep_sid: str | None, actor: str) -> int:
     ended = 0
     for s in sessions.active_sessions(user):
         if s.sid != keep_sid:
-            sessions.end(s, "password_changed", actor)
-            ended += 1
+            ended += sessions.end(s, "password_changed", actor)
     families = revoke_credentials(user, keep_sid=keep_sid, reason="password_changed", actor=actor)
     audit.record("account.credentials_reset", actor=actor, object=f"user:{user.sub}",
                  detail={"sessions_ended": ended, "refresh_families_revoked": families})

@@ -38,8 +38,10 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    update,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tongban import audit
 from tongban.clock import digest, to_epoch, utcnow
@@ -702,18 +704,35 @@ def _end_authorisation(row: AgentAuthorisation, reason: str, actor: str) -> int:
     return end_acting(row.org_id, row.user_id, reason=reason, actor=actor, agent_id=row.id)
 
 
+def claim_end(row: AgentAuthorisation, now: datetime) -> bool:
+    """Mark ``row`` ended unless it already is (a conditional ``UPDATE``): of several servers
+    sweeping at once, exactly one ends each authorisation — one audit entry, one logout."""
+    claimed = db.session.execute(update(AgentAuthorisation).where(  # type: ignore[attr-defined]
+        AgentAuthorisation.id == row.id, AgentAuthorisation.ended_at.is_(None)).values(ended_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    if not claimed:
+        db.session.refresh(row)
+        return False
+    set_committed_value(row, "ended_at", now)
+    return True
+
+
 def expire_due(now: datetime | None = None) -> int:
     """End the sessions of authorisations that expired (``flask enterprises expire``)."""
     now = now or utcnow()
     rows = db.session.execute(select(AgentAuthorisation).where(
         AgentAuthorisation.ended_at.is_(None),
         or_(AgentAuthorisation.valid_until <= now, AgentAuthorisation.withdrawn_at.is_not(None)))).scalars().all()
+    ended = 0
     for row in rows:
+        if not claim_end(row, now):  # another server's sweep ended it meanwhile
+            continue
         if row.withdrawn_at is None:
             audit.record("enterprise.agent_expired", actor="system", object=f"org:{row.org.uscc}",
                          detail={"agent": f"user:{row.user.sub}", "authorisation": row.id})
         _end_authorisation(row, "enterprise_authority_expired", "system")
-    return len(rows)
+        ended += 1
+    return ended
 
 
 def end_acting(org_id: int, user_id: int, *, reason: str, actor: str, role: str | None = None,

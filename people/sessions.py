@@ -146,26 +146,38 @@ def clear_cookie(response: Response) -> None:
     response.delete_cookie(_cookie_name(), path="/")
 
 
-def end(sess: LoginSession, reason: str, actor: str | None = None) -> None:
+def end(sess: LoginSession, reason: str, actor: str | None = None) -> bool:
+    """End ``sess`` (its systems are told, its tokens revoked); False if it had already ended.
+
+    The end is claimed with a conditional ``UPDATE``: of several servers ending one session at
+    once (a logout in two tabs reaching two servers, a sweep of expired sessions), exactly one
+    ends it — the others wait for its commit, find the row ended, and do nothing (no second
+    back-channel logout, no second audit entry)."""
     if sess.ended_at is not None:
-        return
-    sess.ended_at = utcnow()
-    sess.end_reason = reason
+        return False
+    now = utcnow()
+    claimed = db.session.execute(update(LoginSession).where(  # type: ignore[attr-defined]
+        LoginSession.id == sess.id, LoginSession.ended_at.is_(None)).values(ended_at=now, end_reason=reason)
+        .execution_options(synchronize_session=False)).rowcount
+    if g.get("_sso") is sess:
+        g._sso = None
+    if not claimed:  # another server (or request) ended it first
+        db.session.refresh(sess)
+        return False
+    set_committed_value(sess, "ended_at", now)
+    set_committed_value(sess, "end_reason", reason)
     # the protocol layer (idp.hooks) revokes the session's refresh tokens, denies the access
     # tokens issued through it and queues back-channel logout to the other systems (after commit)
     session_ended.send(sess, reason=reason, actor=actor or f"user:{sess.user.sub}")
     audit.record("session.ended", actor=actor or f"user:{sess.user.sub}", object=f"session:{sess.sid}",
                  detail={"reason": reason})
-    if g.get("_sso") is sess:
-        g._sso = None
+    return True
 
 
 def end_all_for_user(user: User, reason: str, actor: str) -> int:
     rows = db.session.execute(select(LoginSession).where(
         LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))).scalars().all()
-    for row in rows:
-        end(row, reason, actor)
-    return len(rows)
+    return sum(end(row, reason, actor) for row in rows)
 
 
 def note_client(sess: LoginSession, client_id: str) -> None:

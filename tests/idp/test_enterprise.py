@@ -390,3 +390,23 @@ def test_wallet_shows_enterprise_to_admin(app, citizen, register):
         enterprise.appoint_admin(citizen, org, admin.id_number, proven_session(citizen))
         db.session.commit()
     assert USCC in services.holder_ids_for(admin) and USCC in services.holder_ids_for(citizen)
+
+
+def test_an_authorisation_ended_by_another_servers_sweep_is_not_ended_twice(app, live_server, disco, citizen,
+                                                                            agent_user, register, systems):
+    """Two servers' minute sweeps at once: the one that claims the authorisation second leaves it."""
+    _rep, _agent, _rp, _token, _claims, auth, _rp_y, _token_y = _agent_signed_in(live_server, disco, systems)
+    from sqlalchemy import update
+
+    from people import enterprise
+    from people.enterprise import AgentAuthorisation
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    stale = db.session.get(AgentAuthorisation, auth.id)  # what this server's sweep selected
+    assert stale.ended_at is None
+    with db.engine.begin() as other:  # the other server's sweep ended it and committed
+        other.execute(update(AgentAuthorisation).where(AgentAuthorisation.id == auth.id).values(ended_at=utcnow()))
+    assert enterprise.claim_end(stale, utcnow()) is False
+    assert stale.ended_at is not None
+    db.session.rollback()

@@ -184,3 +184,39 @@ def test_a_wrong_current_password_ends_nothing(app, browser, citizen):
                                                  "confirm": NEW_PASSWORD}, follow_redirects=True)
     assert "current password is wrong" in resp.get_data(as_text=True)
     assert other.get("/account").status_code == 200
+
+
+def test_a_session_ended_elsewhere_meanwhile_is_not_ended_twice(app, citizen, make_client):
+    """Two servers ending one session at once (a logout from two tabs): the one that commits
+    second finds it ended and does nothing — no second back-channel logout, no second audit."""
+    from sqlalchemy import func, update
+
+    from people import sessions
+    from people.models import LoginSession
+    from tongban.audit import AuditLog
+    from tongban.clock import utcnow
+    from tongban.outbox import OutboxItem
+
+    client_id, _ = make_client(backchannel_logout_uri="http://127.0.0.1:9/bc")
+    with app.test_request_context("/"):
+        sess = sessions.start(citizen, {})
+        sessions.note_client(sess, client_id)
+        db.session.commit()
+        row_id = sess.id
+        stale = db.session.get(LoginSession, row_id)  # what this server loaded before the other ended it
+        assert stale.ended_at is None
+        with db.engine.begin() as other:  # the other server ends it and commits
+            other.execute(update(LoginSession).where(LoginSession.id == row_id)
+                          .values(ended_at=utcnow(), end_reason="logout"))
+
+    def count(model, *where) -> int:
+        return db.session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
+
+    items = count(OutboxItem, OutboxItem.target == "http://127.0.0.1:9/bc")
+    ended = count(AuditLog, AuditLog.action == "session.ended")
+    with app.test_request_context("/"):
+        assert sessions.end(stale, "logout") is False
+        db.session.commit()
+    assert stale.ended_at is not None
+    assert count(OutboxItem, OutboxItem.target == "http://127.0.0.1:9/bc") == items
+    assert count(AuditLog, AuditLog.action == "session.ended") == ended
