@@ -31,6 +31,11 @@ bp = Blueprint("openapi", __name__)
 ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ALLOW = {"Allow": {"description": "The methods this path accepts", "schema": {"type": "string"}}}
 _COMMON = {
+    # tongban.security.check_input, before any view: every operation, whatever its parameters
+    "400": {"description": "Control characters, or bytes that are not UTF-8, in the path, the query or the body "
+                           "(JSON invalid_request under /api/, /oauth/ and /.well-known/, else an HTML page)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+                        "text/html": {"schema": {"type": "string"}}}},
     "405": {"description": "Another method than the path's; the Allow header lists them (JSON under /api/, "
                            "else an HTML page unless JSON is asked for)", "headers": _ALLOW,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
@@ -38,7 +43,14 @@ _COMMON = {
 }
 _WITH_BODY = {"413": {"description": "The request body is larger than the server accepts", **ERROR}}
 _SECURED = {
-    "401": {"description": "No access token, or not a valid one", **ERROR},
+    # RFC 6750 §3.1: a request with no token at all gets the WWW-Authenticate challenge and no error code
+    "401": {"description": "No access token (an empty object; the WWW-Authenticate header challenges), or not "
+                           "a valid one (an error)",
+            "headers": {"WWW-Authenticate": {"description": "Bearer (and DPoP) challenges",
+                                             "schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"anyOf": [
+                {"$ref": "#/components/schemas/Error"},
+                {"type": "object", "maxProperties": 0}]}}}},
     "403": {"description": "The token lacks the scope, or its system or user may not do this", **ERROR},
 }
 
@@ -140,10 +152,13 @@ def _with_failures(paths: dict) -> dict:
             extra = dict(_COMMON)
             if "requestBody" in op:
                 extra.update(_WITH_BODY)
-            if op.get("security", [{}]):  # [] is public; absent means the document's default (none here)
+            secured = bool(op.get("security", [{}]))  # [] is public; absent means the document's default (none)
+            if secured:
                 extra.update(_SECURED)
             for code, response in extra.items():
                 responses.setdefault(code, copy.deepcopy(response))
+            if secured:  # the bearer-token check answers alike whatever the package wrote
+                responses["401"] = copy.deepcopy(_SECURED["401"])
             op["responses"] = dict(sorted(responses.items()))
     return out
 
