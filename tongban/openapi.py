@@ -55,8 +55,8 @@ _SECURED = {
 }
 
 
-# the platform's own public paths (the shell's health check, this document, the token endpoint,
-# the seal CA and TSA of keys/): relying parties use them as they use the API
+# the platform's own public paths (the shell's health check, this document, the seal CA and TSA of
+# keys/), used by relying parties as they use the API; the OpenID provider's endpoints are idp's (idp/openapi.py)
 _PLATFORM_PATHS = {
     "/healthz": {"get": {
         "tags": ["platform"], "summary": "Liveness: the process answers", "operationId": "health", "security": [],
@@ -66,33 +66,6 @@ _PLATFORM_PATHS = {
         "tags": ["platform"], "summary": "This document", "operationId": "openapi", "security": [],
         "responses": {"200": {"description": "OpenAPI 3.0 document",
                               "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-    "/oauth/token": {"post": {
-        "tags": ["oauth"], "summary": "OAuth 2.0 token endpoint (RFC 6749): client credentials, authorization "
-                                      "code with PKCE, refresh token, device code",
-        "operationId": "token", "security": [],
-        "description": "Parameters in the form body only; a query string is refused (400 invalid_request). "
-                       "Client authentication: HTTP Basic (client_secret_basic) or client_id/client_secret "
-                       "in the body.",
-        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
-            "type": "object", "required": ["grant_type"], "properties": {
-                "grant_type": {"type": "string", "enum": [
-                    "client_credentials", "authorization_code", "refresh_token",
-                    "urn:ietf:params:oauth:grant-type:device_code"]},
-                "scope": {"type": "string"}, "code": {"type": "string"}, "redirect_uri": {"type": "string"},
-                "code_verifier": {"type": "string"}, "refresh_token": {"type": "string"},
-                "device_code": {"type": "string"}, "client_id": {"type": "string"},
-                "client_secret": {"type": "string"}}}}}},
-        "responses": {
-            "200": {"description": "Tokens", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["access_token", "token_type"], "properties": {
-                    "access_token": {"type": "string"}, "token_type": {"enum": ["Bearer"]},
-                    "expires_in": {"type": "integer"}, "scope": {"type": "string"},
-                    "refresh_token": {"type": "string"}, "id_token": {"type": "string"}}}}}},
-            "400": {"description": "invalid_request, invalid_grant, invalid_scope, unauthorized_client, "
-                                   "unsupported_grant_type, authorization_pending, slow_down, expired_token",
-                    **ERROR},
-            "401": {"description": "invalid_client", **ERROR},
-        }}},
     "/ca/root.pem": {"get": {
         "tags": ["seal CA"], "summary": "The seal CA's root certificate (the trust anchor relying parties install)",
         "operationId": "caRoot", "security": [],
