@@ -11,7 +11,7 @@ Positive (valid by the document) and negative (invalid) requests.
 
 Deterministic: derandomized Hypothesis, no example database, no shrinking. TONGBAN_FUZZ_EXAMPLES
 (default 6) is the number of examples per operation, credential set and mode: raise it for a
-longer local run.
+longer local run; TONGBAN_FUZZ_SEED=N draws other examples (the same ones for the same N).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import traceback
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -36,6 +36,7 @@ from tests.conftest import CITIZEN_ID
 from tests.flask_flows import REDIRECT, authorize_code, basic, exchange, login
 
 EXAMPLES = int(os.environ.get("TONGBAN_FUZZ_EXAMPLES", "6"))
+SEED = os.environ.get("TONGBAN_FUZZ_SEED", "")  # other examples than the derandomized ones, reproducibly
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 SYSTEM_SCOPES = "seal:sign licence:verify rating:write rating:export"
@@ -76,7 +77,8 @@ def _plan(operation, creds) -> list[tuple[str, dict, dict, object]]:
     if operation.path in CLIENT_AUTHENTICATED:
         return [anonymous, ("client", creds["client"], {}, None)]
     if operation.path == "/oauth/authorize":
-        return [anonymous, ("browser", {}, {"client_id": creds["client_id"]}, creds["browser"])]
+        return [anonymous, ("browser", {}, {"client_id": creds["client_id"], "redirect_uri": REDIRECT},
+                            creds["browser"])]
     if operation.definition.raw.get("security"):
         return [anonymous, ("system", creds["system"], {}, None), ("citizen", creds["citizen"], {}, None)]
     return [anonymous]
@@ -103,7 +105,7 @@ def _negatable(raw: dict) -> bool:
 def _run(app, operation, mode, key, headers, query, session, failures) -> int:
     calls = 0
 
-    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
+    @settings(max_examples=EXAMPLES, derandomize=not SEED, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
     @given(case=operation.as_strategy(generation_mode=mode, query=query or None))
     def run(case):
@@ -116,7 +118,7 @@ def _run(app, operation, mode, key, headers, query, session, failures) -> int:
             if not any(f.startswith(key) for f in failures):  # the first example of each
                 failures.append(f"{key}: {detail[:3000]}")
 
-    run()
+    (seed(int(SEED))(run) if SEED else run)()
     return calls
 
 
