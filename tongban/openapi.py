@@ -7,11 +7,13 @@ Each package adds its paths (and components) in its ``init_app``::
 
 ``init_app`` registers the route once per app (whichever package calls it first).
 
-The document says what the endpoints do, including how they fail: every operation lists 405
-(another method; the ``Allow`` header names the path's methods), every one with a body 413
-(larger than ``MAX_CONTENT_LENGTH``), every one behind OAuth 401 and 403. A test walks the
-document against the routes and sends bad requests to each operation
-(``tests/tongban/test_openapi.py``).
+The document says what the endpoints do, including how they fail: every operation lists 400
+(control characters or non-UTF-8, ``tongban.security``) and 405 (another method; the ``Allow``
+header names the path's methods), every one with a body 413 (larger than ``MAX_CONTENT_LENGTH``),
+every one behind OAuth 401 (an empty object without a token) and 403. A test walks the document
+against the routes and sends bad requests to each operation (``tests/tongban/test_openapi.py``);
+schemathesis fuzzes every operation against it (``tests/tongban/test_fuzz_api.py``,
+docs/testing.md).
 """
 
 from __future__ import annotations
