@@ -66,3 +66,9 @@ def init_app(app: Flask) -> None:
 
     cors.init_app(app)  # CORS for browser-based clients
     app.cli.add_command(resources_cli)
+    from tongban import openapi
+
+    from .openapi import PATHS as OPENAPI_PATHS
+
+    openapi.init_app(app)
+    openapi.register_paths(OPENAPI_PATHS)  # discovery, JWKS, token and its neighbours, userinfo, authorize

@@ -37,6 +37,7 @@ from tongban.clock import digest, utcnow
 from tongban.errors import ValidationError
 from tongban.extensions import db, session_holds_sqlite_write
 
+from .errors import shown
 from .models import UsedAssertion
 from .uris import check_fetchable, check_uri
 
@@ -190,7 +191,7 @@ def verify_signed(raw: str, client, error_cls) -> jwt.Token:
         raise error_cls(description="not a signed JWT (JWS compact serialization)") from None
     alg = header.get("alg")
     if alg not in ALGS:
-        raise error_cls(description=f"alg {str(alg)[:10]!r} is not allowed (one of {', '.join(ALGS)})")
+        raise error_cls(description=f"alg '{shown(alg, 10)}' is not allowed (one of {', '.join(ALGS)})")
     kid = header.get("kid")
     for attempt in (False, True):
         try:
@@ -204,7 +205,8 @@ def verify_signed(raw: str, client, error_cls) -> jwt.Token:
             except BadSignatureError:
                 continue
             except (JoseError, ValueError) as e:
-                raise error_cls(description=f"invalid JWT: {getattr(e, 'description', None) or e}") from None
+                reason = getattr(e, "description", None) or e
+                raise error_cls(description=f"invalid JWT: {shown(reason, 200)}") from None
         if client.jwks_json or (candidates and kid is None):
             break  # registered keys: nothing to refetch
     raise error_cls(description="the signature does not verify with the client's registered keys")

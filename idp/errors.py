@@ -5,9 +5,19 @@ classes in ``idp.server``/``idp.stepup``). How each reaches the caller: docs/arc
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask_babel import lazy_gettext as _l
 
 from tongban.errors import Forbidden, NotFound, TongbanError, ValidationError
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A request value (a parameter's name, a resource, an alg) fit for an OAuth error_description:
+    RFC 6749 §5.2 allows printable ASCII but ``"`` and ``\\``; Authlib raises ValueError (a 500)
+    for anything else, so the rest is percent-encoded. At most ``limit`` characters of the value."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\%' else quote(c, safe="", errors="backslashreplace")
+                   for c in str(value)[:limit])
 
 
 class _Page:

@@ -26,6 +26,7 @@ from authlib.oauth2.rfc9101.errors import InvalidRequestObjectError
 from flask import current_app
 
 from . import client_auth, fapi
+from .errors import shown
 
 # parameters that may accompany ``request`` at the authorization endpoint (RFC 9101 §5, OIDC §6.1)
 OUTSIDE_ALLOWED = ("client_id", "request")
@@ -40,7 +41,7 @@ def _as_param(name: str, value) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if name == "max_age" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise InvalidRequestObjectError(description=f"the request object's {name[:40]!r} is not a string")
+    raise InvalidRequestObjectError(description=f"the request object's '{shown(name)}' is not a string")
 
 
 def decode(raw: str, client, *, outer_client_id: str | None = None) -> dict[str, str]:
@@ -89,11 +90,11 @@ def check_outside(outside, params: dict[str, str]) -> InvalidRequestError | None
     for key, values in outside.lists():
         if key in OUTSIDE_ALLOWED:
             if len(values) > 1:
-                return InvalidRequestError(f"{key} given more than once")
+                return InvalidRequestError(f"{shown(key)} given more than once")
             continue
         if key in OUTSIDE_IF_EQUAL:
             if values != [params.get(key)]:
-                return InvalidRequestError(f"{key} differs from the request object's")
+                return InvalidRequestError(f"{shown(key)} differs from the request object's")
             continue
-        return InvalidRequestError(f"{key[:40]} must be inside the request object, not next to it")
+        return InvalidRequestError(f"{shown(key)} must be inside the request object, not next to it")
     return None

@@ -34,6 +34,7 @@ from tongban.extensions import csrf, db
 from . import clients as registry
 from . import fapi, jar
 from .client_auth import ALGS, METHOD
+from .errors import shown
 from .models import PushedAuthorizationRequest
 
 URN = "urn:ietf:params:oauth:request_uri:"
@@ -71,7 +72,7 @@ def push():
         return _json_error(InvalidRequestError("send the parameters in the form body, not the query string"))
     for key, values in flask_request.form.lists():
         if len(values) > 1:
-            return _json_error(InvalidRequestError(f"{key[:40]} given more than once"))
+            return _json_error(InvalidRequestError(f"{shown(key)} given more than once"))
     try:
         client = server.authenticate_client(server.create_oauth2_request(None), PAR_AUTH_METHODS, "par")
     except OAuth2Error as error:
@@ -110,7 +111,7 @@ def _pushed_params(client, form) -> dict[str, str]:
     if "request" in form:
         outside = [k for k in form if k not in ("request", "client_id", *_AUTH_PARAMS)]
         if outside:
-            raise InvalidRequestError(f"{outside[0][:40]} must be inside the request object, not next to it")
+            raise InvalidRequestError(f"{shown(outside[0])} must be inside the request object, not next to it")
         params = jar.decode(form["request"], client)
     else:
         if client.require_signed_request_object:
@@ -118,7 +119,7 @@ def _pushed_params(client, form) -> dict[str, str]:
         params = {k: v for k, v in form.items() if k not in _AUTH_PARAMS}
         params["client_id"] = client.client_id
     if params.get("response_type") != "code":
-        raise UnsupportedResponseTypeError(params.get("response_type", "")[:20])
+        raise UnsupportedResponseTypeError(shown(params.get("response_type", ""), 20))
     uri = params.get("redirect_uri")
     if uri is not None and not client.check_redirect_uri(uri):
         raise InvalidRequestError("redirect_uri is not registered for this client")

@@ -42,6 +42,7 @@ from tongban.extensions import after_commit, db
 from . import clients as registry
 from . import dpop, pairwise
 from .context import grant_context
+from .errors import shown
 
 RESOURCES_GENERATION = Generation("resources")
 
@@ -159,13 +160,13 @@ def check_requested(client, uris, redirect_uri: str | None = None) -> list[str]:
             raise InvalidTargetError(e.message, redirect_uri=redirect_uri) from None
         if not known(uri):
             _refused(client, uri, "unknown")
-            raise InvalidTargetError(f"unknown resource {uri[:200]!r}", redirect_uri=redirect_uri)
+            raise InvalidTargetError(f"unknown resource '{shown(uri, 200)}'", redirect_uri=redirect_uri)
         allowed = tuple(getattr(client, "allowed_resources", ()) or ())
         entry = _register.get().get(uri)
         scope = entry[0] if entry else None
         if (allowed and uri not in allowed) or (scope and scope not in client.scope_set):
             _refused(client, uri, "not_allowed")
-            raise InvalidTargetError(f"this client may not ask for the resource {uri[:200]!r}",
+            raise InvalidTargetError(f"this client may not ask for the resource '{shown(uri, 200)}'",
                                      redirect_uri=redirect_uri)
         out.append(uri)
     return list(dict.fromkeys(out))
@@ -226,7 +227,7 @@ class GrantExtension:
             narrower = [u for u in requested if u not in origin]
             if narrower:
                 _refused(client, narrower[0], "not_granted")
-                raise InvalidTargetError(f"the resource {narrower[0][:200]!r} was not part of the grant")
+                raise InvalidTargetError(f"the resource '{shown(narrower[0], 200)}' was not part of the grant")
             # a resource disabled or no longer allowed since the grant is not issued for
             audience = check_requested(client, requested or origin)
         else:

@@ -50,6 +50,7 @@ from . import ciba, client_auth, device, dpop, modern_clients, par, resources, t
 from . import clients as registry
 from .context import ReplayedCode, ReusedRefresh, TokenContext, grant_context
 from .dpop import ResourceDPoPError, challenge
+from .errors import shown
 from .models import AuthorizationCode
 from .pairwise import subject_for, subject_for_client_id
 from .resources import GrantExtension, annotate_code
@@ -687,7 +688,7 @@ class Server(AuthorizationServer):
     def create_token_response(self, request=None):
         repeated = _repeated_parameter()
         if repeated:
-            return self.handle_error_response(None, InvalidRequestError(f"{repeated} given more than once"))
+            return self.handle_error_response(None, InvalidRequestError(f"{shown(repeated)} given more than once"))
         try:
             return super().create_token_response(request)
         except ValueError:
@@ -697,7 +698,7 @@ class Server(AuthorizationServer):
         if flask_request.path in BODY_ONLY_PATHS:
             repeated = _repeated_parameter()
             if repeated:
-                return self.handle_error_response(None, InvalidRequestError(f"{repeated} given more than once"))
+                return self.handle_error_response(None, InvalidRequestError(f"{shown(repeated)} given more than once"))
         try:
             return super().create_endpoint_response(name, request)
         except ValueError:

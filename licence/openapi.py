@@ -45,6 +45,12 @@ def _ok(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _page(schema: dict, description: str = "OK") -> dict:
+    """A page for people, JSON for programs that ask for it (Accept: application/json)."""
+    return {"description": description, "content": {"application/json": {"schema": schema},
+                                                    "text/html": {"schema": {"type": "string"}}}}
+
+
 PATHS: dict = {
     "/api/v1/licence-types": {"get": {
         "tags": ["licences"], "summary": "The e-licence catalogue",
@@ -107,7 +113,7 @@ PATHS: dict = {
         "tags": ["licences"], "summary": "What a licence's QR code points to (HTML; JSON with Accept)",
         "security": [], "parameters": [{"name": "code", "in": "path", "required": True,
                                         "schema": {"type": "string"}}],
-        "responses": {"200": _ok(_VERDICT), "404": _ok(_VERDICT, "unknown code")}}},
+        "responses": {"200": _page(_VERDICT), "404": _page(_VERDICT, "unknown code")}}},
 }
 
 SCOPES = {"licence:read": "a consenting holder's e-licences (authorization code flow)",

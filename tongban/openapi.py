@@ -7,11 +7,13 @@ Each package adds its paths (and components) in its ``init_app``::
 
 ``init_app`` registers the route once per app (whichever package calls it first).
 
-The document says what the endpoints do, including how they fail: every operation lists 405
-(another method; the ``Allow`` header names the path's methods), every one with a body 413
-(larger than ``MAX_CONTENT_LENGTH``), every one behind OAuth 401 and 403. A test walks the
-document against the routes and sends bad requests to each operation
-(``tests/tongban/test_openapi.py``).
+The document says what the endpoints do, including how they fail: every operation lists 400
+(control characters or non-UTF-8, ``tongban.security``) and 405 (another method; the ``Allow``
+header names the path's methods), every one with a body 413 (larger than ``MAX_CONTENT_LENGTH``),
+every one behind OAuth 401 (an empty object without a token) and 403. A test walks the document
+against the routes and sends bad requests to each operation (``tests/tongban/test_openapi.py``);
+schemathesis fuzzes every operation against it (``tests/tongban/test_fuzz_api.py``,
+docs/testing.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ bp = Blueprint("openapi", __name__)
 ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ALLOW = {"Allow": {"description": "The methods this path accepts", "schema": {"type": "string"}}}
 _COMMON = {
+    # tongban.security.check_input, before any view: every operation, whatever its parameters
+    "400": {"description": "Control characters, or bytes that are not UTF-8, in the path, the query or the body "
+                           "(JSON invalid_request under /api/, /oauth/ and /.well-known/, else an HTML page)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+                        "text/html": {"schema": {"type": "string"}}}},
     "405": {"description": "Another method than the path's; the Allow header lists them (JSON under /api/, "
                            "else an HTML page unless JSON is asked for)", "headers": _ALLOW,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
@@ -38,13 +45,20 @@ _COMMON = {
 }
 _WITH_BODY = {"413": {"description": "The request body is larger than the server accepts", **ERROR}}
 _SECURED = {
-    "401": {"description": "No access token, or not a valid one", **ERROR},
+    # RFC 6750 §3.1: a request with no token at all gets the WWW-Authenticate challenge and no error code
+    "401": {"description": "No access token (an empty object; the WWW-Authenticate header challenges), or not "
+                           "a valid one (an error)",
+            "headers": {"WWW-Authenticate": {"description": "Bearer (and DPoP) challenges",
+                                             "schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"anyOf": [
+                {"$ref": "#/components/schemas/Error"},
+                {"type": "object", "maxProperties": 0}]}}}},
     "403": {"description": "The token lacks the scope, or its system or user may not do this", **ERROR},
 }
 
 
-# the platform's own public paths (the shell's health check, this document, the token endpoint,
-# the seal CA and TSA of keys/): relying parties use them as they use the API
+# the platform's own public paths (the shell's health check, this document, the seal CA and TSA of
+# keys/), used by relying parties as they use the API; the OpenID provider's endpoints are idp's (idp/openapi.py)
 _PLATFORM_PATHS = {
     "/healthz": {"get": {
         "tags": ["platform"], "summary": "Liveness: the process answers", "operationId": "health", "security": [],
@@ -54,33 +68,6 @@ _PLATFORM_PATHS = {
         "tags": ["platform"], "summary": "This document", "operationId": "openapi", "security": [],
         "responses": {"200": {"description": "OpenAPI 3.0 document",
                               "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-    "/oauth/token": {"post": {
-        "tags": ["oauth"], "summary": "OAuth 2.0 token endpoint (RFC 6749): client credentials, authorization "
-                                      "code with PKCE, refresh token, device code",
-        "operationId": "token", "security": [],
-        "description": "Parameters in the form body only; a query string is refused (400 invalid_request). "
-                       "Client authentication: HTTP Basic (client_secret_basic) or client_id/client_secret "
-                       "in the body.",
-        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
-            "type": "object", "required": ["grant_type"], "properties": {
-                "grant_type": {"type": "string", "enum": [
-                    "client_credentials", "authorization_code", "refresh_token",
-                    "urn:ietf:params:oauth:grant-type:device_code"]},
-                "scope": {"type": "string"}, "code": {"type": "string"}, "redirect_uri": {"type": "string"},
-                "code_verifier": {"type": "string"}, "refresh_token": {"type": "string"},
-                "device_code": {"type": "string"}, "client_id": {"type": "string"},
-                "client_secret": {"type": "string"}}}}}},
-        "responses": {
-            "200": {"description": "Tokens", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["access_token", "token_type"], "properties": {
-                    "access_token": {"type": "string"}, "token_type": {"enum": ["Bearer"]},
-                    "expires_in": {"type": "integer"}, "scope": {"type": "string"},
-                    "refresh_token": {"type": "string"}, "id_token": {"type": "string"}}}}}},
-            "400": {"description": "invalid_request, invalid_grant, invalid_scope, unauthorized_client, "
-                                   "unsupported_grant_type, authorization_pending, slow_down, expired_token",
-                    **ERROR},
-            "401": {"description": "invalid_client", **ERROR},
-        }}},
     "/ca/root.pem": {"get": {
         "tags": ["seal CA"], "summary": "The seal CA's root certificate (the trust anchor relying parties install)",
         "operationId": "caRoot", "security": [],
@@ -140,10 +127,13 @@ def _with_failures(paths: dict) -> dict:
             extra = dict(_COMMON)
             if "requestBody" in op:
                 extra.update(_WITH_BODY)
-            if op.get("security", [{}]):  # [] is public; absent means the document's default (none here)
+            secured = bool(op.get("security", [{}]))  # [] is public; absent means the document's default (none)
+            if secured:
                 extra.update(_SECURED)
             for code, response in extra.items():
                 responses.setdefault(code, copy.deepcopy(response))
+            if secured:  # the bearer-token check answers alike whatever the package wrote
+                responses["401"] = copy.deepcopy(_SECURED["401"])
             op["responses"] = dict(sorted(responses.items()))
     return out
 

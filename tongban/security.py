@@ -89,7 +89,8 @@ def check_input() -> None:
                 raise _refused()
     elif mimetype == "multipart/form-data":
         for field, text in request.form.items(multi=True):
-            if _CONTROL.search(field) or _CONTROL_IN_TEXT.search(text):
+            # a part without a name (Content-Disposition: form-data, no name=) has the key None
+            if _CONTROL.search(field or "") or _CONTROL_IN_TEXT.search(text or ""):
                 raise _refused()
     elif request.is_json:
         try:

@@ -55,7 +55,7 @@ def test_every_route_is_documented(app):
     assert not missing, "routes missing from docs/endpoints.md: " + ", ".join(missing)
 
 
-@pytest.mark.parametrize("page", ["architecture", "commands", "configuration", "endpoints", "standards"])
+@pytest.mark.parametrize("page", ["architecture", "commands", "configuration", "endpoints", "standards", "testing"])
 def test_the_topic_pages_exist_and_the_readme_links_them(page):
     assert (DOCS / f"{page}.md").is_file()
     assert f"(docs/{page}.md)" in (ROOT / "README.md").read_text(encoding="utf-8")

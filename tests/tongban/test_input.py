@@ -303,6 +303,17 @@ def test_multipart_fields_are_checked_not_file_contents(client):
     assert resp.status_code == 400
 
 
+def test_multipart_part_without_a_name_is_not_a_server_error(client):
+    """Found by the API fuzzer: a form-data part with no name= came through as the key None."""
+    body = (b'--b\r\nContent-Disposition: form-data\r\n\r\nvalue\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\np\r\n--b--\r\n')
+    resp = client.post("/api/v1/seals/verify", data=body, content_type="multipart/form-data; boundary=b")
+    assert resp.status_code == 400 and resp.get_json()["error"]  # no file: the verifier's own refusal
+    body = body.replace(b"\r\nvalue", b"\r\nva\x00lue")
+    resp = client.post("/api/v1/seals/verify", data=body, content_type="multipart/form-data; boundary=b")
+    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_request"
+
+
 @pytest.mark.parametrize("body", [{"purpose": "a\x00b"}, {"x": ["ok", {"service_item": "\x07"}]},
                                   {"k\x00": 1}, {"deep": "\u0085"}])
 def test_control_characters_in_json(client, body):

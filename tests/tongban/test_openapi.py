@@ -166,3 +166,23 @@ def test_odd_printable_keys_are_404(app, client, system_token, live_server, citi
     assert client.get(f"/seals/console/{ODD}").status_code == 404
     assert client.get("/seals/console/%00").status_code in (400, 404)
     assert client.get(f"/seals/console/{ODD}/picture.png").status_code == 404
+
+
+def test_the_openid_provider_endpoints_are_documented(doc):
+    """idp/openapi.py: what a department system calls besides the API, and the authorization endpoint."""
+    assert {"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server", "/jwks.json",
+            "/oauth/authorize", "/oauth/token", "/oauth/introspect", "/oauth/revoke", "/oauth/par",
+            "/oauth/device_authorization", "/oauth/bc-authorize", "/oauth/userinfo"} <= set(doc["paths"])
+    assert set(doc["paths"]["/oauth/userinfo"]) == {"get", "post"}
+    assert doc["paths"]["/oauth/userinfo"]["get"]["security"] == [{"oauth2": ["openid"]}]
+    grants = doc["paths"]["/oauth/token"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+    assert "urn:openid:params:grant-type:ciba" in grants["schema"]["properties"]["grant_type"]["enum"]
+    assert {"200", "302", "400"} <= set(doc["paths"]["/oauth/authorize"]["get"]["responses"])
+
+
+def test_every_operation_documents_the_input_check_and_the_bare_401(doc):
+    for _path, _method, op in _operations(doc):
+        assert "400" in op["responses"]
+        if op.get("security"):
+            schema = op["responses"]["401"]["content"]["application/json"]["schema"]
+            assert {"type": "object", "maxProperties": 0} in schema["anyOf"]
