@@ -10,7 +10,8 @@ by side, on a current Node). It creates a temporary folder, runs ``npm install
 oidc-provider@9.13.3`` there (nothing is installed into or committed to this repository),
 copies bench/oidc_provider_server.mjs there as ``server.mjs``, which has
 
-    * one client: client_credentials, client_secret_basic;
+    * a client_credentials client, client_secret_basic (the file also has a code-flow client
+      and an account, for bench/compare.py's userinfo row);
     * features.clientCredentials and features.introspection enabled;
     * features.resourceIndicators with a default resource whose access tokens are
       JWTs (RFC 9068 ``at+jwt``) signed ES256 with a freshly generated P-256 key;
