@@ -17,7 +17,8 @@
    the same CPU 0; a client_credentials client, a citizen and a real code flow for the
    user access token, a few licences for ``/v/<code>``; checks it, measures it, notes its
    RSS and stops it.
-   With --rounds N, steps 2 and 3 repeat N times (the same database; both servers restarted).
+   With --rounds N, steps 2 and 3 repeat N times (the same database; both servers restarted;
+   Tongban goes first in every other round).
 4. Prints one Markdown table (endpoint | node req/s | Tongban req/s | ratio | p50/p99
    each; with rounds, each row's median round and the range), the servers' RSS after the
    (last) run, the machine (CPU model, cores, load average) and the versions.
@@ -272,7 +273,7 @@ def tongban_round(args, env: dict, made: dict, licence_path: str, log: Path, ser
 
 
 def run_all(args, server_prefix: list[str], load_prefix: list[str], report: dict) -> tuple[list, list]:
-    """Install node once, prepare Tongban's database once; then per round node, then Tongban."""
+    """Install node once, prepare Tongban's database once; then per round node and Tongban."""
     node_rounds: list[dict] = []
     tongban_rounds: list[dict] = []
     temp = args.cache_dir is None
@@ -295,12 +296,17 @@ def run_all(args, server_prefix: list[str], load_prefix: list[str], report: dict
             made = setup_tongban(env)
             licence_path = issue_licences(env, args.licences) if "licence" in args.only else ""
             for i in range(args.rounds):
+                # Every other round Tongban goes first: a load that drifts during the run
+                # does not always favour the same server.
+                order = ["node", "tongban"] if i % 2 == 0 or not node else ["tongban", "node"]
                 if args.rounds > 1:
                     print(f"\n==== round {i + 1} of {args.rounds}")
-                if node:
-                    node_rounds.append(node_round(args, folder, node, server_prefix, load_prefix, report))
-                tongban_rounds.append(tongban_round(args, env, made, licence_path, tmp / "server.log",
-                                                    server_prefix, load_prefix, report))
+                for who in order:
+                    if who == "node" and node:
+                        node_rounds.append(node_round(args, folder, node, server_prefix, load_prefix, report))
+                    elif who == "tongban":
+                        tongban_rounds.append(tongban_round(args, env, made, licence_path, tmp / "server.log",
+                                                            server_prefix, load_prefix, report))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if temp and not args.keep:

@@ -96,3 +96,12 @@ def test_table_marks_tongban_only_rows_and_errors():
     assert lines[2] == ("| POST token (client_credentials) | 2,000 | 1,000 ⚠ 5 errors | 0.50× "
                         "| 3.0 / 9.0 ms | 6.0 / 20.0 ms |")
     assert lines[3] == "| GET /v/<code> JSON (licence check) | — | 900 | — | — | 7.0 / 30.0 ms |"
+
+
+def test_median_round_adds_up_errors_and_keeps_the_range():
+    rounds = [{"token": {"rps": r, "p50_ms": r / 100, "p99_ms": 1.0, "errors": e, "requests": 10}}
+              for r, e in ((300.0, 0), (100.0, 2), (200.0, 0))]
+    m = compare.median_round(rounds, "token")
+    assert (m["rps"], m["p50_ms"], m["errors"], m["requests"]) == (200.0, 2.0, 2, 30)
+    assert compare.cell_rps(m) == "200 (100–300) ⚠ 2 errors"
+    assert compare.median_round(rounds, "licence") is None
