@@ -6,30 +6,34 @@ worker, offline token verifications per second, and licences issued per second e
     .venv/bin/python bench/licence.py [--seconds 8] [--connections 8] [--issues 20]
 
 Throw-away instance (SQLite in a temporary folder, or BENCH_DATABASE_URL); the server is
-``make serve`` with WEB_CONCURRENCY=1 pinned to CPU 0, load from CPU 1 (as bench/tokens.py).
+``python -m tongban.serve`` (``make serve``) with WEB_CONCURRENCY=1 pinned to CPU 0, load from
+CPU 1 (helpers shared with bench/tokens.py in bench/_common.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this folder is sys.path[0] already
 
-from tokens import HOST, ROOT, Scenario, drive, free_port, run_flask, wait_ready
-
-ORG = ("91350100M000100Y43", "通办示范科技有限公司")
+from _common import (
+    Scenario,
+    drive,
+    free_port,
+    issue_licences,
+    pinning,
+    run_flask,
+    start_tongban,
+    stop,
+    tongban_env,
+    wait_ready,
+)
 
 
 def in_process(instance: Path, database: str, n_issue: int) -> None:
@@ -79,33 +83,19 @@ def main() -> None:
     ap.add_argument("--licences", type=int, default=200, help="licences in the table behind /v/")
     args = ap.parse_args()
 
-    ncpu = os.cpu_count() or 1
-    taskset = shutil.which("taskset") if ncpu >= 2 else None
     tmp = Path(tempfile.mkdtemp(prefix="tongban-bench-licence-"))
     port = free_port()
     database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'tongban.db'}"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG")}
-    env.update({"TONGBAN_INSTANCE_DIR": str(tmp / "instance"), "DATABASE_URL": database, "HOST": HOST,
-                "PORT": str(port), "WEB_CONCURRENCY": "1", "SERVER": "granian"})
+    env = tongban_env(tmp / "instance", database, port)
     print(f"instance {tmp}  database {database}")
     run_flask(env, "db", "upgrade", "heads")  # "heads": works before and after the branches merge
     in_process(tmp / "instance", database, args.issues)
-    # a table of licences, then one code to hit
-    code = None
-    for i in range(max(1, args.licences // 50)):
-        out = json.loads(run_flask(env, "licences", "issue", "--type", "营业执照", "--holder-id", ORG[0],
-                                   "--holder-name", f"{ORG[1]}{i}", "--json"))
-        code = urlsplit(out["verify_url"]).path
-    cmd = ["make", "--no-print-directory", "serve"]
-    if taskset:
-        cmd = [taskset, "-c", "0", *cmd]
-        os.sched_setaffinity(0, {1})
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                              stdout=subprocess.DEVNULL)
+    code = issue_licences(env, max(1, args.licences // 50))  # a table of licences, then one code to hit
+    server_prefix, _ = pinning()
+    server = start_tongban(env, server_prefix, quiet=True)
     try:
         wait_ready(port, server)
-        print(f"\ngranian, 1 worker{' on CPU 0, load from CPU 1' if taskset else ''}, "
+        print(f"\ngranian, 1 worker{' on CPU 0, load from CPU 1' if server_prefix else ''}, "
               f"{args.connections} connections, {args.seconds:g} s each")
         print(f"{'endpoint':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for sc in (Scenario("GET /v/<code> JSON (known)", "GET", code, None, {"Accept": "application/json"}),
@@ -114,12 +104,7 @@ def main() -> None:
             print(f"{r['name']:34} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}",
                   flush=True)
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGKILL)
+        stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
