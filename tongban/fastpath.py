@@ -63,6 +63,7 @@ class FastRoute:
     rule: str  # the Flask URL rule it stands for (metrics and the access log name it so)
     handler: Callable[[Request], LeanResponse | None]
     prefix: bool = False
+    eligible: Callable[[Request], bool] | None = None  # side-effect free: may this request be lean?
     templates: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
@@ -172,6 +173,9 @@ class FastPath:
         if self._warm_pid != os.getpid():  # the first request of a process: the full stack
             self._warm_pid = os.getpid()
             return self.wsgi_app(environ, start_response)
+        req = Request(environ)
+        if route.eligible is not None and not route.eligible(req):  # another kind of answer: not learnt
+            return self.wsgi_app(environ, start_response)
         key = environ.get("wsgi.url_scheme", "http")
         template = route.templates.get(key)
         if template is None:
@@ -179,7 +183,7 @@ class FastPath:
         start = time.perf_counter()
         try:
             with self.app.app_context():
-                answer = route.handler(Request(environ))
+                answer = route.handler(req)
         except Exception:  # a fast route that fails leaves the request to the full stack
             log.exception("fast route %s failed; answering through the full stack", route.rule)
             answer = None
@@ -229,7 +233,10 @@ def init_app(app: Flask) -> None:
 
 
 def register(app: Flask, method: str, path: str, rule: str, handler: Callable[[Request], LeanResponse | None],
-             *, prefix: bool = False) -> None:
-    """Give ``rule``'s common case a lean answer (see the module's rules)."""
+             *, prefix: bool = False, eligible: Callable[[Request], bool] | None = None) -> None:
+    """Give ``rule``'s common case a lean answer (see the module's rules). ``prefix``: ``path``
+    ends in ``/`` and one more path segment follows. ``eligible``: when the route's answers come
+    in several kinds (an HTML page and JSON), the kind the handler gives; only those are lean and
+    only those teach the route its headers."""
     fast: FastPath = app.extensions["tongban.fastpath"]
-    fast.add(FastRoute(method, path, rule, handler, prefix=prefix))
+    fast.add(FastRoute(method, path, rule, handler, prefix=prefix, eligible=eligible))
