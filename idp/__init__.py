@@ -65,6 +65,9 @@ def init_app(app: Flask) -> None:
     from . import cors, dpop, resources  # noqa: F401  (DPoP replay table, resources table)
 
     cors.init_app(app)  # CORS for browser-based clients
+    from . import fast  # the lean path of token, introspection, userinfo, discovery (tongban.fastpath)
+
+    fast.init_app(app)
     app.cli.add_command(resources_cli)
     from tongban import openapi
 

@@ -39,7 +39,7 @@ from flask import request as flask_request
 from sqlalchemy import select, update
 
 from keys.services import keyring
-from people import enterprise
+from people import accounts, enterprise
 from people.models import User
 from people.sessions import current_session, is_live
 from tongban import audit
@@ -395,28 +395,7 @@ class Introspection(IntrospectionEndpoint):
 
     def introspect_token(self, token):
         if isinstance(token, tokens.AccessToken):
-            c = token.claims
-            if token.is_revoked() or not registry.is_enabled(token.client_id):
-                return {"active": False}
-            if c.get("sid") and not is_live(c["sid"]):  # its log-in session ended or is past its lifetime
-                return {"active": False}
-            out = {"active": True, "token_type": "Bearer", "scope": c.get("scope", ""),
-                   "client_id": c["client_id"], "sub": c["sub"], "aud": c.get("aud"), "iss": c["iss"],
-                   "exp": c["exp"], "iat": c.get("iat"), "jti": c["jti"]}
-            for k in ("auth_time", "acr", "sid", "act", "cnf"):  # act: token exchange (RFC 8693 §4.1)
-                if k in c:
-                    out[k] = c[k]
-            if "cnf" in c:
-                out["token_type"] = "DPoP"  # RFC 9449 §6.2
-            viewer = getattr(token, "viewer", None)
-            if viewer is not None:
-                out["sub"] = subject_for(viewer, token.sub)
-            try:
-                out.update(enterprise.claims_for_scope(c.get("sid"), c["client_id"], c.get("scope", ""),
-                                                       commit=True))
-            except enterprise.AuthorityEnded:
-                return {"active": False}
-            return out
+            return introspect_access_token(token)
         row = token.row
         if (row.revoked_at or row.rotated_at or row.expires_at <= utcnow()
                 or not registry.is_enabled(row.client_id)):
@@ -436,6 +415,48 @@ class Introspection(IntrospectionEndpoint):
         if not token:
             return {"active": False}
         return self.introspect_token(token)
+
+
+def introspect_access_token(token: tokens.AccessToken) -> dict:
+    """RFC 7662 §2.2 for a verified access token (the introspection endpoint and its lean path)."""
+    c = token.claims
+    if token.is_revoked() or not registry.is_enabled(token.client_id):
+        return {"active": False}
+    if c.get("sid") and not is_live(c["sid"]):  # its log-in session ended or is past its lifetime
+        return {"active": False}
+    out = {"active": True, "token_type": "Bearer", "scope": c.get("scope", ""),
+           "client_id": c["client_id"], "sub": c["sub"], "aud": c.get("aud"), "iss": c["iss"],
+           "exp": c["exp"], "iat": c.get("iat"), "jti": c["jti"]}
+    for k in ("auth_time", "acr", "sid", "act", "cnf"):  # act: token exchange (RFC 8693 §4.1)
+        if k in c:
+            out[k] = c[k]
+    if "cnf" in c:
+        out["token_type"] = "DPoP"  # RFC 9449 §6.2
+    viewer = getattr(token, "viewer", None)
+    if viewer is not None:
+        out["sub"] = subject_for(viewer, token.sub)
+    try:
+        out.update(enterprise.claims_for_scope(c.get("sid"), c["client_id"], c.get("scope", ""), commit=True))
+    except enterprise.AuthorityEnded:
+        return {"active": False}
+    return out
+
+
+def userinfo_claims(tok: tokens.AccessToken) -> tuple[dict | None, str]:
+    """The UserInfo response of a valid access token (OIDC Core §5.3), or None and why not."""
+    user = accounts.get_user_by_sub(tok.sub) if tok.is_user_token else None
+    if user is None or user.disabled:
+        return None, "the token has no active user"
+    sid = tok.claims.get("sid")
+    if sid and not is_live(sid):  # its log-in session ended or is past its lifetime
+        return None, "the log-in session has ended"
+    claims = dict(user_claims(user, tok.get_scope()))
+    claims["sub"] = subject_for_client_id(tok.client_id, user.sub)  # OIDC Core §8.1
+    try:  # check-on-use: a withdrawn or expired enterprise authority ends the session here
+        claims.update(enterprise.claims_for_scope(sid, tok.client_id, tok.get_scope(), commit=True))
+    except enterprise.AuthorityEnded:
+        return None, "the enterprise authority has ended"
+    return claims, ""
 
 
 # ---------------------------------------------------------------- resource protection

@@ -129,10 +129,37 @@ class AccessToken:
         return self.sub != self.client_id
 
 
+# Tokens whose signature, type and issuer were verified, by their exact text: a resource server
+# asks about the same token many times in its life, and an ECDSA verification is most of the
+# cost of an introspection or userinfo request. Expiry and the signing key are checked again on
+# every hit (a key withdrawn from the keyring ends its tokens at once); revocation is checked by
+# the callers, as for a fresh verification. Bounded: the oldest entries go first.
+_VERIFIED: dict[str, tuple[dict, str, int]] = {}
+_VERIFIED_MAX = 8192
+
+
 def decode_access_token(raw: str) -> AccessToken | None:
     """Verify signature, issuer, type and expiry; None for anything else."""
     if not raw or raw.count(".") != 2:
         return None
+    hit = _VERIFIED.get(raw)
+    if hit is not None:
+        claims, kid, issuer_key = hit
+        if (claims["exp"] > time.time() and issuer_key == id(current_app.config)
+                and keyring().find(kid) is not None):
+            return AccessToken(dict(claims))
+        _VERIFIED.pop(raw, None)
+    token = _decode_access_token(raw)
+    if token is not None:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            for old in list(_VERIFIED)[: _VERIFIED_MAX // 8]:
+                _VERIFIED.pop(old, None)
+        kid = jws.parse(raw)[0].get("kid", "")  # type: ignore[index]
+        _VERIFIED[raw] = (dict(token.claims), kid, id(current_app.config))
+    return token
+
+
+def _decode_access_token(raw: str) -> AccessToken | None:
     parsed = jws.parse(raw)
     if parsed is None:
         return None

@@ -23,7 +23,7 @@ from flask import session as flask_session
 from flask_babel import format_datetime
 from flask_babel import gettext as _
 
-from people import accounts, enterprise, sessions, signals
+from people import accounts, sessions, signals
 from people.forms import ConfirmForm, LoginForm
 from people.mfa import has_second_factor
 from tongban import audit, ratelimit
@@ -39,9 +39,9 @@ from .dpop import ALGS
 from .enterprise_views import acting_step
 from .errors import FormExpired
 from .mfa_views import mark_fresh, start_login
-from .pairwise import subject_for, subject_for_client_id
+from .pairwise import subject_for
 from .scopes import SCOPES, SILENT, describe
-from .server import require_oauth, server, user_claims
+from .server import require_oauth, server, userinfo_claims
 from .stepup import enforce as stepup
 
 bp = Blueprint("idp", __name__)
@@ -109,14 +109,19 @@ def _modern_discovery() -> dict:
 _DISCOVERY_CACHE: dict[int, str] = {}
 
 
-@bp.route("/.well-known/openid-configuration")
-def discovery():
-    cacheable(300)
+def discovery_body() -> str:
+    """The discovery document, serialised once per application (the view and the lean path)."""
     key = id(current_app._get_current_object())
     body = _DISCOVERY_CACHE.get(key)
     if body is None:
         body = _DISCOVERY_CACHE[key] = json.dumps(discovery_document(), separators=(",", ":"))
-    return Response(body, mimetype="application/json")
+    return body
+
+
+@bp.route("/.well-known/openid-configuration")
+def discovery():
+    cacheable(300)
+    return Response(discovery_body(), mimetype="application/json")
 
 
 @bp.route("/.well-known/oauth-authorization-server")
@@ -341,28 +346,10 @@ def introspect_token():
 @require_oauth("openid")
 def userinfo():
     from authlib.integrations.flask_oauth2 import current_token
-    from authlib.oauth2.rfc6750 import InvalidTokenError
 
-    tok = current_token
-    user = accounts.get_user_by_sub(tok.sub) if tok.is_user_token else None
-    if user is None or user.disabled:
-        err = InvalidTokenError(description="the token has no active user")
-        return Response(json.dumps({"error": err.error, "error_description": err.description}), 401,
-                        {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
-
-    sid = tok.claims.get("sid")
-    if sid and not sessions.is_live(sid):  # its log-in session ended or is past its lifetime
-        return Response(json.dumps({"error": "invalid_token",
-                                    "error_description": "the log-in session has ended"}), 401,
-                        {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
-    claims = dict(user_claims(user, tok.get_scope()))
-    claims["sub"] = subject_for_client_id(tok.client_id, user.sub)  # OIDC Core §8.1
-    try:  # check-on-use: a withdrawn or expired enterprise authority ends the session here
-        claims.update(enterprise.claims_for_scope(tok.claims.get("sid"), tok.client_id, tok.get_scope(),
-                                                  commit=True))
-    except enterprise.AuthorityEnded:
-        return Response(json.dumps({"error": "invalid_token",
-                                    "error_description": "the enterprise authority has ended"}), 401,
+    claims, problem = userinfo_claims(current_token)
+    if claims is None:
+        return Response(json.dumps({"error": "invalid_token", "error_description": problem}), 401,
                         {"WWW-Authenticate": 'Bearer error="invalid_token"', "Content-Type": "application/json"})
     return Response(json.dumps(claims, ensure_ascii=False), mimetype="application/json")
 

@@ -6,13 +6,14 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    from tongban import fastpath
     from tongban.bootstrap import KEYS, on_bootstrap
     from tongban.extensions import csrf
 
     from . import ca, models, saml, sm2ca  # noqa: F401  (register tables; the CAs register their bootstrap steps)
     from .cli import keys_cli
     from .services import ensure_keys
-    from .views import bp, tsa
+    from .views import bp, fast_jwks, tsa
 
     app.config.setdefault("TONGBAN_CA_KEY_ALG", "ec")
     app.config.setdefault("TONGBAN_SEAL_KEY_BACKEND", "local")
@@ -21,5 +22,6 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("TONGBAN_PKCS11_PIN", "")
     on_bootstrap(ensure_keys, order=KEYS)  # first: a new instance signs with them
     csrf.exempt(tsa)
+    fastpath.register(app, "GET", "/jwks.json", "/jwks.json", fast_jwks)
     app.register_blueprint(bp)
     app.cli.add_command(keys_cli)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from tongban.fastpath import LeanResponse, Request
 from tongban.security import cacheable
 
 from .services import keyring
@@ -112,3 +113,8 @@ def sm2_root_crl():
     db.session.commit()
     cacheable(3600)
     return Response(body, mimetype="application/pkix-crl")
+
+
+def fast_jwks(req: Request) -> LeanResponse | None:
+    """The lean path's JWKS (``tongban.fastpath``): the same cached body as the view."""
+    return None if req.query else LeanResponse(keyring().jwks_json().encode())

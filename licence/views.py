@@ -26,7 +26,7 @@ from people.auth import login_required
 from people.forms import ConfirmForm
 from people.sessions import current_user
 from rating.hooks import licence_issued
-from tongban import audit
+from tongban import audit, fastpath
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
@@ -464,5 +464,23 @@ def nobreak(text) -> Markup:
     return Markup("".join(out))  # noqa: S704 - built only from escaped pieces and a fixed tag
 
 
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _json_check(req: fastpath.Request) -> bool:
+    """A machine's plain ``Accept: application/json`` check of a well-formed code: the lean kind."""
+    return req.header("Accept") == _JSON and not req.query and bool(_CODE.fullmatch(req.path[3:]))
+
+
+def fast_verify_code(req: fastpath.Request) -> fastpath.LeanResponse | None:
+    """The lean path of ``GET /v/<code>`` as JSON (tongban.fastpath): the same lookup and view as
+    ``verify_code``; an unknown code is the full stack's 404."""
+    row = services.lookup_code(req.path[3:])
+    if row is None:
+        return None
+    return fastpath.LeanResponse(json.dumps(services.public_view(row), ensure_ascii=False).encode())
+
+
 def init_app(app) -> None:
     app.register_blueprint(bp)
+    fastpath.register(app, "GET", "/v/", "/v/<code>", fast_verify_code, prefix=True, eligible=_json_check)

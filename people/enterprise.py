@@ -34,6 +34,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    bindparam,
     delete,
     func,
     or_,
@@ -907,3 +909,41 @@ def _register_chore() -> None:
 
 
 _register_chore()
+
+
+# ---------------------------------------------------------------- one round trip for userinfo
+
+
+_SNAPSHOT_STMT: list = []
+
+
+def _snapshot_stmt():
+    if not _SNAPSHOT_STMT:
+        u, ls, ea = User.__table__, LoginSession.__table__, EnterpriseActing.__table__
+        _SNAPSHOT_STMT.append(
+            select(u.c.id, u.c.sub, u.c.id_number, u.c.name, u.c.phone, u.c.assurance_level, u.c.disabled,
+                   ls.c.id.label("session_id"), ls.c.ended_at, ls.c.created_at, ls.c.last_seen,
+                   ea.c.sid.label("acting_sid"), ea.c.org_id)
+            .select_from(u.outerjoin(ls, ls.c.sid == bindparam("sid"))
+                         .outerjoin(ea, and_(ea.c.sid == bindparam("sid"), ea.c.client_id == bindparam("client_id"))))
+            .where(u.c.sub == bindparam("sub")))
+    return _SNAPSHOT_STMT[0]
+
+
+def person_acting_as_self(sub: str, sid: str | None, client_id: str) -> User | None:
+    """In one query, the account ``sub`` (detached, read-only) when it is enabled, its log-in
+    session ``sid`` (if any) is live, and the session acts as the person at ``client_id``, not for
+    an enterprise. None in every other case: the caller then takes the full path
+    (``accounts.get_user_by_sub``, ``sessions.is_live``, ``claims_for_scope``), which also ends
+    what must end. The lean userinfo answer (idp.fast) is built on it."""
+    row = db.session.connection().execute(_snapshot_stmt(), {"sub": sub, "sid": sid or "", "client_id": client_id}
+                                          ).first()
+    if row is None or row.disabled:
+        return None
+    if sid:
+        if row.session_id is None or row.ended_at is not None or sessions.is_expired(row.created_at, row.last_seen):
+            return None
+        if row.acting_sid is not None and row.org_id is not None:
+            return None
+    return User(id=row.id, sub=row.sub, id_number=row.id_number, name=row.name, phone=row.phone,
+                assurance_level=row.assurance_level, disabled=row.disabled)

@@ -19,7 +19,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     cfg.load(app, config)
 
-    from . import audit, backup, bootstrap, health, i18n, logs, metrics, migrating, outbox, security, views
+    from . import audit, backup, bootstrap, fastpath, health, i18n, logs, metrics, migrating, outbox, security, views
     from .extensions import csrf, db, init_after_request_writes
 
     logs.init_app(app)  # first: the request id exists before any other hook logs
@@ -29,6 +29,7 @@ def create_app(config: dict | None = None) -> Flask:
     migrating.init_app(app, db, directory=str(PROJECT_ROOT / "tongban" / "migrations"))  # Flask-Migrate, lazily
     csrf.init_app(app)
     i18n.init_app(app)
+    fastpath.init_app(app)  # innermost: security's proxy fix wraps it
     security.init_app(app)
     views.init_app(app)
     health.init_app(app)

@@ -9,6 +9,8 @@ machine; several machines sharing a database need Redis.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
 import time
@@ -40,6 +42,30 @@ def redis_client(app: Flask | None = None):
 
 _generations: dict[str, Generation] = {}
 
+# With Redis, the generations as one request first saw them: one MGET per request instead of a
+# GET per cached thing it asks about (client register, keys, deny list, ...). A change made by
+# another server is seen by the next request, as before; one made by this request itself bumps
+# and reloads its own cache (``CachedLoader.invalidate``, after-commit reloads).
+_request_snapshot: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tongban_generations",
+                                                                               default=None)
+
+
+@contextlib.contextmanager
+def request_snapshot():
+    """Read each generation at most once within the block (one request)."""
+    token = _request_snapshot.set({})
+    try:
+        yield
+    finally:
+        _request_snapshot.reset(token)
+
+
+def forget_snapshot() -> None:
+    """A bump inside the request: later reads in it ask Redis again."""
+    seen = _request_snapshot.get()
+    if seen:
+        seen.clear()
+
 
 def generations() -> list[Generation]:
     """Every generation counter the packages declared (a restored backup bumps them all)."""
@@ -54,16 +80,29 @@ class Generation:
 
     def __init__(self, name: str):
         self.name = name
+        self._paths: dict[str, str] = {}
         _generations[name] = self
 
-    def _path(self, app: Flask) -> Path:
-        return Path(app.config["TONGBAN_INSTANCE_DIR"]) / f".gen-{self.name}"
+    def _path(self, app: Flask) -> str:
+        folder = app.config["TONGBAN_INSTANCE_DIR"]
+        held = self._paths.get(folder)
+        if held is None:
+            held = self._paths[folder] = str(Path(folder) / f".gen-{self.name}")
+        return held
 
     def current(self, app: Flask | None = None) -> object:
         app = app or current_app
         r = redis_client(app)
         if r is not None:
-            return r.get(f"tongban:gen:{self.name}")
+            seen = _request_snapshot.get()
+            if seen is None:
+                return r.get(f"tongban:gen:{self.name}")
+            if not seen:  # the request's first look: every generation in one round trip
+                names = list(_generations)
+                seen.update(zip(names, r.mget([f"tongban:gen:{n}" for n in names]), strict=True))
+            if self.name not in seen:
+                seen[self.name] = r.get(f"tongban:gen:{self.name}")
+            return seen[self.name]
         try:
             st = os.stat(self._path(app))
         except FileNotFoundError:
@@ -75,6 +114,7 @@ class Generation:
         r = redis_client(app)
         if r is not None:
             r.incr(f"tongban:gen:{self.name}")
+            forget_snapshot()
             return
         path = self._path(app)
         # append a byte so size changes even within the filesystem's mtime granularity

@@ -118,6 +118,7 @@ DEFAULTS: dict = {
     "TONGBAN_METRICS_ALLOW": ["127.0.0.1/32", "::1/128"],
     "TONGBAN_LOG_FORMAT": "json",
     "TONGBAN_ACCESS_LOG": True,
+    "TONGBAN_FAST_PATH": True,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

@@ -1,0 +1,151 @@
+"""The OpenID provider's lean answers (``tongban.fastpath``): the common case of the token
+endpoint (``client_credentials``), introspection of an access token, userinfo, discovery.
+
+Each handler does what the full stack does for a well-formed request from a well-behaved
+system, calling the same functions (client register, secret check, token generator, deny list,
+session liveness, claims), and returns None, so that the full stack answers, for anything else:
+another grant or authentication method, DPoP, resource indicators, pairwise or FAPI clients,
+repeated or unknown parameters, a failed check of any kind. Refusals are therefore always the
+full stack's, with their audit records and rate limits. ``tests/idp/test_fast_path.py`` holds
+the two paths to the same answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from urllib.parse import unquote
+
+from flask import Flask
+
+from people import enterprise
+from tongban import fastpath
+from tongban.fastpath import LeanResponse, Request
+from tongban.metrics import TOKENS
+
+from . import clients as registry
+from . import tokens
+from .dpop import client_requires_dpop
+from .pairwise import is_pairwise, subject_for_client_id
+from .scopes import SCOPES
+from .server import introspect_access_token, user_claims
+from .views import discovery_body
+
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+_generator = tokens.JWTAccessTokenGenerator()
+
+
+def _basic_client(req: Request):
+    """The registered system a well-formed ``client_secret_basic`` header proves, or None."""
+    auth = req.header("Authorization") or ""
+    scheme, _sep, value = auth.partition(" ")
+    if scheme != "Basic" or not value or " " in value:
+        return None
+    try:
+        text = base64.b64decode(value, validate=True).decode("ascii")
+    except (binascii.Error, ValueError):
+        return None
+    client_id, sep, secret = text.partition(":")
+    if not sep or not _PRINTABLE.fullmatch(text):
+        return None
+    try:
+        client_id, secret = unquote(client_id, errors="strict"), unquote(secret, errors="strict")
+    except UnicodeError:
+        return None
+    if not _PRINTABLE.fullmatch(client_id) or not _PRINTABLE.fullmatch(secret):
+        return None
+    client = registry.get_client(client_id)
+    if (client is None or client.token_endpoint_auth_method != "client_secret_basic"
+            or client.profile or client_requires_dpop(client)
+            or not client.check_client_secret(secret)):
+        return None
+    return client
+
+
+def token(req: Request) -> LeanResponse | None:
+    """``grant_type=client_credentials`` (and an optional ``scope``) with Basic credentials."""
+    if req.query:
+        return None
+    form = req.form()
+    if form is None or form.get("grant_type") != "client_credentials" or not set(form) <= {"grant_type", "scope"}:
+        return None
+    scope = form.get("scope")
+    if scope is not None and (not _SCOPE.fullmatch(scope) or any(s not in SCOPES for s in scope.split(" "))):
+        return None
+    client = _basic_client(req)
+    if (client is None or not client.check_grant_type("client_credentials") or is_pairwise(client)
+            or getattr(client, "allowed_resources", None)):
+        return None
+    out = _generator.generate("client_credentials", client, None, scope, include_refresh_token=False)
+    registry.record_usage(client.client_id, "token")
+    return LeanResponse(json.dumps(out).encode(), metric=_count_client_credentials)
+
+
+def _count_client_credentials() -> None:
+    TOKENS.labels("client_credentials").inc()
+
+
+def introspect(req: Request) -> LeanResponse | None:
+    """An access token introspected by its own system or one allowed to introspect."""
+    if req.query:
+        return None
+    form = req.form()
+    if form is None or "token" not in form or not set(form) <= {"token", "token_type_hint"}:
+        return None
+    if form.get("token_type_hint", "access_token") != "access_token":
+        return None
+    client = _basic_client(req)
+    if client is None:
+        return None
+    tok = tokens.decode_access_token(form["token"])
+    if tok is None or not (client.introspection_allowed or tok.check_client(client)):
+        return None
+    out = introspect_access_token(tok)
+    if not out.get("active"):
+        return None  # the full stack answers every inactive token (and ends what it must)
+    return LeanResponse(json.dumps(out).encode())
+
+
+def userinfo(req: Request) -> LeanResponse | None:
+    """``GET`` with ``Authorization: Bearer`` of a default (unbound, client-audience) token."""
+    if req.query or req.environ.get("CONTENT_LENGTH") not in (None, "", "0"):
+        return None
+    auth = req.header("Authorization") or ""
+    scheme, _sep, raw = auth.partition(" ")
+    if scheme != "Bearer" or not raw:
+        return None
+    tok = tokens.decode_access_token(raw)
+    if tok is None or "cnf" in tok.claims or tok.is_revoked():
+        return None
+    claims = tok.claims
+    if claims.get("aud") not in (tok.client_id, [tok.client_id]) or "openid" not in tok.get_scope().split():
+        return None
+    if not tok.is_user_token or not registry.is_enabled(tok.client_id):
+        return None
+    sub = tok.sub
+    if not sub:
+        return None
+    user = enterprise.person_acting_as_self(sub, claims.get("sid"), tok.client_id)
+    if user is None:
+        return None  # disabled, session over, acting for an enterprise, ...: the full stack
+    out = dict(user_claims(user, tok.get_scope()))
+    out["sub"] = subject_for_client_id(tok.client_id, user.sub)  # OIDC Core §8.1
+    return LeanResponse(json.dumps(out, ensure_ascii=False).encode())
+
+
+def discovery(req: Request) -> LeanResponse | None:
+    """The discovery document, serialised once per application (as the view caches it)."""
+    if req.query:
+        return None
+    return LeanResponse(discovery_body().encode())
+
+
+def init_app(app: Flask) -> None:
+    fastpath.register(app, "POST", "/oauth/token", "/oauth/token", token)
+    fastpath.register(app, "POST", "/oauth/introspect", "/oauth/introspect", introspect)
+    fastpath.register(app, "GET", "/oauth/userinfo", "/oauth/userinfo", userinfo)
+    for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
+        fastpath.register(app, "GET", path, path, discovery)
