@@ -111,7 +111,7 @@ _DISCOVERY_CACHE: dict[int, str] = {}
 
 def discovery_body() -> str:
     """The discovery document, serialised once per application (the view and the lean path)."""
-    key = id(current_app._get_current_object())
+    key = id(current_app.config)  # one per application
     body = _DISCOVERY_CACHE.get(key)
     if body is None:
         body = _DISCOVERY_CACHE[key] = json.dumps(discovery_document(), separators=(",", ":"))
