@@ -936,8 +936,8 @@ def person_acting_as_self(sub: str, sid: str | None, client_id: str) -> User | N
     an enterprise. None in every other case: the caller then takes the full path
     (``accounts.get_user_by_sub``, ``sessions.is_live``, ``claims_for_scope``), which also ends
     what must end. The lean userinfo answer (idp.fast) is built on it."""
-    row = db.session.connection().execute(_snapshot_stmt(), {"sub": sub, "sid": sid or "", "client_id": client_id}
-                                          ).first()
+    with db.engine.connect() as conn:  # straight from the pool: no ORM session on this path
+        row = conn.execute(_snapshot_stmt(), {"sub": sub, "sid": sid or "", "client_id": client_id}).first()
     if row is None or row.disabled:
         return None
     if sid:
