@@ -101,8 +101,8 @@ def introspect(req: Request) -> LeanResponse | None:
     if client is None:
         return None
     tok = tokens.decode_access_token(form["token"])
-    if tok is None or not (client.introspection_allowed or tok.check_client(client)):
-        return None
+    if tok is None or "act" in tok.claims or not (client.introspection_allowed or tok.check_client(client)):
+        return None  # an exchanged token (act): who sees which sub is the full stack's (check_permission)
     out = introspect_access_token(tok)
     if not out.get("active"):
         return None  # the full stack answers every inactive token (and ends what it must)

@@ -134,7 +134,7 @@ class AccessToken:
 # cost of an introspection or userinfo request. Expiry and the signing key are checked again on
 # every hit (a key withdrawn from the keyring ends its tokens at once); revocation is checked by
 # the callers, as for a fresh verification. Bounded: the oldest entries go first.
-_VERIFIED: dict[str, tuple[dict, str, int]] = {}
+_VERIFIED: dict[str, tuple[dict, str, int, dict]] = {}
 _VERIFIED_MAX = 8192
 
 
@@ -144,9 +144,11 @@ def decode_access_token(raw: str) -> AccessToken | None:
         return None
     hit = _VERIFIED.get(raw)
     if hit is not None:
-        claims, kid, issuer_key = hit
+        claims, kid, issuer_key, jwk = hit
+        key = keyring().find(kid)
         if (claims["exp"] > time.time() and issuer_key == id(current_app.config)
-                and keyring().find(kid) is not None):
+                and claims.get("iss") == current_app.config["TONGBAN_ISSUER"]
+                and key is not None and key.alg == ACCESS_TOKEN_ALG and key.public == jwk):
             return AccessToken(dict(claims))
         _VERIFIED.pop(raw, None)
     token = _decode_access_token(raw)
@@ -155,7 +157,9 @@ def decode_access_token(raw: str) -> AccessToken | None:
             for old in list(_VERIFIED)[: _VERIFIED_MAX // 8]:
                 _VERIFIED.pop(old, None)
         kid = jws.parse(raw)[0].get("kid", "")  # type: ignore[index]
-        _VERIFIED[raw] = (dict(token.claims), kid, id(current_app.config))
+        key = keyring().find(kid)
+        if key is not None:  # the very key it was verified with: a kid reused for another key misses
+            _VERIFIED[raw] = (dict(token.claims), kid, id(current_app.config), key.public)
     return token
 
 

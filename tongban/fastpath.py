@@ -91,8 +91,11 @@ class Request:
     def body(self, limit: int = 8192) -> bytes | None:
         """The request body when it is small and its length declared (None otherwise)."""
         if self._body is None:
+            declared = self.environ.get("CONTENT_LENGTH")
+            if not declared:  # none declared (chunked, or no body): the stream is the full stack's, untouched
+                return None
             try:
-                length = int(self.environ.get("CONTENT_LENGTH") or 0)
+                length = int(declared)
             except ValueError:
                 return None
             if length < 0 or length > limit:
