@@ -318,7 +318,7 @@ def _instance_files(app: Flask) -> list[Path]:
     path = _sqlite_path(app.config["SQLALCHEMY_DATABASE_URI"])
     if path is not None:
         p = Path(path).resolve()
-        skip = {p, Path(f"{p}-wal"), Path(f"{p}-shm"), Path(f"{p}-journal")}
+        skip = {p, Path(f"{p}-wal"), Path(f"{p}-shm"), Path(f"{p}-journal"), Path(f"{p}.upgrade-lock")}
     out = []
     for f in sorted(folder.rglob("*")):
         if f.is_file() and not f.is_symlink() and f.resolve() not in skip \
