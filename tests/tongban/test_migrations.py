@@ -109,7 +109,8 @@ PHASES = ("expand", "contract")
 # kept equal to the list in docs/deploy.md §10
 LEGACY_LAST = "0020_legacy"
 LEGACY_FINDINGS = {
-    "0008_licence_binding": ["execute: rewrites rows in the migration's transaction"],
+    "0008_licence_binding": ["create_index: on an existing table without CONCURRENTLY",
+                             "execute: rewrites rows in the migration's transaction"],
     "0011_audit_chainer": ["create_unique_constraint: validates an existing table under a write-blocking lock",
                            "execute: rewrites rows in the migration's transaction"],
 }
@@ -131,14 +132,21 @@ def live_hazards(source: str) -> list[str]:
     calls = [n for n in ast.walk(up) if isinstance(n, ast.Call)]
     created = {_const(c.args[0]) for c in calls if isinstance(c.func, ast.Attribute)
                and c.func.attr == "create_table" and c.args}
-    batches, binds = {}, set()  # `with op.batch_alter_table(t) as name`; `name = op.get_bind()`
+    # the table of each `with op.batch_alter_table(t) as b:` block's calls on b; `name = op.get_bind()`
+    in_batch: dict[int, str | None] = {}
+    binds: set[str] = set()
     for node in ast.walk(up):
         if isinstance(node, ast.With):
             for item in node.items:
                 c = item.context_expr
                 if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) \
                         and c.func.attr == "batch_alter_table" and isinstance(item.optional_vars, ast.Name):
-                    batches[item.optional_vars.id] = _const(c.args[0]) if c.args else _const(_kw(c, "table_name"))
+                    table = _const(c.args[0]) if c.args else _const(_kw(c, "table_name"))
+                    for inner in (n for stmt in node.body for n in ast.walk(stmt)):
+                        if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) \
+                                and isinstance(inner.func.value, ast.Name) \
+                                and inner.func.value.id == item.optional_vars.id:
+                            in_batch[id(inner)] = table
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
                 and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "get_bind":
             binds.update(t.id for t in node.targets if isinstance(t, ast.Name))
@@ -150,9 +158,9 @@ def live_hazards(source: str) -> list[str]:
         if who in binds and name in ("execute", "exec_driver_sql"):
             out.append((c.lineno, "execute: rewrites rows in the migration's transaction"))
             continue
-        if who != "op" and who not in batches:
+        if who != "op" and id(c) not in in_batch:
             continue
-        table = batches.get(who)
+        table = in_batch.get(id(c))
         if name in _REMOVES:
             out.append((c.lineno, f"{name}: {_REMOVES[name]}"))
         elif name == "alter_column":
@@ -231,6 +239,10 @@ def test_expand_migrations_keep_the_running_code_working():
     ("op.alter_column('users', 'phone', nullable=False)", ["alter_column: makes a column NOT NULL"]),
     ("op.alter_column('users', 'phone', nullable=True)", []),
     ("op.rename_table('users', 'people')", ["rename_table: renames a table"]),
+    ("with op.batch_alter_table('users') as b:\n        b.create_index('ix_u_name', ['name'])\n"
+     "    op.create_table('t', sa.Column('id', sa.Integer))\n"
+     "    with op.batch_alter_table('t') as b:\n        b.create_index('ix_t', ['id'])",
+     ["create_index: on an existing table without CONCURRENTLY"]),
     ("op.create_index('ix_u_name', 'users', ['name'])",
      ["create_index: on an existing table without CONCURRENTLY"]),
     ("with op.get_context().autocommit_block():\n"
