@@ -486,6 +486,10 @@ def report(args, stats: Stats, sampler: Sampler, warmup: float, elapsed: float, 
         peak = max(s[1][i] for s in sampler.samples)
         print(f"  server {i + 1}: {ref / 1024:7.1f} MiB after warm-up, {end / 1024:7.1f} MiB at the end "
               f"({growth:+.1f} %), peak {peak / 1024:.1f} MiB")
+    for i, server in enumerate(servers):
+        for pid, cmd, rss in group_rss(server.pid):
+            if not cmd.startswith(("make", "/bin/sh", "sh ")):
+                print(f"    server {i + 1} process {pid}: {rss / 1024:7.1f} MiB  {cmd[:60]}")
     trace = "  ".join(f"{t:.0f}s:{'/'.join(f'{r / 1024:.0f}' for r in rss)}" for t, rss in sampler.samples)
     print(f"  samples (MiB, server 1/server 2): {trace}")
     failed = errors > 0 or worst > args.max_growth
