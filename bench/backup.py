@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import secrets
 import shutil
 import subprocess
@@ -118,28 +117,33 @@ def counts(env: dict) -> dict:
     return json.loads(line.split("COUNTS", 1)[1])
 
 
-def timed(env: dict, *args: str) -> tuple[float, float]:
-    """Wall seconds of one ``flask`` command (start-up included), and the CPU seconds it and its
-    children (pg_dump, pg_restore) used: on a shared machine the CPU figure is the steadier one.
-    The database server's own CPU (COPY) is not in it."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", *args], cwd=ROOT, env=env,
-                          input=PASSPHRASE + "\n", capture_output=True, text=True, timeout=3600)
-    dt = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        sys.exit(f"flask {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return dt, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+def timed(env: dict, *args: str) -> tuple[float, float, float]:
+    """Wall seconds of one ``flask`` command (start-up included); the CPU seconds it and its
+    children (pg_dump, pg_restore) used — on a shared machine the steadier figure; the database
+    server's own CPU (COPY) is not in it — and the peak RSS (MiB) of it or a child."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", *args], cwd=ROOT,
+                                env=env, stdin=subprocess.PIPE, stdout=out, stderr=out)
+        proc.stdin.write((PASSPHRASE + "\n").encode())
+        proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        dt = time.perf_counter() - t0
+        if proc.returncode:
+            out.seek(0)
+            sys.exit(f"flask {' '.join(args)} failed:\n{out.read().decode(errors='replace')[-2000:]}")
+    return dt, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def measure(label: str, env: dict, db_size: int, tmp: Path, expected: dict) -> dict:
     archive = tmp / f"{label}.tbk"
-    startup = min(timed(env, "backup", "--help")[0] for _ in range(2))  # the CLI's own start-up, for scale
+    # the CLI's own start-up (create_app), for scale: wall and CPU of `backup --help`
+    startup, startup_cpu = min(timed(env, "backup", "--help")[:2] for _ in range(2))
     load = os.getloadavg()[0]
-    create_s, create_cpu = timed(env, "backup", "create", str(archive))
+    create_s, create_cpu, create_mib = timed(env, "backup", "create", str(archive))
     size = archive.stat().st_size
-    restore_s, restore_cpu = timed(env, "backup", "restore", str(archive))
+    restore_s, restore_cpu, restore_mib = timed(env, "backup", "restore", str(archive))
     load = max(load, os.getloadavg()[0])
     got = counts(env)
     if got != expected:
@@ -147,11 +151,13 @@ def measure(label: str, env: dict, db_size: int, tmp: Path, expected: dict) -> d
     gb = db_size / 1e9
     row = {"label": label, "db_mb": db_size / 1e6, "archive_mb": size / 1e6, "startup_s": startup,
            "create_s": create_s, "create_cpu_s": create_cpu, "restore_cpu_s": restore_cpu, "load": load,
+           "startup_cpu_s": startup_cpu, "create_peak_rss_mib": create_mib, "restore_peak_rss_mib": restore_mib,
            "restore_s": restore_s, "create_s_per_gb": create_s / gb, "restore_s_per_gb": restore_s / gb}
     print(f"{label:22} db {row['db_mb']:8.1f} MB  archive {row['archive_mb']:8.1f} MB  "
-          f"create {create_s:7.1f} s ({create_cpu:.1f} s CPU)  restore {restore_s:7.1f} s ({restore_cpu:.1f} s CPU)  "
+          f"create {create_s:7.1f} s ({create_cpu:.1f} s CPU, {create_mib:.0f} MiB)  "
+          f"restore {restore_s:7.1f} s ({restore_cpu:.1f} s CPU, {restore_mib:.0f} MiB)  "
           f"per GB of database: create {row['create_s_per_gb']:6.0f} s, restore {row['restore_s_per_gb']:6.0f} s "
-          f"(CLI start-up {startup:.1f} s included; load average {load:.1f})",
+          f"(CLI start-up {startup:.1f} s, {startup_cpu:.1f} s CPU, included; load average {load:.1f})",
           flush=True)
     archive.unlink()
     return row

@@ -249,15 +249,22 @@ def _decode(v):
 
 
 def _portable_dump(out) -> None:
-    """One JSON line per table header and per row, tables in dependency order."""
+    """One JSON line per table header and per row, tables in dependency order. Rows are streamed
+    (a server-side cursor on PostgreSQL, ``yield_per``): memory stays flat whatever the size of a
+    table; without it the driver fetched a whole table — every licence PDF — at once."""
     meta = MetaData()
+    meta.reflect(bind=db.engine)
     with db.engine.connect() as conn:
-        meta.reflect(bind=conn)
-        for table in meta.sorted_tables:
-            cols = [c.name for c in table.columns]
-            out.write(json.dumps({"table": table.name, "columns": cols}).encode() + b"\n")
-            for row in conn.execute(table.select()).yield_per(1000):
-                out.write(json.dumps([_encode(v) for v in row], ensure_ascii=False).encode() + b"\n")
+        # one snapshot for every table (the dump is consistent across them)
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+            for table in meta.sorted_tables:
+                cols = [c.name for c in table.columns]
+                out.write(json.dumps({"table": table.name, "columns": cols}).encode() + b"\n")
+                rows = conn.execution_options(yield_per=500).execute(table.select())
+                for row in rows:
+                    out.write(json.dumps([_encode(v) for v in row], ensure_ascii=False).encode() + b"\n")
 
 
 def _portable_restore(src) -> None:
@@ -279,6 +286,7 @@ def _portable_restore(src) -> None:
                 conn.execute(insert(table), batch)
                 batch.clear()
 
+        size = 0
         for line in src:
             item = json.loads(line)
             if isinstance(item, dict):
@@ -289,8 +297,10 @@ def _portable_restore(src) -> None:
                 cols = item["columns"]
                 continue
             batch.append({c: _decode(v) for c, v in zip(cols, item, strict=True) if c in table.c})
-            if len(batch) >= 1000:
+            size += len(line)
+            if len(batch) >= 1000 or size >= 16 << 20:  # big rows (PDFs): at most ~16 MiB a batch
                 flush()
+                size = 0
         flush()
         if pg:  # serial columns continue after the restored rows
             for t in tables.values():
