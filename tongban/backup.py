@@ -254,17 +254,16 @@ def _portable_dump(out) -> None:
     table; without it the driver fetched a whole table — every licence PDF — at once."""
     meta = MetaData()
     meta.reflect(bind=db.engine)
-    with db.engine.connect() as conn:
-        # one snapshot for every table (the dump is consistent across them)
-        with conn.begin():
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
-            for table in meta.sorted_tables:
-                cols = [c.name for c in table.columns]
-                out.write(json.dumps({"table": table.name, "columns": cols}).encode() + b"\n")
-                rows = conn.execution_options(yield_per=500).execute(table.select())
-                for row in rows:
-                    out.write(json.dumps([_encode(v) for v in row], ensure_ascii=False).encode() + b"\n")
+    # one snapshot for every table (the dump is consistent across them)
+    with db.engine.connect() as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        for table in meta.sorted_tables:
+            cols = [c.name for c in table.columns]
+            out.write(json.dumps({"table": table.name, "columns": cols}).encode() + b"\n")
+            rows = conn.execution_options(yield_per=500).execute(table.select())
+            for row in rows:
+                out.write(json.dumps([_encode(v) for v in row], ensure_ascii=False).encode() + b"\n")
 
 
 def _portable_restore(src) -> None:
