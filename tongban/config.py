@@ -291,6 +291,8 @@ for _key in ("TONGBAN_ACCESS_TOKEN_LIFETIME", "TONGBAN_ID_TOKEN_LIFETIME", "TONG
              "TONGBAN_REFRESH_TOKEN_LIFETIME", "TONGBAN_KEY_ACTIVATION_DELAY", "TONGBAN_LOGIN_RATE_WINDOW",
              "TONGBAN_USAGE_FLUSH_SECONDS", "TONGBAN_OUTBOX_POLL_SECONDS", "TONGBAN_LOGOUT_TOKEN_LIFETIME"):
     register(_key, DEFAULTS[_key], "seconds")
+register("TONGBAN_MIGRATION_LOCK_WAIT", 600, "seconds",
+         "how long `flask db upgrade` waits for another one running on the same database before it gives up")
 register("TONGBAN_OUTBOX_TIMEOUT", 5.0, "float", "HTTP timeout of a back-channel logout delivery, seconds")
 register("TONGBAN_PURGE_INTERVAL_SECONDS", 3600, "seconds",
          "how often the background chores delete expired codes, refresh tokens and deny-list entries")

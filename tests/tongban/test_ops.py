@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import threading
 from pathlib import Path
 
@@ -322,6 +323,85 @@ def test_container_refuses_reordered_chunks():
     with pytest.raises(backup.BackupError):
         backup.decrypt_stream(io.BytesIO(data[:head_end] + chunks[1] + chunks[0] + chunks[2]), io.BytesIO(),
                               "a long passphrase")
+
+
+def _sealed_tar(members) -> bytes:
+    """An archive sealed with PASS holding ``members``: (TarInfo, data or None)."""
+    from tongban import backup
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    sealed = io.BytesIO()
+    backup.encrypt_stream(io.BytesIO(raw.getvalue()), sealed, PASS.strip())
+    return sealed.getvalue()
+
+
+def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def _link(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info, None
+
+
+@pytest.mark.parametrize("members, message", [
+    ([_file("manifest.json", b'{"database": "sqlite"}'), _link("instance/kek", "/etc/passwd")], "non-file entry"),
+    ([_file("manifest.json", b'{"database": "sqlite"}'), _file("../outside", b"x")], "unsafe path"),
+    ([_file("manifest.json", b'{"database": "sqlite"}'), _file("/tmp/outside", b"x")], "unsafe path"),
+    ([_file("instance/config.py", b"X = 1\n")], "no manifest"),
+    ([_file("manifest.json", b"not json")], "no manifest"),
+])
+def test_backup_refuses_an_unsafe_archive_and_changes_nothing(app, tmp_path, members, message):
+    """Sealed with the right passphrase (someone who has it, or a damaged tool), but not an
+    archive Tongban wrote: refused before the database or the instance folder is touched."""
+    folder = Path(app.config["TONGBAN_INSTANCE_DIR"])
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    archive = tmp_path / "odd.backup"
+    archive.write_bytes(_sealed_tar(members))
+    r = _cli(app, "backup", "restore", str(archive))
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "outside").exists()
+
+
+def test_backup_refuses_a_sealed_file_that_is_not_a_tar(app, tmp_path):
+    from tongban import backup
+
+    sealed = io.BytesIO()
+    backup.encrypt_stream(io.BytesIO(os.urandom(5000)), sealed, PASS.strip())
+    (tmp_path / "noise").write_bytes(sealed.getvalue())
+    r = _cli(app, "backup", "restore", str(tmp_path / "noise"))
+    assert r.exit_code == 1 and "archive is damaged" in r.output, r.output
+
+
+@pytest.mark.parametrize("size", [0, 1, 1 << 20, (1 << 20) * 2, (1 << 20) * 2 + 1])
+def test_container_written_piecemeal_round_trips(size):
+    """The archive is sealed as tar writes it, in pieces of any size: the chunks (and which is
+    marked last) are the same as sealing the whole at once."""
+    import random
+
+    from tongban import backup
+
+    data = os.urandom(size)
+    sealed = io.BytesIO()
+    sealer = backup._Sealer(sealed, "a long passphrase")
+    pos, rnd = 0, random.Random(size)
+    while pos < size:
+        step = rnd.choice((1, 511, 10_240, backup.CHUNK, backup.CHUNK + 3))
+        sealer.write(data[pos:pos + step])
+        pos += step
+    sealer.close()
+    opened = io.BytesIO()
+    backup.decrypt_stream(io.BytesIO(sealed.getvalue()), opened, "a long passphrase")
+    assert opened.getvalue() == data
+    assert len(list(backup._opened_chunks(io.BytesIO(sealed.getvalue()), "a long passphrase"))) == \
+        max(1, -(-size // backup.CHUNK))
 
 
 # ---------------------------------------------------------------- the worker
