@@ -15,13 +15,18 @@ revision = "0021_login_nonce_index"
 down_revision = "0020_legacy"
 branch_labels = None
 depends_on = None
+phase = "expand"  # an index only, built without blocking writers (docs/deploy.md §10)
 
 
 def upgrade():
-    with op.batch_alter_table("authorization_codes", schema=None) as batch_op:
-        batch_op.create_index("ix_authorization_codes_client_id_nonce", ["client_id", "nonce"], unique=False)
+    # PostgreSQL: CREATE INDEX CONCURRENTLY, outside the migration's transaction, so servers
+    # still running keep issuing codes while it builds; SQLite ignores the flag
+    with op.get_context().autocommit_block():
+        op.create_index("ix_authorization_codes_client_id_nonce", "authorization_codes", ["client_id", "nonce"],
+                        unique=False, postgresql_concurrently=True)
 
 
 def downgrade():
-    with op.batch_alter_table("authorization_codes", schema=None) as batch_op:
-        batch_op.drop_index("ix_authorization_codes_client_id_nonce")
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_authorization_codes_client_id_nonce", table_name="authorization_codes",
+                      postgresql_concurrently=True)
