@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, select, update
 from tongban import audit
 from tongban.clock import digest, token, utcnow
 from tongban.errors import ValidationError
-from tongban.extensions import db
+from tongban.extensions import db, read_connection
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name
 from tongban.upsert import upsert
@@ -556,7 +556,7 @@ def lookup_code(code: str):
     """
     if not code or len(code) > 32:
         return None
-    with db.engine.connect() as conn:
+    with read_connection() as conn:
         return conn.execute(_LOOKUP, {"code": code}).first()
 
 

@@ -48,7 +48,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from tongban import audit
 from tongban.clock import digest, to_epoch, utcnow
 from tongban.errors import Forbidden
-from tongban.extensions import db
+from tongban.extensions import db, read_connection
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name, mask_number
 
@@ -936,7 +936,7 @@ def person_acting_as_self(sub: str, sid: str | None, client_id: str) -> User | N
     an enterprise. None in every other case: the caller then takes the full path
     (``accounts.get_user_by_sub``, ``sessions.is_live``, ``claims_for_scope``), which also ends
     what must end. The lean userinfo answer (idp.fast) is built on it."""
-    with db.engine.connect() as conn:  # straight from the pool: no ORM session on this path
+    with read_connection() as conn:  # straight from the pool, one statement, no transaction
         row = conn.execute(_snapshot_stmt(), {"sub": sub, "sid": sid or "", "client_id": client_id}).first()
     if row is None or row.disabled:
         return None

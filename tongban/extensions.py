@@ -170,3 +170,18 @@ def init_after_request_writes(app) -> None:
 def after_session(app, fn) -> None:
     """Run ``fn()`` at the end of every app context, after its database session is removed."""
     app.extensions.setdefault("tongban.after_session", []).append(fn)
+
+
+_READ_ENGINES: dict[int, object] = {}
+
+
+def read_connection():
+    """A pooled connection in autocommit mode for one read on a hot path (``/v/<code>``, the lean
+    userinfo): a single statement needs no transaction, and without one PostgreSQL answers in one
+    round trip instead of three (BEGIN, the query, ROLLBACK when the pool takes it back). The
+    same pool as the ORM session's; use as a context manager."""
+    engine = db.engine
+    held = _READ_ENGINES.get(id(engine))
+    if held is None or held[0] is not engine:  # type: ignore[index]
+        held = _READ_ENGINES[id(engine)] = (engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+    return held[1].connect()  # type: ignore[index]
