@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import ROOT, run_flask
 from soak import id_number
-from tokens import ROOT, run_flask
 
 PASSPHRASE = "bench backup passphrase"
 BATCH = 5000

@@ -40,7 +40,6 @@ import pstats
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.tokens import HOST, ROOT, free_port, group_rss, run_flask, wait_ready
+from bench._common import HOST, ROOT, free_port, group_rss, run_flask, stop, wait_ready
 
 PASSWORD = "Bench-Passw0rd!"
 REDIRECT = "http://127.0.0.1:9/cb"
@@ -488,12 +487,7 @@ def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
         for pid, cmdline, rss in group_rss(server.pid):
             print(f"  {pid:>7}  {rss / 1024:7.1f} MiB  {cmdline}")
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGKILL)
+        stop(server)
         from tongban.extensions import db
 
         with app.app_context():

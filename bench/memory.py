@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import hashlib
 import http.client
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,43 +49,8 @@ HOST = "127.0.0.1"
 CITIZEN, PASSWORD = "11010519491231002X", "Bench-Passw0rd!"
 REDIRECT = "http://127.0.0.1:9/cb"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def run_flask(env: dict, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run([str(FLASK), "--app", "wsgi", *args], cwd=ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode:
-        sys.exit(f"flask {' '.join(args)} failed:\n{proc.stderr}")
-    return proc.stdout
-
-
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
-            headers: dict | None = None) -> tuple[int, bytes]:
-    conn.request(method, path, body=body, headers=headers or {})
-    resp = conn.getresponse()
-    return resp.status, resp.read()
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 90) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            sys.exit("the server exited before answering; see its output above")
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=2)
-            status, body = request(conn, "GET", "/.well-known/openid-configuration")
-            conn.close()
-            if status == 200:
-                return json.loads(body)
-        except OSError:
-            pass
-        time.sleep(0.2)
-    sys.exit("the server did not answer in time")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port, request, run_flask, stop, wait_ready  # noqa: E402
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -368,12 +330,7 @@ def main() -> None:
                 print(f"\nworker: {before.get('worker', 0) / 1024:.1f} MiB after start, "
                       f"{after['worker'] / 1024:.1f} MiB after warm-up (target ≤ 150 MB = 143.1 MiB)")
         finally:
-            try:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.pid, signal.SIGKILL)
+            stop(server)
         if not args.no_imports:
             import_costs(env, args.top)
     finally:

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tokens import HOST, ROOT, free_port, group_rss, run_flask, wait_ready
+from _common import HOST, ROOT, free_port, group_rss, run_flask, stop, wait_ready
 
 CITIZEN_PASSWORD = "Soak-Passw0rd!x"
 REDIRECT = "http://127.0.0.1:9/cb"
@@ -450,12 +450,7 @@ def main() -> int:
     finally:
         signal.alarm(0)
         for server in servers:
-            try:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.pid, signal.SIGKILL)
+            stop(server)
         with contextlib.suppress(Exception):
             flush_redis(redis_url)
         drop_database(admin, dbname)
