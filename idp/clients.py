@@ -418,6 +418,10 @@ class UsageCounter:
 
     def __init__(self):
         self._lock = threading.Lock()
+        # held from taking the counts to their commit: a flush that finds nothing to write
+        # returns only after another thread's write of earlier counts has committed, so a count
+        # added before a request's end is in the database when that request's flush returns
+        self._flush_lock = threading.Lock()
         self._counts: dict[tuple[str, date], list] = {}
         self._last_flush = time.monotonic()
 
@@ -434,12 +438,20 @@ class UsageCounter:
             self.flush(app)
 
     def flush(self, app: Flask | None = None) -> None:
-        with self._lock:
-            counts, self._counts = self._counts, {}
-            self._last_flush = time.monotonic()
-        if not counts:
-            return
         app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        with self._flush_lock:
+            with self._lock:
+                counts, self._counts = self._counts, {}
+                self._last_flush = time.monotonic()
+            if not counts:
+                return
+            try:
+                self._write(app, counts)
+            except Exception:
+                self._put_back(counts)  # a busy database loses no counts: the next flush retries
+                raise
+
+    def _write(self, app: Flask, counts: dict[tuple[str, date], list]) -> None:
         with app.app_context(), db.engine.begin() as conn:
             for (client_id, day), (logins, tokens, last) in sorted(counts.items()):
                 conn.execute(upsert(
@@ -447,6 +459,14 @@ class UsageCounter:
                     dict(client_id=client_id, day=day, logins=logins, tokens=tokens, last_used=last),
                     ["client_id", "day"],
                     _add_usage(logins, tokens)))
+
+    def _put_back(self, counts: dict[tuple[str, date], list]) -> None:
+        with self._lock:
+            for key, (logins, tokens, last) in counts.items():
+                c = self._counts.setdefault(key, [0, 0, last])
+                c[0] += logins
+                c[1] += tokens
+                c[2] = max(c[2], last)
 
 
 def _add_usage(logins: int, tokens: int):

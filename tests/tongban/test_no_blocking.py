@@ -197,6 +197,67 @@ def test_usage_counts_reach_the_database_after_the_request(app, make_client):
     assert row is not None and row.tokens == 1
 
 
+def test_a_flush_waits_for_another_threads_write_of_earlier_counts(app, make_client, monkeypatch):
+    """A background thread's app context (the outbox poller's, say) may take a request's counts
+    and be writing them when the request's own flush runs: that flush finds nothing to write, and
+    must return only once the other write has committed, or the count is not there yet."""
+    import threading
+
+    from idp.clients import ClientUsage, usage
+    from tongban.extensions import db
+
+    client_id, _secret = make_client()
+    writing, release = threading.Event(), threading.Event()
+    real_write = usage._write
+
+    def slow_write(app_, counts):
+        writing.set()
+        assert release.wait(30)
+        real_write(app_, counts)
+
+    monkeypatch.setattr(usage, "_write", slow_write)
+    usage.add(client_id, "token")
+    other = threading.Thread(target=usage.flush, args=(app,))
+    other.start()
+    assert writing.wait(30)
+    seen = []
+
+    def my_flush():
+        usage.flush(app)
+        with app.app_context():  # what the request's caller would read once the flush returned
+            seen.append(db.session.get(ClientUsage, (client_id, _today())))
+            db.session.remove()
+
+    mine = threading.Thread(target=my_flush)
+    mine.start()
+    mine.join(0.5)  # unfixed, it returns at once and reads no row; fixed, it waits for the write
+    release.set()
+    other.join(30)
+    mine.join(30)
+    assert len(seen) == 1 and seen[0] is not None and seen[0].tokens == 1
+
+
+def test_counts_a_failed_flush_took_are_written_by_the_next(app, make_client, monkeypatch):
+    from idp.clients import ClientUsage, usage
+    from tongban.extensions import db
+
+    client_id, _secret = make_client()
+    real_write = usage._write
+
+    def busy(app_, counts):
+        raise RuntimeError("database is locked")
+
+    usage.add(client_id, "token")
+    monkeypatch.setattr(usage, "_write", busy)
+    with pytest.raises(RuntimeError):
+        usage.flush(app)
+    usage.add(client_id, "token")
+    monkeypatch.setattr(usage, "_write", real_write)
+    usage.flush(app)
+    db.session.expire_all()
+    assert db.session.get(ClientUsage, (client_id, _today())).tokens == 2
+
+
 def _today():
     from tongban.clock import utcnow
 
