@@ -37,12 +37,21 @@ def require() -> None:
     pytest.skip(reason)
 
 
+def _copy(source: Path, target: Path) -> None:
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
 def run(script: str, args: dict, timeout: int = 180) -> dict:
     """Run tests/idp/<script> with ``args`` (JSON in $OC_ARGS); the last line of its output is JSON."""
     require()
     folder = modules()
     target = folder / f"tongban_{script}"
-    shutil.copyfile(HERE / script, target)  # next to node_modules, so that imports resolve
+    # next to node_modules, so that imports resolve; replaced whole, as two test workers may
+    # copy the same file while the other's node reads it
+    for name in (script, "openid_client_browser.mjs"):
+        _copy(HERE / name, folder / f"tongban_{name}")
     env = {**os.environ, "OC_ARGS": json.dumps(args)}
     done = subprocess.run([shutil.which("node"), str(target)], cwd=folder, env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -2,24 +2,14 @@
 // tests/idp/test_openid_client.py test runs it; prints one JSON object with what it saw.
 // Arguments come as JSON in OC_ARGS: {issuer, clientId, secret, redirect, login, password}.
 import * as client from 'openid-client';
+import { browser } from './tongban_openid_client_browser.mjs';
 
 const args = JSON.parse(process.env.OC_ARGS);
 const config = await client.discovery(new URL(args.issuer), args.clientId, undefined,
   client.ClientSecretBasic(args.secret),
   { execute: [client.allowInsecureRequests] });
 
-const jar = new Map();
-async function http(url, options = {}) {
-  const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-  const r = await fetch(new URL(url, args.issuer), { ...options, redirect: 'manual',
-    headers: { ...(options.headers || {}), ...(cookie ? { cookie } : {}) } });
-  for (const c of r.headers.getSetCookie()) {
-    const kv = c.split(';')[0];
-    const i = kv.indexOf('=');
-    jar.set(kv.slice(0, i), kv.slice(i + 1));
-  }
-  return r;
-}
+const { follow, loginAndFollow } = browser(args);
 
 async function start(extra = {}) {
   const verifier = client.randomPKCECodeVerifier();
@@ -29,31 +19,6 @@ async function start(extra = {}) {
     code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
     state, nonce, ...extra });
   return { url: url.href, verifier, state, nonce };
-}
-
-function isCallback(location) {
-  return location && location.startsWith(args.redirect);
-}
-
-async function follow(url) {
-  // inside the provider until a page or the client's callback
-  for (let i = 0; i < 10; i++) {
-    if (isCallback(url)) return { callback: url };
-    const r = await http(url);
-    const location = r.headers.get('location');
-    if (!location) return { page: await r.text(), url };
-    url = new URL(location, args.issuer).href;
-  }
-  throw new Error('too many redirects');
-}
-
-async function loginAndFollow(step) {
-  const csrf = /name="csrf_token" type="hidden" value="([^"]+)"/.exec(step.page)[1];
-  const next = /name="next"[^>]*value="([^"]*)"/.exec(step.page)?.[1] ?? '';
-  const body = new URLSearchParams({ csrf_token: csrf, login: args.login, password: args.password,
-    next: next.replaceAll('&amp;', '&') });
-  const r = await http('/login', { method: 'POST', body });
-  return follow(new URL(r.headers.get('location'), args.issuer).href);
 }
 
 async function grant(callback, req) {

@@ -2,6 +2,7 @@
 // Tongban: tests/idp/test_openid_client_dpop.py runs it and checks what it prints (one JSON object).
 // OC_ARGS: {issuer, clientId, redirect, login, password, resource}.
 import * as client from 'openid-client';
+import { browser } from './tongban_openid_client_browser.mjs';
 
 const args = JSON.parse(process.env.OC_ARGS);
 const config = await client.discovery(new URL(args.issuer), args.clientId, undefined, client.None(),
@@ -16,38 +17,7 @@ config[client.customFetch] = async (url, options) => {
   return r;
 };
 
-const jar = new Map();
-async function http(url, options = {}) {
-  const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-  const r = await fetch(new URL(url, args.issuer), { ...options, redirect: 'manual',
-    headers: { ...(options.headers || {}), ...(cookie ? { cookie } : {}) } });
-  for (const c of r.headers.getSetCookie()) {
-    const kv = c.split(';')[0];
-    const i = kv.indexOf('=');
-    jar.set(kv.slice(0, i), kv.slice(i + 1));
-  }
-  return r;
-}
-
-async function follow(url) {
-  for (let i = 0; i < 10; i++) {
-    if (url.startsWith(args.redirect)) return { callback: url };
-    const r = await http(url);
-    const location = r.headers.get('location');
-    if (!location) return { page: await r.text(), url };
-    url = new URL(location, args.issuer).href;
-  }
-  throw new Error('too many redirects');
-}
-
-async function login(step) {
-  const csrf = /name="csrf_token" type="hidden" value="([^"]+)"/.exec(step.page)[1];
-  const next = /name="next"[^>]*value="([^"]*)"/.exec(step.page)?.[1] ?? '';
-  const body = new URLSearchParams({ csrf_token: csrf, login: args.login, password: args.password,
-    next: next.replaceAll('&amp;', '&') });
-  const r = await http('/login', { method: 'POST', body });
-  return follow(new URL(r.headers.get('location'), args.issuer).href);
-}
+const { follow, loginAndFollow: login } = browser(args);
 
 function describe(e) {
   return { name: e.name, code: e.code ?? null, error: e.error ?? null, message: e.message };

@@ -5,6 +5,7 @@
 // tests/idp/test_openid_client_modern.py runs it; it prints one JSON object with what it saw.
 // OC_ARGS: {issuer, fapiClientId, jarClientId, jwk (private JWK), redirect, login, password}
 import * as client from 'openid-client';
+import { browser } from './tongban_openid_client_browser.mjs';
 
 const args = JSON.parse(process.env.OC_ARGS);
 const { d, ...pub } = args.jwk;
@@ -19,39 +20,7 @@ async function configFor(clientId) {
 const fapi = await configFor(args.fapiClientId);
 const jar = await configFor(args.jarClientId);
 
-const cookies = new Map();
-async function http(url, options = {}) {
-  const cookie = [...cookies].map(([k, v]) => `${k}=${v}`).join('; ');
-  const r = await fetch(new URL(url, args.issuer), { ...options, redirect: 'manual',
-    headers: { ...(options.headers || {}), ...(cookie ? { cookie } : {}) } });
-  for (const c of r.headers.getSetCookie()) {
-    const kv = c.split(';')[0];
-    const i = kv.indexOf('=');
-    cookies.set(kv.slice(0, i), kv.slice(i + 1));
-  }
-  return r;
-}
-
-async function follow(url) {
-  for (let i = 0; i < 10; i++) {
-    if (url.startsWith(args.redirect)) return { callback: url };
-    const r = await http(url);
-    const location = r.headers.get('location');
-    if (!location) return { page: await r.text(), status: r.status, url };
-    url = new URL(location, args.issuer).href;
-  }
-  throw new Error('too many redirects');
-}
-
-async function loginAndFollow(step) {
-  if (step.callback) return step;
-  const csrf = /name="csrf_token" type="hidden" value="([^"]+)"/.exec(step.page)[1];
-  const next = /name="next"[^>]*value="([^"]*)"/.exec(step.page)?.[1] ?? '';
-  const body = new URLSearchParams({ csrf_token: csrf, login: args.login, password: args.password,
-    next: next.replaceAll('&amp;', '&') });
-  const r = await http('/login', { method: 'POST', body });
-  return follow(new URL(r.headers.get('location'), args.issuer).href);
-}
+const { follow, loginAndFollow } = browser(args);
 
 async function params(extra = {}) {
   const verifier = client.randomPKCECodeVerifier();

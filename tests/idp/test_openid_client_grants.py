@@ -76,7 +76,7 @@ def test_openid_client_drives_exchange_ciba_and_device(app, live_server, citizen
     assert phone.login().status_code == 302
 
     script = modules / "tongban_openid_client_grants.mjs"
-    shutil.copyfile(HERE / "openid_client_grants.mjs", script)
+    node_rp._copy(HERE / "openid_client_grants.mjs", script)
     args = {"issuer": live_server, "exchanger": {"clientId": exchanger[0], "secret": exchanger[1]},
             "subjectToken": subject["access_token"], "audience": target[0],
             "clerk": {"clientId": clerk[0], "secret": clerk[1]}, "loginHint": CITIZEN_ID,
