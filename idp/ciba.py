@@ -34,19 +34,19 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc8628 import AuthorizationPendingError, ExpiredTokenError, SlowDownError
 from flask import current_app
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, delete, func, select, update
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from people.assurance import LEVELS, level_of
 from people.models import LoginSession, User
-from people.sessions import is_live, note_client
-from tongban import audit, outbox, ratelimit
-from tongban.clock import digest, to_epoch, token, utcnow
+from people.sessions import is_live
+from tongban import audit, ratelimit
+from tongban.clock import digest, token, utcnow
 from tongban.errors import ValidationError
 from tongban.extensions import db
 
 from . import clients as registry
-from . import tokens
+from . import decisions, tokens
 from .context import TokenContext, grant_context
 from .device import DeviceOpenID
 from .resources import GrantExtension
@@ -351,32 +351,10 @@ def decide(request_id: int, sess: LoginSession, approve: bool) -> CibaRequest:
         raise CibaError("expired")
     if approve and level_of(sess.acr) < required_level(row):
         raise CibaError("level")
-    values: dict[str, object] = {"state": "approved" if approve else "denied", "decided_at": now}
-    if approve:
-        values.update(sid=sess.sid, auth_time=to_epoch(sess.auth_time), acr=sess.acr, amr=sess.amr)
-    won = db.session.execute(update(CibaRequest).where(  # type: ignore[attr-defined]
-        CibaRequest.id == row.id, CibaRequest.state == "pending", CibaRequest.user_id == sess.user_id,
-        CibaRequest.expires_at > now).values(**values).execution_options(synchronize_session=False)).rowcount
-    if won != 1:
-        raise CibaError("used")
-    db.session.refresh(row)
-    if approve:
-        note_client(sess, row.client_id)
-    audit.record("ciba.approved" if approve else "ciba.denied", actor=f"user:{sess.user.sub}",
-                 object=f"ciba:{row.id}", detail={"client": row.client_id, "scope": row.scope, "acr": sess.acr})
-    return row
+    return decisions.record(CibaRequest, row, sess, approve, kind="ciba", error=CibaError,
+                            where=(CibaRequest.user_id == sess.user_id,), detail={"acr": sess.acr})
 
 
-def _purge_chore() -> None:
-    """Rows a day past their expiry are deleted (the audit log keeps what happened)."""
-    db.session.execute(delete(CibaRequest).where(CibaRequest.expires_at < utcnow() - timedelta(days=1)))
-    db.session.commit()
-
-
-def _register_purge() -> None:
-    outbox.ensure_chore(_purge_chore, every=3600)
-
-
-_register_purge()
+decisions.purge_expired(CibaRequest)
 
 __all__ = ["GRANT_TYPE", "CibaError", "CibaGrant", "CibaRequest", "decide", "pending_for", "register"]

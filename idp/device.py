@@ -34,17 +34,16 @@ from authlib.oauth2.rfc8628 import (
 )
 from authlib.oidc.core.grants.code import OpenIDToken
 from flask import current_app
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, delete, select, update
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from people.models import LoginSession, User
-from people.sessions import note_client
-from tongban import audit, outbox
-from tongban.clock import digest, to_epoch, utcnow
+from tongban import audit
+from tongban.clock import digest, utcnow
 from tongban.extensions import db
 
 from . import clients as registry
-from . import tokens
+from . import decisions, tokens
 from .context import TokenContext, grant_context
 from .resources import GrantExtension
 
@@ -303,36 +302,12 @@ def pending_by_user_code(user_code: str | None) -> DeviceAuthorization:
 def decide(user_code: str | None, sess: LoginSession, approve: bool) -> DeviceAuthorization:
     """The citizen's answer, recorded once (a second answer to the same code loses)."""
     row = pending_by_user_code(user_code)
-    now = utcnow()
-    values = {"state": "approved" if approve else "denied", "decided_at": now, "user_id": sess.user_id}
-    if approve:
-        values.update(sid=sess.sid, auth_time=to_epoch(sess.auth_time), acr=sess.acr, amr=sess.amr)
-    won = db.session.execute(update(DeviceAuthorization).where(  # type: ignore[attr-defined]
-        DeviceAuthorization.id == row.id, DeviceAuthorization.state == "pending",
-        DeviceAuthorization.expires_at > now).values(**values)
-        .execution_options(synchronize_session=False)).rowcount
-    if won != 1:
-        raise DeviceError("used")
-    db.session.refresh(row)
-    if approve:
-        note_client(sess, row.client_id)
-    audit.record("device.approved" if approve else "device.denied", actor=f"user:{sess.user.sub}",
-                 object=f"device:{row.id}", detail={"client": row.client_id, "scope": row.scope})
-    return row
+    return decisions.record(DeviceAuthorization, row, sess, approve, kind="device", error=DeviceError,
+                            values={"user_id": sess.user_id})
 
 
 __all__ = ["DeviceAuthorization", "DeviceError", "DeviceGrant", "DeviceOpenID", "decide", "new_user_code",
            "normalise_user_code", "pending_by_user_code", "register"]
 
 
-def _purge_chore() -> None:
-    """Rows a day past their expiry are deleted (the audit log keeps what happened)."""
-    db.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.expires_at < utcnow() - timedelta(days=1)))
-    db.session.commit()
-
-
-def _register_purge() -> None:
-    outbox.ensure_chore(_purge_chore, every=3600)
-
-
-_register_purge()
+decisions.purge_expired(DeviceAuthorization)
