@@ -40,7 +40,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from people.assurance import LEVELS, level_of
 from people.models import LoginSession, User
 from people.sessions import is_live
-from tongban import audit, ratelimit
+from tongban import audit, outbox, ratelimit
 from tongban.clock import digest, token, utcnow
 from tongban.errors import ValidationError
 from tongban.extensions import db
@@ -355,6 +355,6 @@ def decide(request_id: int, sess: LoginSession, approve: bool) -> CibaRequest:
                             where=(CibaRequest.user_id == sess.user_id,), detail={"acr": sess.acr})
 
 
-decisions.purge_expired(CibaRequest)
+_purge_chore = outbox.purge_expired(CibaRequest)
 
 __all__ = ["GRANT_TYPE", "CibaError", "CibaGrant", "CibaRequest", "decide", "pending_for", "register"]

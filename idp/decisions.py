@@ -1,17 +1,15 @@
 """A citizen's answer to a grant waiting on another device (CIBA, the device authorization grant):
 recorded once, by a conditional UPDATE that only a still-pending, unexpired request matches, so two
 answers at once (two tabs, two servers) give one winner; then the session is noted as using the
-client and the answer audited. Rows a day past their expiry are purged by an outbox chore."""
+client and the answer audited."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy import delete, update
+from sqlalchemy import update
 
 from people.models import LoginSession
 from people.sessions import note_client
-from tongban import audit, outbox
+from tongban import audit
 from tongban.clock import to_epoch, utcnow
 from tongban.extensions import db
 
@@ -37,13 +35,3 @@ def record(model, row, sess: LoginSession, approve: bool, *, kind: str, error: t
                  object=f"{kind}:{row.id}", detail={"client": row.client_id, "scope": row.scope, **(detail or {})})
     return row
 
-
-def purge_expired(model) -> None:
-    """Delete ``model`` rows a day past their expiry every hour (the audit log keeps what happened)."""
-
-    def purge() -> None:
-        db.session.execute(delete(model).where(model.expires_at < utcnow() - timedelta(days=1)))
-        db.session.commit()
-
-    purge.__name__ = f"purge_{model.__tablename__}"
-    outbox.ensure_chore(purge, every=3600)

@@ -38,7 +38,7 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from people.models import LoginSession, User
-from tongban import audit
+from tongban import audit, outbox
 from tongban.clock import digest, utcnow
 from tongban.extensions import db
 
@@ -310,4 +310,4 @@ __all__ = ["DeviceAuthorization", "DeviceError", "DeviceGrant", "DeviceOpenID", 
            "normalise_user_code", "pending_by_user_code", "register"]
 
 
-decisions.purge_expired(DeviceAuthorization)
+_purge_chore = outbox.purge_expired(DeviceAuthorization)

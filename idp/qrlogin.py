@@ -27,7 +27,7 @@ from sqlalchemy import DateTime, ForeignKey, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from people.models import LoginSession, User
-from tongban import audit
+from tongban import audit, outbox
 from tongban.clock import digest, token, utcnow
 from tongban.extensions import db
 
@@ -270,18 +270,4 @@ __all__ = ["AMR", "Created", "QrError", "QrLogin", "by_binding", "by_code", "com
            "create", "deny", "describe_user_agent", "qr_svg", "qr_url", "scan", "session_acr", "status"]
 
 
-def _purge_chore() -> None:
-    """Rows a day past their expiry are deleted (the audit log keeps what happened)."""
-    from sqlalchemy import delete
-
-    db.session.execute(delete(QrLogin).where(QrLogin.expires_at < utcnow() - timedelta(days=1)))
-    db.session.commit()
-
-
-def _register_purge() -> None:
-    from tongban import outbox
-
-    outbox.ensure_chore(_purge_chore, every=3600)
-
-
-_register_purge()
+_purge_chore = outbox.purge_expired(QrLogin)

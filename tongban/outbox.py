@@ -185,6 +185,21 @@ def ensure_chore(fn: Callable[[], object], every: float | str) -> None:
         _chores.append((fn, every))
 
 
+def purge_expired(model, every: float = 3600) -> Callable[[], None]:
+    """Register (and return) a chore deleting ``model`` rows a day past their ``expires_at``
+    (the audit log keeps what happened)."""
+
+    def purge() -> None:
+        from sqlalchemy import delete
+
+        db.session.execute(delete(model).where(model.expires_at < utcnow() - timedelta(days=1)))
+        db.session.commit()
+
+    purge.__name__ = f"purge_{model.__tablename__}"
+    ensure_chore(purge, every=every)
+    return purge
+
+
 def _interval(every: float | str) -> float:
     return float(current_app.config[every]) if isinstance(every, str) else every
 
