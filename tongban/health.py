@@ -22,14 +22,18 @@ log = logging.getLogger(__name__)
 bp = Blueprint("tongban_health", __name__)
 
 
-def check_database() -> bool:
+def check_database(then=None):
+    """True when the database answers ``SELECT 1`` (False otherwise); with ``then``, also what
+    ``then(conn)`` returns on the same connection, as ``(True, result)`` or ``(False, None)``."""
     try:
         with db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        return True
+            if then is None:
+                return True
+            return True, then(conn)
     except Exception:
         log.warning("readiness: the database is not reachable", exc_info=True)
-        return False
+        return False if then is None else (False, None)
 
 
 def check_redis() -> bool | None:
@@ -50,11 +54,12 @@ def readiness() -> tuple[bool, dict[str, str], list[str]]:
     """(ready, checks, names of the secrets that differ from the deployment's)."""
     from .shared_secrets import readiness_check
 
-    database = check_database()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    database, secrets = check_database(lambda conn: readiness_check(app, conn))
     checks = {"database": "ok" if database else "unavailable"}
     differ: list[str] = []
     if database:
-        checks["secrets"], differ = readiness_check(current_app._get_current_object())  # type: ignore[attr-defined]
+        checks["secrets"], differ = secrets
     redis_ok = check_redis()
     if redis_ok is not None:
         checks["redis"] = "ok" if redis_ok else "unavailable"

@@ -37,6 +37,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import DateTime, String, insert, select, update
@@ -150,7 +151,7 @@ def own_fingerprint(app: Flask, name: str, salt_hex: str, scheme: str = SCHEME) 
 @dataclass(frozen=True)
 class Verdict:
     states: dict[str, str]  # name -> SAME / PREVIOUS / DIFFERS / UNRECORDED
-    recorded: dict[str, DeploymentSecret]
+    recorded: dict[str, Any]  # name -> the recorded row (a DeploymentSecret's columns)
 
     @property
     def differing(self) -> list[str]:
@@ -168,10 +169,13 @@ class Verdict:
                 "rotation run `flask --app wsgi secrets accept`")
 
 
-def _rows() -> dict[str, DeploymentSecret]:
-    with db.engine.connect() as conn:
-        rows = conn.execute(select(DeploymentSecret.__table__)).mappings().all()
-    return {r["name"]: DeploymentSecret(**dict(r)) for r in rows}
+def _rows(conn=None) -> dict[str, Any]:
+    """The recorded rows (plain result rows: a probe every few seconds builds no ORM objects), on
+    ``conn`` when given (``/readyz``'s own connection)."""
+    if conn is not None:
+        return {r.name: r for r in conn.execute(select(DeploymentSecret.__table__))}
+    with db.engine.connect() as own:
+        return {r.name: r for r in own.execute(select(DeploymentSecret.__table__))}
 
 
 def _host() -> str:
@@ -198,7 +202,7 @@ def _record_missing(app: Flask, names: list[str]) -> None:
     log.info("deployment secrets: recorded this server's fingerprints of %s", ", ".join(names))
 
 
-def compare(app: Flask, rows: dict[str, DeploymentSecret], now: datetime | None = None) -> Verdict:
+def compare(app: Flask, rows: dict[str, Any], now: datetime | None = None) -> Verdict:
     now = now or utcnow()
     states = {}
     for name in registered(app):
@@ -217,11 +221,11 @@ def compare(app: Flask, rows: dict[str, DeploymentSecret], now: datetime | None 
     return Verdict(states, rows)
 
 
-def check(app: Flask | None = None, *, record: bool = True) -> Verdict:
+def check(app: Flask | None = None, *, record: bool = True, conn=None) -> Verdict:
     """Compare this server's secrets with the deployment's, recording those not yet recorded
     (the first server to look sets them). Raises when the database cannot be read."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    rows = _rows()
+    rows = _rows(conn) if conn is not None else _rows()
     missing = [n for n in registered(app) if n not in rows]
     if missing and record:
         _record_missing(app, missing)
@@ -299,10 +303,10 @@ def accept(app: Flask, *, keep_previous: int = 0, actor: str = "cli") -> dict:
     return result
 
 
-def readiness_check(app: Flask) -> tuple[str, list[str]]:
-    """For ``/readyz``: ("ok", []) or ("differ", names) or ("unavailable", [])."""
+def readiness_check(app: Flask, conn=None) -> tuple[str, list[str]]:
+    """For ``/readyz`` (on its connection): ("ok", []) or ("differ", names) or ("unavailable", [])."""
     try:
-        verdict = check(app)
+        verdict = check(app, conn=conn)
     except Exception:
         log.warning("readiness: the deployment secrets could not be checked", exc_info=True)
         return "unavailable", []

@@ -273,3 +273,16 @@ def test_the_fingerprint_reveals_nothing_usable(app, client):
     # so two secrets with the same value (a KEK copied into the pairwise salt) do not show as equal
     kek = app.config["TONGBAN_KEK"]
     assert fingerprint("TONGBAN_KEK", kek, row.salt) != fingerprint("TONGBAN_PAIRWISE_SALT", kek, row.salt)
+
+
+def test_a_database_without_the_record_table_is_not_ready(tmp_path):
+    """Code deployed before its migration (0022) ran: fail closed, and say which check failed."""
+    from tongban import create_app
+
+    bare = create_app({"TESTING": True, "TONGBAN_INSTANCE_DIR": str(tmp_path / "instance"),
+                       "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'empty.db'}", "REDIS_URL": "",
+                       "TONGBAN_OUTBOX_THREAD": False, "TONGBAN_AUDIT_CHAIN_THREAD": False})
+    r = bare.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.get_json() == {"status": "unavailable", "checks": {"database": "ok", "secrets": "unavailable"}}
+    assert "deployment_secrets" not in r.get_data(as_text=True)
