@@ -355,9 +355,10 @@ def _cli(app: Flask) -> None:
     @click.option("--keep-previous", default="0", show_default=True,
                   help="Keep the fingerprints replaced acceptable this long (600, 10m, 2h, 1d): "
                        "servers not yet restarted with the new secrets stay ready meanwhile.")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
     @click.option("--json", "as_json", is_flag=True)
     @command_errors
-    def accept_cmd(keep_previous: str, as_json: bool):
+    def accept_cmd(keep_previous: str, yes: bool, as_json: bool):
         """Record this configuration's secrets as the deployment's (after a rotation); audited."""
         from .config import ConfigError, convert
 
@@ -367,6 +368,12 @@ def _cli(app: Flask) -> None:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         a = current_app._get_current_object()  # type: ignore[attr-defined]
+        # accepting on the wrong server would take every other one out of the balancer: say so first
+        differing = check(a, record=False).differing
+        if differing and not yes:
+            later = " once the window ends" if seconds else ""
+            click.confirm(f"Make this configuration's {', '.join(differing)} the deployment's? Servers "
+                          f"still holding the old value will answer 503 on /readyz{later}.", abort=True, err=True)
         result = accept(a, keep_previous=seconds)
         if as_json:
             click.echo(json.dumps(result, ensure_ascii=False))

@@ -110,7 +110,10 @@ def test_a_server_with_another_pairwise_salt_is_not_ready_until_accepted(app, cl
     assert client.get("/readyz").status_code == 200
 
     # after a rotation the operator accepts the second server's secrets as the deployment's
-    result = _cli(second, "secrets", "accept", "--json")
+    refused = _cli(second, "secrets", "accept")  # asks first: the other servers would go 503
+    assert refused.exit_code == 1 and "TONGBAN_PAIRWISE_SALT" in refused.output
+    assert _readyz(second)[0] == 503
+    result = _cli(second, "secrets", "accept", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"changed": ["TONGBAN_PAIRWISE_SALT"], "added": [],
                                          "unchanged": sorted(set(SHARED) - {"TONGBAN_PAIRWISE_SALT"}),
@@ -162,7 +165,7 @@ def test_a_rolling_rotation_keeps_the_previous_secret_for_the_window(app, client
 
     assert client.get("/readyz").status_code == 200
     rotated = other_server(SECRET_KEY="the-new-secret-key")
-    result = _cli(rotated, "secrets", "accept", "--keep-previous", "1h", "--json")
+    result = _cli(rotated, "secrets", "accept", "--keep-previous", "1h", "--yes", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["changed"] == ["SECRET_KEY"] and out["previous_until"]
