@@ -1,5 +1,6 @@
-"""What the HTTP benchmarks share: bench/tokens.py, bench/licence.py, bench/node_oidc_provider.py
-and bench/compare.py import from here (run as scripts, this folder is sys.path[0]).
+"""What the benchmarks share: every script in bench/ imports its helpers from here (run as
+scripts, this folder is sys.path[0]); none defines its own port finder, server start or stop,
+readiness wait, request, CPU pinning, percentile, timer or load-average line.
 
 * the load generators: ``drive`` (stdlib ``http.client``, one keep-alive connection per
   thread, Python) and ``wrk_drive`` (the ``wrk`` binary with a generated Lua script for the
@@ -8,6 +9,9 @@ and bench/compare.py import from here (run as scripts, this folder is sys.path[0
 * a throw-away Tongban instance: its environment, ``flask`` commands, the bench clients and
   citizen, a real code flow for a user access token, ``python -m tongban.serve``, and a
   PostgreSQL database made for the run and dropped after it;
+* in-process figures: ``timed`` (median and best wall, median CPU of a callable),
+  ``throwaway_app`` (an app on a scratch SQLite instance, migrated and bootstrapped),
+  ``one_page_pdf``, ``pct``, ``loadavg``, ``group_cpu_seconds`` (utime + stime of a process group);
 * node-oidc-provider installed with npm into a scratch (or cache) folder, optionally with a
   current Node from the npm registry (the ``node`` package ships the binary), and started
   with bench/oidc_provider_server.mjs.
@@ -35,10 +39,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+if str(ROOT) not in sys.path:  # the scripts import tongban, the packages and tests' corpora
+    sys.path.insert(1, str(ROOT))
 VENV_BIN = ROOT / ".venv" / "bin"
 FLASK = VENV_BIN / "flask"
 PYTHON = VENV_BIN / "python"
@@ -120,7 +127,130 @@ def jwt_header_claims(token: str) -> tuple[dict, dict] | None:
         return None
 
 
+# ---------------------------------------------------------------- figures
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """The ``p`` quantile of sorted seconds, in milliseconds (nan when empty)."""
+    return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg has them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+class Timing(NamedTuple):
+    """``timed``'s answer: median wall, best wall and median CPU seconds, and the last result."""
+
+    median: float
+    best: float
+    cpu: float
+    out: object
+
+
+def timed(fn, n: int, warm_up: bool = True, catch: bool = False) -> Timing:
+    """Run ``fn()`` ``n`` times (after one warm-up call: key decryption, fonts, caches). On a
+    shared machine the best wall time and the CPU time say more than the median wall time.
+    ``catch``: an exception is the result (a limit answering with an error is the figure)."""
+    import statistics
+
+    if warm_up:
+        fn()
+    times, cpu, out = [], [], None
+    for _ in range(n):
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            out = fn()
+        except Exception as e:
+            if not catch:
+                raise
+            out = e
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return Timing(statistics.median(times), min(times), statistics.median(cpu), out)
+
+
+def one_page_pdf() -> bytes:
+    """A one-page A4 PDF with a line of Latin and Chinese text (reportlab)."""
+    import io
+
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=(595, 842))
+    c.drawString(72, 770, "Tongban benchmark notice / 通知")
+    c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def throwaway_app(config: dict | None = None, quiet: Sequence[str] = ("alembic",)) -> Iterator:
+    """An app on a scratch instance folder and SQLite database (KEK all zero), migrated and
+    bootstrapped, yielded inside its app context. ``quiet``: loggers held at WARNING."""
+    import logging
+
+    from flask_migrate import upgrade
+
+    from tongban import create_app
+    from tongban.bootstrap import bootstrap
+
+    tmp = tempfile.mkdtemp(prefix="tongban-bench-")
+    app = create_app({"TONGBAN_INSTANCE_DIR": tmp, "TONGBAN_KEK": bytes(32), **(config or {})})
+    with app.app_context():
+        for name in quiet:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
+        bootstrap()
+        yield app
+
+
 # ---------------------------------------------------------------- processes and CPUs
+
+
+def pin_self(cpu: int) -> None:
+    """Move this process to one CPU (when there are at least two)."""
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {cpu})
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every process in the process group ``pgid``, seconds (/proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / tick
+
+
+def group_processes(pgid: int) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command) of every process in the process group ``pgid`` but make/sh."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ProcessLookupError, ValueError, IndexError):
+            continue
+        if cmd and not cmd.startswith(("make", "/bin/sh", "sh ")):
+            out.append((int(entry.name), ppid, cmd))
+    return sorted(out)
 
 
 def pinning() -> tuple[list[str], list[str]]:
@@ -221,6 +351,23 @@ def drive(port: int, scenario: Scenario, seconds: float, connections: int) -> di
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": sum(errors), "driver": "python"}
 
 
+def table_header(width: int = 34, indent: str = "") -> str:
+    """The head of a results table: endpoint, req/s, p50 and p99 ms, errors."""
+    return f"{indent}{'endpoint':{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+
+
+def table_row(r: dict, width: int = 34, indent: str = "") -> str:
+    """One ``measure`` result as a row under ``table_header``."""
+    return f"{indent}{r['name']:{width}} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}"
+
+
+def print_group_rss(pgid: int, title: str = "server processes (RSS):") -> None:
+    """``title``, then pid, RSS and command of every process in the group."""
+    print(f"\n{title}")
+    for pid, cmdline, rss in group_rss(pgid):
+        print(f"  {pid:>7}  {rss / 1024:7.1f} MiB  {cmdline}")
+
+
 def lua_string(value: str | bytes) -> str:
     """A Lua string literal of exactly these bytes (anything unusual as a \\ddd escape)."""
     raw = value.encode() if isinstance(value, str) else value
@@ -294,11 +441,11 @@ CITIZEN, PASSWORD = "11010519491231002X", "Bench-Passw0rd!"
 REDIRECT_URI = "http://127.0.0.1:9/cb"
 
 
-def tongban_env(instance: Path, database: str, port: int, server: str = "granian") -> dict:
+def tongban_env(instance: Path, database: str, port: int, server: str = "granian", redis: bool = False) -> dict:
     """The environment of a bench instance: its own instance folder and database, one worker,
-    no issuer or Redis inherited from the caller, no log-in throttle in the way."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG", "REDIS_URL")}
+    no issuer (nor Redis, unless ``redis``) inherited from the caller, no log-in throttle in the way."""
+    drop = ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG", *(() if redis else ("REDIS_URL",)))
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update({"TONGBAN_INSTANCE_DIR": str(instance), "DATABASE_URL": database, "HOST": HOST,
                 "PORT": str(port), "WEB_CONCURRENCY": "1", "SERVER": server})
     env.setdefault("TONGBAN_LOGIN_RATE_PER_IP", "1000000")

@@ -69,6 +69,7 @@ from _common import (
     install_node_provider,
     issue_licences,
     jwt_header_claims,
+    loadavg,
     local_paths,
     log_tail,
     measure,
@@ -78,6 +79,8 @@ from _common import (
     start_node_provider,
     start_tongban,
     stop,
+    table_header,
+    table_row,
     tongban_env,
     wait_ready,
 )
@@ -105,13 +108,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def tool_version(cmd: list[str]) -> str:
@@ -146,14 +142,13 @@ def run_rows(label: str, port: int, scenarios: dict[str, Scenario], args, load_p
     results = {}
     print(f"\n{label}: {args.connections} connections, {args.warmup:g} s warm-up + {args.seconds:g} s each, "
           f"{args.driver}")
-    print(f"  {'endpoint':36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(table_header(36, "  "))
     for key, scenario in scenarios.items():
         if args.warmup > 0:
             measure(args.driver, port, scenario, args.warmup, args.connections, load_prefix)
         r = measure(args.driver, port, scenario, args.seconds, args.connections, load_prefix)
         results[key] = r
-        print(f"  {scenario.name:36} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}",
-              flush=True)
+        print(table_row(r, 36, "  "), flush=True)
         if r["errors"]:
             loud(f"{label} {scenario.name}: {r['errors']} errors in {r['requests']} requests")
     return results
