@@ -44,8 +44,10 @@ from urllib.parse import quote, urlsplit
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-if str(ROOT) not in sys.path:  # the scripts import tongban, the packages and tests' corpora
-    sys.path.insert(1, str(ROOT))
+# the scripts import tongban, the project's packages and the tests' corpora; the project comes
+# first: run as scripts, bench/seal.py and bench/licence.py would otherwise shadow those packages
+if sys.path[:1] != [str(ROOT)]:
+    sys.path.insert(0, str(ROOT))
 VENV_BIN = ROOT / ".venv" / "bin"
 FLASK = VENV_BIN / "flask"
 PYTHON = VENV_BIN / "python"
@@ -105,6 +107,12 @@ def local_paths(meta: dict, keys: Sequence[str]) -> dict[str, str]:
             sys.exit(f"{key} {meta[key]} is not on {HOST}; refusing to send load elsewhere")
         out[key] = urlsplit(meta[key]).path
     return out
+
+
+def pkce() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge) for one authorization request (RFC 7636)."""
+    verifier = secrets.token_urlsafe(48)
+    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def basic_auth(client_id: str, secret: str) -> str:
@@ -174,6 +182,17 @@ def timed(fn, n: int, warm_up: bool = True, catch: bool = False) -> Timing:
     return Timing(statistics.median(times), min(times), statistics.median(cpu), out)
 
 
+def rate(fn, seconds: float = 1.0, warm_up: bool = True) -> float:
+    """Calls of ``fn()`` per second over ``seconds`` (after one warm-up call)."""
+    if warm_up:
+        fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
 def one_page_pdf() -> bytes:
     """A one-page A4 PDF with a line of Latin and Chinese text (reportlab)."""
     import io
@@ -218,39 +237,61 @@ def pin_self(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """utime + stime of every process in the process group ``pgid``, seconds (/proc/<pid>/stat)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+def _group(pgid: int) -> Iterator[tuple[int, Path]]:
+    """(pid, /proc/<pid>) of every process in the process group ``pgid``."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if os.getpgid(int(entry.name)) == pgid:
+                yield int(entry.name), entry
         except (OSError, ProcessLookupError):
             continue
+
+
+def _stat_fields(entry: Path) -> list[str]:
+    """/proc/<pid>/stat after the command name: field 3 (state) is index 0."""
+    return (entry / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every process in the process group ``pgid``, seconds (/proc/<pid>/stat)."""
+    total = 0
+    for _, entry in _group(pgid):
+        try:
+            fields = _stat_fields(entry)
+        except OSError:
+            continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    return total / tick
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _cmdline(entry: Path) -> str:
+    return (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
 
 
 def group_processes(pgid: int) -> list[tuple[int, int, str]]:
     """(pid, parent pid, command) of every process in the process group ``pgid`` but make/sh."""
     out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, entry in _group(pgid):
         try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ProcessLookupError, ValueError, IndexError):
+            cmd, ppid = _cmdline(entry), int(_stat_fields(entry)[1])
+        except (OSError, ValueError, IndexError):
             continue
         if cmd and not cmd.startswith(("make", "/bin/sh", "sh ")):
-            out.append((int(entry.name), ppid, cmd))
+            out.append((pid, ppid, cmd))
     return sorted(out)
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A KiB figure of /proc/<pid>/status (VmRSS, RssAnon, ...); 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def pinning() -> tuple[list[str], list[str]]:
@@ -267,18 +308,12 @@ def pinning() -> tuple[list[str], list[str]]:
 def group_rss(pgid: int) -> list[tuple[int, str, int]]:
     """(pid, command, RSS KiB) of every process in the server's process group."""
     out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, entry in _group(pgid):
         try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            status = (entry / "status").read_text()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, ProcessLookupError):
+            cmd = _cmdline(entry)
+        except OSError:
             continue
-        rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        out.append((int(entry.name), cmd[:90], rss))
+        out.append((pid, cmd[:90], status_kib(pid, "VmRSS")))
     return sorted(out)
 
 
@@ -502,8 +537,9 @@ def log_tail(log: Path, lines: int = 30) -> str:
         return ""
 
 
-def code_flow(base: str, meta: dict, portal: dict) -> str:
-    """Log the citizen in and run the code flow with PKCE once: a real user access token."""
+def code_flow(base: str, meta: dict, portal: dict, then: Sequence[str] = ()) -> str:
+    """Log the citizen in and run the code flow with PKCE once: a real user access token.
+    ``then``: paths the logged-in browser opens afterwards (warm-up)."""
     import requests  # the venv's; only the code flow needs it
 
     browser = requests.Session()
@@ -513,8 +549,7 @@ def code_flow(base: str, meta: dict, portal: dict) -> str:
         sys.exit("no csrf_token on the log-in page")
     browser.post(f"{base}/login", data={"csrf_token": found.group(1), "login": CITIZEN, "password": PASSWORD},
                  allow_redirects=False, timeout=30)
-    verifier = "bench-verifier-" + secrets.token_urlsafe(32)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    verifier, challenge = pkce()
     resp = browser.get(meta["authorization_endpoint"], params={
         "response_type": "code", "client_id": portal["client_id"], "redirect_uri": REDIRECT_URI,
         "scope": "openid profile", "state": "s", "code_challenge": challenge,
@@ -527,6 +562,8 @@ def code_flow(base: str, meta: dict, portal: dict) -> str:
         "code_verifier": verifier}, auth=(portal["client_id"], portal["client_secret"]), timeout=30)
     if tok.status_code != 200:
         sys.exit(f"code flow token request failed: {tok.status_code} {tok.text[:300]}")
+    for path in then:
+        browser.get(f"{base}{path}", timeout=30)
     return tok.json()["access_token"]
 
 

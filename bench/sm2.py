@@ -11,18 +11,8 @@ Runs against a throw-away instance (SQLite in a temporary folder).
 from __future__ import annotations
 
 import argparse
-import time
 
-from _common import one_page_pdf, throwaway_app, timed
-
-
-def rate(fn, seconds: float = 1.0) -> float:
-    fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        n += 1
-    return n / (time.perf_counter() - start)
+from _common import one_page_pdf, rate, throwaway_app, timed
 
 
 def primitives(message: bytes) -> None:
