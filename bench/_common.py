@@ -340,22 +340,45 @@ class Scenario:
         self.headers = {"Connection": "keep-alive", **(headers or {})}
 
 
-def drive(port: int, scenario: Scenario, seconds: float, connections: int) -> dict:
+def in_threads(count: int, worker, seconds: float) -> float:
+    """``worker(i, deadline)`` in ``count`` threads released at once (a barrier), each running
+    until ``deadline`` (a ``time.perf_counter()`` value ``seconds`` after the release); the
+    seconds from the release until the last thread ended."""
+    gate = threading.Barrier(count + 1)
+    deadline = [0.0]
+
+    def run(i: int) -> None:
+        gate.wait()
+        worker(i, deadline[0])
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    began = time.perf_counter()
+    deadline[0] = began + seconds
+    gate.wait()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - began
+
+
+def drive(port: int, scenario: Scenario, seconds: float, connections: int, count: int = 0) -> dict:
     """The Python load generator: ``connections`` threads, one keep-alive connection each, for
-    ``seconds``; any answer but 200 and any connection error counts as an error."""
+    ``seconds`` (or, with ``count``, until each has sent its share of ``count`` requests); any
+    answer but 200 and any connection error counts as an error."""
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors = [0] * connections
-    start_gate = threading.Barrier(connections + 1)
-    stop_at = [0.0]
+    share = max(1, count // connections) if count else 0
 
-    def worker(i: int) -> None:
+    def worker(i: int, deadline: float) -> None:
         conn = http.client.HTTPConnection(HOST, port, timeout=30)
         mine = latencies[i]
-        start_gate.wait()
+        sent = 0
         while True:
             t0 = time.perf_counter()
-            if t0 >= stop_at[0]:
+            if (sent >= share) if share else (t0 >= deadline):
                 break
+            sent += 1
             try:
                 status, _ = request(conn, scenario.method, scenario.path, scenario.body, scenario.headers)
             except (OSError, http.client.HTTPException):
@@ -368,22 +391,25 @@ def drive(port: int, scenario: Scenario, seconds: float, connections: int) -> di
                 errors[i] += 1
         conn.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(connections)]
-    for t in threads:
-        t.start()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    start_gate.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
+    elapsed = in_threads(connections, worker, seconds)
     lat = sorted(x for per in latencies for x in per)
-
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-
     return {"name": scenario.name, "requests": len(lat), "rps": len(lat) / elapsed,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": sum(errors), "driver": "python"}
+            "p50_ms": pct(lat, 0.50), "p99_ms": pct(lat, 0.99), "errors": sum(errors), "driver": "python"}
+
+
+def measure_table(driver: str, port: int, scenarios: Sequence[Scenario], seconds: float, connections: int,
+                  load_prefix: Sequence[str] = (), width: int = 34, indent: str = "",
+                  warmup: float = 0.0) -> list[dict]:
+    """``measure`` each scenario (after ``warmup`` seconds of it, unmeasured), printing a table."""
+    print(table_header(width, indent))
+    out = []
+    for scenario in scenarios:
+        if warmup > 0:
+            measure(driver, port, scenario, warmup, connections, load_prefix)
+        r = measure(driver, port, scenario, seconds, connections, load_prefix)
+        print(table_row(r, width, indent), flush=True)
+        out.append(r)
+    return out
 
 
 def table_header(width: int = 34, indent: str = "") -> str:

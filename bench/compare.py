@@ -72,15 +72,13 @@ from _common import (
     loadavg,
     local_paths,
     log_tail,
-    measure,
+    measure_table,
     pinning,
     postgres_database,
     setup_tongban,
     start_node_provider,
     start_tongban,
     stop,
-    table_header,
-    table_row,
     tongban_env,
     wait_ready,
 )
@@ -142,15 +140,12 @@ def run_rows(label: str, port: int, scenarios: dict[str, Scenario], args, load_p
     results = {}
     print(f"\n{label}: {args.connections} connections, {args.warmup:g} s warm-up + {args.seconds:g} s each, "
           f"{args.driver}")
-    print(table_header(36, "  "))
-    for key, scenario in scenarios.items():
-        if args.warmup > 0:
-            measure(args.driver, port, scenario, args.warmup, args.connections, load_prefix)
-        r = measure(args.driver, port, scenario, args.seconds, args.connections, load_prefix)
+    rows = measure_table(args.driver, port, list(scenarios.values()), args.seconds, args.connections, load_prefix,
+                         36, "  ", warmup=args.warmup)
+    for key, r in zip(scenarios, rows, strict=True):
         results[key] = r
-        print(table_row(r, 36, "  "), flush=True)
         if r["errors"]:
-            loud(f"{label} {scenario.name}: {r['errors']} errors in {r['requests']} requests")
+            loud(f"{label} {r['name']}: {r['errors']} errors in {r['requests']} requests")
     return results
 
 

@@ -53,6 +53,7 @@ from _common import (
     basic_auth,
     free_port,
     group_cpu_seconds,
+    in_threads,
     local_paths,
     pct,
     pin_self,
@@ -251,14 +252,11 @@ def drive(port: int, client_id: str, basic: str, citizens: list[str], seconds: f
     totals: list[list[float]] = [[] for _ in range(browsers)]
     posts: list[list[float]] = [[] for _ in range(browsers)]
     errors: list[str] = []
-    gate = threading.Barrier(browsers + 1)
-    stop_at = [0.0]
     counter = iter(range(10**9))
     lock = threading.Lock()
 
-    def worker(i: int) -> None:
-        gate.wait()
-        while time.perf_counter() < stop_at[0]:
+    def worker(i: int, deadline: float) -> None:
+        while time.perf_counter() < deadline:
             with lock:
                 n = next(counter)
             try:
@@ -269,15 +267,7 @@ def drive(port: int, client_id: str, basic: str, citizens: list[str], seconds: f
             totals[i].append(total)
             posts[i].append(post)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(browsers)]
-    for t in threads:
-        t.start()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    gate.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
+    elapsed = in_threads(browsers, worker, seconds)
     every = sorted(x for per in totals for x in per)
     post_all = sorted(x for per in posts for x in per)
     return {"logins": len(every), "elapsed": elapsed, "per_s": len(every) / elapsed,

@@ -34,7 +34,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -47,8 +46,10 @@ from _common import (
     HOST,
     PYTHON,
     ROOT,
+    Scenario,
     basic_auth,
     code_flow,
+    drive,
     free_port,
     group_processes,
     local_paths,
@@ -81,29 +82,7 @@ def rss_report(label: str, pgid: int) -> dict[str, int]:
 def hammer(port: int, method: str, path: str, body: bytes | None, headers: dict, total: int,
            connections: int = 8) -> int:
     """``total`` requests over ``connections`` keep-alive connections; returns the non-200 count."""
-    errors = [0] * connections
-    per = max(1, total // connections)
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=30)
-        for _ in range(per):
-            try:
-                status, _ = request(conn, method, path, body, {"Connection": "keep-alive", **headers})
-            except (OSError, http.client.HTTPException):
-                errors[i] += 1
-                conn.close()
-                conn = http.client.HTTPConnection(HOST, port, timeout=30)
-                continue
-            if status != 200:
-                errors[i] += 1
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(errors)
+    return drive(port, Scenario(path, method, path, body, headers), 0, connections, count=total)["errors"]
 
 
 def setup(env: dict) -> tuple[dict, dict, str]:

@@ -59,13 +59,11 @@ from _common import (
     install_node_provider,
     jwt_header_claims,
     local_paths,
-    measure,
+    measure_table,
     pinning,
     print_group_rss,
     start_node_provider,
     stop,
-    table_header,
-    table_row,
     wait_ready,
 )
 
@@ -144,10 +142,8 @@ def main() -> None:
         print(f"node-oidc-provider {info['provider_version']}, 1 process"
               f"{' on CPU 0, load from CPU 1' if server_prefix else ''}, "
               f"{args.connections} connections, {args.seconds:g} s each, {args.driver} driver\n")
-        print(table_header())
-        for key in chosen:
-            r = measure(args.driver, port, scenarios[key], args.seconds, args.connections, load_prefix)
-            print(table_row(r), flush=True)
+        measure_table(args.driver, port, [scenarios[k] for k in chosen], args.seconds, args.connections,
+                      load_prefix)
         print_group_rss(server.pid)
     finally:
         stop(server, timeout=10)

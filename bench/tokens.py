@@ -42,14 +42,12 @@ from _common import (
     fetch,
     free_port,
     local_paths,
-    measure,
+    measure_table,
     pinning,
     print_group_rss,
     setup_tongban,
     start_tongban,
     stop,
-    table_header,
-    table_row,
     tongban_env,
     wait_ready,
 )
@@ -101,10 +99,8 @@ def main() -> None:
         chosen = args.only or list(scenarios)
         print(f"{args.server}, 1 worker{' on CPU 0, load from CPU 1' if server_prefix else ''}, "
               f"{args.connections} connections, {args.seconds:g} s each, {args.driver} driver\n")
-        print(table_header())
-        for key in chosen:
-            r = measure(args.driver, port, scenarios[key], args.seconds, args.connections, load_prefix)
-            print(table_row(r), flush=True)
+        measure_table(args.driver, port, [scenarios[k] for k in chosen], args.seconds, args.connections,
+                      load_prefix)
         print_group_rss(server.pid)
     finally:
         stop(server)
