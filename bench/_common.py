@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 BENCH = Path(__file__).resolve().parent
@@ -157,7 +157,7 @@ class Timing(NamedTuple):
     median: float
     best: float
     cpu: float
-    out: object
+    out: Any
 
 
 def timed(fn, n: int, warm_up: bool = True, catch: bool = False) -> Timing:
