@@ -1,5 +1,6 @@
-"""What the HTTP benchmarks share: bench/tokens.py, bench/licence.py, bench/node_oidc_provider.py
-and bench/compare.py import from here (run as scripts, this folder is sys.path[0]).
+"""What the benchmarks share: every script in bench/ imports its helpers from here (run as
+scripts, this folder is sys.path[0]); none defines its own port finder, server start or stop,
+readiness wait, request, CPU pinning, percentile, timer or load-average line.
 
 * the load generators: ``drive`` (stdlib ``http.client``, one keep-alive connection per
   thread, Python) and ``wrk_drive`` (the ``wrk`` binary with a generated Lua script for the
@@ -8,6 +9,9 @@ and bench/compare.py import from here (run as scripts, this folder is sys.path[0
 * a throw-away Tongban instance: its environment, ``flask`` commands, the bench clients and
   citizen, a real code flow for a user access token, ``python -m tongban.serve``, and a
   PostgreSQL database made for the run and dropped after it;
+* in-process figures: ``timed`` (median and best wall, median CPU of a callable),
+  ``throwaway_app`` (an app on a scratch SQLite instance, migrated and bootstrapped),
+  ``one_page_pdf``, ``pct``, ``loadavg``, ``group_cpu_seconds`` (utime + stime of a process group);
 * node-oidc-provider installed with npm into a scratch (or cache) folder, optionally with a
   current Node from the npm registry (the ``node`` package ships the binary), and started
   with bench/oidc_provider_server.mjs.
@@ -35,10 +39,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+# the scripts import tongban, the project's packages and the tests' corpora; the project comes
+# first: run as scripts, bench/seal.py and bench/licence.py would otherwise shadow those packages
+if sys.path[:1] != [str(ROOT)]:
+    sys.path.insert(0, str(ROOT))
 VENV_BIN = ROOT / ".venv" / "bin"
 FLASK = VENV_BIN / "flask"
 PYTHON = VENV_BIN / "python"
@@ -100,6 +109,12 @@ def local_paths(meta: dict, keys: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def pkce() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge) for one authorization request (RFC 7636)."""
+    verifier = secrets.token_urlsafe(48)
+    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
 def basic_auth(client_id: str, secret: str) -> str:
     pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
     return "Basic " + base64.b64encode(pair.encode()).decode()
@@ -120,7 +135,163 @@ def jwt_header_claims(token: str) -> tuple[dict, dict] | None:
         return None
 
 
+# ---------------------------------------------------------------- figures
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """The ``p`` quantile of sorted seconds, in milliseconds (nan when empty)."""
+    return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg has them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+class Timing(NamedTuple):
+    """``timed``'s answer: median wall, best wall and median CPU seconds, and the last result."""
+
+    median: float
+    best: float
+    cpu: float
+    out: Any
+
+
+def timed(fn, n: int, warm_up: bool = True, catch: bool = False) -> Timing:
+    """Run ``fn()`` ``n`` times (after one warm-up call: key decryption, fonts, caches). On a
+    shared machine the best wall time and the CPU time say more than the median wall time.
+    ``catch``: an exception is the result (a limit answering with an error is the figure)."""
+    import statistics
+
+    if warm_up:
+        fn()
+    times, cpu, out = [], [], None
+    for _ in range(n):
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            out = fn()
+        except Exception as e:
+            if not catch:
+                raise
+            out = e
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return Timing(statistics.median(times), min(times), statistics.median(cpu), out)
+
+
+def rate(fn, seconds: float = 1.0, warm_up: bool = True) -> float:
+    """Calls of ``fn()`` per second over ``seconds`` (after one warm-up call)."""
+    if warm_up:
+        fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def one_page_pdf() -> bytes:
+    """A one-page A4 PDF with a line of Latin and Chinese text (reportlab)."""
+    import io
+
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=(595, 842))
+    c.drawString(72, 770, "Tongban benchmark notice / 通知")
+    c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def throwaway_app(config: dict | None = None, quiet: Sequence[str] = ("alembic",)) -> Iterator:
+    """An app on a scratch instance folder and SQLite database (KEK all zero), migrated and
+    bootstrapped, yielded inside its app context. ``quiet``: loggers held at WARNING."""
+    import logging
+
+    from flask_migrate import upgrade
+
+    from tongban import create_app
+    from tongban.bootstrap import bootstrap
+
+    tmp = tempfile.mkdtemp(prefix="tongban-bench-")
+    app = create_app({"TONGBAN_INSTANCE_DIR": tmp, "TONGBAN_KEK": bytes(32), **(config or {})})
+    with app.app_context():
+        for name in quiet:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
+        bootstrap()
+        yield app
+
+
 # ---------------------------------------------------------------- processes and CPUs
+
+
+def pin_self(cpu: int) -> None:
+    """Move this process to one CPU (when there are at least two)."""
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {cpu})
+
+
+def _group(pgid: int) -> Iterator[tuple[int, Path]]:
+    """(pid, /proc/<pid>) of every process in the process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == pgid:
+                yield int(entry.name), entry
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def _stat_fields(entry: Path) -> list[str]:
+    """/proc/<pid>/stat after the command name: field 3 (state) is index 0."""
+    return (entry / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every process in the process group ``pgid``, seconds (/proc/<pid>/stat)."""
+    total = 0
+    for _, entry in _group(pgid):
+        try:
+            fields = _stat_fields(entry)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _cmdline(entry: Path) -> str:
+    return (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def group_processes(pgid: int) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command) of every process in the process group ``pgid`` but make/sh."""
+    out = []
+    for pid, entry in _group(pgid):
+        try:
+            cmd, ppid = _cmdline(entry), int(_stat_fields(entry)[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if cmd and not cmd.startswith(("make", "/bin/sh", "sh ")):
+            out.append((pid, ppid, cmd))
+    return sorted(out)
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A KiB figure of /proc/<pid>/status (VmRSS, RssAnon, ...); 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def pinning() -> tuple[list[str], list[str]]:
@@ -137,18 +308,12 @@ def pinning() -> tuple[list[str], list[str]]:
 def group_rss(pgid: int) -> list[tuple[int, str, int]]:
     """(pid, command, RSS KiB) of every process in the server's process group."""
     out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, entry in _group(pgid):
         try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            status = (entry / "status").read_text()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, ProcessLookupError):
+            cmd = _cmdline(entry)
+        except OSError:
             continue
-        rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        out.append((int(entry.name), cmd[:90], rss))
+        out.append((pid, cmd[:90], status_kib(pid, "VmRSS")))
     return sorted(out)
 
 
@@ -175,22 +340,45 @@ class Scenario:
         self.headers = {"Connection": "keep-alive", **(headers or {})}
 
 
-def drive(port: int, scenario: Scenario, seconds: float, connections: int) -> dict:
+def in_threads(count: int, worker, seconds: float) -> float:
+    """``worker(i, deadline)`` in ``count`` threads released at once (a barrier), each running
+    until ``deadline`` (a ``time.perf_counter()`` value ``seconds`` after the release); the
+    seconds from the release until the last thread ended."""
+    gate = threading.Barrier(count + 1)
+    deadline = [0.0]
+
+    def run(i: int) -> None:
+        gate.wait()
+        worker(i, deadline[0])
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    began = time.perf_counter()
+    deadline[0] = began + seconds
+    gate.wait()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - began
+
+
+def drive(port: int, scenario: Scenario, seconds: float, connections: int, count: int = 0) -> dict:
     """The Python load generator: ``connections`` threads, one keep-alive connection each, for
-    ``seconds``; any answer but 200 and any connection error counts as an error."""
+    ``seconds`` (or, with ``count``, until each has sent its share of ``count`` requests); any
+    answer but 200 and any connection error counts as an error."""
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors = [0] * connections
-    start_gate = threading.Barrier(connections + 1)
-    stop_at = [0.0]
+    share = max(1, count // connections) if count else 0
 
-    def worker(i: int) -> None:
+    def worker(i: int, deadline: float) -> None:
         conn = http.client.HTTPConnection(HOST, port, timeout=30)
         mine = latencies[i]
-        start_gate.wait()
+        sent = 0
         while True:
             t0 = time.perf_counter()
-            if t0 >= stop_at[0]:
+            if (sent >= share) if share else (t0 >= deadline):
                 break
+            sent += 1
             try:
                 status, _ = request(conn, scenario.method, scenario.path, scenario.body, scenario.headers)
             except (OSError, http.client.HTTPException):
@@ -203,22 +391,42 @@ def drive(port: int, scenario: Scenario, seconds: float, connections: int) -> di
                 errors[i] += 1
         conn.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(connections)]
-    for t in threads:
-        t.start()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    start_gate.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
+    elapsed = in_threads(connections, worker, seconds)
     lat = sorted(x for per in latencies for x in per)
-
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-
     return {"name": scenario.name, "requests": len(lat), "rps": len(lat) / elapsed,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": sum(errors), "driver": "python"}
+            "p50_ms": pct(lat, 0.50), "p99_ms": pct(lat, 0.99), "errors": sum(errors), "driver": "python"}
+
+
+def measure_table(driver: str, port: int, scenarios: Sequence[Scenario], seconds: float, connections: int,
+                  load_prefix: Sequence[str] = (), width: int = 34, indent: str = "",
+                  warmup: float = 0.0) -> list[dict]:
+    """``measure`` each scenario (after ``warmup`` seconds of it, unmeasured), printing a table."""
+    print(table_header(width, indent))
+    out = []
+    for scenario in scenarios:
+        if warmup > 0:
+            measure(driver, port, scenario, warmup, connections, load_prefix)
+        r = measure(driver, port, scenario, seconds, connections, load_prefix)
+        print(table_row(r, width, indent), flush=True)
+        out.append(r)
+    return out
+
+
+def table_header(width: int = 34, indent: str = "") -> str:
+    """The head of a results table: endpoint, req/s, p50 and p99 ms, errors."""
+    return f"{indent}{'endpoint':{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+
+
+def table_row(r: dict, width: int = 34, indent: str = "") -> str:
+    """One ``measure`` result as a row under ``table_header``."""
+    return f"{indent}{r['name']:{width}} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}"
+
+
+def print_group_rss(pgid: int, title: str = "server processes (RSS):") -> None:
+    """``title``, then pid, RSS and command of every process in the group."""
+    print(f"\n{title}")
+    for pid, cmdline, rss in group_rss(pgid):
+        print(f"  {pid:>7}  {rss / 1024:7.1f} MiB  {cmdline}")
 
 
 def lua_string(value: str | bytes) -> str:
@@ -294,11 +502,11 @@ CITIZEN, PASSWORD = "11010519491231002X", "Bench-Passw0rd!"
 REDIRECT_URI = "http://127.0.0.1:9/cb"
 
 
-def tongban_env(instance: Path, database: str, port: int, server: str = "granian") -> dict:
+def tongban_env(instance: Path, database: str, port: int, server: str = "granian", redis: bool = False) -> dict:
     """The environment of a bench instance: its own instance folder and database, one worker,
-    no issuer or Redis inherited from the caller, no log-in throttle in the way."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG", "REDIS_URL")}
+    no issuer (nor Redis, unless ``redis``) inherited from the caller, no log-in throttle in the way."""
+    drop = ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG", *(() if redis else ("REDIS_URL",)))
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update({"TONGBAN_INSTANCE_DIR": str(instance), "DATABASE_URL": database, "HOST": HOST,
                 "PORT": str(port), "WEB_CONCURRENCY": "1", "SERVER": server})
     env.setdefault("TONGBAN_LOGIN_RATE_PER_IP", "1000000")
@@ -355,8 +563,9 @@ def log_tail(log: Path, lines: int = 30) -> str:
         return ""
 
 
-def code_flow(base: str, meta: dict, portal: dict) -> str:
-    """Log the citizen in and run the code flow with PKCE once: a real user access token."""
+def code_flow(base: str, meta: dict, portal: dict, then: Sequence[str] = ()) -> str:
+    """Log the citizen in and run the code flow with PKCE once: a real user access token.
+    ``then``: paths the logged-in browser opens afterwards (warm-up)."""
     import requests  # the venv's; only the code flow needs it
 
     browser = requests.Session()
@@ -366,8 +575,7 @@ def code_flow(base: str, meta: dict, portal: dict) -> str:
         sys.exit("no csrf_token on the log-in page")
     browser.post(f"{base}/login", data={"csrf_token": found.group(1), "login": CITIZEN, "password": PASSWORD},
                  allow_redirects=False, timeout=30)
-    verifier = "bench-verifier-" + secrets.token_urlsafe(32)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    verifier, challenge = pkce()
     resp = browser.get(meta["authorization_endpoint"], params={
         "response_type": "code", "client_id": portal["client_id"], "redirect_uri": REDIRECT_URI,
         "scope": "openid profile", "state": "s", "code_challenge": challenge,
@@ -380,6 +588,8 @@ def code_flow(base: str, meta: dict, portal: dict) -> str:
         "code_verifier": verifier}, auth=(portal["client_id"], portal["client_secret"]), timeout=30)
     if tok.status_code != 200:
         sys.exit(f"code flow token request failed: {tok.status_code} {tok.text[:300]}")
+    for path in then:
+        browser.get(f"{base}{path}", timeout=30)
     return tok.json()["access_token"]
 
 

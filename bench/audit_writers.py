@@ -22,9 +22,9 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, this folder is sys.path[0]; _common puts the project before it.
+from _common import pct
 
 
 def main() -> int:
@@ -72,7 +72,7 @@ def main() -> int:
     with app.app_context():
         verdict = audit.verify()
     print(f"{len(waits)} events from {args.threads} threads, {args.hold_ms} ms held each: {total:.2f} s total, "
-          f"extra wait median {waits[len(waits) // 2] * 1000:.0f} ms, max {waits[-1] * 1000:.0f} ms; "
+          f"extra wait median {pct(waits, 0.5):.0f} ms, max {waits[-1] * 1000:.0f} ms; "
           f"chain {'whole' if verdict.whole else 'BROKEN'} ({verdict.count} entries)")
     return 0
 

@@ -12,13 +12,14 @@ verify code and status index), audit events tagged with the instance's key as ``
 tags them (left for the chainer), and a log-in event per citizen. Prints the database size,
 the archive size and the seconds for create and restore, and the seconds per GB.
 
-PostgreSQL: a database ``soak_backup_<pid>`` on BENCH_ADMIN_URL (default
+PostgreSQL: a database ``soak_backup_<pid>_<random>`` on BENCH_ADMIN_URL (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards. Only 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -30,10 +31,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from _common import ROOT, run_flask
+# Run as a script, this folder is sys.path[0]; _common puts the project before it.
+from _common import FLASK, ROOT, postgres_database, run_flask
 from soak import id_number
 
 PASSPHRASE = "bench backup passphrase"
@@ -123,7 +122,7 @@ def timed(env: dict, *args: str) -> tuple[float, float, float]:
     server's own CPU (COPY) is not in it — and the peak RSS (MiB) of it or a child."""
     with tempfile.TemporaryFile() as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", *args], cwd=ROOT,
+        proc = subprocess.Popen([str(FLASK), "--app", "wsgi", *args], cwd=ROOT,
                                 env=env, stdin=subprocess.PIPE, stdout=out, stderr=out)
         proc.stdin.write((PASSPHRASE + "\n").encode())
         proc.stdin.close()
@@ -189,18 +188,13 @@ def main() -> int:
         if not modes:
             continue
         tmp = Path(tempfile.mkdtemp(prefix="tongban-bench-backup-"))
-        dbname = None
+        cleanup = contextlib.ExitStack()
         try:
             if backend == "sqlite":
                 url = f"sqlite:///{tmp / 'tongban.db'}"
             else:
-                import psycopg
-
-                dbname = f"soak_backup_{os.getpid()}"
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-                    conn.execute(f'CREATE DATABASE "{dbname}"')
-                url = urlsplit(admin)._replace(scheme="postgresql+psycopg", path=f"/{dbname}").geturl()
+                url = cleanup.enter_context(postgres_database(admin, "soak_backup_"))
+                dbname = urlsplit(url).path.lstrip("/")
             env = {**base_env, "DATABASE_URL": url, "TONGBAN_INSTANCE_DIR": str(tmp / "instance"),
                    "TONGBAN_OUTBOX_THREAD": "0", "TONGBAN_AUDIT_CHAIN_THREAD": "0"}
             run_flask(env, "db", "upgrade")
@@ -222,11 +216,7 @@ def main() -> int:
                 results.append(measure(f"{backend} ({mode})" if backend != "sqlite" else "sqlite", menv,
                                        db_size, tmp, expected))
         finally:
-            if dbname:
-                import psycopg
-
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            cleanup.close()  # drops the PostgreSQL database
             shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(results))
     return 0

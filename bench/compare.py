@@ -69,9 +69,10 @@ from _common import (
     install_node_provider,
     issue_licences,
     jwt_header_claims,
+    loadavg,
     local_paths,
     log_tail,
-    measure,
+    measure_table,
     pinning,
     postgres_database,
     setup_tongban,
@@ -107,13 +108,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
 def tool_version(cmd: list[str]) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
@@ -146,16 +140,12 @@ def run_rows(label: str, port: int, scenarios: dict[str, Scenario], args, load_p
     results = {}
     print(f"\n{label}: {args.connections} connections, {args.warmup:g} s warm-up + {args.seconds:g} s each, "
           f"{args.driver}")
-    print(f"  {'endpoint':36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for key, scenario in scenarios.items():
-        if args.warmup > 0:
-            measure(args.driver, port, scenario, args.warmup, args.connections, load_prefix)
-        r = measure(args.driver, port, scenario, args.seconds, args.connections, load_prefix)
+    rows = measure_table(args.driver, port, list(scenarios.values()), args.seconds, args.connections, load_prefix,
+                         36, "  ", warmup=args.warmup)
+    for key, r in zip(scenarios, rows, strict=True):
         results[key] = r
-        print(f"  {scenario.name:36} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}",
-              flush=True)
         if r["errors"]:
-            loud(f"{label} {scenario.name}: {r['errors']} errors in {r['requests']} requests")
+            loud(f"{label} {r['name']}: {r['errors']} errors in {r['requests']} requests")
     return results
 
 

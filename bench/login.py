@@ -28,10 +28,8 @@ same cost, same CPU) and the rest. Only 127.0.0.1 is contacted.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import cProfile
-import hashlib
 import http.client
 import io
 import json
@@ -40,7 +38,6 @@ import pstats
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,9 +47,26 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import HOST, ROOT, free_port, group_rss, run_flask, stop, wait_ready
+# Run as a script, this folder is sys.path[0].
+from _common import (
+    HOST,
+    basic_auth,
+    free_port,
+    group_cpu_seconds,
+    in_threads,
+    local_paths,
+    pct,
+    pin_self,
+    pinning,
+    pkce,
+    postgres_database,
+    print_group_rss,
+    run_flask,
+    start_tongban,
+    stop,
+    tongban_env,
+    wait_ready,
+)
 
 PASSWORD = "Bench-Passw0rd!"
 REDIRECT = "http://127.0.0.1:9/cb"
@@ -96,8 +110,7 @@ def argon2_cpu_ms(t: int, m: int, p: int, n: int = 20) -> tuple[float, float]:
 
 
 def argon2_table() -> None:
-    if (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {0})
+    pin_self(0)
     print("Argon2id alone (argon2-cffi), one verification, one thread pinned to CPU 0, 20 runs each\n")
     print(f"{'setting':42} {'t':>2} {'m KiB':>6} {'p':>2} {'CPU ms':>7} {'wall ms':>8} {'max/s/core':>10}")
     for label, t, m, p in COSTS:
@@ -157,22 +170,6 @@ def make_app(instance: Path, url: str, cost: tuple[int, int, int]):
                        "TONGBAN_ARGON2_PARALLELISM": p})
 
 
-@contextlib.contextmanager
-def postgres_database():
-    import psycopg
-
-    name = f"login_bench_{os.getpid()}"
-    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # ---------------------------------------------------------------- one browser, one log-in
 
 
@@ -210,8 +207,7 @@ def one_login(port: int, client_id: str, basic: str, login: str) -> tuple[float,
     t0 = time.perf_counter()
     b = Browser(port)
     try:
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        verifier, challenge = pkce()
         query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
                            "scope": "openid profile", "state": secrets.token_urlsafe(8),
                            "nonce": secrets.token_urlsafe(8), "code_challenge": challenge,
@@ -256,14 +252,11 @@ def drive(port: int, client_id: str, basic: str, citizens: list[str], seconds: f
     totals: list[list[float]] = [[] for _ in range(browsers)]
     posts: list[list[float]] = [[] for _ in range(browsers)]
     errors: list[str] = []
-    gate = threading.Barrier(browsers + 1)
-    stop_at = [0.0]
     counter = iter(range(10**9))
     lock = threading.Lock()
 
-    def worker(i: int) -> None:
-        gate.wait()
-        while time.perf_counter() < stop_at[0]:
+    def worker(i: int, deadline: float) -> None:
+        while time.perf_counter() < deadline:
             with lock:
                 n = next(counter)
             try:
@@ -274,41 +267,12 @@ def drive(port: int, client_id: str, basic: str, citizens: list[str], seconds: f
             totals[i].append(total)
             posts[i].append(post)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(browsers)]
-    for t in threads:
-        t.start()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    gate.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
+    elapsed = in_threads(browsers, worker, seconds)
     every = sorted(x for per in totals for x in per)
     post_all = sorted(x for per in posts for x in per)
     return {"logins": len(every), "elapsed": elapsed, "per_s": len(every) / elapsed,
             "p50": pct(every, 0.5), "p99": pct(every, 0.99), "post_p50": pct(post_all, 0.5),
             "post_p99": pct(post_all, 0.99), "errors": errors}
-
-
-def pct(values: list[float], p: float) -> float:
-    return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """utime + stime of every process in the server's process group, seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, ProcessLookupError):
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    return total / tick
 
 
 # ---------------------------------------------------------------- profile in-process
@@ -323,12 +287,11 @@ def profile(app, client_id: str, secret: str, citizens: list[str], n: int) -> No
     """cProfile of n complete log-ins through the Werkzeug test client, in this process."""
     from werkzeug.test import Client
 
-    basic = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    basic = basic_auth(client_id, secret)
 
     def login_once(login: str) -> None:
         c = Client(app, use_cookies=True)
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        verifier, challenge = pkce()
         query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
                            "scope": "openid profile", "state": "s", "nonce": secrets.token_urlsafe(8),
                            "code_challenge": challenge,
@@ -413,7 +376,8 @@ def main() -> None:
         if os.environ.get("BENCH_DATABASE_URL"):
             url = os.environ["BENCH_DATABASE_URL"]
         elif args.postgres:
-            url = stack.enter_context(postgres_database())
+            url = stack.enter_context(postgres_database("postgresql://postgres@127.0.0.1:5432/postgres",
+                                                        "login_bench_"))
         else:
             url = f"sqlite:///{tmp / 'tongban.db'}"
         run(args, tmp, url, cost)  # type: ignore[arg-type]
@@ -421,13 +385,11 @@ def main() -> None:
 
 def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG")
-           and not k.startswith("TONGBAN_ARGON2_")}
+    env = {k: v for k, v in tongban_env(tmp / "instance", url, port, args.server, redis=True).items()
+           if not k.startswith("TONGBAN_ARGON2_")}
     t, m, p = cost
     env.update({
-        "TONGBAN_INSTANCE_DIR": str(tmp / "instance"), "DATABASE_URL": url, "HOST": HOST, "PORT": str(port),
-        "WEB_CONCURRENCY": "1", "SERVER": args.server, "TONGBAN_LOGIN_RATE_PER_IP": "1000000000",
+        "TONGBAN_LOGIN_RATE_PER_IP": "1000000000",
         "TONGBAN_ARGON2_TIME_COST": str(t), "TONGBAN_ARGON2_MEMORY_KIB": str(m),
         "TONGBAN_ARGON2_PARALLELISM": str(p), "REDIS_URL": args.redis,
     })
@@ -442,34 +404,24 @@ def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
     citizens = seed_citizens(app, args.citizens, cost)
     print(f"seeded {len(citizens)} citizens in {time.perf_counter() - t0:.2f} s (one shared hash)")
     if args.profile:
-        if (os.cpu_count() or 1) >= 2:
-            os.sched_setaffinity(0, {0})
+        pin_self(0)
         profile(app, client["client_id"], client["client_secret"], citizens, args.profile)
         return
-    basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+    basic = basic_auth(client["client_id"], client["client_secret"])
 
-    ncpu = os.cpu_count() or 1
-    taskset = shutil.which("taskset") if ncpu >= 2 else None
-    cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "tongban.serve"]
-    if taskset:
-        cmd = [taskset, "-c", "0", *cmd]
-    else:
-        print("note: fewer than 2 CPUs or no taskset: server and load generator share CPUs")
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    server_prefix, _ = pinning()  # the server on CPU 0, this process (the browsers) on CPU 1
+    taskset = bool(server_prefix)
+    server = start_tongban(env, server_prefix)
     try:
         meta = wait_ready(port, server)
-        for key in ("authorization_endpoint", "token_endpoint"):
-            if urlsplit(meta[key]).hostname != HOST:
-                sys.exit(f"{key} {meta[key]} is not on {HOST}; refusing to send load elsewhere")
-        if taskset:
-            os.sched_setaffinity(0, {1})
+        local_paths(meta, ("authorization_endpoint", "token_endpoint"))
         for i in range(3):  # warm the worker (templates, keys, caches)
             one_login(port, client["client_id"], basic, citizens[-1 - i])
         cpu0 = group_cpu_seconds(server.pid)
         r = drive(port, client["client_id"], basic, citizens, args.seconds, args.browsers)
         cpu = group_cpu_seconds(server.pid) - cpu0
         if taskset:
-            os.sched_setaffinity(0, {0})  # Argon2 alone on the server's CPU, the server idle
+            pin_self(0)  # Argon2 alone on the server's CPU, the server idle
         argon2_ms, _ = argon2_cpu_ms(t, m, p)
         per = cpu * 1000 / r["logins"] if r["logins"] else float("nan")
         print(f"\n{args.server}, 1 worker{' on CPU 0, browsers on CPU 1' if taskset else ''}, "
@@ -483,9 +435,7 @@ def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
         print(f"  CPU-bound ceiling     {1000 / per:7.1f} log-ins/s per core" if r["logins"] else "")
         if r["errors"]:
             print("  first errors:", *r["errors"][:5], sep="\n    ")
-        print("\nserver processes (RSS):")
-        for pid, cmdline, rss in group_rss(server.pid):
-            print(f"  {pid:>7}  {rss / 1024:7.1f} MiB  {cmdline}")
+        print_group_rss(server.pid)
     finally:
         stop(server)
         from tongban.extensions import db

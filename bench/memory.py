@@ -26,8 +26,6 @@ No timing is asserted; the figures are printed. Only 127.0.0.1 is contacted.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import http.client
 import json
 import os
@@ -36,61 +34,46 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = ROOT / ".venv" / "bin" / "python"
-FLASK = ROOT / ".venv" / "bin" / "flask"
-HOST = "127.0.0.1"
-CITIZEN, PASSWORD = "11010519491231002X", "Bench-Passw0rd!"
-REDIRECT = "http://127.0.0.1:9/cb"
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, request, run_flask, stop, wait_ready  # noqa: E402
-
-
-def _status_kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def server_processes(pgid: int) -> list[tuple[int, int, str]]:
-    """(pid, parent pid, command) of every process in the server's process group but make/sh."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ProcessLookupError, ValueError, IndexError):
-            continue
-        if cmd and not cmd.startswith(("make", "/bin/sh", "sh ")):
-            out.append((int(entry.name), ppid, cmd))
-    return sorted(out)
+# Run as a script, this folder is sys.path[0].
+from _common import (
+    CITIZEN,
+    DISCOVERY,
+    HOST,
+    PYTHON,
+    ROOT,
+    Scenario,
+    basic_auth,
+    code_flow,
+    drive,
+    free_port,
+    group_processes,
+    local_paths,
+    request,
+    run_flask,
+    setup_tongban,
+    start_tongban,
+    status_kib,
+    stop,
+    tongban_env,
+    wait_ready,
+)
 
 
 def rss_report(label: str, pgid: int) -> dict[str, int]:
     """Print and return VmRSS (KiB) of the main process and of each worker."""
-    procs = server_processes(pgid)
+    procs = group_processes(pgid)
     pids = {pid for pid, _, _ in procs}
     figures: dict[str, int] = {}
     print(f"\nRSS {label}:")
     for pid, ppid, cmd in procs:
         role = "worker" if ppid in pids else "main"
-        rss = _status_kib(pid, "VmRSS")
-        anon = _status_kib(pid, "RssAnon")
+        rss = status_kib(pid, "VmRSS")
+        anon = status_kib(pid, "RssAnon")
         figures[role if role not in figures else f"{role}-{pid}"] = rss
         print(f"  {role:6} {pid:>7}  RSS {rss / 1024:7.1f} MiB  (anonymous {anon / 1024:6.1f} MiB)  {cmd[:70]}")
     return figures
@@ -99,77 +82,20 @@ def rss_report(label: str, pgid: int) -> dict[str, int]:
 def hammer(port: int, method: str, path: str, body: bytes | None, headers: dict, total: int,
            connections: int = 8) -> int:
     """``total`` requests over ``connections`` keep-alive connections; returns the non-200 count."""
-    errors = [0] * connections
-    per = max(1, total // connections)
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=30)
-        for _ in range(per):
-            try:
-                status, _ = request(conn, method, path, body, {"Connection": "keep-alive", **headers})
-            except (OSError, http.client.HTTPException):
-                errors[i] += 1
-                conn.close()
-                conn = http.client.HTTPConnection(HOST, port, timeout=30)
-                continue
-            if status != 200:
-                errors[i] += 1
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(errors)
-
-
-def code_flow(base: str, meta: dict, portal: dict):
-    """Log a citizen in (a browser session) and run the code flow with PKCE once."""
-    import requests
-
-    browser = requests.Session()
-    page = browser.get(f"{base}/login")
-    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text).group(1)
-    resp = browser.post(f"{base}/login", data={"csrf_token": csrf, "login": CITIZEN, "password": PASSWORD},
-                        allow_redirects=False)
-    if resp.status_code not in (302, 303):
-        sys.exit(f"log-in failed: {resp.status_code}")
-    verifier = "bench-verifier-" + "x" * 40
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    resp = browser.get(meta["authorization_endpoint"], params={
-        "response_type": "code", "client_id": portal["client_id"], "redirect_uri": REDIRECT,
-        "scope": "openid profile", "state": "s", "code_challenge": challenge,
-        "code_challenge_method": "S256"}, allow_redirects=False)
-    code = re.search(r"[?&]code=([^&]+)", resp.headers["Location"]).group(1)
-    tok = requests.post(meta["token_endpoint"], data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-        "code_verifier": verifier}, auth=(portal["client_id"], portal["client_secret"]))
-    tok.raise_for_status()
-    browser.get(f"{base}/account")  # a logged-in page
-    return tok.json()["access_token"]
+    return drive(port, Scenario(path, method, path, body, headers), 0, connections, count=total)["errors"]
 
 
 def setup(env: dict) -> tuple[dict, dict, str]:
     """Migrate; the bench clients, the citizen and one licence (→ its /v/<code> path)."""
-    run_flask(env, "db", "upgrade")
-    created = json.loads(run_flask(
-        env, "clients", "create", "--name", "bench", "--department", "bench", "--redirect-uri", REDIRECT,
-        "--grant-type", "client_credentials", "--scope", "openid", "--introspection", "--json"))
-    run_flask(env, "users", "create", "--id-number", CITIZEN, "--name", "张三", "--password-stdin",
-              stdin=PASSWORD + "\n")
-    portal = json.loads(run_flask(
-        env, "clients", "create", "--name", "bench portal", "--department", "bench", "--redirect-uri", REDIRECT,
-        "--grant-type", "authorization_code", "--scope", "openid profile", "--first-party", "--json"))
+    made = setup_tongban(env)
     issued = json.loads(run_flask(env, "licences", "issue", "--type", "社会保障卡", "--holder-id", CITIZEN,
                                   "--holder-name", "张三", "--field", "gender=女", "--field", "birth_date=1949-12-31",
                                   "--field", "card_no=A12345678", "--json"))
-    return created, portal, urlsplit(issued["verify_url"]).path
+    return made["client"], made["portal"], urlsplit(issued["verify_url"]).path
 
 
 def warm_up(port: int, meta: dict, created: dict, portal: dict, licence_path: str, total: int) -> None:
-    pair = f"{quote(created['client_id'], safe='')}:{quote(created['client_secret'], safe='')}"
-    form = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode(),
+    form = {"Authorization": basic_auth(created["client_id"], created["client_secret"]),
             "Content-Type": "application/x-www-form-urlencoded"}
     token_path = urlsplit(meta["token_endpoint"]).path
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
@@ -178,7 +104,7 @@ def warm_up(port: int, meta: dict, created: dict, portal: dict, licence_path: st
     if status != 200:
         sys.exit(f"token request failed: {status} {body[:300]!r}")
     access_token = json.loads(body)["access_token"]
-    user_token = code_flow(f"http://{HOST}:{port}", meta, portal)
+    user_token = code_flow(f"http://{HOST}:{port}", meta, portal, then=("/account",))  # and a logged-in page
     for path, accept in ((licence_path, "text/html"), (licence_path, "application/json"),
                          ("/seals/verify", "text/html"), ("/login", "text/html")):
         status, _ = request(conn, "GET", path, None, {"Accept": accept})
@@ -192,7 +118,7 @@ def warm_up(port: int, meta: dict, created: dict, portal: dict, licence_path: st
         ("userinfo", "GET", urlsplit(meta["userinfo_endpoint"]).path, None,
          {"Authorization": f"Bearer {user_token}"}),
         ("jwks", "GET", urlsplit(meta["jwks_uri"]).path, None, {}),
-        ("discovery", "GET", "/.well-known/openid-configuration", None, {}),
+        ("discovery", "GET", DISCOVERY, None, {}),
         ("licence scan", "GET", licence_path, None, {}),
     ]
     for name, method, path, body, headers in steps:
@@ -300,27 +226,16 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="tongban-memory-"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TONGBAN_ISSUER", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "FLASK_DEBUG")}
-    env.update({
-        "TONGBAN_INSTANCE_DIR": str(tmp / "instance"),
-        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'tongban.db'}",
-        "HOST": HOST, "PORT": str(port), "WEB_CONCURRENCY": "1", "SERVER": args.server,
-    })
-    env.setdefault("TONGBAN_LOGIN_RATE_PER_IP", "1000000")
+    env = tongban_env(tmp / "instance", os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'tongban.db'}",
+                      port, args.server, redis=True)
     try:
         print(f"instance {tmp}  database {env['DATABASE_URL']}")
         created, portal, licence_path = setup(env)
-        log = (tmp / "server.log").open("wb")  # the access log: not on the terminal
-        server = subprocess.Popen([str(PYTHON), "-m", "tongban.serve"], cwd=ROOT, env=env,
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = start_tongban(env, log=tmp / "server.log")  # the access log: not on the terminal
         try:
             meta = wait_ready(port, server)
-            for key in ("token_endpoint", "introspection_endpoint", "jwks_uri", "userinfo_endpoint",
-                        "authorization_endpoint"):
-                if urlsplit(meta[key]).hostname != HOST:
-                    sys.exit(f"{key} {meta[key]} is not on {HOST}; refusing to send load elsewhere")
+            local_paths(meta, ("token_endpoint", "introspection_endpoint", "jwks_uri", "userinfo_endpoint",
+                               "authorization_endpoint"))
             time.sleep(1)
             before = rss_report("after start", server.pid)
             warm_up(port, meta, created, portal, licence_path, args.requests)

@@ -56,12 +56,12 @@ from _common import (
     basic_auth,
     fetch,
     free_port,
-    group_rss,
     install_node_provider,
     jwt_header_claims,
     local_paths,
-    measure,
+    measure_table,
     pinning,
+    print_group_rss,
     start_node_provider,
     stop,
     wait_ready,
@@ -142,14 +142,9 @@ def main() -> None:
         print(f"node-oidc-provider {info['provider_version']}, 1 process"
               f"{' on CPU 0, load from CPU 1' if server_prefix else ''}, "
               f"{args.connections} connections, {args.seconds:g} s each, {args.driver} driver\n")
-        print(f"{'endpoint':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        for key in chosen:
-            r = measure(args.driver, port, scenarios[key], args.seconds, args.connections, load_prefix)
-            print(f"{r['name']:34} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-                  f"{r['errors']:7d}", flush=True)
-        print("\nserver processes (RSS):")
-        for pid, cmdline, rss in group_rss(server.pid):
-            print(f"  {pid:>7}  {rss / 1024:7.1f} MiB  {cmdline}")
+        measure_table(args.driver, port, [scenarios[k] for k in chosen], args.seconds, args.connections,
+                      load_prefix)
+        print_group_rss(server.pid)
     finally:
         stop(server, timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)

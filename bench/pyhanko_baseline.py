@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import loadavg, one_page_pdf, timed
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -39,8 +38,6 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.registry import SimpleCertificateStore
-
-from bench.seal import load, one_page_pdf
 
 
 def _cert(subject: str, key, issuer: tuple[x509.Certificate, object] | None, *, ca: bool) -> x509.Certificate:
@@ -77,18 +74,6 @@ class KeyOnceSigner(signers.Signer):
         return self._key.sign(data, padding.PKCS1v15(), h)
 
 
-def timed(fn, n: int) -> tuple[float, float, float, object]:
-    """Median wall time, best wall time, median CPU time, and the result of ``fn()``."""
-    fn()  # warm-up
-    times, cpu, out = [], [], None
-    for _ in range(n):
-        t, c = time.perf_counter(), time.process_time()
-        out = fn()
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return statistics.median(times), min(times), statistics.median(cpu), out
-
-
 def sign(pdf: bytes, signer: signers.Signer, *, visible: bool) -> bytes:
     spec = fields.SigFieldSpec("Signature1", on_page=0, box=(420, 56, 533, 169)) if visible else None
     meta = signers.PdfSignatureMetadata(field_name="Signature1", md_algorithm="sha256",
@@ -122,7 +107,7 @@ def main() -> None:
     chain = [_asn1(inter), _asn1(root)]
     pdf = one_page_pdf()
     print(f"plain pyHanko; one-page PDF: {len(pdf)} bytes; n={args.n} (median wall, best wall, median CPU); "
-          f"{load()}")
+          f"load average {loadavg()}")
     docs = {}
     for label, key in (("EC P-256", ec.generate_private_key(ec.SECP256R1())),
                        ("RSA-2048", rsa.generate_private_key(public_exponent=65537, key_size=2048))):
@@ -145,9 +130,9 @@ def main() -> None:
         assert ok, "baseline signature does not validate"
         what = "visible" if visible else "invisible"
         print(f"validate {label:<9} {what:<30} {med * 1000:7.1f} ms"
-                  f" (best {best * 1000:5.1f}, cpu {cpu * 1000:5.1f})"
+              f" (best {best * 1000:5.1f}, cpu {cpu * 1000:5.1f})"
               f"  {1 / med:6.1f} validations/s")
-    print(load())
+    print(f"load average {loadavg()}")
 
 
 if __name__ == "__main__":

@@ -11,46 +11,8 @@ Runs against a throw-away instance (SQLite in a temporary folder).
 from __future__ import annotations
 
 import argparse
-import io
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def one_page_pdf() -> bytes:
-    from reportlab.pdfgen import canvas
-
-    buf = io.BytesIO()
-    c = canvas.Canvas(buf, pagesize=(595, 842))
-    c.drawString(72, 770, "Tongban benchmark notice / 通知")
-    c.showPage()
-    c.save()
-    return buf.getvalue()
-
-
-def timed(fn, n: int) -> tuple[float, object, float, float]:
-    """Median wall time, the result, the best wall time and the median CPU time of ``fn()`` (as bench/seal.py)."""
-    fn()
-    times, cpu, out = [], [], None
-    for _ in range(n):
-        t, c = time.perf_counter(), time.process_time()
-        out = fn()
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return statistics.median(times), out, min(times), statistics.median(cpu)
-
-
-def rate(fn, seconds: float = 1.0) -> float:
-    fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        n += 1
-    return n / (time.perf_counter() - start)
+from _common import one_page_pdf, rate, throwaway_app, timed
 
 
 def primitives(message: bytes) -> None:
@@ -85,20 +47,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=30)
     args = ap.parse_args()
 
-    from flask_migrate import upgrade
-
-    from tongban import create_app
-    from tongban.bootstrap import bootstrap
     from tongban.extensions import db
 
-    tmp = tempfile.mkdtemp(prefix="tongban-bench-")
-    app = create_app({"TONGBAN_INSTANCE_DIR": tmp, "TONGBAN_KEK": bytes(32)})
-    with app.app_context():
-        import logging
-
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
-        bootstrap()
+    with throwaway_app() as app:
         from seal import ofd as ofd_service
         from seal import services
         from seal.ofdwriter import OfdBuilder
@@ -126,14 +77,14 @@ def main() -> None:
         results = {}
         for label, fn, size in (("PDF  PAdES B-LT, EC P-256", seal_pdf, len(pdf)),
                                 ("OFD  GB/T 38540 v4, SM2 + TSA", seal_ofd, len(doc))):
-            t, out, best, cpu = timed(fn, args.n)
+            t, best, cpu, out = timed(fn, args.n)
             results[label] = (t, out)
             print(f"seal   {label:<32} {t * 1000:7.1f} ms (best {best * 1000:5.1f}, cpu {cpu * 1000:5.1f})"
                   f"  {1 / t:6.1f} seals/s  +{len(out) - size:6d} bytes")
         for label, verify in (("PDF  PAdES B-LT, EC P-256", services.verify_pdf),
                               ("OFD  GB/T 38540 v4, SM2 + TSA", ofd_service.verify_ofd)):
             sealed = results[label][1]
-            t, verdict, best, cpu = timed(lambda sealed=sealed, verify=verify: verify(sealed), args.n)
+            t, best, cpu, verdict = timed(lambda sealed=sealed, verify=verify: verify(sealed), args.n)
             assert verdict["valid"], verdict
             print(f"verify {label:<32} {t * 1000:7.1f} ms (best {best * 1000:5.1f}, cpu {cpu * 1000:5.1f})"
                   f"  {1 / t:6.1f} verifications/s")

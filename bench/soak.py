@@ -30,9 +30,7 @@ is at most 60, and the whole run (set-up included) stops at ``--minutes`` + 5 mi
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -52,7 +50,21 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import HOST, ROOT, free_port, group_rss, run_flask, stop, wait_ready
+from _common import (
+    HOST,
+    ROOT,
+    free_port,
+    group_processes,
+    local_paths,
+    pct,
+    pkce,
+    postgres_database,
+    run_flask,
+    start_tongban,
+    status_kib,
+    stop,
+    wait_ready,
+)
 
 CITIZEN_PASSWORD = "Soak-Passw0rd!x"
 REDIRECT = "http://127.0.0.1:9/cb"
@@ -97,23 +109,6 @@ def seed_citizens(n: int) -> None:
                  "created_at": now, "password_changed_at": now} for i in range(n)]
         db.session.execute(insert(User), rows)
         db.session.commit()
-
-
-def create_database(admin_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = f"soak_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(admin_url)
-    return name, parts._replace(scheme="postgresql+psycopg", path=f"/{name}").geturl()
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def flush_redis(url: str) -> None:
@@ -217,8 +212,7 @@ class Client:
         """A browser's password log-in, its steps spread over both servers."""
         browser = self.requests.Session()
         citizen = id_number(random.randrange(self.ctx["citizens"]))
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        verifier, challenge = pkce()
         portal = self.ctx["portal"]
         resp = browser.get(self.base() + self.ctx["authorize_path"], params={
             "response_type": "code", "client_id": portal["client_id"], "redirect_uri": REDIRECT,
@@ -316,7 +310,7 @@ def load(ports: list[int], ctx: dict, seconds: float, rate: float, connections: 
 
 def server_rss(pgid: int) -> int:
     """KiB resident in a server's processes (Granian's main process and worker; not make/sh)."""
-    return sum(rss for _, cmd, rss in group_rss(pgid) if not cmd.startswith(("make", "/bin/sh", "sh ")))
+    return sum(status_kib(pid, "VmRSS") for pid, _, _ in group_processes(pgid))
 
 
 class Sampler(threading.Thread):
@@ -343,13 +337,6 @@ class Sampler(threading.Thread):
 
 
 # ---------------------------------------------------------------- main
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, int(p * len(v)))] * 1000
 
 
 def main() -> int:
@@ -384,7 +371,9 @@ def main() -> int:
         if urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
             sys.exit(f"refusing a non-loopback address: {url}")
     tmp = Path(tempfile.mkdtemp(prefix="tongban-soak-"))
-    dbname, database = create_database(admin)
+    cleanup = contextlib.ExitStack()
+    database = cleanup.enter_context(postgres_database(admin, "soak_"))
+    dbname = urlsplit(database).path.lstrip("/")
     flush_redis(redis_url)
     ports = [free_port(), free_port()]
     while ports[1] == ports[0]:
@@ -415,21 +404,15 @@ def main() -> int:
                                    "--holder-name", ORG[1], "--json"))
         for i, port in enumerate(ports):
             senv = {**env, "PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp / f"metrics-{i}")}
-            with open(tmp / f"server-{i + 1}.log", "wb") as log:  # the JSON access log, kept off the screen
-                servers.append(subprocess.Popen([sys.executable, "-m", "tongban.serve"], cwd=ROOT, env=senv,
-                                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                                start_new_session=True))
+            # the JSON access log, kept off the screen
+            servers.append(start_tongban(senv, log=tmp / f"server-{i + 1}.log"))
         meta = {}
         for port, server in zip(ports, servers, strict=True):
             meta = wait_ready(port, server)
-        for key in ("token_endpoint", "authorization_endpoint", "userinfo_endpoint"):
-            if urlsplit(meta[key]).hostname != HOST:
-                sys.exit(f"{key} {meta[key]} is not on {HOST}; refusing to send load elsewhere")
+        paths = local_paths(meta, ("token_endpoint", "authorization_endpoint", "userinfo_endpoint"))
         ctx = {"citizens": args.citizens, "cc": cc, "portal": portal,
-               "token_path": urlsplit(meta["token_endpoint"]).path,
-               "authorize_path": urlsplit(meta["authorization_endpoint"]).path,
-               "userinfo_path": urlsplit(meta["userinfo_endpoint"]).path,
-               "licence_path": urlsplit(lic["verify_url"]).path}
+               "token_path": paths["token_endpoint"], "authorize_path": paths["authorization_endpoint"],
+               "userinfo_path": paths["userinfo_endpoint"], "licence_path": urlsplit(lic["verify_url"]).path}
         print(f"2 servers (granian, 1 worker each) on {ports}; {args.minutes:g} min, at most {args.rate:g} "
               f"operations/s, {args.connections} threads; mix {MIX}", flush=True)
         stats = Stats()
@@ -453,7 +436,7 @@ def main() -> int:
             stop(server)
         with contextlib.suppress(Exception):
             flush_redis(redis_url)
-        drop_database(admin, dbname)
+        cleanup.close()  # drops the database
         shutil.rmtree(tmp, ignore_errors=True)
     return code
 
@@ -464,7 +447,7 @@ def report(args, stats: Stats, sampler: Sampler, warmup: float, elapsed: float, 
     print(f"\n{total} operations in {elapsed:.0f} s ({total / elapsed:.1f}/s), {errors} errors")
     print(f"{'kind':20} {'count':>8} {'errors':>7} {'p50 ms':>9} {'p99 ms':>9}")
     for kind in KINDS:
-        lat = stats.latency.get(kind, [])
+        lat = sorted(stats.latency.get(kind, []))
         print(f"{kind:20} {len(lat):8d} {stats.errors.get(kind, 0):7d} {pct(lat, 0.5):9.1f} {pct(lat, 0.99):9.1f}")
     for line in stats.samples:
         print(f"  error: {line}")
@@ -482,9 +465,8 @@ def report(args, stats: Stats, sampler: Sampler, warmup: float, elapsed: float, 
         print(f"  server {i + 1}: {ref / 1024:7.1f} MiB after warm-up, {end / 1024:7.1f} MiB at the end "
               f"({growth:+.1f} %), peak {peak / 1024:.1f} MiB")
     for i, server in enumerate(servers):
-        for pid, cmd, rss in group_rss(server.pid):
-            if not cmd.startswith(("make", "/bin/sh", "sh ")):
-                print(f"    server {i + 1} process {pid}: {rss / 1024:7.1f} MiB  {cmd[:60]}")
+        for pid, _, cmd in group_processes(server.pid):
+            print(f"    server {i + 1} process {pid}: {status_kib(pid, 'VmRSS') / 1024:7.1f} MiB  {cmd[:60]}")
     trace = "  ".join(f"{t:.0f}s:{'/'.join(f'{r / 1024:.0f}' for r in rss)}" for t, rss in sampler.samples)
     print(f"  samples (MiB, server 1/server 2): {trace}")
     failed = errors > 0 or worst > args.max_growth

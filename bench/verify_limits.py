@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import throwaway_app, timed
 
 
 def with_copies(sealed: bytes, copies: int) -> bytes:
@@ -45,20 +40,6 @@ def with_copies(sealed: bytes, copies: int) -> bytes:
     return out.getvalue()
 
 
-def timed(fn, n: int) -> tuple[float, object, float]:
-    """Median wall time, the last result (or exception), median CPU time."""
-    walls, cpus, out = [], [], None
-    for _ in range(n):
-        t, c = time.perf_counter(), time.process_time()
-        try:
-            out = fn()
-        except Exception as e:  # the limits answer with an error: that is the figure we want
-            out = e
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), out, statistics.median(cpus)
-
-
 def describe(out) -> str:
     if isinstance(out, dict):
         return f"valid={out['valid']} signatures={len(out['signatures'])}"
@@ -71,22 +52,13 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=1750)
     args = ap.parse_args()
 
-    from flask_migrate import upgrade
-
     from tests.seal.malformed import CORPUS, GOOD
-    from tongban import create_app
-    from tongban.bootstrap import bootstrap
     from tongban.extensions import db
 
-    tmp = tempfile.mkdtemp(prefix="tongban-bench-")
-    app = create_app({"TONGBAN_INSTANCE_DIR": tmp, "TONGBAN_KEK": bytes(32)})
-    with app.app_context():
+    with throwaway_app(quiet=("alembic",)) as app:
         import logging
 
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("pyhanko").setLevel(logging.ERROR)
-        upgrade(directory=app.extensions["migrate"].directory, revision="heads")
-        bootstrap()
         from seal import services
 
         seal = services.create_seal(app.config["TONGBAN_AUTHORITY_USCC"], "基准章", "official")
@@ -105,12 +77,13 @@ def main() -> None:
             saved = {k: app.config[k] for k in cfg}
             app.config.update(cfg)
             try:
-                wall, out, cpu = timed(lambda pdf=pdf: services.verify_pdf(pdf), args.n)
+                wall, _, cpu, out = timed(lambda pdf=pdf: services.verify_pdf(pdf), args.n, warm_up=False,
+                                          catch=True)
             finally:
                 app.config.update(saved)
             print(f"verify {label:<48} {wall * 1000:9.1f} ms (cpu {cpu * 1000:9.1f})  {describe(out)}")
-        wall, out, cpu = timed(lambda: services.sign_pdf(seal, CORPUS["self_parent_pages"], purpose="bench",
-                                                         actor="bench"), args.n)
+        wall, _, cpu, out = timed(lambda: services.sign_pdf(seal, CORPUS["self_parent_pages"], purpose="bench",
+                                                         actor="bench"), args.n, warm_up=False, catch=True)
         print(f"seal   {'self-parent page tree':<48} {wall * 1000:9.1f} ms (cpu {cpu * 1000:9.1f})  "
               f"{describe(out)}")
         db.session.rollback()

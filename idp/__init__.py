@@ -36,6 +36,12 @@ def init_app(app: Flask) -> None:
     from .server import init_server
 
     hooks.connect()  # the people layer's signals: session ended, credentials revoked, ...
+    from tongban import shared_secrets
+
+    from .pairwise import shared_salt
+
+    # every server must give a relying party the same pairwise subject (tongban/shared_secrets.py)
+    shared_secrets.register(app, "TONGBAN_PAIRWISE_SALT", shared_salt)
     init_server(app)
     init_usage(app)
     views.init_app(app)

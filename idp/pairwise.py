@@ -54,6 +54,12 @@ def _salt() -> bytes:
     return cached
 
 
+def shared_salt(app) -> bytes:
+    """The salt, for the check that every server of the deployment has the same one."""
+    with app.app_context():
+        return _salt()
+
+
 def pairwise_sub(sector: str, local_sub: str) -> str:
     data = sector.encode() + b"\x00" + local_sub.encode() + b"\x00" + _salt()
     return _b64(hashlib.sha256(data).digest())

@@ -20,6 +20,7 @@ def create_app(config: dict | None = None) -> Flask:
     cfg.load(app, config)
 
     from . import audit, backup, bootstrap, fastpath, health, i18n, logs, metrics, migrating, outbox, security, views
+    from . import shared_secrets as shared_secrets_
     from .extensions import csrf, db, init_after_request_writes
 
     logs.init_app(app)  # first: the request id exists before any other hook logs
@@ -37,6 +38,7 @@ def create_app(config: dict | None = None) -> Flask:
     bootstrap.init_app(app)
     outbox.init_app(app)
     backup.init_app(app)
+    shared_secrets_.init_app(app)  # SECRET_KEY, KEK, audit key, issuer; idp adds the pairwise salt
 
     # the one place the shell knows the domain packages (docs/architecture.md): each registers
     # its blueprints, CLI groups, bootstrap steps, chores and cache generations itself

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 1
+    from .shared_secrets import check_at_startup
+
+    check_at_startup(app)  # logs an error line when this worker's secrets differ from the deployment's
     stop = threading.Event()
 
     def _stop(signum, frame):

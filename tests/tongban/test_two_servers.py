@@ -526,6 +526,22 @@ def test_pairwise_subject_is_the_same_from_both_servers(cluster):
     assert subs[0] != local  # pairwise indeed
 
 
+def test_both_servers_are_ready_with_the_same_secrets(cluster):
+    """Both started with the shared secrets (tongban/shared_secrets.py): the first recorded their
+    fingerprints, the other matches them, and each answers /readyz 200 with the secrets checked."""
+    for base in (cluster.a, cluster.b):
+        r = requests.get(f"{base}/readyz", timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["checks"]["secrets"] == "ok"
+    with cluster.ctl.app_context():
+        from tongban.extensions import db
+        from tongban.shared_secrets import DeploymentSecret
+
+        names = set(db.session.execute(db.select(DeploymentSecret.name)).scalars())
+        db.session.remove()
+    assert names == {"SECRET_KEY", "TONGBAN_AUDIT_KEY", "TONGBAN_ISSUER", "TONGBAN_KEK", "TONGBAN_PAIRWISE_SALT"}
+
+
 def test_keys_rotated_through_a_are_published_and_used_by_b(cluster):
     client_id, secret = cluster.system(grant_types=["client_credentials"], scopes=["openid"])
 
