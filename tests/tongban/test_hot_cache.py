@@ -342,7 +342,7 @@ def test_off_switch(app, client, hc, citizen, make_client):
 # ---------------------------------------------------------------- /v/<code> JSON
 
 
-def test_licence_revoked_or_suspended_is_the_next_answer(app, client, other, hc, issue):
+def test_licence_revoked_or_suspended_is_the_next_answer(app, client, other, hc, issue):  # noqa: F811
     from licence import services
 
     lic = issue("结婚证")
@@ -360,7 +360,7 @@ def test_licence_revoked_or_suspended_is_the_next_answer(app, client, other, hc,
     assert other.get(path, headers=JSON).get_json()["status"] == "revoked"
 
 
-def test_licence_changed_by_raw_sql(app, client, other, hc, issue):
+def test_licence_changed_by_raw_sql(app, client, other, hc, issue):  # noqa: F811
     lic = issue("结婚证")
     path = f"/v/{lic.verify_code}"
     _cached(client, path, JSON)
@@ -371,7 +371,7 @@ def test_licence_changed_by_raw_sql(app, client, other, hc, issue):
     assert other.get(path, headers=JSON).get_json()["status"] == "revoked"
 
 
-def test_licence_expiry_date_passing_while_cached(app, client, hc, issue, monkeypatch):
+def test_licence_expiry_date_passing_while_cached(app, client, hc, issue, monkeypatch):  # noqa: F811
     from licence import services
 
     lic = issue("结婚证")
@@ -384,7 +384,7 @@ def test_licence_expiry_date_passing_while_cached(app, client, hc, issue, monkey
     assert client.get(path, headers=JSON).get_json()["status"] == "expired"
 
 
-def test_cache_is_bounded(app, client, hc, issue):
+def test_cache_is_bounded(app, client, hc, issue):  # noqa: F811
     app.config["TONGBAN_HOT_CACHE_SIZE"] = 3
     codes = [issue("结婚证").verify_code for _ in range(5)]
     for code in codes:
@@ -396,7 +396,7 @@ def test_cache_is_bounded(app, client, hc, issue):
 # ---------------------------------------------------------------- the log itself
 
 
-def test_a_restore_bump_clears_everything(app, client, hc, issue):
+def test_a_restore_bump_clears_everything(app, client, hc, issue):  # noqa: F811
     lic = issue("结婚证")
     _cached(client, f"/v/{lic.verify_code}", JSON)
     assert len(hc) >= 1
@@ -407,7 +407,7 @@ def test_a_restore_bump_clears_everything(app, client, hc, issue):
     assert hc.hits == hits
 
 
-def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issue):
+def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issue):  # noqa: F811
     r = redis_client(app)
     if r is None:
         pytest.skip("the Redis invalidation log needs TEST_REDIS_URL")
