@@ -297,11 +297,11 @@ def _keys_of(obj) -> list[str]:
     if attr is None:
         return []
     col, prefix = attr
-    values = {getattr(obj, col, None)}
     try:
+        values = {getattr(obj, col, None)}
         hist = attributes.get_history(obj, col, passive=attributes.PASSIVE_NO_INITIALIZE)
         values.update(hist.deleted or ())
-    except Exception:  # pragma: no cover - an object without the attribute's state: clear all
+    except Exception:  # an expired attribute of a deleted row, ...: cannot name it, so clear all
         return [ALL]
     return [f"{prefix}:{v}" for v in values if v] or [ALL]
 
@@ -324,14 +324,17 @@ def _note_flush(session, flush_context):
 
 @event.listens_for(Session, "after_commit")
 def _publish_flushed(session):
+    if session.in_nested_transaction():
+        return  # a savepoint released (SQLAlchemy calls after_commit for it too): nothing is committed yet
     keys = session.info.pop(_PENDING, None)
     if keys:
         publish(keys)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_flushed(session):
-    session.info.pop(_PENDING, None)
+@event.listens_for(Session, "after_transaction_end")
+def _drop_flushed(session, transaction):
+    if transaction.parent is None:  # the outermost ended: committed (published above) or rolled back
+        session.info.pop(_PENDING, None)
 
 
 # statements outside an ORM flush: "*" (or the keys they declare) once their transaction is over

@@ -196,6 +196,26 @@ def test_rolled_back_write_keeps_nothing_stale_and_unrelated_logout_keeps_the_en
     assert client.get("/oauth/userinfo", headers=bearer).get_json()["name"] == "张三"
 
 
+def test_a_released_savepoint_publishes_nothing_before_the_commit(app, client, hc, citizen, make_client):
+    """SQLAlchemy calls ``after_commit`` when a savepoint is released (rating's hooks use them):
+    publishing then, before the real commit, would let a request re-cache the old row in between
+    and keep it after the commit, with nothing left to evict it."""
+    from people.models import User
+
+    cid, secret = make_client()
+    bearer = _token(client, cid, secret)
+    _cached(client, "/oauth/userinfo", bearer)
+    user = db.session.query(User).filter_by(id_number=CITIZEN_ID).one()
+    user.name = "张三丰"
+    db.session.flush()
+    with db.session.begin_nested():
+        pass
+    # in between: another request (the change is not committed: it reads, and may keep, the old name)
+    assert client.get("/oauth/userinfo", headers=bearer).get_json()["name"] == "张三"
+    db.session.commit()
+    assert client.get("/oauth/userinfo", headers=bearer).get_json()["name"] == "张三丰"
+
+
 def test_name_change_is_the_next_answer(app, client, other, hc, citizen, make_client):
     from people.models import User
 
