@@ -209,14 +209,8 @@ class HotCache:
     def _fresh_generation(self) -> object:
         r = redis_client(self.app)
         if r is not None:
-            return int(r.get(_GEN_KEY) or 0)
-        from .cache import _request_snapshot
-
-        token = _request_snapshot.set(None)  # the file generation is never snapshotted; be explicit
-        try:
-            return GENERATION.current(self.app)
-        finally:
-            _request_snapshot.reset(token)
+            return int(r.get(_GEN_KEY) or 0)  # not the request's snapshot: now
+        return GENERATION.current(self.app)  # the file generation is a stat, never snapshotted
 
     # ------------------------------------------------------------ evicting (lock held)
 
