@@ -80,18 +80,28 @@ WATCHED_TABLES = ("users", "login_sessions", "enterprise_acting", "licences")
 _WRITE = re.compile(r"\s*(?:insert|update|delete|replace|merge|truncate|with|alter|drop|upsert)\b", re.I)
 _TABLES = re.compile(r"\b(?:" + "|".join(WATCHED_TABLES) + r")\b", re.I)
 
-# KEYS: the counter, the log. ARGV: a new epoch's name, how many counter values to keep, the keys.
-# The log always holds one "epoch:<name>" member scored +inf, started anew whenever the counter
-# or the log itself was lost (Redis restarted empty, a key evicted): a process that finds another
-# epoch (or none) than the one it knew cannot trust the log, and clears everything.
+# KEYS: the counter, the log. ARGV: a new epoch's name, how many counter values to keep, the
+# publisher's clock in microseconds, the keys. The log always holds one "epoch:<name>" member
+# scored +inf, started anew whenever the counter or the log itself was lost (Redis restarted
+# empty, a key evicted): a process that finds another epoch (or none) than the one it knew
+# cannot trust the log, and clears everything. A counter started anew starts at the clock, not at
+# 1: a process never sees a restarted counter come back to the very value it had processed (it
+# would then not look at the log at all until the next move).
 _PUBLISH = """
 local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('EXISTS', KEYS[2]) == 0 then
+local fresh = false
+if n == 1 then
+  redis.call('SET', KEYS[1], ARGV[3])
+  n = redis.call('INCR', KEYS[1])
+  fresh = true
+end
+if fresh or redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[2])
   redis.call('ZADD', KEYS[2], '+inf', 'epoch:' .. ARGV[1])
 end
-for i = 3, #ARGV do redis.call('ZADD', KEYS[2], n, ARGV[i]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', n - tonumber(ARGV[2]))
+local score = string.format('%d', n)
+for i = 4, #ARGV do redis.call('ZADD', KEYS[2], score, ARGV[i]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', n - tonumber(ARGV[2])))
 return n
 """
 
@@ -269,7 +279,8 @@ def publish(keys: Iterable[str], app: Flask | None = None) -> None:
             if r is not None:
                 if ALL in keys:
                     keys = [ALL]
-                r.eval(_PUBLISH, 2, _GEN_KEY, LOG_KEY, secrets.token_hex(8), str(_KEEP), *keys)
+                r.eval(_PUBLISH, 2, _GEN_KEY, LOG_KEY, secrets.token_hex(8), str(_KEEP), str(time.time_ns() // 1000),
+                       *keys)
             else:
                 GENERATION.bump_counter(a)
         except Exception:

@@ -453,3 +453,48 @@ def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issu
     hits = hc.hits
     client.get(path, headers=JSON)
     assert hc.hits == hits + 1
+
+
+def test_a_write_on_an_autocommit_connection(app, client, hc, issue):  # noqa: F811
+    from tongban.extensions import read_connection
+
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    _cached(client, path, JSON)
+    with read_connection() as conn:  # committed by the statement itself: published right after it
+        conn.execute(text("UPDATE licences SET status = 'suspended' WHERE verify_code = :c"), {"c": lic.verify_code})
+    assert client.get(path, headers=JSON).get_json()["status"] == "suspended"
+
+
+def test_orm_flushes_name_their_rows_only(app, client, hc, issue):  # noqa: F811
+    """With Redis, a licence changed through the ORM evicts that licence's answer, not the others'
+    (a flush's own statements are not taken for unnamed writes)."""
+    from licence import services
+
+    if redis_client(app) is None:
+        pytest.skip("without Redis any change empties the cache (the file generation)")
+    one, two = issue("结婚证"), issue("结婚证")
+    _cached(client, f"/v/{one.verify_code}", JSON)
+    _cached(client, f"/v/{two.verify_code}", JSON)
+    services.suspend(two.identifier, "核查中", "test")
+    db.session.commit()
+    cleared, hits = hc.cleared, hc.hits
+    assert client.get(f"/v/{one.verify_code}", headers=JSON).get_json()["status"] == "valid"
+    assert hc.hits == hits + 1 and hc.cleared == cleared
+    assert client.get(f"/v/{two.verify_code}", headers=JSON).get_json()["status"] == "suspended"
+
+
+def test_redis_restarted_empty_clears_everything(app, client, hc, issue):  # noqa: F811
+    r = redis_client(app)
+    if r is None:
+        pytest.skip("the Redis invalidation log needs TEST_REDIS_URL")
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    _cached(client, path, JSON)
+    seen = hc._seen
+    r.flushdb()  # counter and log gone; then changes this process never heard of precisely
+    hotcache.publish(["vcode:some-other-code"], app)
+    assert int(r.get("tongban:gen:hotcache")) != seen  # a new counter starts at the clock, not back at 1
+    hits = hc.hits
+    client.get(path, headers=JSON)
+    assert hc.hits == hits  # another epoch: everything cleared
