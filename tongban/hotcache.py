@@ -15,17 +15,18 @@ sessions, enterprise selections, licences) is published after its commit:
   ``tongban:hotcache:log`` scored by the new counter value; entries older than
   ``_KEEP`` counter values are trimmed. A process that sees the counter move reads the log
   since the value it last processed (one transaction: the counter and ``ZRANGEBYSCORE``) and
-  evicts those keys; ``*`` or a position older than the trimmed log clears everything.
+  evicts those keys; ``*``, a position older than the trimmed log, a counter gone back or a log
+  of another epoch (Redis restarted empty, a key evicted: see ``_PUBLISH``) clear everything.
 * without Redis (one machine), the generation is a file: any move clears everything.
 
 **Finding the writes.** Not by call sites but by SQLAlchemy events: ``after_flush`` names the
-precise keys of the watched ORM objects flushed (published at ``after_commit``, dropped on
-rollback); every other INSERT/UPDATE/DELETE on a watched table (a Core statement, ``text()``,
-a bulk ORM update through the session) is seen by ``before_cursor_execute`` and publishes ``*``
-once its transaction is over (at the next ``begin`` or when the connection goes back to the
-pool; at once on an autocommit connection). A statement may declare itself harmless with
-``execution_options(tongban_hotcache="neutral")`` (it can only move a session's ``last_seen``
-forward, which lengthens, never shortens, what a cached answer assumed).
+precise keys of the watched ORM objects flushed (published at the outermost ``after_commit``,
+dropped on rollback; a released savepoint publishes nothing); every other INSERT/UPDATE/DELETE
+on a watched table (a Core statement, ``text()``, a bulk ORM update through the session) is
+seen by ``before_cursor_execute`` and publishes ``*`` once its transaction is over (at the next
+``begin`` or when the connection goes back to the pool; at once on an autocommit connection).
+A statement may instead declare the keys of the rows it changes, or that it is harmless, with
+``execution_options(tongban_hotcache=...)`` (see ``_declared``).
 
 **The store race.** A reader that queried the database before a write committed must not
 keep its stale answer after the invalidation was processed: the position (counter) is taken
