@@ -328,6 +328,23 @@ def _note_flush(session, flush_context):
                 keys.update(_keys_of(obj))
 
 
+@event.listens_for(Session, "do_orm_execute")
+def _note_orm_dml(state):
+    """ORM statements through the session (``session.execute(update(User)...)``, bulk inserts and
+    updates by primary key): their statements may come with the mapper's compiled cache, as a
+    flush's do, but no ``after_flush`` names their rows: ``*`` (or the keys they declare) at
+    commit."""
+    if not (state.is_insert or state.is_update or state.is_delete):
+        return
+    table = getattr(state.statement, "table", None)
+    if getattr(table, "name", None) not in WATCHED_TABLES:
+        return
+    declared = _declared(state.execution_options)
+    if declared == []:
+        return
+    state.session.info.setdefault(_PENDING, set()).update(declared or [ALL])
+
+
 @event.listens_for(Session, "after_commit")
 def _publish_flushed(session):
     if session.in_nested_transaction():

@@ -235,6 +235,22 @@ def test_name_change_is_the_next_answer(app, client, other, hc, citizen, make_cl
     assert other.get("/oauth/userinfo", headers=bearer).get_json()["phone_number"] == "+8613700137000"
 
 
+def test_orm_bulk_update_by_primary_key(app, client, other, hc, citizen, make_client):
+    """``session.execute(update(User), [{"id": ..., ...}])`` runs the flush's own statement
+    machinery (the mapper's compiled cache) without a flush: not taken for one."""
+    from people.models import User
+
+    cid, secret = make_client()
+    bearer = _token(client, cid, secret)
+    _cached(client, "/oauth/userinfo", bearer)
+    _cached(other, "/oauth/userinfo", bearer)
+    user_id = db.session.query(User.id).filter_by(id_number=CITIZEN_ID).scalar()
+    db.session.execute(update(User), [{"id": user_id, "name": "张三丰"}])
+    db.session.commit()
+    assert client.get("/oauth/userinfo", headers=bearer).get_json()["name"] == "张三丰"
+    assert other.get("/oauth/userinfo", headers=bearer).get_json()["name"] == "张三丰"
+
+
 def test_account_disabled(app, client, other, hc, citizen, make_client, monkeypatch):
     from people.models import User
 
