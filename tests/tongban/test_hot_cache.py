@@ -43,7 +43,8 @@ def hc(app):
 def _other_app(base_app):
     from tongban import create_app
 
-    other = create_app({k: base_app.config[k] for k in _SHARED})
+    # no outbox thread of its own: the base app's drains the queue (and none outlives the database)
+    other = create_app({**{k: base_app.config[k] for k in _SHARED}, "TONGBAN_OUTBOX_THREAD": False})
     other.test_client_class = base_app.test_client_class
     return other
 
