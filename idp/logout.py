@@ -183,7 +183,7 @@ def end_expired_sessions(limit: int = 200) -> int:
         # take the row's write lock first: of several workers sweeping at once, one ends it
         locked = db.session.execute(update(LoginSession).where(  # type: ignore[attr-defined]
             LoginSession.id == row_id, LoginSession.ended_at.is_(None)).values(last_seen=LoginSession.last_seen)
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False, tongban_hotcache="neutral")).rowcount  # a lock, no change
         if locked:
             sess = db.session.get(LoginSession, row_id)
             db.session.refresh(sess)

@@ -26,7 +26,7 @@ from people.auth import login_required
 from people.forms import ConfirmForm
 from people.sessions import current_user
 from rating.hooks import licence_issued
-from tongban import audit, fastpath
+from tongban import audit, fastpath, hotcache
 from tongban.errors import TongbanError
 from tongban.extensions import db
 from tongban.masking import mask_name, mask_number
@@ -474,11 +474,31 @@ def _json_check(req: fastpath.Request) -> bool:
 
 def fast_verify_code(req: fastpath.Request) -> fastpath.LeanResponse | None:
     """The lean path of ``GET /v/<code>`` as JSON (tongban.fastpath): the same lookup and view as
-    ``verify_code``; an unknown code is the full stack's 404."""
-    row = services.lookup_code(req.path[3:])
+    ``verify_code``; an unknown code is the full stack's 404. Answers are kept in the hot cache
+    (tongban.hotcache) until the licence row changes or its expiry date passes."""
+    code = req.path[3:]
+    cache = hotcache.for_app()
+    if cache is None:
+        row = services.lookup_code(code)
+        return None if row is None else fastpath.LeanResponse(_public_json(row))
+    key = ("v", code)
+    position = cache.position()  # before the database is read: the store race (tongban.hotcache)
+    hit = cache.get(key)
+    if hit is not None:
+        return fastpath.LeanResponse(hit.body)
+    row = services.lookup_code(code)
     if row is None:
         return None
-    return fastpath.LeanResponse(json.dumps(services.public_view(row), ensure_ascii=False).encode())
+    body = _public_json(row)
+    valid_until = row.valid_until
+    # "valid" turns "expired" the day after valid_until (services.public_status): recheck on every hit
+    still = (lambda: valid_until >= services.today()) if row.status == "valid" and valid_until else None
+    cache.put(key, position, body, [f"vcode:{code}"], still)
+    return fastpath.LeanResponse(body)
+
+
+def _public_json(row) -> bytes:
+    return json.dumps(services.public_view(row), ensure_ascii=False).encode()
 
 
 def init_app(app) -> None:

@@ -261,6 +261,11 @@ def _take_slot(login: str, source: str, ip: str) -> _Slot | None:
         pause = min(pause * 2, 0.2)
 
 
+# the password lockout's counters: nothing a lean answer shows or depends on (tongban.hotcache);
+# without this, every wrong password would empty every process's hot cache
+_LOCK_ONLY = {"tongban_hotcache": "neutral"}
+
+
 def _release_success(user_id: int, source: str, account_failures: bool = True) -> None:
     """A right password: its slot back, the pair's and the account's failures forgotten (the
     account row is only written when it had failures or a lock when the try was reserved)."""
@@ -271,7 +276,7 @@ def _release_success(user_id: int, source: str, account_failures: bool = True) -
         if account_failures:
             conn.execute(update(User).where(User.id == user_id, or_(User.failed_logins != 0,
                                                                     User.locked_until.is_not(None)))
-                         .values(failed_logins=0, locked_until=None))
+                         .values(failed_logins=0, locked_until=None).execution_options(**_LOCK_ONLY))
 
 
 @dataclass
@@ -302,12 +307,12 @@ def _record_failure(user_id: int, source: str, now: datetime) -> _Failure:
         new_count = case((expired, 1), else_=User.failed_logins + 1)
         acct_count, acct_until = conn.execute(update(User).where(User.id == user_id).values(
             failed_logins=new_count, locked_until=case((expired, None), else_=User.locked_until))
-            .returning(User.failed_logins, User.locked_until)).one()
+            .returning(User.failed_logins, User.locked_until).execution_options(**_LOCK_ONLY)).one()
         set_account = None
         if acct_count >= account_threshold and acct_until is None:
             set_account = now + timedelta(minutes=cfg["TONGBAN_LOCKOUT_MINUTES"])
             conn.execute(update(User).where(User.id == user_id, User.locked_until.is_(None))
-                         .values(locked_until=set_account))
+                         .values(locked_until=set_account).execution_options(**_LOCK_ONLY))
     return _Failure(count, pair_until, set_account, acct_count)
 
 

@@ -936,6 +936,15 @@ def person_acting_as_self(sub: str, sid: str | None, client_id: str) -> User | N
     an enterprise. None in every other case: the caller then takes the full path
     (``accounts.get_user_by_sub``, ``sessions.is_live``, ``claims_for_scope``), which also ends
     what must end. The lean userinfo answer (idp.fast) is built on it."""
+    found = person_acting_as_self_with_session(sub, sid, client_id)
+    return found[0] if found is not None else None
+
+
+def person_acting_as_self_with_session(sub: str, sid: str | None, client_id: str):
+    """``person_acting_as_self`` and, when ``sid`` is given, the session's ``created_at`` and
+    ``last_seen`` as read (what its idle and absolute lifetimes run from): ``(user, created_at,
+    last_seen)`` or None. The hot cache (tongban.hotcache) keeps an answer only while
+    ``sessions.is_expired`` of these is false."""
     with read_connection() as conn:  # straight from the pool, one statement, no transaction
         row = conn.execute(_snapshot_stmt(), {"sub": sub, "sid": sid or "", "client_id": client_id}).first()
     if row is None or row.disabled:
@@ -945,5 +954,6 @@ def person_acting_as_self(sub: str, sid: str | None, client_id: str) -> User | N
             return None
         if row.acting_sid is not None and row.org_id is not None:
             return None
-    return User(id=row.id, sub=row.sub, id_number=row.id_number, name=row.name, phone=row.phone,
+    user = User(id=row.id, sub=row.sub, id_number=row.id_number, name=row.name, phone=row.phone,
                 assurance_level=row.assurance_level, disabled=row.disabled)
+    return user, (row.created_at if sid else None), (row.last_seen if sid else None)

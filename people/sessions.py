@@ -82,7 +82,9 @@ def _touch(row: LoginSession, now) -> None:
     that merely reads must not hold SQLite's write lock, and never commits anyway)."""
     set_committed_value(row, "last_seen", now)
     stmt = (update(LoginSession).where(LoginSession.id == row.id, LoginSession.last_seen < now)
-            .values(last_seen=now).execution_options(synchronize_session=False))
+            .values(last_seen=now)
+            # only ever later: lengthens what a cached answer assumed (tongban.hotcache), never shortens it
+            .execution_options(synchronize_session=False, tongban_hotcache="neutral"))
     after_request_write(lambda conn: conn.execute(stmt))
 
 
@@ -158,7 +160,8 @@ def end(sess: LoginSession, reason: str, actor: str | None = None) -> bool:
     now = utcnow()
     claimed = db.session.execute(update(LoginSession).where(  # type: ignore[attr-defined]
         LoginSession.id == sess.id, LoginSession.ended_at.is_(None)).values(ended_at=now, end_reason=reason)
-        .execution_options(synchronize_session=False)).rowcount
+        # the one row it changes, for the hot cache's invalidation (tongban.hotcache)
+        .execution_options(synchronize_session=False, tongban_hotcache=(f"sid:{sess.sid}",))).rowcount
     if g.get("_sso") is sess:
         g._sso = None
     if not claimed:  # another server (or request) ended it first

@@ -19,7 +19,21 @@ def create_app(config: dict | None = None) -> Flask:
 
     cfg.load(app, config)
 
-    from . import audit, backup, bootstrap, fastpath, health, i18n, logs, metrics, migrating, outbox, security, views
+    from . import (
+        audit,
+        backup,
+        bootstrap,
+        fastpath,
+        health,
+        hotcache,
+        i18n,
+        logs,
+        metrics,
+        migrating,
+        outbox,
+        security,
+        views,
+    )
     from . import shared_secrets as shared_secrets_
     from .extensions import csrf, db, init_after_request_writes
 
@@ -31,6 +45,7 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.init_app(app)
     i18n.init_app(app)
     fastpath.init_app(app)  # innermost: security's proxy fix wraps it
+    hotcache.init_app(app)
     security.init_app(app)
     views.init_app(app)
     health.init_app(app)

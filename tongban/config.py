@@ -119,6 +119,11 @@ DEFAULTS: dict = {
     "TONGBAN_LOG_FORMAT": "json",
     "TONGBAN_ACCESS_LOG": True,
     "TONGBAN_FAST_PATH": True,
+    # the hot cache of lean answers (tongban/hotcache.py): on/off, entries (emptied when full),
+    # the longest an answer is kept even when nothing invalidates it
+    "TONGBAN_HOT_CACHE": True,
+    "TONGBAN_HOT_CACHE_SIZE": 20000,
+    "TONGBAN_HOT_CACHE_SECONDS": 60,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

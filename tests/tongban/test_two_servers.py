@@ -478,6 +478,46 @@ def test_log_in_at_a_is_honoured_by_b_and_logout_through_b_ends_it(cluster):
         sink.close()
 
 
+def test_hot_caches_of_both_servers_follow_changes_made_elsewhere_at_once(cluster):
+    """Userinfo answered from each server's hot cache (tongban.hotcache) follows, on the very next
+    request, a name changed and a session ended by a third process with plain SQL (no ORM, no
+    logout hooks: only the invalidation log tells the servers)."""
+    from sqlalchemy import text
+
+    from tongban.extensions import db
+
+    who = cluster.citizen()
+    client_id, secret = cluster.system()
+    at_a, _ = cluster.browser()
+    assert at_a.login(who).status_code == 302
+    rp = OAuth2Session(client_id, secret, scope="openid profile", redirect_uri=REDIRECT,
+                       code_challenge_method="S256")
+    verifier = generate_token(48)
+    url, _state = rp.create_authorization_url(f"{cluster.a}/oauth/authorize", code_verifier=verifier,
+                                              nonce=generate_token(12))
+    callback = at_a.walk(url)
+    assert callback.kind == "callback", callback.kind
+    token = rp.fetch_token(f"{cluster.b}/oauth/token", authorization_response=callback.url, code_verifier=verifier)
+    access, sid = token["access_token"], _jwt_claims(token["id_token"])["sid"]
+    for base in (cluster.a, cluster.b):
+        for _ in range(4):  # the first answers are the full stack's; then lean, then from the cache
+            info = _userinfo(base, access)
+            assert info.status_code == 200 and info.json()["name"] == "张三", info.text
+
+    def sql(statement: str, **params) -> None:
+        with cluster.ctl.app_context():
+            with db.engine.begin() as conn:
+                conn.execute(text(statement), params)
+            db.session.remove()
+
+    sql("UPDATE users SET name = :name WHERE id_number = :who", name="张三丰", who=who)
+    for base in (cluster.a, cluster.b):
+        assert _userinfo(base, access).json()["name"] == "张三丰"
+    sql("UPDATE login_sessions SET ended_at = CURRENT_TIMESTAMP, end_reason = 'admin' WHERE sid = :sid", sid=sid)
+    for base in (cluster.a, cluster.b):
+        assert _userinfo(base, access).status_code == 401
+
+
 def test_one_code_redeemed_at_both_servers_at_once_gives_one_token(cluster):
     who = cluster.citizen()
     client_id, secret = cluster.system()
