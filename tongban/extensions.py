@@ -40,19 +40,49 @@ def _sqlite_pragmas(dbapi_connection, connection_record):  # pragma: no cover - 
 
 
 def after_commit(fn) -> None:
-    """Run ``fn`` once the current transaction commits (e.g. cache invalidation); dropped on rollback."""
+    """Run ``fn`` once the current transaction commits (e.g. cache invalidation); dropped on rollback.
+
+    The outermost transaction: SQLAlchemy also fires ``after_commit`` when a savepoint
+    (``begin_nested``) is released, when nothing is committed yet — a cache reloaded then would
+    read the old rows and keep them. A savepoint rolled back drops only what was registered
+    inside it; what the enclosing transaction registered before still runs at its commit."""
     db.session().info.setdefault("tongban_after_commit", []).append(fn)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session, transaction):
+    if transaction.nested:
+        session.info.setdefault("tongban_after_commit_marks", []).append(
+            len(session.info.get("tongban_after_commit", ())))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _unmark_savepoint(session, transaction):
+    if transaction.nested:
+        marks = session.info.get("tongban_after_commit_marks")
+        if marks:
+            marks.pop()
 
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session):
+    if session.in_nested_transaction():  # a savepoint released: the real commit is still to come
+        return
+    session.info.pop("tongban_after_commit_marks", None)
     for fn in session.info.pop("tongban_after_commit", []):
         fn()
 
 
 @event.listens_for(Session, "after_rollback")
 def _drop_after_commit(session):
+    marks = session.info.get("tongban_after_commit_marks")
+    if session.in_nested_transaction() and marks:  # a savepoint rolled back: only what it registered
+        pending = session.info.get("tongban_after_commit")
+        if pending is not None:
+            del pending[marks[-1]:]
+        return
     session.info.pop("tongban_after_commit", None)
+    session.info.pop("tongban_after_commit_marks", None)
 
 
 # ---------------------------------------------------------------- writes kept out of the request's transaction
