@@ -95,22 +95,24 @@ def resolve(host: str, port: int, what: str, *, allow_private: bool) -> Pinned:
     return tuple(pinned)
 
 
-def _connect_pinned(conn, pinned: Pinned) -> socket.socket:
-    """A TCP connection to the first of the checked addresses that answers (no name lookup)."""
+def _connect_pinned(conn, pinned: Pinned, deadline: float) -> socket.socket:
+    """A TCP connection to the first of the checked addresses that answers (no name lookup), all
+    attempts together within the fetch's deadline (many black-holed addresses do not add up)."""
     err: OSError | None = None
     for family, sockaddr in pinned:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            err = TimeoutError("out of time")
+            break
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             for opt in conn.socket_options or ():
                 sock.setsockopt(*opt)
-            if isinstance(conn.timeout, (int, float)):
-                sock.settimeout(conn.timeout)
+            each = conn.timeout if isinstance(conn.timeout, (int, float)) else left
+            sock.settimeout(min(each, left))
             sock.connect(sockaddr)
             return sock
-        except TimeoutError as e:
-            sock.close()
-            err = e
-        except OSError as e:
+        except OSError as e:  # TimeoutError included
             sock.close()
             err = e
     if isinstance(err, TimeoutError):
@@ -119,24 +121,24 @@ def _connect_pinned(conn, pinned: Pinned) -> socket.socket:
 
 
 class _PinnedHTTPConnection(HTTPConnection):
-    def __init__(self, *args, pinned: Pinned = (), **kwargs):
-        self._pinned = pinned
+    def __init__(self, *args, pinned: Pinned = (), deadline: float = 0.0, **kwargs):
+        self._pinned, self._deadline = pinned, deadline
         super().__init__(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
-        return _connect_pinned(self, self._pinned)
+        return _connect_pinned(self, self._pinned, self._deadline)
 
 
 class _PinnedHTTPSConnection(HTTPSConnection):
     """TLS over a socket to a checked address; SNI and the certificate check use ``self.host``,
     the URL's host name (urllib3's HTTPSConnection.connect wraps what ``_new_conn`` returns)."""
 
-    def __init__(self, *args, pinned: Pinned = (), **kwargs):
-        self._pinned = pinned
+    def __init__(self, *args, pinned: Pinned = (), deadline: float = 0.0, **kwargs):
+        self._pinned, self._deadline = pinned, deadline
         super().__init__(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
-        return _connect_pinned(self, self._pinned)
+        return _connect_pinned(self, self._pinned, self._deadline)
 
 
 class _PinnedHTTPPool(urllib3.HTTPConnectionPool):
@@ -188,10 +190,10 @@ def fetch_public(url: str, *, what: str, timeout: float, max_bytes: int, headers
 
     pool_cls = _PinnedHTTPSPool if parts.scheme == "https" else _PinnedHTTPPool
     tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_certs or _ca_bundle()} if parts.scheme == "https" else {}
-    pool = pool_cls(host, port, timeout=Timeout(connect=timeout, read=timeout), maxsize=1, retries=False,
-                    pinned=pinned, **tls)  # type: ignore[arg-type]
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     deadline = time.monotonic() + 2 * timeout
+    pool = pool_cls(host, port, timeout=Timeout(connect=timeout, read=timeout), maxsize=1, retries=False,
+                    pinned=pinned, deadline=deadline, **tls)  # type: ignore[arg-type]
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         resp = pool.urlopen("GET", target, headers={"Accept-Encoding": "identity", **(headers or {})},
                             redirect=False, retries=False, preload_content=False, assert_same_host=False)

@@ -81,6 +81,7 @@ class Net:
         self.lookups: list[str] = []
         self.routes: dict[tuple[str, int], tuple[str, int]] = {}
         self.connects: list[tuple[str, int]] = []
+        self.blackhole: set[str] = set()  # addresses whose connect times out
         real_getaddrinfo = socket.getaddrinfo
         real_connect = socket.socket.connect
 
@@ -102,6 +103,9 @@ class Net:
         def connect(sock, address):
             key = (address[0], address[1])
             self.connects.append(key)
+            if address[0] in self.blackhole:
+                time.sleep(sock.gettimeout() or 0)
+                raise TimeoutError("timed out")
             if key in self.routes:
                 return real_connect(sock, self.routes[key])
             if address[0] == PUBLIC:
@@ -319,6 +323,16 @@ def test_size_and_slow_drip_limits(net, servers):
     # each byte arrives within the read timeout; the whole document must arrive within twice it
     with pytest.raises(FetchError, match="too slow"):
         fetch_public("http://big.rp.example:2/", what="jwks_uri", timeout=0.3, max_bytes=65536, allow_private=False)
+
+
+def test_many_black_holed_addresses_do_not_add_up(net):
+    """Twenty public addresses that never answer: the attempts stop at the fetch's deadline
+    (twice the timeout), not after twenty timeouts."""
+    net.answers["slow.rp.example"] = [[f"93.184.216.{i}" for i in range(1, 21)]]
+    net.blackhole = {f"93.184.216.{i}" for i in range(1, 21)}
+    with pytest.raises(FetchError, match="ConnectTimeoutError"):
+        fetch_public("http://slow.rp.example/", what="jwks_uri", timeout=0.2, max_bytes=100, allow_private=False)
+    assert 1 <= len(net.connects) <= 3
 
 
 # ---------------------------------------------------------------- TLS on the name, connection to the address
