@@ -39,7 +39,7 @@ from tongban.extensions import db, session_holds_sqlite_write
 
 from .errors import shown
 from .models import UsedAssertion
-from .uris import check_fetchable, check_uri
+from .uris import check_uri
 
 METHOD = "private_key_jwt"
 # asymmetric only: ``none`` and HS* are refused (RFC 9700 §2.6, FAPI 2.0 §5.4)
@@ -134,27 +134,18 @@ def _end_read_transaction() -> None:
 
 
 def _fetch(uri: str) -> KeySet:
-    import requests  # imported when a jwks_uri is first fetched, not at start-up
+    from .fetch import FetchError, fetch_public  # urllib3, imported when a jwks_uri is first fetched
 
     cfg = current_app.config
-    limit = int(cfg["TONGBAN_JWKS_URI_MAX_BYTES"])
     _end_read_transaction()
     try:
-        check_fetchable(uri, "jwks_uri")
-    except ValueError as e:
-        raise KeysUnavailable(f"jwks_uri could not be fetched: {e}") from None
-    try:
-        with requests.get(uri, timeout=float(cfg["TONGBAN_JWKS_URI_TIMEOUT"]), stream=True,
-                          allow_redirects=False, headers={"Accept": "application/json"}) as resp:
-            if resp.status_code != 200:
-                raise KeysUnavailable(f"jwks_uri answered {resp.status_code}")
-            body = b""
-            for chunk in resp.iter_content(8192):
-                body += chunk
-                if len(body) > limit:
-                    raise KeysUnavailable("jwks_uri document is too large")
-    except requests.RequestException as e:
-        raise KeysUnavailable(f"jwks_uri could not be fetched: {type(e).__name__}") from None
+        resp = fetch_public(uri, what="jwks_uri", timeout=float(cfg["TONGBAN_JWKS_URI_TIMEOUT"]),
+                            max_bytes=int(cfg["TONGBAN_JWKS_URI_MAX_BYTES"]), headers={"Accept": "application/json"})
+    except FetchError as e:
+        raise KeysUnavailable(str(e)) from None
+    if resp.status != 200:
+        raise KeysUnavailable(f"jwks_uri answered {resp.status}")
+    body = resp.body
     try:
         return _import_public_set(json.loads(body), "jwks_uri document")
     except (ValueError, ValidationError) as e:

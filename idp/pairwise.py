@@ -27,10 +27,10 @@ from flask import current_app
 from tongban.errors import ValidationError
 
 from . import clients as registry
-from .uris import check_fetchable
 
 SUBJECT_TYPES = ("public", "pairwise")
 REF_CLAIM = "tb_ref"
+SECTOR_MAX_BYTES = 65536  # the largest sector_identifier_uri document read
 
 
 def _b64(data: bytes) -> str:
@@ -134,23 +134,24 @@ def sector_of(redirect_uris, sector_identifier_uri: str | None) -> str:
 def fetch_sector_uris(sector_identifier_uri: str) -> list[str]:
     """GET the sector_identifier_uri (https): a JSON array of redirect URIs. No database
     transaction may be open while this runs (network I/O)."""
-    import requests
+    from .fetch import FetchError, fetch_public  # urllib3, imported on first use
 
     parts = urlsplit(sector_identifier_uri)
     if parts.scheme != "https" and not (parts.scheme == "http" and registry._is_loopback(parts.hostname)):
         raise ValidationError("the sector_identifier_uri must use https", "invalid_client_metadata")
     try:
-        check_fetchable(sector_identifier_uri, "the sector_identifier_uri")
-    except ValueError as e:
-        raise ValidationError(f"cannot read {e}", "invalid_client_metadata") from None
+        resp = fetch_public(sector_identifier_uri, what="the sector_identifier_uri",
+                            timeout=float(current_app.config["TONGBAN_SECTOR_FETCH_TIMEOUT"]),
+                            max_bytes=SECTOR_MAX_BYTES, headers={"Accept": "application/json"})
+    except FetchError as e:
+        raise ValidationError(str(e), "invalid_client_metadata") from None
+    if resp.status != 200:
+        raise ValidationError(f"cannot read the sector_identifier_uri: it answered {resp.status}",
+                              "invalid_client_metadata")
     try:
-        resp = requests.get(sector_identifier_uri, timeout=current_app.config["TONGBAN_SECTOR_FETCH_TIMEOUT"],
-                            allow_redirects=False, headers={"Accept": "application/json"})
-        resp.raise_for_status()
-        data = json.loads(resp.content[:65536])
-    except (requests.RequestException, ValueError) as e:
-        raise ValidationError(f"cannot read the sector_identifier_uri: {type(e).__name__}",
-                              "invalid_client_metadata") from None
+        data = json.loads(resp.body)
+    except ValueError:
+        raise ValidationError("cannot read the sector_identifier_uri: not JSON", "invalid_client_metadata") from None
     if not isinstance(data, list) or not all(isinstance(u, str) for u in data):
         raise ValidationError("the sector_identifier_uri must hold a JSON array of URIs", "invalid_client_metadata")
     return data

@@ -32,34 +32,3 @@ def check_uri(uri: str, what: str) -> str:
     if parts.username or parts.password:
         raise InvalidRedirectUri(f"{what} must not contain credentials: {uri!r}")
     return uri
-
-
-def _public_address(addr: str) -> bool:
-    ip = ip_address(addr.split("%", 1)[0])
-    if getattr(ip, "ipv4_mapped", None):
-        ip = ip.ipv4_mapped  # type: ignore[union-attr]
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-                or ip.is_unspecified)
-
-
-def check_fetchable(uri: str, what: str) -> None:
-    """Before fetching a client-registered URL (its jwks_uri, its sector_identifier_uri): refuse,
-    unless TONGBAN_FETCH_ALLOW_PRIVATE, a host that resolves to any private, loopback, link-local,
-    multicast, reserved or unspecified address (SSRF). Raises ValueError, for the caller's own error."""
-    import socket
-
-    from flask import current_app
-
-    if current_app.config.get("TONGBAN_FETCH_ALLOW_PRIVATE"):
-        return
-    parts = urlsplit(uri)
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"{what} has no host")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, ValueError, UnicodeError):
-        raise ValueError(f"{what}: the host {host!r} cannot be resolved") from None
-    if not infos or not all(_public_address(str(info[4][0])) for info in infos):
-        raise ValueError(f"{what}: the host {host!r} is not on a public address")

@@ -33,7 +33,8 @@ HEAVY = {
     "alembic": "`flask db` (tongban/migrating.py)",
     "mako": "Alembic's templates",
     "pygments": "Mako's",
-    "requests": "outbound HTTP: logout deliveries, jwks_uri, upstream providers",
+    "requests": "outbound HTTP: logout deliveries, upstream providers",
+    "urllib3": "outbound HTTP: jwks_uri and sector_identifier_uri fetches (idp/fetch.py), requests",
 }
 
 
