@@ -157,3 +157,64 @@ def test_a_bad_redirect_uri_is_still_refused_on_the_page(client, citizen, make_c
     url = _authorize_url(client_id, "n-2", challenge).replace("callback", "callbackx")
     resp = client.get(url)
     assert resp.status_code == 400 and "Location" not in resp.headers
+
+
+def test_argon2_runs_at_most_the_configured_number_at_once(app, monkeypatch):
+    """Request threads queue for Argon2 instead of time-slicing it; every check still answers
+    right (a wrong password is still wrong, an unknown account still costs a check)."""
+    import threading
+    import time
+
+    from argon2 import PasswordHasher
+
+    from people import passwords
+
+    monkeypatch.setitem(app.config, "TONGBAN_ARGON2_CONCURRENCY", 1)
+    stored = passwords.hash_password("Right-Passw0rd!")
+    inside, most, lock = [0], [0], threading.Lock()
+    real_verify = PasswordHasher.verify
+
+    def counting_verify(self, hash, password):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)  # let the other threads try to get in
+        try:
+            return real_verify(self, hash, password)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting_verify)
+    results: dict[int, bool] = {}
+
+    def check(i: int) -> None:
+        with app.app_context():
+            pw = "Right-Passw0rd!" if i % 3 == 0 else "Wrong-Passw0rd!"
+            results[i] = passwords.verify_password(None if i % 3 == 2 else stored, pw)
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    assert results == {0: True, 1: False, 2: False, 3: True, 4: False, 5: False}
+
+
+def test_argon2_gate_never_refuses_a_check(app, monkeypatch):
+    """A run that waited its longest runs anyway (the bound delays, it never fails a log-in)."""
+    from people import passwords
+
+    monkeypatch.setitem(app.config, "TONGBAN_ARGON2_CONCURRENCY", 1)
+    monkeypatch.setattr(passwords, "_GATE_WAIT", 0.01)
+    stored = passwords.hash_password("Right-Passw0rd!")
+    gate = passwords._gate()
+    assert gate.acquire(timeout=1)  # another run holds the only turn
+    try:
+        assert passwords.verify_password(stored, "Right-Passw0rd!") is True
+        assert passwords.verify_password(stored, "Wrong-Passw0rd!") is False
+    finally:
+        gate.release()
+    assert gate.acquire(timeout=1)  # its turn was given back exactly once
+    gate.release()
