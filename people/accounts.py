@@ -18,7 +18,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, update
 from tongban import audit
 from tongban.clock import token, utcnow
 from tongban.errors import ValidationError
-from tongban.extensions import db, read_connection, release_connection
+from tongban.extensions import db, release_connection
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
@@ -265,17 +265,13 @@ def _release_success(user_id: int, source: str, account_failures: bool = True) -
     """A right password: its slot back, the pair's and the account's failures forgotten (the
     account row is only written when it had failures or a lock when the try was reserved)."""
     t = LoginThrottle
-    give_back = update(t).where(t.user_id == user_id, t.source == source).values(
-        pending=case((t.pending > 0, t.pending - 1), else_=0), failures=0, locked_until=None, locks=0)
-    if not account_failures:  # the usual case: one statement, atomic alone (one round trip, no BEGIN/COMMIT)
-        with read_connection() as conn:
-            conn.execute(give_back)
-        return
     with db.engine.begin() as conn:
-        conn.execute(give_back)
-        conn.execute(update(User).where(User.id == user_id, or_(User.failed_logins != 0,
-                                                                User.locked_until.is_not(None)))
-                     .values(failed_logins=0, locked_until=None))
+        conn.execute(update(t).where(t.user_id == user_id, t.source == source).values(
+            pending=case((t.pending > 0, t.pending - 1), else_=0), failures=0, locked_until=None, locks=0))
+        if account_failures:
+            conn.execute(update(User).where(User.id == user_id, or_(User.failed_logins != 0,
+                                                                    User.locked_until.is_not(None)))
+                         .values(failed_logins=0, locked_until=None))
 
 
 @dataclass

@@ -178,9 +178,8 @@ _READ_ENGINES: dict[int, object] = {}
 def read_connection():
     """A pooled connection in autocommit mode for one read on a hot path (``/v/<code>``, the lean
     userinfo): a single statement needs no transaction, and without one PostgreSQL answers in one
-    round trip instead of three (BEGIN, the query, ROLLBACK when the pool takes it back). Also
-    for one write that is atomic alone (a log-in giving its lockout slot back). The same pool as
-    the ORM session's; use as a context manager."""
+    round trip instead of three (BEGIN, the query, ROLLBACK when the pool takes it back). The
+    same pool as the ORM session's; use as a context manager."""
     engine = db.engine
     held = _READ_ENGINES.get(id(engine))
     if held is None or held[0] is not engine:  # type: ignore[index]
