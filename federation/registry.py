@@ -11,9 +11,10 @@ from sqlalchemy import select
 
 from keys.crypto import seal, unseal
 from tongban import audit
+from tongban.cache import CachedLoader, Generation
 from tongban.clock import utcnow
 from tongban.errors import Conflict, NotFound, ValidationError
-from tongban.extensions import db
+from tongban.extensions import after_commit, db
 
 from .models import Upstream
 
@@ -107,6 +108,7 @@ def add(*, name: str, issuer: str, client_id: str, client_secret: str, display_n
     audit.record("federation.upstream_added", actor=actor, object=f"upstream:{name}",
                  detail={"issuer": issuer, "client_id": client_id, "acr_map": row.acr_map,
                          "trusted_id_numbers": trusted_id_numbers})
+    after_commit(_changed)
     return _info(row)
 
 
@@ -117,6 +119,7 @@ def set_enabled(name: str, enabled: bool, actor: str = "admin") -> UpstreamInfo:
     row.enabled = enabled
     audit.record("federation.upstream_enabled" if enabled else "federation.upstream_disabled", actor=actor,
                  object=f"upstream:{name}")
+    after_commit(_changed)
     return _info(row)
 
 
@@ -137,6 +140,28 @@ def all_upstreams(*, enabled_only: bool = False) -> list[UpstreamInfo]:
     if enabled_only:
         stmt = stmt.where(Upstream.enabled.is_(True))
     return [_info(r) for r in db.session.execute(stmt).scalars()]
+
+
+# The log-in page's buttons, per process: read again only when an upstream is added, enabled or
+# disabled anywhere (the generation moves after that commit; a restored backup moves it too), not
+# on every display of the log-in page.
+UPSTREAMS_GENERATION = Generation("upstreams")
+
+
+def _load_buttons() -> tuple[tuple[str, str], ...]:
+    return tuple((u.name, u.display_name) for u in all_upstreams(enabled_only=True))
+
+
+_buttons = CachedLoader(UPSTREAMS_GENERATION, _load_buttons, check_every=0.0)
+
+
+def login_buttons() -> tuple[tuple[str, str], ...]:
+    """(name, display name) of every enabled upstream, by name; cached per generation."""
+    return _buttons.get()
+
+
+def _changed() -> None:
+    _buttons.invalidate()
 
 
 def granted_level(upstream: UpstreamInfo, upstream_acr: str | None, unmapped: str = "L1") -> str:

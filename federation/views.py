@@ -207,8 +207,7 @@ def logged_out():
 def buttons() -> list[dict]:
     """For the log-in page: the enabled upstreams."""
     try:
-        return [{"name": u.name, "display_name": u.display_name}
-                for u in registry.all_upstreams(enabled_only=True)]
+        return [{"name": name, "display_name": display} for name, display in registry.login_buttons()]
     except Exception:  # the log-in page never fails because of this list
         current_app.logger.exception("federation: cannot list upstreams")
         return []

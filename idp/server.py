@@ -34,6 +34,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.core.grants.util import is_openid_scope, validate_nonce
 from flask import Flask, Response, current_app
 from flask import request as flask_request
 from sqlalchemy import select, update
@@ -145,6 +146,25 @@ class S256CodeChallenge(CodeChallenge):
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
+
+    tongban_validated = False  # set by Server.get_consent_grant once the whole request passed
+
+    def validate_authorization_request(self):
+        """Authlib validates the authorization request in ``get_consent_grant`` and again in
+        ``create_authorization_response``, within the same HTTP request: the same parameters
+        against the same client (redirect URI, response type, scope, PKCE, the hooks). Nothing of
+        that can change in between, so the second time only the check that reads state a
+        concurrent request may change runs again, right before the code is issued: the OpenID
+        nonce replay check."""
+        if not self.tongban_validated:
+            return super().validate_authorization_request()
+        if is_openid_scope(self.request.payload.scope):
+            try:
+                validate_nonce(self.request, _NONCES.exists_nonce, _NONCES.require_nonce)
+            except OAuth2Error as error:
+                error.redirect_uri = self.redirect_uri  # back to the client, as Authlib's hook sends it
+                raise
+        return self.redirect_uri
 
     def save_authorization_code(self, code, request):
         sess = current_session()
@@ -280,6 +300,10 @@ class OpenIDConnect(OpenIDCode):
         info = user_claims(user, scope)
         info["sub"] = subject_for_client_id(grant_context().token_client_id, user.sub)  # OIDC Core §8.1
         return info
+
+
+# the code flow's nonce replay check and whether a nonce is required (AuthorizationCodeGrant)
+_NONCES = OpenIDConnect()
 
 
 # ---------------------------------------------------------------- token persistence
@@ -696,6 +720,7 @@ class Server(AuthorizationServer):
         problem = _authorize_protocol_problem(flask_request.values, grant.redirect_uri)
         if problem is not None:
             raise problem
+        grant.tongban_validated = True  # the whole request, in this request (AuthorizationCodeGrant)
         return grant
 
     def create_authorization_response(self, request=None, grant_user=None, grant=None):

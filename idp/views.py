@@ -415,10 +415,10 @@ def login():
         db.session.commit()
         return start_login(result.user, form.next.data)
     cookie: dict = {}
-    sess = sessions.start(result.user, cookie)
+    sid = sessions.start(result.user, cookie).sid  # read before the commit expires the row
     db.session.commit()
 
-    mark_fresh(sess.sid, password=True)
+    mark_fresh(sid, password=True)
     response = redirect(safe_next(form.next.data, url_for("account.account")))
     sessions.set_cookie(response, cookie["value"])
     return response

@@ -13,6 +13,8 @@ writer or ties up a connection of the pool.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import threading
 
@@ -54,8 +56,54 @@ def _entry(params: tuple[int, int, int]) -> tuple[PasswordHasher, str]:
     return found
 
 
+# At most this many Argon2 runs at once in this process (TONGBAN_ARGON2_CONCURRENCY; 0: one per
+# CPU the process may run on). Argon2 releases the GIL, so without a bound every request thread
+# of a worker may be inside it at once: on one core they are time-sliced, and each run's 19 MiB
+# evicts the others' from the caches, so every run costs more CPU than run alone (measured: a
+# log-in cost ~11 ms more CPU with Granian's 8 threads on one core than with one thread). Waiting
+# here holds no connection and no transaction (see the module's docstring).
+_gates: dict[int, threading.BoundedSemaphore] = {}
+
+
+def _allowed_at_once() -> int:
+    cfg = current_app.config if has_app_context() else {}
+    n = int(cfg.get("TONGBAN_ARGON2_CONCURRENCY", 0) or 0)
+    if n > 0:
+        return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _gate() -> threading.BoundedSemaphore:
+    n = _allowed_at_once()
+    found = _gates.get(n)
+    if found is None:
+        with _lock:
+            found = _gates.setdefault(n, threading.BoundedSemaphore(n))
+    return found
+
+
+# a run waits at most this long for its turn, then runs anyway: the bound never refuses a check
+_GATE_WAIT = 5.0
+
+
+@contextlib.contextmanager
+def _one_of_few():
+    gate = _gate()
+    entered = gate.acquire(timeout=_GATE_WAIT)
+    try:
+        yield
+    finally:
+        if entered:
+            gate.release()
+
+
 def hash_password(password: str) -> str:
-    return _entry(cost())[0].hash(password)
+    hasher = _entry(cost())[0]
+    with _one_of_few():
+        return hasher.hash(password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
@@ -63,7 +111,8 @@ def verify_password(stored: str | None, password: str) -> bool:
     hash the check still runs, against a dummy hash at the current cost: same time."""
     hasher, dummy = _entry(cost())
     try:
-        return hasher.verify(stored or dummy, password) and stored is not None
+        with _one_of_few():
+            return hasher.verify(stored or dummy, password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

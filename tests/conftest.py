@@ -150,7 +150,9 @@ def _reset(app) -> None:
     from tongban.audit import reset_witness
 
     reset_witness(app)  # the instance folder's witness of the (now emptied) audit chain
-    for gen in (CLIENTS_GENERATION, DENYLIST_GENERATION, KEYS_GENERATION):
+    from federation.registry import UPSTREAMS_GENERATION
+
+    for gen in (CLIENTS_GENERATION, DENYLIST_GENERATION, KEYS_GENERATION, UPSTREAMS_GENERATION):
         gen.bump(app)
     bootstrap()
 

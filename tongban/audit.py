@@ -44,7 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask, current_app, has_request_context, request
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, event, insert, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, event, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.exceptions import HTTPException
 
@@ -393,6 +393,7 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
                                    AuditLog.ip, AuditLog.outcome, AuditLog.detail, AuditLog.tag)
                             .where(AuditLog.seq.is_(None), AuditLog.id > after).order_by(AuditLog.id)
                             .limit(batch)).all()
+        sealed = []
         for r in rows:
             if not tag_ok(k.chain, r.tag, r.at, r.actor, r.action, r.object, r.ip, r.outcome, r.detail):
                 refused.append(r.id)  # not written by Tongban, or edited since: left out, verify names it
@@ -400,9 +401,10 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
             seq += 1
             h = row_mac(k.chain, last,
                         canonical(seq, r.at, r.actor, r.action, r.object, r.ip, r.outcome, r.detail, r.tag))
-            conn.execute(update(AuditLog).where(AuditLog.id == r.id, AuditLog.seq.is_(None))
-                         .values(seq=seq, prev_hash=last, hash=h))
+            sealed.append({"row_id": r.id, "new_seq": seq, "new_prev": last, "new_hash": h})
             last = h
+        if sealed:  # one statement executed for every row (executemany), in the same transaction
+            conn.execute(_SEAL_ROW, sealed)
         now = utcnow()
         values = {"seq": seq, "last_hash": last, "mac": head_mac(k.chain, seq, last)}
         due = seq > cp_seq and _checkpoint_due(app, seq, cp_seq, cp_at, now)
@@ -415,6 +417,10 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
     if rows:
         _write_witness(app, seq, last)
     return len(rows), (rows[-1].id if rows else after)
+
+
+_SEAL_ROW = (update(AuditLog).where(AuditLog.id == bindparam("row_id"), AuditLog.seq.is_(None))
+             .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash")))
 
 
 def _last_checkpoint(conn) -> tuple[int, datetime | None]:

@@ -301,6 +301,9 @@ register("TONGBAN_MIGRATION_LOCK_WAIT", 600, "seconds",
 register("TONGBAN_OUTBOX_TIMEOUT", 5.0, "float", "HTTP timeout of a back-channel logout delivery, seconds")
 register("TONGBAN_PURGE_INTERVAL_SECONDS", 3600, "seconds",
          "how often the background chores delete expired codes, refresh tokens and deny-list entries")
+# people: Argon2 runs at once per process (people/passwords.py)
+register("TONGBAN_ARGON2_CONCURRENCY", 0, "count",
+         "Argon2 runs at once per process; 0: one per CPU the process may run on (people/passwords.py)")
 # idp (mfa.DEFAULTS, device, QR log-in)
 register("TONGBAN_TOTP_ISSUER", "Tongban")
 register("TONGBAN_TOTP_DRIFT_STEPS", 1, "count")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, g, has_request_context, redirect, request
@@ -63,9 +64,40 @@ def switch(code: str):
     return resp
 
 
+# WTForms' own messages ("This field is required.") in the request's language. Flask-WTF loads
+# and parses WTForms' .mo file from disk once per request that builds a form (every field
+# without a label asks for one); the file never changes while the process runs, so it is
+# loaded once per locale and shared (a loaded catalogue is only read).
+_wtforms_catalogues: dict[str, object] = {}
+_wtforms_lock = threading.Lock()
+
+
+def _wtforms_translations():
+    """What ``flask_wtf.i18n._get_translations`` returns, from a per-process cache."""
+    from flask import request as req
+
+    if not req or "babel" not in current_app.extensions:
+        return None
+    locale = str(get_locale())
+    found = _wtforms_catalogues.get(locale)
+    if found is None:
+        from babel import support
+        from wtforms.i18n import messages_path
+
+        with _wtforms_lock:
+            found = _wtforms_catalogues.get(locale)
+            if found is None:
+                found = _wtforms_catalogues[locale] = support.Translations.load(
+                    messages_path(), [locale], domain="wtforms")
+    return found
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(PROJECT_ROOT / "translations"))
     babel.init_app(app, locale_selector=select_locale)
+    import flask_wtf.i18n
+
+    flask_wtf.i18n._get_translations = _wtforms_translations  # Flask-WTF 1.3: the lookup its forms use
     app.register_blueprint(bp)
 
     @app.context_processor
