@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
-"""CPU time per request of one production worker: the figure that a loaded machine does not
-blur (wall-clock requests/s does).
+"""CPU time per request of one production worker: a figure a loaded machine blurs much less
+than requests per second.
 
     .venv/bin/python bench/cpu.py [--seconds 8] [--connections 8] [--driver auto|wrk|python]
-        [--only token introspect userinfo jwks discovery] [--sqlite] [--inproc N [--profile]]
+        [--only token introspect userinfo jwks discovery] [--sqlite] [--py-spy PREFIX]
+    .venv/bin/python bench/cpu.py --inproc N [--profile | --callgrind] [--sqlite] [--only ...]
 
 Server mode (the default): a throw-away instance (PostgreSQL, as bench/compare.py: a database
 made for the run and dropped after it, ``BENCH_PG_ADMIN_URL``; or SQLite with --sqlite) served
 by ``python -m tongban.serve`` (what ``make serve`` runs; one Granian worker) pinned to CPU 0,
 the access log on and written to a file; the load from CPU 1 (wrk, or the Python driver). For
 each endpoint, after a warm-up, the utime+stime of every process of the server (its worker and
-Granian's main process, read from /proc/<pid>/stat) is read before and after the measured run:
-CPU µs per request = that difference / the requests answered. The server's own ``GRANIAN_*``
-environment (the server's options; ``make serve`` passes them through) may be set by the
-caller to compare server options.
+Granian's main process, read from /proc/<pid>/stat) and the context switches of all their
+threads are read before and after the measured run, and divided by the requests answered.
+``WEB_THREADS`` and the ``GRANIAN_*`` variables of the options ``make serve`` does not set
+(``GRANIAN_RUNTIME_MODE``, ``GRANIAN_RUNTIME_THREADS``, ...) pass through to the server, to
+compare server options. --py-spy PREFIX: py-spy (on PATH) samples the worker during each
+measured run (native frames included; it pauses the worker to sample, so read the shares, not
+the throughput).
 
---inproc N: no server; the WSGI application is called N times per endpoint in this process
-(no HTTP server at all) and ``time.process_time()`` is read around the calls: what the Python
-side costs alone. --profile adds a cProfile summary per endpoint (top functions by own time).
+--inproc N: no server; the WSGI application is called N times per endpoint in this process and
+``time.process_time()`` is read around the calls: what the Python side costs alone. --profile
+adds a cProfile summary per endpoint (top functions by own time). --callgrind runs the script
+under valgrind's callgrind and counts the instructions of exactly those N calls (the same on a
+quiet and on a loaded machine; ~50 times slower, so keep N in the hundreds).
 """
 
 from __future__ import annotations
@@ -74,6 +80,24 @@ def group_cpu(pgid: int) -> dict[int, float]:
     return out
 
 
+def group_switches(pgid: int) -> int:
+    """Context switches (voluntary and not) of every thread of every process in the group."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            for task in (entry / "task").iterdir():
+                for line in (task / "status").read_text().splitlines():
+                    if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+        except (OSError, ProcessLookupError):
+            continue
+    return total
+
+
 def scenarios(paths: dict, basic: str, access_token: str, user_token: str) -> dict[str, Scenario]:
     form = {"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"}
     return {
@@ -109,19 +133,31 @@ def server_mode(args, env: dict, made: dict, tmp: Path) -> None:
         print(f"1 Granian worker on CPU 0, load from CPU 1, {args.connections} connections, {args.driver} driver, "
               f"{args.seconds:g} s per endpoint{', ' + options if options else ''}; "
               f"load average {os.getloadavg()[0]:.2f}\n")
-        print(f"{'endpoint':34} {'requests':>9} {'req/s':>8} {'worker µs/req':>14} {'all µs/req':>11} {'errors':>7}")
+        print(f"{'endpoint':34} {'requests':>9} {'req/s':>8} {'worker µs/req':>14} {'all µs/req':>11} "
+              f"{'switches/req':>13} {'errors':>7}")
         for key in args.only:
             sc = chosen[key]
             measure(args.driver, port, sc, args.warmup, args.connections, load_prefix)
-            before = group_cpu(server.pid)
+            before, switches = group_cpu(server.pid), group_switches(server.pid)
+            spy = None
+            if args.py_spy:
+                import subprocess
+
+                worker_pid = next(pid for pid in before if pid != server.pid)
+                spy = subprocess.Popen(["py-spy", "record", "--native", "-r", "100", "-f", "raw",
+                                        "-d", str(int(args.seconds)), "-p", str(worker_pid),
+                                        "-o", f"{args.py_spy}.{key}.txt"], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
             r = measure(args.driver, port, sc, args.seconds, args.connections, load_prefix)
-            after = group_cpu(server.pid)
+            if spy is not None:
+                spy.wait(timeout=60)
+            after, switches = group_cpu(server.pid), group_switches(server.pid) - switches
             deltas = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
             worker = max(deltas.values())  # the worker does the work; Granian's main process idles
             total = sum(deltas.values())
             n = max(1, r["requests"])
             print(f"{r['name']:34} {r['requests']:9d} {r['rps']:8.0f} {worker / n * 1e6:14.1f} "
-                  f"{total / n * 1e6:11.1f} {r['errors']:7d}", flush=True)
+                  f"{total / n * 1e6:11.1f} {switches / n:13.2f} {r['errors']:7d}", flush=True)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     finally:
         stop(server)
@@ -149,6 +185,9 @@ def inproc_mode(args, env: dict, made: dict, tmp: Path) -> None:
     os.environ.update({k: v for k, v in env.items() if k.startswith(("TONGBAN_", "DATABASE_URL"))})
     os.environ["TONGBAN_ISSUER"] = f"http://{HOST}:{env['PORT']}"
     os.environ["TONGBAN_ACCESS_LOG"] = "1"
+    # the usage counts are written every few seconds: thousands of requests apart in production,
+    # a handful apart under callgrind (which runs ~50 times slower): not part of the count
+    os.environ.setdefault("TONGBAN_USAGE_FLUSH_SECONDS", "3600")
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
     import wsgi
@@ -245,6 +284,8 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true",
                     help="with --inproc: instructions per request, counted by valgrind's callgrind (stable on a "
                          "loaded machine); runs this script under valgrind")
+    ap.add_argument("--py-spy", metavar="PREFIX", help="server mode: py-spy (on PATH) samples the worker, native "
+                    "frames included, during each measured run into PREFIX.<endpoint>.txt (collapsed stacks)")
     ap.add_argument("--top", type=int, default=25, help="functions in each profile summary")
     args = ap.parse_args()
     if args.driver == "auto":
@@ -272,7 +313,14 @@ def main() -> None:
             with postgres_database(args.pg_admin_url, args.db_prefix) as database:
                 run(args, database, tmp)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("TONGBAN_BENCH_UNDER_CALLGRIND"):
+            # valgrind writes a last (empty) dump when this process ends: its folder stays
+            for entry in tmp.iterdir():
+                if entry.name != "callgrind":
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            print(f"(callgrind's last, empty, dump goes to {tmp / 'callgrind'})")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(args, database: str, tmp: Path) -> None:
