@@ -226,6 +226,9 @@ def inproc_mode(args, env: dict, made: dict, tmp: Path) -> None:
 
             prof = cProfile.Profile()
             prof.enable()
+        import gc
+
+        gc.collect()  # every endpoint's run starts from the same collector state
         if args.callgrind:
             _callgrind("-z")
             _callgrind("-i", "on")

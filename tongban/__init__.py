@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inspect import iscoroutinefunction
-from types import CodeType, FunctionType
+from types import CodeType, FunctionType, MethodType
 
 from flask import Flask
 
@@ -17,15 +17,18 @@ _SYNC_CODE: dict[CodeType, bool] = {}
 class App(Flask):
     """Flask, answering ``ensure_sync`` from memory: Flask asks it of every hook and view on
     every request (each application context's teardown functions included), and each answer
-    costs an ``inspect.iscoroutinefunction``. Remembered only for plain functions with nothing
-    in their ``__dict__`` (``inspect.markcoroutinefunction`` and ``functools.wraps`` write there);
-    everything else is asked of Flask every time, as before."""
+    costs an ``inspect.iscoroutinefunction``. Remembered only for plain functions (and methods
+    bound to them) with nothing in their ``__dict__`` (``inspect.markcoroutinefunction`` and
+    ``functools.wraps`` write there); everything else is asked of Flask every time, as before."""
 
     def ensure_sync(self, func):
-        if type(func) is FunctionType and not func.__dict__:
-            sync = _SYNC_CODE.get(func.__code__)
+        # a bound method (Flask-SQLAlchemy's teardown) is a new object on every access: judged by
+        # its function, which is what iscoroutinefunction looks at
+        plain = func.__func__ if type(func) is MethodType else func
+        if type(plain) is FunctionType and not plain.__dict__:
+            sync = _SYNC_CODE.get(plain.__code__)
             if sync is None:
-                sync = _SYNC_CODE[func.__code__] = not iscoroutinefunction(func)
+                sync = _SYNC_CODE[plain.__code__] = not iscoroutinefunction(plain)
             if sync:
                 return func
         return super().ensure_sync(func)

@@ -102,6 +102,19 @@ def test_ensure_sync_remembers_plain_functions_only(app):
     for _ in range(2):  # remembered as a coroutine: still handed to Flask's wrapping, every time
         with pytest.raises(RuntimeError, match="async"):  # (Flask without its async extra refuses it)
             app.ensure_sync(coro)
+    class Holder:
+        def teardown(self, exc):
+            return exc
+
+        async def ateardown(self, exc):
+            return exc
+
+    bound = Holder().teardown
+    assert app.ensure_sync(bound) is bound  # a bound method of a plain function: as it is
+    with pytest.raises(RuntimeError, match="async"):
+        app.ensure_sync(Holder().ateardown)  # one of a coroutine function: Flask's, every time
+    with pytest.raises(RuntimeError, match="async"):
+        app.ensure_sync(Holder().ateardown)
     marked = make()
     marked.__dict__["anything"] = 1  # markcoroutinefunction and functools.wraps write here: asked of Flask
     assert app.ensure_sync(marked) is marked
