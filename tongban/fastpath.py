@@ -239,8 +239,7 @@ class FastPath:
             if children is None:
                 from . import metrics
 
-                children = route._metrics[status] = (metrics.LATENCY.labels(route.rule, method),
-                                                      metrics.REQUESTS.labels(route.rule, method, str(status)))
+                children = route._metrics[status] = metrics.request_children(route.rule, method, status)
             children[0].observe(elapsed)
             children[1].inc()
             if answer.metric is not None:

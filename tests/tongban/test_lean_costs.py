@@ -151,3 +151,30 @@ def test_snapshot_begin_end_nest():
     assert cache._request_snapshot.get() == {"x": 1}
     cache.end_snapshot(outer)
     assert cache._request_snapshot.get() is None
+
+
+def test_full_stack_requests_counted_through_remembered_children(client, monkeypatch):
+    """The full stack's metric children, remembered per (rule, method, status), still count every
+    request; a method no route knows does not grow the memory past its bound."""
+    from prometheus_client import REGISTRY
+
+    from tongban import metrics
+
+    def count():
+        labels = {"endpoint": "/healthz", "method": "GET", "status": "200"}
+        return REGISTRY.get_sample_value("tongban_http_requests_total", labels) or 0.0
+
+    before = count()
+    for _ in range(3):
+        assert client.get("/healthz").status_code == 200
+    assert count() == before + 3
+    monkeypatch.setattr(metrics, "_CHILDREN", {})
+    monkeypatch.setattr(metrics, "_CHILDREN_MAX", 4)
+    try:
+        for i in range(10):
+            metrics.request_children("(unmatched)", f"TEST-M{i}", 405)
+        assert len(metrics._CHILDREN) == 4
+    finally:
+        for i in range(10):
+            metrics.LATENCY.remove("(unmatched)", f"TEST-M{i}")
+            metrics.REQUESTS.remove("(unmatched)", f"TEST-M{i}", "405")
