@@ -424,6 +424,10 @@ class UsageCounter:
         self._flush_lock = threading.Lock()
         self._counts: dict[tuple[str, date], list] = {}
         self._last_flush = time.monotonic()
+        # the thread inside flush(): the write's own application context ends by running the
+        # after-session hooks, this counter's maybe_flush among them; in that thread it must
+        # return at once (the flush lock is not re-entrant: it waited for itself for ever)
+        self._flushing = threading.local()
 
     def add(self, client_id: str, kind: str) -> None:
         now = utcnow()
@@ -434,22 +438,30 @@ class UsageCounter:
             c[2] = now
 
     def maybe_flush(self, app: Flask) -> None:
+        if getattr(self._flushing, "active", False):
+            return  # the end of this thread's own write (see __init__): the next request flushes
         if self._counts and time.monotonic() - self._last_flush >= app.config["TONGBAN_USAGE_FLUSH_SECONDS"]:
             self.flush(app)
 
     def flush(self, app: Flask | None = None) -> None:
         app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        if getattr(self._flushing, "active", False):
+            return  # called again from this thread's own write: its counts go with the next flush
         with self._flush_lock:
-            with self._lock:
-                counts, self._counts = self._counts, {}
-                self._last_flush = time.monotonic()
-            if not counts:
-                return
+            self._flushing.active = True
             try:
-                self._write(app, counts)
-            except Exception:
-                self._put_back(counts)  # a busy database loses no counts: the next flush retries
-                raise
+                with self._lock:
+                    counts, self._counts = self._counts, {}
+                    self._last_flush = time.monotonic()
+                if not counts:
+                    return
+                try:
+                    self._write(app, counts)
+                except Exception:
+                    self._put_back(counts)  # a busy database loses no counts: the next flush retries
+                    raise
+            finally:
+                self._flushing.active = False
 
     def _write(self, app: Flask, counts: dict[tuple[str, date], list]) -> None:
         with app.app_context(), db.engine.begin() as conn:

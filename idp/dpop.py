@@ -41,7 +41,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tongban.extensions import db
 
 from . import fapi
-from .context import grant_context
+from .context import GrantContext, grant_context
 
 ALGS = ("ES256", "PS256", "RS256", "EdDSA")
 # "EdDSA" is what DPoP clients send for Ed25519 keys (RFC 9449 examples); the key type is checked
@@ -292,13 +292,13 @@ def refresh_binding(client) -> str | None:
     return grant_context().dpop_jkt if client.is_public else None
 
 
-def access_token_claims() -> dict:
-    jkt = grant_context().dpop_jkt
+def access_token_claims(gctx: GrantContext | None = None) -> dict:
+    jkt = (gctx or grant_context()).dpop_jkt
     return {"cnf": {"jkt": jkt}} if jkt else {}
 
 
-def token_type() -> str | None:
-    return "DPoP" if grant_context().dpop_jkt else None
+def token_type(gctx: GrantContext | None = None) -> str | None:
+    return "DPoP" if (gctx or grant_context()).dpop_jkt else None
 
 
 # ---------------------------------------------------------------- what other modules ask

@@ -31,7 +31,7 @@ from .dpop import client_requires_dpop
 from .pairwise import is_pairwise, subject_for_client_id
 from .scopes import SCOPES
 from .server import introspect_access_token, user_claims
-from .views import discovery_body
+from .views import discovery_body, discovery_bytes_if_cached
 
 _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
@@ -84,8 +84,13 @@ def token(req: Request) -> LeanResponse | None:
     return LeanResponse(json.dumps(out).encode(), metric=_count_client_credentials)
 
 
+_client_credentials_count: list = []  # TOKENS' child for the grant, looked up once
+
+
 def _count_client_credentials() -> None:
-    TOKENS.labels("client_credentials").inc()
+    if not _client_credentials_count:
+        _client_credentials_count.append(TOKENS.labels("client_credentials"))
+    _client_credentials_count[0].inc()
 
 
 def introspect(req: Request) -> LeanResponse | None:
@@ -163,9 +168,17 @@ def discovery(req: Request) -> LeanResponse | None:
     return LeanResponse(discovery_body().encode())
 
 
+def quick_discovery(req: Request) -> LeanResponse | None:
+    """The same document without an application context, once it was serialised."""
+    if req.query or req.app is None:
+        return None
+    body = discovery_bytes_if_cached(req.app)
+    return LeanResponse(body) if body is not None else None
+
+
 def init_app(app: Flask) -> None:
     fastpath.register(app, "POST", "/oauth/token", "/oauth/token", token)
     fastpath.register(app, "POST", "/oauth/introspect", "/oauth/introspect", introspect)
     fastpath.register(app, "GET", "/oauth/userinfo", "/oauth/userinfo", userinfo)
     for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
-        fastpath.register(app, "GET", path, path, discovery)
+        fastpath.register(app, "GET", path, path, discovery, quick=quick_discovery)

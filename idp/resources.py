@@ -41,7 +41,7 @@ from tongban.extensions import after_commit, db
 
 from . import clients as registry
 from . import dpop, pairwise
-from .context import grant_context
+from .context import GrantContext, grant_context
 from .errors import shown
 
 RESOURCES_GENERATION = Generation("resources")
@@ -249,14 +249,17 @@ def annotate_refresh(row, client) -> None:
     row.dpop_jkt = dpop.refresh_binding(client)
 
 
-def extend_access_claims(claims: dict, client, user) -> None:
+def extend_access_claims(claims: dict, client, user, gctx: GrantContext | None = None) -> None:
     """What the access token carries beyond RFC 9068's defaults: ``aud`` (resource indicators),
-    ``cnf.jkt`` (DPoP) and, for pairwise clients, the pairwise ``sub``."""
-    grant_context().token_client_id = client.client_id
-    audience = grant_context().token_audience
+    ``cnf.jkt`` (DPoP) and, for pairwise clients, the pairwise ``sub``. ``gctx``: this
+    request's ``grant_context()``, when the caller holds it already."""
+    if gctx is None:
+        gctx = grant_context()
+    gctx.token_client_id = client.client_id
+    audience = gctx.token_audience
     if audience:
         claims["aud"] = list(audience)
-    claims.update(dpop.access_token_claims())
+    claims.update(dpop.access_token_claims(gctx))
     claims.update(pairwise.access_token_claims(client, user))
 
 

@@ -52,14 +52,15 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
         return token(32)
 
     def _access_token(self, client, grant_type, user, scope):
+        config = current_app.config
         now = epoch()
         claims = {
-            "iss": current_app.config["TONGBAN_ISSUER"],
+            "iss": config["TONGBAN_ISSUER"],
             "sub": user.sub if user is not None else client.client_id,
             "aud": client.client_id,
             "client_id": client.client_id,
             "iat": now,
-            "exp": now + self._expires_in(client, grant_type),
+            "exp": now + config["TONGBAN_ACCESS_TOKEN_LIFETIME"],  # as _expires_in
             "jti": token(16),
         }
         if scope:
@@ -69,7 +70,8 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
             for k in ("auth_time", "acr", "sid"):
                 if getattr(gctx.token, k):
                     claims[k] = getattr(gctx.token, k)
-        resources.extend_access_claims(claims, client, user)  # aud (RFC 8707), cnf (RFC 9449), pairwise sub
+        # aud (RFC 8707), cnf (RFC 9449), pairwise sub
+        resources.extend_access_claims(claims, client, user, gctx)
         gctx.issued_access_claims = claims
         return sign_jwt(claims, ACCESS_TOKEN_ALG, typ="at+jwt")
 
@@ -77,7 +79,7 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
                  include_refresh_token=True):
         scope = client.get_allowed_scope(scope) if scope else scope
         out = super().generate(grant_type, client, user, scope, expires_in, include_refresh_token)
-        out["token_type"] = token_type() or out["token_type"]  # DPoP (RFC 9449 §5)
+        out["token_type"] = token_type(grant_context()) or out["token_type"]  # DPoP (RFC 9449 §5)
         return out
 
 

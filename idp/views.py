@@ -106,16 +106,23 @@ def _modern_discovery() -> dict:
     return {"subject_types_supported": ["public", "pairwise"], "dpop_signing_alg_values_supported": list(ALGS)}
 
 
-_DISCOVERY_CACHE: dict[int, str] = {}
+_DISCOVERY_CACHE: dict[int, tuple[str, bytes]] = {}
 
 
 def discovery_body() -> str:
     """The discovery document, serialised once per application (the view and the lean path)."""
     key = id(current_app.config)  # one per application
-    body = _DISCOVERY_CACHE.get(key)
-    if body is None:
-        body = _DISCOVERY_CACHE[key] = json.dumps(discovery_document(), separators=(",", ":"))
-    return body
+    cached = _DISCOVERY_CACHE.get(key)
+    if cached is None:
+        body = json.dumps(discovery_document(), separators=(",", ":"))
+        cached = _DISCOVERY_CACHE[key] = (body, body.encode())
+    return cached[0]
+
+
+def discovery_bytes_if_cached(app) -> bytes | None:
+    """``discovery_body()`` of ``app``, encoded, once it was serialised (no application context)."""
+    cached = _DISCOVERY_CACHE.get(id(app.config))
+    return cached[1] if cached is not None else None
 
 
 @bp.route("/.well-known/openid-configuration")

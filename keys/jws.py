@@ -20,6 +20,7 @@ import binascii
 import json
 import re
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -60,6 +61,16 @@ def b64d_strict(data: str | bytes) -> bytes:
     return raw
 
 
+def compact_json(obj) -> bytes:
+    """``json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()``, by orjson (the same
+    bytes for the str, int, list and dict of JWT claims, in a fraction of the time); anything
+    orjson refuses (an integer beyond 64 bits, a subclass it does not know) through ``json``."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 class CompactSigner:
     """Signs claims under a fixed header (alg, typ, kid)."""
 
@@ -70,8 +81,7 @@ class CompactSigner:
         self.prefix = b64e(json.dumps(header, separators=(",", ":")).encode()) + b"."
 
     def sign(self, claims: dict) -> str:
-        signing_input = self.prefix + b64e(json.dumps(claims, separators=(",", ":"),
-                                                      ensure_ascii=False).encode())
+        signing_input = self.prefix + b64e(compact_json(claims))
         if self.alg == "ES256":
             r, s = decode_dss_signature(self.key.sign(signing_input, _ECDSA))
             if s > _HALF_N:  # the low-S form: the only one ``verify`` accepts

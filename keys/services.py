@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from flask import current_app
+from flask import Flask, current_app
 from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import select
 
@@ -162,7 +162,7 @@ class KeyRing:
             for older, newer in pairwise(ks):
                 older.retired_at = newer.activates_at
         self.by_alg = by_alg
-        self._jwks_cache: tuple[int, str] | None = None
+        self._jwks_cache: tuple[int, str, bytes] | None = None
 
     def active(self, alg: str, now: datetime | None = None) -> KeyInfo:
         now = now or utcnow()
@@ -181,8 +181,16 @@ class KeyRing:
         minute = int(utcnow().timestamp() // 60)
         if self._jwks_cache is None or self._jwks_cache[0] != minute:
             body = json.dumps({"keys": [k.public for k in self.published()]}, separators=(",", ":"))
-            self._jwks_cache = (minute, body)
+            self._jwks_cache = (minute, body, body.encode())
         return self._jwks_cache[1]
+
+    def jwks_bytes_if_current(self) -> bytes | None:
+        """``jwks_json()``'s body, encoded, when it was computed this minute (None: compute it
+        with ``jwks_json``, which needs the application's configuration)."""
+        cached = self._jwks_cache
+        if cached is not None and cached[0] == int(utcnow().timestamp() // 60):
+            return cached[2]
+        return None
 
     def find(self, kid: str) -> KeyInfo | None:
         for k in self.keys:
@@ -202,6 +210,12 @@ _ring = CachedLoader(KEYS_GENERATION, _load, check_every=1.0)
 
 def keyring() -> KeyRing:
     return _ring.get()
+
+
+def fresh_keyring(app: Flask) -> KeyRing | None:
+    """The key ring ``keyring()`` would return without looking at the keys' generation (it did
+    less than a second ago), or None. No application context needed."""
+    return _ring.fresh(app)
 
 
 def list_keys() -> list[tuple[KeyInfo, str]]:

@@ -5,7 +5,7 @@ from flask import Blueprint, Response
 from tongban.fastpath import LeanResponse, Request
 from tongban.security import cacheable
 
-from .services import keyring
+from .services import fresh_keyring, keyring
 
 bp = Blueprint("keys", __name__)
 
@@ -118,3 +118,14 @@ def sm2_root_crl():
 def fast_jwks(req: Request) -> LeanResponse | None:
     """The lean path's JWKS (``tongban.fastpath``): the same cached body as the view."""
     return None if req.query else LeanResponse(keyring().jwks_json().encode())
+
+
+def quick_jwks(req: Request) -> LeanResponse | None:
+    """The same body without an application context, while the key ring is as fresh as
+    ``keyring()`` keeps it (its generation read less than a second ago) and the body was
+    computed this minute; None otherwise (then ``fast_jwks`` runs and refreshes both)."""
+    if req.query or req.app is None:
+        return None
+    ring = fresh_keyring(req.app)
+    body = ring.jwks_bytes_if_current() if ring is not None else None
+    return LeanResponse(body) if body is not None else None

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+from inspect import iscoroutinefunction
+from types import CodeType, FunctionType, MethodType
+
 from flask import Flask
 
 from .config import PROJECT_ROOT
 
+# whether a function's code is a plain (not a coroutine) function: by code object, shared by
+# every closure made from one ``def`` (so bounded by the program's code, not by requests)
+_SYNC_CODE: dict[CodeType, bool] = {}
+
+
+class App(Flask):
+    """Flask, answering ``ensure_sync`` from memory: Flask asks it of every hook and view on
+    every request (each application context's teardown functions included), and each answer
+    costs an ``inspect.iscoroutinefunction``. Remembered only for plain functions (and methods
+    bound to them) with nothing in their ``__dict__`` (``inspect.markcoroutinefunction`` and
+    ``functools.wraps`` write there); everything else is asked of Flask every time, as before."""
+
+    def ensure_sync(self, func):
+        # a bound method (Flask-SQLAlchemy's teardown) is a new object on every access: judged by
+        # its function, which is what iscoroutinefunction looks at
+        plain = func.__func__ if type(func) is MethodType else func
+        if type(plain) is FunctionType and not plain.__dict__:
+            sync = _SYNC_CODE.get(plain.__code__)
+            if sync is None:
+                sync = _SYNC_CODE[plain.__code__] = not iscoroutinefunction(plain)
+            if sync:
+                return func
+        return super().ensure_sync(func)
+
 
 def create_app(config: dict | None = None) -> Flask:
     """The thin factory: load configuration, then each package's ``init_app``."""
-    app = Flask(
+    app = App(
         "tongban",
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),

@@ -60,6 +60,16 @@ def request_snapshot():
         _request_snapshot.reset(token)
 
 
+def begin_snapshot() -> contextvars.Token:
+    """``request_snapshot`` for a caller that pairs it with ``end_snapshot`` in ``finally`` (the
+    WSGI middleware, every request: a generator-based context manager costs more than this)."""
+    return _request_snapshot.set({})
+
+
+def end_snapshot(token: contextvars.Token) -> None:
+    _request_snapshot.reset(token)
+
+
 def forget_snapshot() -> None:
     """A bump inside the request: later reads in it ask Redis again."""
     seen = _request_snapshot.get()
@@ -157,6 +167,16 @@ class CachedLoader:
                 self._gen = gen
                 self._app_key = key
         return self._value
+
+    def fresh(self, app: Flask):
+        """The cached value when ``get()`` would return it without reading the generation (the
+        same application, checked less than ``check_every`` ago); None otherwise. Needs no
+        application context: for answers given before one is pushed (``tongban.fastpath``)."""
+        value = self._value
+        if (value is not None and self._app_key == id(app)
+                and 0 <= time.monotonic() - self._checked < self.check_every):
+            return value
+        return None
 
     def invalidate(self) -> None:
         self.generation.bump()

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl
 
 from flask import Flask
 
-from .cache import request_snapshot
+from . import cache
 from .logs import HEADER as REQUEST_ID_HEADER
 from .logs import accept_request_id, write_access
 
@@ -64,16 +64,23 @@ class FastRoute:
     handler: Callable[[Request], LeanResponse | None]
     prefix: bool = False
     eligible: Callable[[Request], bool] | None = None  # side-effect free: may this request be lean?
+    # answers from what this process already holds, without an application context, or None
+    # (then ``handler`` runs as usual): a cached public document still within its freshness bound
+    quick: Callable[[Request], LeanResponse | None] | None = None
     templates: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # this route's labelled metric children by status, looked up once (``Counter.labels`` is a
+    # lock and a few dict operations per call)
+    _metrics: dict[int, tuple] = field(default_factory=dict)
 
 
 class Request:
     """The little a fast route needs of the WSGI environ, parsed at most once."""
 
-    __slots__ = ("_body", "_form", "environ")
+    __slots__ = ("_body", "_form", "app", "environ")
 
-    def __init__(self, environ: dict):
+    def __init__(self, environ: dict, app: Flask | None = None):
         self.environ = environ
+        self.app = app  # for ``quick`` handlers, which run outside an application context
         self._form: dict[str, str] | None = None
         self._body: bytes | None = None
 
@@ -144,8 +151,13 @@ class FastPath:
         self.wsgi_app = wsgi_app
         self.exact: dict[tuple[str, str], FastRoute] = {}
         self.prefixes: list[FastRoute] = []
-        self._warm_pid = 0
+        self._warm = False  # the first request of this process went to the full stack
         self.answered = 0  # lean answers given by this process (tests, debugging)
+        if hasattr(os, "register_at_fork"):  # a forked worker learns again (its own first request)
+            os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._warm = False
 
     def add(self, route: FastRoute) -> None:
         if route.prefix:
@@ -165,18 +177,23 @@ class FastPath:
         return None
 
     def __call__(self, environ: dict, start_response):
-        with request_snapshot():  # every request, lean or not: one look at the cache generations
+        # every request, lean or not: one look at the cache generations (cache.request_snapshot,
+        # without a generator-based context manager's cost)
+        token = cache.begin_snapshot()
+        try:
             return self._call(environ, start_response)
+        finally:
+            cache.end_snapshot(token)
 
     def _call(self, environ: dict, start_response):
         route = self._route(environ) if (self.exact or self.prefixes) else None
         if (route is None or not self.app.config["TONGBAN_FAST_PATH"]
                 or "HTTP_ORIGIN" in environ or "HTTP_DPOP" in environ):  # browsers (CORS), DPoP: full stack
             return self.wsgi_app(environ, start_response)
-        if self._warm_pid != os.getpid():  # the first request of a process: the full stack
-            self._warm_pid = os.getpid()
+        if not self._warm:  # the first request of a process: the full stack
+            self._warm = True
             return self.wsgi_app(environ, start_response)
-        req = Request(environ)
+        req = Request(environ, self.app)
         if route.eligible is not None and not route.eligible(req):  # another kind of answer: not learnt
             return self.wsgi_app(environ, start_response)
         key = environ.get("wsgi.url_scheme", "http")
@@ -185,8 +202,10 @@ class FastPath:
             return self._learn(route, key, environ, start_response)
         start = time.perf_counter()
         try:
-            with self.app.app_context():
-                answer = route.handler(req)
+            answer = route.quick(req) if route.quick is not None else None
+            if answer is None:
+                with self.app.app_context():
+                    answer = route.handler(req)
         except Exception:  # a fast route that fails leaves the request to the full stack
             log.exception("fast route %s failed; answering through the full stack", route.rule)
             answer = None
@@ -212,14 +231,17 @@ class FastPath:
         return self.wsgi_app(environ, capture)
 
     def _record(self, route: FastRoute, environ: dict, answer: LeanResponse, rid: str, start: float) -> None:
-        from . import metrics
-
-        method = environ["REQUEST_METHOD"]
+        method = route.method  # the route matched REQUEST_METHOD exactly
         status = int(answer.status[:3])
         elapsed = time.perf_counter() - start
         try:
-            metrics.LATENCY.labels(route.rule, method).observe(elapsed)
-            metrics.REQUESTS.labels(route.rule, method, str(status)).inc()
+            children = route._metrics.get(status)
+            if children is None:
+                from . import metrics
+
+                children = route._metrics[status] = metrics.request_children(route.rule, method, status)
+            children[0].observe(elapsed)
+            children[1].inc()
             if answer.metric is not None:
                 answer.metric()
         except Exception:
@@ -236,10 +258,14 @@ def init_app(app: Flask) -> None:
 
 
 def register(app: Flask, method: str, path: str, rule: str, handler: Callable[[Request], LeanResponse | None],
-             *, prefix: bool = False, eligible: Callable[[Request], bool] | None = None) -> None:
+             *, prefix: bool = False, eligible: Callable[[Request], bool] | None = None,
+             quick: Callable[[Request], LeanResponse | None] | None = None) -> None:
     """Give ``rule``'s common case a lean answer (see the module's rules). ``prefix``: ``path``
     ends in ``/`` and one more path segment follows. ``eligible``: when the route's answers come
     in several kinds (an HTML page and JSON), the kind the handler gives; only those are lean and
-    only those teach the route its headers."""
+    only those teach the route its headers. ``quick``: tried first, outside any application
+    context (``req.app`` is the application); it answers only from what the process already
+    holds and knows to be current (the same bound the handler's caches keep), else None and
+    ``handler`` runs."""
     fast: FastPath = app.extensions["tongban.fastpath"]
-    fast.add(FastRoute(method, path, rule, handler, prefix=prefix, eligible=eligible))
+    fast.add(FastRoute(method, path, rule, handler, prefix=prefix, eligible=eligible, quick=quick))

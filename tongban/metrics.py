@@ -179,6 +179,22 @@ def metrics_view():
 # ---------------------------------------------------------------- per request
 
 
+# (endpoint, method, status) -> the LATENCY and REQUESTS children: ``labels()`` takes a lock
+# and builds its key on every call, twice per request. Bounded: a method is what a client sends.
+_CHILDREN: dict[tuple[str, str, int], tuple] = {}
+_CHILDREN_MAX = 1024
+
+
+def request_children(endpoint: str, method: str, status: int) -> tuple:
+    key = (endpoint, method, status)
+    children = _CHILDREN.get(key)
+    if children is None:
+        children = (LATENCY.labels(endpoint, method), REQUESTS.labels(endpoint, method, str(status)))
+        if len(_CHILDREN) < _CHILDREN_MAX:
+            _CHILDREN[key] = children
+    return children
+
+
 def init_app(app: Flask) -> None:
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
 
@@ -196,8 +212,9 @@ def init_app(app: Flask) -> None:
         method = request.method
         status = response.status_code
         try:
-            LATENCY.labels(endpoint, method).observe(time.perf_counter() - start)
-            REQUESTS.labels(endpoint, method, str(status)).inc()
+            latency, requests = request_children(endpoint, method, status)
+            latency.observe(time.perf_counter() - start)
+            requests.inc()
             if status >= 500:
                 ERRORS.labels("http_5xx").inc()
             elif status == 200 and endpoint == "/oauth/token" and method == "POST":

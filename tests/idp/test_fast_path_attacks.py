@@ -94,3 +94,105 @@ def test_undeclared_body_left_to_the_full_stack():
     req = Request(environ)
     assert req.form() is None
     assert environ["wsgi.input"] is stream and stream.read() == b"grant_type=client_credentials"
+
+
+# ---------------------------------------------------------------- answers given without an application context
+
+
+def _jwks_kids(client) -> set[str]:
+    resp = client.get("/jwks.json")
+    assert resp.status_code == 200
+    return {k["kid"] for k in resp.get_json()["keys"]}
+
+
+def _warm_jwks(client, fast) -> int:
+    for _ in range(3):  # the process's first request and the route's first answer are the full stack's
+        client.get("/jwks.json")
+    before = fast.answered
+    client.get("/jwks.json")
+    assert fast.answered == before + 1, "the lean path did not answer"
+    return fast.answered
+
+
+def test_lean_jwks_publishes_this_process_rotation_at_once(app, client, fast, restore_keys):
+    """The remembered JWKS body is dropped with the key ring: a key rotated here is published by
+    the very next lean answer, not a second later."""
+    from keys import services
+    from tongban.extensions import db
+
+    answered = _warm_jwks(client, fast)
+    old = _jwks_kids(client)
+    kid = services.rotate(("ES256",), delay=3600)[0].kid
+    db.session.commit()
+    kids = _jwks_kids(client)
+    assert kid in kids and old <= kids
+    assert fast.answered == answered + 2  # both lean
+
+
+def test_lean_jwks_sees_another_process_rotation_within_the_key_rings_bound(app, client, fast, restore_keys):
+    """Another process rotates (only the keys' generation moves here): once this process's key
+    ring is due for its generation check (1 s), the lean answer publishes the new key, as the
+    full stack does."""
+    from datetime import timedelta
+
+    from keys import services
+    from tongban.clock import utcnow
+    from tongban.extensions import db
+
+    _warm_jwks(client, fast)
+    kid = services.create_key("ES256", activates_at=utcnow() + timedelta(hours=1)).kid
+    db.session.commit()  # no after-commit reload in this process: as if another one rotated
+    services.KEYS_GENERATION.bump(app)
+    services._ring._checked -= 2  # a second and more since this process read the generation
+    assert kid in _jwks_kids(client)
+
+
+def test_lean_jwks_never_serves_a_body_of_an_earlier_minute(app, client, fast):
+    """Published keys change with time (a retired key leaves after its grace): a body remembered
+    from an earlier minute is recomputed, never served."""
+    from keys import services
+
+    _warm_jwks(client, fast)
+    ring = services._ring._value
+    minute, body, _ = ring._jwks_cache
+    ring._jwks_cache = (minute - 1, body, b'{"keys":[{"kid":"forged"}]}')
+    assert "forged" not in _jwks_kids(client)
+
+
+def test_quick_answers_are_per_application(app):
+    """What one application remembers is never another's lean answer (tests run several)."""
+    from flask import Flask
+
+    from idp.views import discovery_bytes_if_cached
+    from keys import services
+
+    with app.app_context():
+        services.keyring()
+    other = Flask("other")
+    assert services.fresh_keyring(app) is not None
+    assert services.fresh_keyring(other) is None
+    assert discovery_bytes_if_cached(other) is None
+
+
+def test_lean_answers_are_counted(app, client, fast, make_client):
+    """The metric children looked up once still count every lean answer."""
+    from prometheus_client import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    answered = _warm_jwks(client, fast)
+    requests = value("tongban_http_requests_total", endpoint="/jwks.json", method="GET", status="200")
+    client.get("/jwks.json")
+    assert value("tongban_http_requests_total", endpoint="/jwks.json", method="GET", status="200") == requests + 1
+    assert fast.answered == answered + 1
+
+    cid, secret = make_client(grant_types=["client_credentials"])
+    body = urlencode({"grant_type": "client_credentials"})
+    for _ in range(2):
+        client.post("/oauth/token", data=body, headers={**basic(cid, secret), **FORM})
+    issued = value("tongban_tokens_issued_total", grant="client_credentials")
+    before = fast.answered
+    resp = client.post("/oauth/token", data=body, headers={**basic(cid, secret), **FORM})
+    assert resp.status_code == 200 and fast.answered == before + 1
+    assert value("tongban_tokens_issued_total", grant="client_credentials") == issued + 1

@@ -258,6 +258,36 @@ def test_counts_a_failed_flush_took_are_written_by_the_next(app, make_client, mo
     assert db.session.get(ClientUsage, (client_id, _today())).tokens == 2
 
 
+def test_a_flush_does_not_wait_for_itself(app, make_client, monkeypatch):
+    """The write's own application context ends with the after-session hooks, usage's
+    maybe_flush among them; a count added meanwhile (a request in another thread) made that
+    nested flush wait for the flush lock its own thread held: the thread hung for ever, and with
+    it every request's flush after it (a hung outbox thread, then the whole worker)."""
+    import threading
+
+    from idp.clients import ClientUsage, usage
+    from tongban.extensions import db
+
+    client_id, _secret = make_client()
+    real_write = usage._write
+
+    def write_while_a_request_counts(app_, counts):
+        usage.add(client_id, "token")  # another thread's request, during the write
+        real_write(app_, counts)
+
+    monkeypatch.setattr(usage, "_write", write_while_a_request_counts)
+    monkeypatch.setitem(app.config, "TONGBAN_USAGE_FLUSH_SECONDS", 0)
+    usage.add(client_id, "token")
+    flusher = threading.Thread(target=usage.flush, args=(app,), daemon=True)
+    flusher.start()
+    flusher.join(20)
+    assert not flusher.is_alive(), "the flush waited for its own lock"
+    monkeypatch.setattr(usage, "_write", real_write)
+    usage.flush(app)  # the count added during the write goes with the next flush
+    db.session.expire_all()
+    assert db.session.get(ClientUsage, (client_id, _today())).tokens == 2
+
+
 def _today():
     from tongban.clock import utcnow
 
