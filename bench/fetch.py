@@ -1,4 +1,4 @@
-"""CPU of one fetch of a client-registered URL (a jwks_uri): the pinned helper (idp/fetch.py,
+"""CPU of one fetch of a client-registered URL (a jwks_uri): the pinned helper (tongban/fetch.py,
 urllib3, one resolution, connection to the checked address) against what it replaced (a
 resolution for the check, then ``requests.get`` resolving again).
 
@@ -34,7 +34,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     import requests
 
-    from idp.fetch import fetch_public, resolve
+    from tongban.fetch import fetch_public, resolve
 
     with tempfile.TemporaryDirectory() as d:
         Path(d, "jwks.json").write_text(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "x": "A" * 43,
@@ -62,7 +62,7 @@ def main() -> None:
                         return len(b"".join(r.iter_content(8192)))
 
             results = {}
-            for name, fn in (("pinned (idp/fetch.py)", pinned), ("check + requests.get", before)):
+            for name, fn in (("pinned (tongban/fetch.py)", pinned), ("check + requests.get", before)):
                 for _ in range(20):
                     fn()  # warm-up: imports, certifi, caches
                 cpu0, wall0 = time.process_time(), time.monotonic()

@@ -134,7 +134,7 @@ def _end_read_transaction() -> None:
 
 
 def _fetch(uri: str) -> KeySet:
-    from .fetch import FetchError, fetch_public  # urllib3, imported when a jwks_uri is first fetched
+    from tongban.fetch import FetchError, fetch_public  # urllib3, imported when a jwks_uri is first fetched
 
     cfg = current_app.config
     _end_read_transaction()

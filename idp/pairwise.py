@@ -134,7 +134,7 @@ def sector_of(redirect_uris, sector_identifier_uri: str | None) -> str:
 def fetch_sector_uris(sector_identifier_uri: str) -> list[str]:
     """GET the sector_identifier_uri (https): a JSON array of redirect URIs. No database
     transaction may be open while this runs (network I/O)."""
-    from .fetch import FetchError, fetch_public  # urllib3, imported on first use
+    from tongban.fetch import FetchError, fetch_public  # urllib3, imported on first use
 
     parts = urlsplit(sector_identifier_uri)
     if parts.scheme != "https" and not (parts.scheme == "http" and registry._is_loopback(parts.hostname)):

@@ -1,5 +1,5 @@
 """Fetches of client-registered URLs (jwks_uri, sector_identifier_uri) against SSRF by DNS
-rebinding (idp/fetch.py, docs/sessions-and-security.md).
+rebinding (tongban/fetch.py, docs/sessions-and-security.md).
 
 A fake DNS (socket.getaddrinfo patched: each lookup of a test name gets the next answer) and a
 fake internet (socket.socket.connect patched: the "public" address PUBLIC:port is routed to a
@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from idp import fetch
-from idp.fetch import FetchError, FetchRefused, fetch_public
+from tongban import fetch
+from tongban.fetch import FetchError, FetchRefused, fetch_public
 
 PUBLIC = "93.184.216.34"  # a global address; never really connected to (routed to a local server)
 DOC = {"keys": []}

@@ -34,7 +34,7 @@ HEAVY = {
     "mako": "Alembic's templates",
     "pygments": "Mako's",
     "requests": "outbound HTTP: logout deliveries, upstream providers",
-    "urllib3": "outbound HTTP: jwks_uri and sector_identifier_uri fetches (idp/fetch.py), requests",
+    "urllib3": "outbound HTTP: jwks_uri and sector_identifier_uri fetches (tongban/fetch.py), requests",
 }
 
 
