@@ -118,7 +118,6 @@ def test_legacy_bulk_update_mappings_is_never_published(app, client, hc, citizen
     A name changed (or an account disabled) this way keeps its cached userinfo answer.
     (No caller in the project today: a trap for the next one.)"""
     from people.models import User
-    from tests.conftest import CITIZEN_ID
 
     cid, secret = make_client()
     bearer = _token(client, cid, secret)
@@ -127,3 +126,24 @@ def test_legacy_bulk_update_mappings_is_never_published(app, client, hc, citizen
     db.session.bulk_update_mappings(User, [{"id": user_id, "name": "张三丰"}])
     db.session.commit()
     assert client.get("/oauth/userinfo", headers=bearer).get_json()["name"] == "张三丰"
+
+
+@pytest.mark.parametrize("sql", [
+    "/* ticket 4711: revoked by the registry */ UPDATE licences SET status = 'revoked' WHERE verify_code = :c",
+    "-- ticket 4711\nUPDATE licences SET status = 'revoked' WHERE verify_code = :c",
+])
+def test_raw_sql_with_a_leading_comment_is_never_published(app, client, hc, issue, sql):  # noqa: F811
+    """``_WRITE`` only recognises a write by its first keyword after whitespace: an operator's or
+    a migration's ``text()`` statement opening with an SQL comment (a ticket number, a
+    sqlcommenter-style tag) is taken for a read, nothing is published, and the revoked licence
+    is still answered 'valid'. (Likewise, on PostgreSQL, ``EXPLAIN ANALYZE UPDATE ...``,
+    ``DO $$ ... $$``, ``CALL ...``, ``COPY licences FROM ...``.)"""
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    _cached(client, path, JSON)
+    db.session.execute(text(sql), {"c": lic.verify_code})
+    db.session.commit()
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM licences WHERE verify_code = :c"),
+                            {"c": lic.verify_code}).scalar() == "revoked"
+    assert client.get(path, headers=JSON).get_json()["status"] == "revoked"
