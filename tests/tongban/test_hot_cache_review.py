@@ -147,3 +147,21 @@ def test_raw_sql_with_a_leading_comment_is_never_published(app, client, hc, issu
         assert conn.execute(text("SELECT status FROM licences WHERE verify_code = :c"),
                             {"c": lic.verify_code}).scalar() == "revoked"
     assert client.get(path, headers=JSON).get_json()["status"] == "revoked"
+
+
+def test_hourly_federation_purge_does_not_empty_every_cache(app, client, hc, issue):  # noqa: F811
+    """Performance, not a wrong verdict: ``federation.chores.purge`` deletes from
+    ``federated_sessions`` with a sub-select on ``login_sessions``; ``_TABLES`` finds the
+    watched name in the SQL and the statement publishes ``*`` (whether or not it deleted a row),
+    every hour from every process's worker: every cache on every server is emptied."""
+    from federation import chores
+
+    if redis_client(app) is None:
+        pytest.skip("without Redis any write empties the cache anyway")
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    _cached(client, path, JSON)
+    chores.purge()
+    cleared, hits = hc.cleared, hc.hits
+    client.get(path, headers=JSON)
+    assert hc.cleared == cleared and hc.hits == hits + 1
