@@ -120,10 +120,13 @@ DEFAULTS: dict = {
     "TONGBAN_ACCESS_LOG": True,
     "TONGBAN_FAST_PATH": True,
     # the hot cache of lean answers (tongban/hotcache.py): on/off, entries (emptied when full),
-    # the longest an answer is kept even when nothing invalidates it
+    # the longest an answer is kept even when nothing invalidates it, seconds between two looks
+    # at whether Redis is still the same instance and history (restored from a backup, a replica
+    # promoted)
     "TONGBAN_HOT_CACHE": True,
     "TONGBAN_HOT_CACHE_SIZE": 20000,
     "TONGBAN_HOT_CACHE_SECONDS": 60,
+    "TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS": 1.0,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

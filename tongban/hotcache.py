@@ -72,7 +72,10 @@ class _LogGeneration(Generation):
 GENERATION = _LogGeneration("hotcache")
 LOG_KEY = "tongban:hotcache:log"
 _GEN_KEY = f"tongban:gen:{GENERATION.name}"
-_KEEP = 100_000  # counter values of log kept in Redis; a process further behind clears everything
+_KEEP = 100_000  # log members kept in Redis; a process further behind clears everything
+_READ_AT_MOST = 5_000  # a process with more log members to read than this clears everything instead
+_PUBLISH_AT_MOST = 1_000  # a publish naming more keys than this publishes "*"
+_FLOOR = "floor"
 ALL = "*"
 _EPOCH = "epoch:"
 
@@ -81,20 +84,29 @@ WATCHED_TABLES = ("users", "login_sessions", "enterprise_acting", "licences")
 _WRITE = re.compile(r"\s*(?:insert|update|delete|replace|merge|truncate|with|alter|drop|upsert)\b", re.I)
 _TABLES = re.compile(r"\b(?:" + "|".join(WATCHED_TABLES) + r")\b", re.I)
 
-# KEYS: the counter, the log. ARGV: a new epoch's name, how many counter values to keep, the
+# KEYS: the counter, the log. ARGV: a new epoch's name, how many log members to keep, the
 # publisher's clock in microseconds, the keys. The log always holds one "epoch:<name>" member
 # scored +inf, started anew whenever the counter or the log itself was lost (Redis restarted
 # empty, a key evicted): a process that finds another epoch (or none) than the one it knew
-# cannot trust the log, and clears everything. A counter started anew starts at the clock, not at
-# 1: a process never sees a restarted counter come back to the very value it had processed (it
-# would then not look at the log at all until the next move).
+# cannot trust the log, and clears everything.
+#
+# The counter never hands out a value twice, not even after Redis went back in time (restored
+# from its RDB/AOF file, a replica promoted that had not received the last publishes): each
+# publish sets it to max(counter + 1, the clock in microseconds), so a counter restored to an
+# older value jumps past every value handed out before (as long as publishes do not outrun the
+# clock for longer than Redis was away). A process never takes a new publish for one it has
+# already processed.
+#
+# The log is trimmed by size, not by score (the counter follows the clock): the highest score
+# trimmed is kept as the member "floor"; a process behind it finds "floor" in what it reads and
+# clears everything.
 _PUBLISH = """
 local n = redis.call('INCR', KEYS[1])
-local fresh = false
-if n == 1 then
+local fresh = n == 1
+local clock = tonumber(ARGV[3])
+if n < clock then
   redis.call('SET', KEYS[1], ARGV[3])
-  n = redis.call('INCR', KEYS[1])
-  fresh = true
+  n = clock
 end
 if fresh or redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[2])
@@ -102,10 +114,14 @@ if fresh or redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local score = string.format('%d', n)
 for i = 4, #ARGV do redis.call('ZADD', KEYS[2], score, ARGV[i]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', n - tonumber(ARGV[2])))
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[2])
+if excess > 0 then
+  local last = redis.call('ZRANGE', KEYS[2], excess - 1, excess - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
+  redis.call('ZADD', KEYS[2], last[2], 'floor')
+end
 return n
 """
-
 
 @dataclass(slots=True)
 class Entry:
@@ -126,6 +142,9 @@ class HotCache:
         self._lock = threading.Lock()
         self._seen: object = None  # the generation value processed (int with Redis, a stat tuple without)
         self._epoch: str | None = None  # the Redis log's epoch member this process knows
+        self._identity: tuple[str, str] | None = None  # Redis's run_id and master_replid
+        self._identity_checked = float("-inf")  # time.monotonic() of the last look at them
+        self._identity_warned = False
         self.hits = 0
         self.misses = 0
         self.cleared = 0
@@ -143,6 +162,8 @@ class HotCache:
         position to hand to ``put`` (taken before the database is read)."""
         gen = GENERATION.current(self.app)
         if redis_client(self.app) is not None:
+            if time.monotonic() - self._identity_checked >= self.app.config["TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS"]:
+                self._check_redis_identity()
             n = int(gen or 0)  # type: ignore[call-overload]
             if n == self._seen:
                 return n
@@ -164,13 +185,15 @@ class HotCache:
         r = redis_client(self.app)
         p = r.pipeline(transaction=True)
         p.get(_GEN_KEY)
-        p.zrangebyscore(LOG_KEY, f"({seen if seen is not None else 0}", "+inf")
-        raw, changed = p.execute()
+        p.zrangebyscore(LOG_KEY, f"({seen if seen is not None else 0}", "+inf", start=0, num=_READ_AT_MOST + 1)
+        p.zrangebyscore(LOG_KEY, "+inf", "+inf")
+        raw, changed, tops = p.execute()
         now = int(raw or 0)
         names = [c.decode() if isinstance(c, bytes) else c for c in changed]
-        epochs = [n for n in names if n.startswith(_EPOCH)]
-        epoch = epochs[0] if epochs else None
-        if (seen is None or seen < now - _KEEP or seen > now  # first look, fell behind, counter reset
+        epochs = [t.decode() if isinstance(t, bytes) else t for t in tops]
+        epoch = epochs[0] if epochs and epochs[0].startswith(_EPOCH) else None
+        if (seen is None or seen > now  # first look; the counter went back (Redis restored or restarted)
+                or len(names) > _READ_AT_MOST or _FLOOR in names  # too far behind; behind the trimmed log
                 or epoch is None or epoch != self._epoch or ALL in names):  # log lost or restarted; "*"
             self._clear()
         else:
@@ -178,6 +201,28 @@ class HotCache:
                 self._evict_dep(name)
         self._epoch = epoch
         self._seen = now
+
+    def _check_redis_identity(self) -> None:
+        """Every ``TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS``: whether Redis is still the same
+        instance with the same history (``run_id``, ``master_replid`` from INFO). A Redis
+        restarted from its RDB/AOF file, or a replica promoted, may have lost the last publishes
+        and come back with a counter this process has already processed: everything is cleared."""
+        self._identity_checked = time.monotonic()
+        try:
+            identity = _redis_identity(redis_client(self.app))
+        except Exception:
+            if not self._identity_warned:
+                self._identity_warned = True
+                log.warning("hot cache: INFO is refused by Redis; a Redis restored from a backup or a promoted "
+                            "replica is noticed only by its counter", exc_info=True)
+            return
+        with self._lock:
+            if self._identity is not None and identity != self._identity:
+                log.warning("hot cache: Redis is another instance or history (%s -> %s): cleared",
+                            self._identity, identity)
+                self._clear()
+                self._seen = None  # the log is read anew, as at the first look
+            self._identity = identity
 
     def get(self, key: object) -> Entry | None:
         e = self._entries.get(key)
@@ -254,6 +299,16 @@ class HotCache:
         return len(self._entries)
 
 
+def _redis_identity(r) -> tuple[str, str]:
+    """The Redis server's ``run_id`` (a new one at every start) and ``master_replid`` (a new
+    history when a replica is promoted)."""
+    p = r.pipeline(transaction=False)
+    p.info("server")
+    p.info("replication")
+    info, repl = p.execute()
+    return str(info.get("run_id", "")), str(repl.get("master_replid", ""))
+
+
 def for_app(app: Flask | None = None) -> HotCache | None:
     """The application's cache when it is on, else None."""
     app = app or current_app
@@ -278,7 +333,7 @@ def publish(keys: Iterable[str], app: Flask | None = None) -> None:
         try:
             r = redis_client(a)
             if r is not None:
-                if ALL in keys:
+                if ALL in keys or len(keys) > _PUBLISH_AT_MOST:
                     keys = [ALL]
                 r.eval(_PUBLISH, 2, _GEN_KEY, LOG_KEY, secrets.token_hex(8), str(_KEEP), str(time.time_ns() // 1000),
                        *keys)

@@ -444,7 +444,7 @@ def test_a_restore_bump_clears_everything(app, client, hc, issue):  # noqa: F811
     assert hc.hits == hits
 
 
-def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issue):  # noqa: F811
+def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issue, monkeypatch):  # noqa: F811
     r = redis_client(app)
     if r is None:
         pytest.skip("the Redis invalidation log needs TEST_REDIS_URL")
@@ -459,8 +459,28 @@ def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issu
     client.get(path, headers=JSON)
     assert hc.hits == hits
     _cached(client, path, JSON)
-    # a process further behind than the trimmed log
-    r.incrby("tongban:gen:hotcache", 10 * hotcache._KEEP)
+    # a process further behind than the trimmed log (the log keeps _KEEP members; the highest
+    # score trimmed is the member "floor", which a process behind it finds in what it reads)
+    with monkeypatch.context() as m:
+        m.setattr(hotcache, "_KEEP", 5)
+        for i in range(10):
+            hotcache.publish([f"vcode:other-{i}"], app)
+        assert r.zcard(hotcache.LOG_KEY) <= 6 and r.zscore(hotcache.LOG_KEY, "floor") is not None
+    hits = hc.hits
+    client.get(path, headers=JSON)
+    assert hc.hits == hits
+    _cached(client, path, JSON)
+    # more log to read than _READ_AT_MOST: everything cleared instead
+    with monkeypatch.context() as m:
+        m.setattr(hotcache, "_READ_AT_MOST", 3)
+        hotcache.publish([f"vcode:x-{i}" for i in range(4)], app)
+        hits = hc.hits
+        client.get(path, headers=JSON)
+        assert hc.hits == hits
+    _cached(client, path, JSON)
+    # a publish naming very many keys publishes "*"
+    hotcache.publish([f"vcode:y-{i}" for i in range(hotcache._PUBLISH_AT_MOST + 1)], app)
+    assert r.zscore(hotcache.LOG_KEY, "*") is not None and r.zscore(hotcache.LOG_KEY, "vcode:y-0") is None
     hits = hc.hits
     client.get(path, headers=JSON)
     assert hc.hits == hits

@@ -47,7 +47,7 @@ def test_redis_rolled_back_counter_hides_a_new_invalidation(app, client, other, 
     hotcache.publish(["vcode:unrelated"], app)
     assert other.get(path, headers=JSON).get_json()["status"] == "valid"
     ohc = other.application.extensions["tongban.hotcache"]
-    assert ohc._seen == before + 1
+    assert ohc._seen == int(r.get(_GEN)) > before
     # Redis crashes and comes back from its last save (or a replica that had not received the
     # last write is promoted): counter and log as they were before that publish
     r.set(_GEN, before)
@@ -55,29 +55,38 @@ def test_redis_rolled_back_counter_hides_a_new_invalidation(app, client, other, 
     # now the licence is revoked: committed, published (the counter moves to before + 1 again)
     services.revoke(lic.identifier, "错误登记", "test")
     db.session.commit()
-    assert int(r.get(_GEN)) == before + 1
+    # (reviewed: the counter moved to before + 1 again; fixed: it never hands out a value twice)
+    assert int(r.get(_GEN)) > before + 1
     assert client.get(path, headers=JSON).get_json()["status"] == "revoked"
     assert other.get(path, headers=JSON).get_json()["status"] == "revoked", \
         "the other process still says valid: it took the re-used counter value for one it had processed"
 
 
 def test_redis_rolled_back_counter_keeps_answers_the_lost_publish_invalidated(app, client, other, hc,  # noqa: F811
-                                                                              issue):  # noqa: F811
+                                                                              issue, monkeypatch):  # noqa: F811
     """The same rollback, seen by a process that had processed exactly the restored value: the
     publish that invalidated its answer is lost, the counter equals its position, it never
-    looks at the log and keeps serving 'valid' for a revoked licence (up to the 60 s bound)."""
+    looks at the log and keeps serving 'valid' for a revoked licence (up to the 60 s bound).
+
+    (Fix: nothing in the counter or the log can tell this process, whose Redis state is exactly
+    the one it last saw; a real restore or failover is another Redis ``run_id`` or
+    ``master_replid``, looked at every TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS. The rollback
+    below is simulated in place, so the new identity is simulated too.)"""
     from licence import services
 
     r = _redis(app)
+    monkeypatch.setitem(other.application.config, "TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS", 0)
     lic = issue("结婚证")
     path = f"/v/{lic.verify_code}"
     assert _cached(other, path, JSON)["status"] == "valid"
     before = int(r.get(_GEN))
     services.revoke(lic.identifier, "错误登记", "test")
     db.session.commit()  # publishes vcode:<code> at before + 1; the other process has not looked yet
-    assert int(r.get(_GEN)) == before + 1
+    assert int(r.get(_GEN)) > before
     r.set(_GEN, before)  # Redis comes back from a save taken just before that publish
     r.zrem(hotcache.LOG_KEY, f"vcode:{lic.verify_code}")
+    real = hotcache._redis_identity
+    monkeypatch.setattr(hotcache, "_redis_identity", lambda r: (real(r)[0] + "-restarted", real(r)[1]))
     assert other.get(path, headers=JSON).get_json()["status"] == "revoked"
 
 
