@@ -410,9 +410,15 @@ def _publish_flushed(session):
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _drop_flushed(session, transaction):
-    if transaction.parent is None:  # the outermost ended: committed (published above) or rolled back
-        session.info.pop(_PENDING, None)
+def _end_flushed(session, transaction):
+    """The outermost transaction ended: committed (published above) or rolled back. Keys left
+    after a rollback are published all the same: on a driver-level autocommit connection (an
+    engine created with ``isolation_level="AUTOCOMMIT"``) the statements were committed by
+    the database as they ran, and the rollback undid nothing. An extra invalidation is harmless."""
+    if transaction.parent is None:
+        keys = session.info.pop(_PENDING, None)
+        if keys:
+            publish(keys)
 
 
 # statements outside an ORM flush: "*" (or the keys they declare) once their transaction is over
@@ -498,7 +504,13 @@ def _committing(conn):
 
 @event.listens_for(Engine, "rollback")
 def _rolled_back(conn):
-    conn.info.pop(_CONN_PENDING, None)
+    """Published all the same once the connection is done with it: on a driver-level autocommit
+    connection (``create_engine(..., isolation_level="AUTOCOMMIT")``, psycopg's
+    ``autocommit=True``) the statements were committed as they ran, and SQLAlchemy's rollback
+    of its (empty) transaction undid nothing. An extra invalidation is harmless."""
+    keys = conn.info.pop(_CONN_PENDING, None)
+    if keys:
+        conn.info.setdefault(_CONN_COMMITTED, set()).update(keys)
 
 
 @event.listens_for(Engine, "begin")
