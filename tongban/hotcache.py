@@ -81,8 +81,12 @@ _EPOCH = "epoch:"
 
 # the tables whose rows a cached answer is read from (tongban/hotcache.py's docstring)
 WATCHED_TABLES = ("users", "login_sessions", "enterprise_acting", "licences")
-_WRITE = re.compile(r"\s*(?:insert|update|delete|replace|merge|truncate|with|alter|drop|upsert)\b", re.I)
 _TABLES = re.compile(r"\b(?:" + "|".join(WATCHED_TABLES) + r")\b", re.I)
+# what may open a read, once leading whitespace, comments and parentheses are stripped
+_LEAD = re.compile(r"(?:\s+|\(|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+_SELECT = re.compile(r"select\b", re.I)
+_WITH = re.compile(r"with\b", re.I)
+_MODIFYING = re.compile(r"\b(?:insert|update|delete|merge|truncate|copy|call|do|into)\b", re.I)
 
 # KEYS: the counter, the log. ARGV: a new epoch's name, how many log members to keep, the
 # publisher's clock in microseconds, the keys. The log always holds one "epoch:<name>" member
@@ -461,9 +465,25 @@ def _declared(opts) -> list[str] | None:
     return None
 
 
+def _is_read(statement: str) -> bool:
+    """Whether the statement can change no row: one SELECT (after leading whitespace, comments
+    and parentheses), or a WITH ... SELECT naming no data-modifying keyword. Everything else that
+    names a watched table is taken for a write: UPDATE, a comment then UPDATE, EXPLAIN ANALYZE,
+    DO, CALL, COPY, several statements in one text, DDL. (Taken wrongly for a write, a read only
+    empties the caches once.)"""
+    if statement[:6] in ("SELECT", "select") and ";" not in statement:  # what SQLAlchemy writes: at once
+        return True
+    rest = statement[_LEAD.match(statement).end():].rstrip().rstrip(";")  # type: ignore[union-attr]
+    if ";" in rest:  # several statements (or a semicolon in a literal: taken for a write, harmless)
+        return False
+    if _SELECT.match(rest):
+        return True
+    return bool(_WITH.match(rest)) and not _MODIFYING.search(rest)
+
+
 @event.listens_for(Engine, "before_cursor_execute")
 def _watch_statement(conn, cursor, statement, parameters, context, executemany):
-    if not _WRITE.match(statement) or not _TABLES.search(statement):
+    if not _TABLES.search(statement) or _is_read(statement):
         return
     opts = context.execution_options if context is not None else {}
     if _is_flush(context):
