@@ -39,6 +39,7 @@ emptied when full); ``TONGBAN_HOT_CACHE_SECONDS`` bounds how long one answer is 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import secrets
@@ -441,10 +442,33 @@ def _flush_caches() -> set[int]:
 _FLUSH_CACHES: list[set[int]] = []
 
 
+_FLUSHING: contextvars.ContextVar[bool] = contextvars.ContextVar("tongban_hotcache_flushing", default=False)
+
+
+@event.listens_for(Session, "before_flush")
+def _flush_starts(session, flush_context, instances):
+    _FLUSHING.set(True)
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _flush_ends(session, flush_context):
+    _FLUSHING.set(False)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _flush_failed(session, previous_transaction):
+    _FLUSHING.set(False)
+
+
 def _is_flush(context) -> bool:
-    """Whether the statement is an ORM flush's (the mapper's compiled cache is only passed by
-    ``orm.persistence``): ``after_flush`` names its precise keys. Should SQLAlchemy ever stop
-    passing it, flushes are taken for other writes and publish ``*``: slower, never wrong."""
+    """Whether the statement is an ORM flush's: inside a flush (``before_flush`` to
+    ``after_flush_postexec``, in this thread or task) and with the mapper's compiled cache (only
+    passed by ``orm.persistence``): ``after_flush`` names its precise keys. The legacy
+    ``Session.bulk_update_mappings``/``bulk_save_objects`` pass the same cache but are no flush:
+    taken for other writes (``*``). Should SQLAlchemy ever stop passing the cache, flushes are
+    taken for other writes too: slower, never wrong."""
+    if not _FLUSHING.get():
+        return False
     cache = context.execution_options.get("compiled_cache") if context is not None else None
     if cache is None:
         return False
