@@ -405,7 +405,7 @@ def _note_orm_dml(state):
     state.session.info.setdefault(_PENDING, set()).update(declared or [ALL])
 
 
-@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_commit", insert=True)  # before any other: one that raises skips the rest
 def _publish_flushed(session):
     if session.in_nested_transaction():
         return  # a savepoint released (SQLAlchemy calls after_commit for it too): nothing is committed yet

@@ -174,3 +174,28 @@ def test_hourly_federation_purge_does_not_empty_every_cache(app, client, hc, iss
     cleared, hits = hc.cleared, hc.hits
     client.get(path, headers=JSON)
     assert hc.cleared == cleared and hc.hits == hits + 1
+
+
+def test_a_failing_after_commit_callback_does_not_skip_the_publish(app, client, other, hc, issue):  # noqa: F811
+    """Another ``after_commit`` callback that raises (``tongban.extensions._run_after_commit``)
+    must not skip the hot cache's publish of what the transaction committed."""
+    from licence import services
+    from tongban.extensions import after_commit
+
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    _cached(client, path, JSON)
+    _cached(other, path, JSON)
+    services.revoke(lic.identifier, "错误登记", "test")
+
+    def broken():
+        raise RuntimeError("a callback that fails")
+
+    after_commit(broken)
+    with pytest.raises(RuntimeError):
+        db.session.commit()
+    with db.engine.connect() as conn:  # committed all the same
+        assert conn.execute(text("SELECT status FROM licences WHERE verify_code = :c"),
+                            {"c": lic.verify_code}).scalar() == "revoked"
+    assert client.get(path, headers=JSON).get_json()["status"] == "revoked"
+    assert other.get(path, headers=JSON).get_json()["status"] == "revoked"
