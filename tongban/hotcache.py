@@ -10,21 +10,30 @@ changes with time alone (the session's idle and absolute lifetimes, the licence'
 **The invalidation log.** Every committed write that touches a watched table (accounts, log-in
 sessions, enterprise selections, licences) is published after its commit:
 
-* with Redis, one Lua call increments ``tongban:gen:hotcache`` (a ``Generation``, so it is part
-  of the one MGET every request already does) and adds the changed keys to the sorted set
-  ``tongban:hotcache:log`` scored by the new counter value; entries older than
-  ``_KEEP`` counter values are trimmed. A process that sees the counter move reads the log
-  since the value it last processed (one transaction: the counter and ``ZRANGEBYSCORE``) and
-  evicts those keys; ``*``, a position older than the trimmed log, a counter gone back or a log
-  of another epoch (Redis restarted empty, a key evicted: see ``_PUBLISH``) clear everything.
-* without Redis (one machine), the generation is a file: any move clears everything.
+* with Redis, one Lua call moves ``tongban:gen:hotcache`` (a ``Generation``, so it is part of
+  the one MGET every request already does) to max(counter + 1, the clock in µs), never a value
+  handed out before, and adds the changed keys to the sorted set ``tongban:hotcache:log``
+  scored by the new counter value; the log keeps ``_KEEP`` members. A process that sees the
+  counter move reads the log since the value it last processed (one transaction: the counter
+  and ``ZRANGEBYSCORE``) and evicts those keys; ``*``, too much to read, a position behind the
+  trimmed log, a counter below the position or a log of another epoch (Redis restarted empty,
+  a key evicted: see ``_PUBLISH``) clear everything. Every
+  ``TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS`` a process compares Redis's ``run_id`` and
+  ``master_replid`` with what it saw: a Redis restored from a backup or a promoted replica
+  (the last publishes lost) clears everything.
+* without Redis (one machine), the generation is a file: any move clears everything. With a
+  database other than SQLite (several servers may share it) the cache is then off unless
+  ``TONGBAN_HOT_CACHE_WITHOUT_REDIS`` says one machine serves it.
 
 **Finding the writes.** Not by call sites but by SQLAlchemy events: ``after_flush`` names the
 precise keys of the watched ORM objects flushed (published at the outermost ``after_commit``,
-dropped on rollback; a released savepoint publishes nothing); every other INSERT/UPDATE/DELETE
-on a watched table (a Core statement, ``text()``, a bulk ORM update through the session) is
-seen by ``before_cursor_execute`` and publishes ``*`` once its transaction is over (at the next
-``begin`` or when the connection goes back to the pool; at once on an autocommit connection).
+before any other callback, and also at a rollback: on a driver-level autocommit connection the
+statements committed as they ran; a released savepoint publishes nothing); every other
+statement naming a watched table that is not one plain SELECT (``_is_read``: a Core statement,
+``text()`` even behind a comment, a bulk ORM update through the session, legacy
+``bulk_update_mappings``) is seen by ``before_cursor_execute`` and publishes ``*`` once its
+transaction is over, committed or rolled back (at the next ``begin`` or when the connection
+goes back to the pool; at once on an autocommit connection).
 A statement may instead declare the keys of the rows it changes, or that it is harmless, with
 ``execution_options(tongban_hotcache=...)`` (see ``_declared``).
 
@@ -33,8 +42,8 @@ keep its stale answer after the invalidation was processed: the position (counte
 before the query and the answer is stored only if the counter, read again at store time
 (one extra read on a miss), has not moved.
 
-``TONGBAN_HOT_CACHE=0`` turns it off; ``TONGBAN_HOT_CACHE_SIZE`` bounds it (the cache is
-emptied when full); ``TONGBAN_HOT_CACHE_SECONDS`` bounds how long one answer is kept.
+``TONGBAN_HOT_CACHE=0`` turns it off; ``TONGBAN_HOT_CACHE_SIZE`` bounds it (the least recently
+used answer goes when full); ``TONGBAN_HOT_CACHE_SECONDS`` bounds how long one answer is kept.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -142,7 +152,7 @@ class HotCache:
 
     def __init__(self, app: Flask):
         self.app = app
-        self._entries: dict[object, Entry] = {}
+        self._entries: OrderedDict[object, Entry] = OrderedDict()  # least recently used first
         self._by_dep: dict[str, set[object]] = {}
         self._lock = threading.Lock()
         self._seen: object = None  # the generation value processed (int with Redis, a stat tuple without)
@@ -150,6 +160,7 @@ class HotCache:
         self._identity: tuple[str, str] | None = None  # Redis's run_id and master_replid
         self._identity_checked = float("-inf")  # time.monotonic() of the last look at them
         self._identity_warned = False
+        self._off_said = False
         self.hits = 0
         self.misses = 0
         self.cleared = 0
@@ -158,7 +169,26 @@ class HotCache:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.app.config["TONGBAN_HOT_CACHE"])
+        cfg = self.app.config
+        if not cfg["TONGBAN_HOT_CACHE"]:
+            return False
+        if cfg["REDIS_URL"] or cfg["TONGBAN_HOT_CACHE_WITHOUT_REDIS"]:
+            return True
+        return self._one_machine(str(cfg.get("SQLALCHEMY_DATABASE_URI") or ""))
+
+    def _one_machine(self, uri: str) -> bool:
+        """Without Redis the invalidation is a file in the instance folder: it reaches the
+        processes of one machine only. SQLite is one machine's; any other database may be shared
+        by several servers, which would never hear of each other's changes: the cache is off
+        (said once) unless ``TONGBAN_HOT_CACHE_WITHOUT_REDIS`` says this machine is the only one."""
+        if uri.startswith("sqlite"):
+            return True
+        if not self._off_said:
+            self._off_said = True
+            log.warning("hot cache: off, the database is not SQLite and REDIS_URL is not set: several servers "
+                        "would not invalidate each other's answers (TONGBAN_HOT_CACHE_WITHOUT_REDIS=1 if this "
+                        "machine alone serves the database)")
+        return False
 
     # ------------------------------------------------------------ reading
 
@@ -241,6 +271,10 @@ class HotCache:
                     self._drop(key, e)
             self.misses += 1
             return None
+        try:  # noqa: SIM105  (no context manager on the hot path)
+            self._entries.move_to_end(key)  # the most recently used: evicted last
+        except KeyError:  # evicted meanwhile by another thread
+            pass
         self.hits += 1
         return e
 
@@ -257,11 +291,11 @@ class HotCache:
         with self._lock:
             if self._seen != position:  # processed a move since: the answer may be stale
                 return False
-            if len(self._entries) >= max(1, int(self.app.config["TONGBAN_HOT_CACHE_SIZE"])):
-                self._clear()
             old = self._entries.get(key)
             if old is not None:
                 self._drop(key, old)
+            while self._entries and len(self._entries) >= max(1, int(self.app.config["TONGBAN_HOT_CACHE_SIZE"])):
+                self._drop(*next(iter(self._entries.items())))  # full: the least recently used goes
             self._entries[key] = entry
             for d in entry.deps:
                 self._by_dep.setdefault(d, set()).add(key)

@@ -33,10 +33,11 @@ _SHARED = ("TESTING", "TONGBAN_INSTANCE_DIR", "SQLALCHEMY_DATABASE_URI", "TONGBA
 @pytest.fixture
 def hc(app):
     cache = app.extensions["tongban.hotcache"]
-    app.config.update(TONGBAN_HOT_CACHE=True, TONGBAN_FAST_PATH=True)
+    # (a PostgreSQL run without TEST_REDIS_URL: one machine, the file generation)
+    app.config.update(TONGBAN_HOT_CACHE=True, TONGBAN_FAST_PATH=True, TONGBAN_HOT_CACHE_WITHOUT_REDIS=True)
     size = app.config["TONGBAN_HOT_CACHE_SIZE"]
     yield cache
-    app.config.update(TONGBAN_HOT_CACHE=True, TONGBAN_HOT_CACHE_SIZE=size)
+    app.config.update(TONGBAN_HOT_CACHE=True, TONGBAN_HOT_CACHE_SIZE=size, TONGBAN_HOT_CACHE_WITHOUT_REDIS=False)
 
 
 @pytest.fixture(scope="session")
@@ -428,6 +429,35 @@ def test_cache_is_bounded(app, client, hc, issue):  # noqa: F811
         for _ in range(3):
             assert client.get(f"/v/{code}", headers=JSON).status_code == 200
         assert len(hc) <= 3
+
+
+def test_a_full_cache_evicts_the_least_recently_used(app, client, hc, issue):  # noqa: F811
+    one, two, three = (issue("结婚证").verify_code for _ in range(3))
+    _cached(client, f"/v/{one}", JSON)
+    _cached(client, f"/v/{two}", JSON)
+    app.config["TONGBAN_HOT_CACHE_SIZE"] = len(hc)
+    _cached(client, f"/v/{one}", JSON)  # used again: two is now the least recently used
+    _cached(client, f"/v/{three}", JSON)
+    assert ("v", one) in hc._entries and ("v", three) in hc._entries and ("v", two) not in hc._entries
+    assert len(hc) <= app.config["TONGBAN_HOT_CACHE_SIZE"]
+
+
+def test_off_with_a_shared_database_and_no_redis(app, hc, monkeypatch):
+    """Without Redis the invalidation reaches one machine's processes only (a file): with a
+    database several servers may share, the cache is off unless a setting says one machine
+    serves it."""
+    monkeypatch.setitem(app.config, "REDIS_URL", "")
+    monkeypatch.setitem(app.config, "TONGBAN_HOT_CACHE_WITHOUT_REDIS", False)
+    monkeypatch.setitem(app.config, "SQLALCHEMY_DATABASE_URI", "postgresql+psycopg://db.example/tongban")
+    assert hotcache.for_app(app) is None
+    monkeypatch.setitem(app.config, "TONGBAN_HOT_CACHE_WITHOUT_REDIS", True)
+    assert hotcache.for_app(app) is hc
+    monkeypatch.setitem(app.config, "TONGBAN_HOT_CACHE_WITHOUT_REDIS", False)
+    monkeypatch.setitem(app.config, "SQLALCHEMY_DATABASE_URI", "sqlite:///instance/tongban.db")
+    assert hotcache.for_app(app) is hc
+    monkeypatch.setitem(app.config, "SQLALCHEMY_DATABASE_URI", "postgresql+psycopg://db.example/tongban")
+    monkeypatch.setitem(app.config, "REDIS_URL", "redis://redis.example:6379/0")
+    assert hotcache.for_app(app) is hc
 
 
 # ---------------------------------------------------------------- the log itself
