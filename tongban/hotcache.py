@@ -161,6 +161,7 @@ class HotCache:
         self._identity_checked = float("-inf")  # time.monotonic() of the last look at them
         self._identity_warned = False
         self._off_said = False
+        self._sqlite_uri: object = None  # the SQLite URI the cache was found allowed with
         self.hits = 0
         self.misses = 0
         self.cleared = 0
@@ -174,14 +175,18 @@ class HotCache:
             return False
         if cfg["REDIS_URL"] or cfg["TONGBAN_HOT_CACHE_WITHOUT_REDIS"]:
             return True
-        return self._one_machine(str(cfg.get("SQLALCHEMY_DATABASE_URI") or ""))
+        uri = cfg.get("SQLALCHEMY_DATABASE_URI")
+        if uri is self._sqlite_uri:  # decided before for this very value
+            return True
+        return self._one_machine(uri)
 
-    def _one_machine(self, uri: str) -> bool:
+    def _one_machine(self, uri: object) -> bool:
         """Without Redis the invalidation is a file in the instance folder: it reaches the
         processes of one machine only. SQLite is one machine's; any other database may be shared
         by several servers, which would never hear of each other's changes: the cache is off
         (said once) unless ``TONGBAN_HOT_CACHE_WITHOUT_REDIS`` says this machine is the only one."""
-        if uri.startswith("sqlite"):
+        if str(uri or "").startswith("sqlite"):
+            self._sqlite_uri = uri
             return True
         if not self._off_said:
             self._off_said = True
