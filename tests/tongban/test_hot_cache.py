@@ -565,3 +565,39 @@ def test_redis_restarted_empty_clears_everything(app, client, hc, issue):  # noq
     hits = hc.hits
     client.get(path, headers=JSON)
     assert hc.hits == hits  # another epoch: everything cleared
+
+
+def test_redis_counter_below_the_position_clears_everything(app, client, hc, issue):  # noqa: F811
+    """Redis went back in time (restored from a save, a replica promoted) and nothing was
+    published since: the counter is below what this process processed, the publishes in
+    between are lost."""
+    r = redis_client(app)
+    if r is None:
+        pytest.skip("the Redis invalidation log needs TEST_REDIS_URL")
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    _cached(client, path, JSON)
+    r.set("tongban:gen:hotcache", int(r.get("tongban:gen:hotcache")) - 1)
+    hits, cleared = hc.hits, hc.cleared
+    client.get(path, headers=JSON)
+    assert hc.hits == hits and hc.cleared > cleared
+
+
+def test_redis_refusing_info_is_said_once(app, client, hc, issue, monkeypatch, caplog):  # noqa: F811
+    """A managed Redis may refuse INFO: the cache keeps working on the counter alone, and the
+    warning is not repeated every second."""
+    if redis_client(app) is None:
+        pytest.skip("the Redis invalidation log needs TEST_REDIS_URL")
+
+    def refused(r):
+        raise RuntimeError("unknown command 'INFO'")
+
+    monkeypatch.setattr(hotcache, "_redis_identity", refused)
+    monkeypatch.setitem(app.config, "TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS", 0)
+    monkeypatch.setattr(hc, "_identity_warned", False)
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    with caplog.at_level("WARNING", logger="tongban.hotcache"):
+        _cached(client, path, JSON)
+        client.get(path, headers=JSON)
+    assert sum("INFO is refused" in m for m in caplog.messages) == 1
