@@ -280,6 +280,7 @@ def run_all(args, server_prefix: list[str], load_prefix: list[str], report: dict
         with postgres_database(args.pg_admin_url, args.db_prefix) as database:
             report["database"] = pg_version(database)
             env = tongban_env(tmp / "instance", database, free_port())
+            env["TONGBAN_HOT_CACHE_WITHOUT_REDIS"] = "1"  # one machine: the file generation reaches every process
             if args.redis_url:
                 env["REDIS_URL"] = args.redis_url
             print(f"Tongban: instance {tmp}, database {database.rsplit('/', 1)[1]} ({report['database']})")

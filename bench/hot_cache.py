@@ -117,6 +117,7 @@ def main() -> None:
         port = free_port()
         env = tongban_env(tmp / "instance", database, port)
         env["TONGBAN_ACCESS_LOG"] = "0"
+        env["TONGBAN_HOT_CACHE_WITHOUT_REDIS"] = "1"  # one machine: the file generation reaches every process
         if args.redis:
             env["REDIS_URL"] = args.redis
             import redis

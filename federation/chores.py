@@ -27,7 +27,8 @@ def purge() -> dict[str, int]:
         "requests": db.session.execute(delete(FederationRequest).where(FederationRequest.expires_at < now)).rowcount,  # type: ignore[attr-defined]
         "jtis": db.session.execute(delete(UsedLogoutToken).where(UsedLogoutToken.expires_at < now)).rowcount,  # type: ignore[attr-defined]
         "sessions": db.session.execute(delete(FederatedSession).where(FederatedSession.sid.in_(ended))  # type: ignore[attr-defined]
-                                       .execution_options(synchronize_session=False)).rowcount,
+                                       .execution_options(synchronize_session=False,  # reads login_sessions only
+                                                          tongban_hotcache="neutral")).rowcount,
     }
     db.session.commit()
     return out

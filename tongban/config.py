@@ -119,11 +119,17 @@ DEFAULTS: dict = {
     "TONGBAN_LOG_FORMAT": "json",
     "TONGBAN_ACCESS_LOG": True,
     "TONGBAN_FAST_PATH": True,
-    # the hot cache of lean answers (tongban/hotcache.py): on/off, entries (emptied when full),
-    # the longest an answer is kept even when nothing invalidates it
+    # the hot cache of lean answers (tongban/hotcache.py): on/off, entries (least recently used evicted),
+    # the longest an answer is kept even when nothing invalidates it, seconds between two looks
+    # at whether Redis is still the same instance and history (restored from a backup, a replica
+    # promoted)
     "TONGBAN_HOT_CACHE": True,
     "TONGBAN_HOT_CACHE_SIZE": 20000,
     "TONGBAN_HOT_CACHE_SECONDS": 60,
+    "TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS": 1.0,
+    # with a database other than SQLite and no REDIS_URL the hot cache is off (servers sharing the
+    # database would not invalidate each other's answers) unless this says one machine serves it
+    "TONGBAN_HOT_CACHE_WITHOUT_REDIS": False,
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

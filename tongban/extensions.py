@@ -69,8 +69,14 @@ def _run_after_commit(session):
     if session.in_nested_transaction():  # a savepoint released: the real commit is still to come
         return
     session.info.pop("tongban_after_commit_marks", None)
+    failed: BaseException | None = None
     for fn in session.info.pop("tongban_after_commit", []):
-        fn()
+        try:  # the transaction is committed: one callback failing must not skip the others
+            fn()
+        except Exception as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 @event.listens_for(Session, "after_rollback")

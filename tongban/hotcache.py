@@ -10,21 +10,30 @@ changes with time alone (the session's idle and absolute lifetimes, the licence'
 **The invalidation log.** Every committed write that touches a watched table (accounts, log-in
 sessions, enterprise selections, licences) is published after its commit:
 
-* with Redis, one Lua call increments ``tongban:gen:hotcache`` (a ``Generation``, so it is part
-  of the one MGET every request already does) and adds the changed keys to the sorted set
-  ``tongban:hotcache:log`` scored by the new counter value; entries older than
-  ``_KEEP`` counter values are trimmed. A process that sees the counter move reads the log
-  since the value it last processed (one transaction: the counter and ``ZRANGEBYSCORE``) and
-  evicts those keys; ``*``, a position older than the trimmed log, a counter gone back or a log
-  of another epoch (Redis restarted empty, a key evicted: see ``_PUBLISH``) clear everything.
-* without Redis (one machine), the generation is a file: any move clears everything.
+* with Redis, one Lua call moves ``tongban:gen:hotcache`` (a ``Generation``, so it is part of
+  the one MGET every request already does) to max(counter + 1, the clock in µs), never a value
+  handed out before, and adds the changed keys to the sorted set ``tongban:hotcache:log``
+  scored by the new counter value; the log keeps ``_KEEP`` members. A process that sees the
+  counter move reads the log since the value it last processed (one transaction: the counter
+  and ``ZRANGEBYSCORE``) and evicts those keys; ``*``, too much to read, a position behind the
+  trimmed log, a counter below the position or a log of another epoch (Redis restarted empty,
+  a key evicted: see ``_PUBLISH``) clear everything. Every
+  ``TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS`` a process compares Redis's ``run_id`` and
+  ``master_replid`` with what it saw: a Redis restored from a backup or a promoted replica
+  (the last publishes lost) clears everything.
+* without Redis (one machine), the generation is a file: any move clears everything. With a
+  database other than SQLite (several servers may share it) the cache is then off unless
+  ``TONGBAN_HOT_CACHE_WITHOUT_REDIS`` says one machine serves it.
 
 **Finding the writes.** Not by call sites but by SQLAlchemy events: ``after_flush`` names the
 precise keys of the watched ORM objects flushed (published at the outermost ``after_commit``,
-dropped on rollback; a released savepoint publishes nothing); every other INSERT/UPDATE/DELETE
-on a watched table (a Core statement, ``text()``, a bulk ORM update through the session) is
-seen by ``before_cursor_execute`` and publishes ``*`` once its transaction is over (at the next
-``begin`` or when the connection goes back to the pool; at once on an autocommit connection).
+before any other callback, and also at a rollback: on a driver-level autocommit connection the
+statements committed as they ran; a released savepoint publishes nothing); every other
+statement naming a watched table that is not one plain SELECT (``_is_read``: a Core statement,
+``text()`` even behind a comment, a bulk ORM update through the session, legacy
+``bulk_update_mappings``) is seen by ``before_cursor_execute`` and publishes ``*`` once its
+transaction is over, committed or rolled back (at the next ``begin`` or when the connection
+goes back to the pool; at once on an autocommit connection).
 A statement may instead declare the keys of the rows it changes, or that it is harmless, with
 ``execution_options(tongban_hotcache=...)`` (see ``_declared``).
 
@@ -33,18 +42,20 @@ keep its stale answer after the invalidation was processed: the position (counte
 before the query and the answer is stored only if the counter, read again at store time
 (one extra read on a miss), has not moved.
 
-``TONGBAN_HOT_CACHE=0`` turns it off; ``TONGBAN_HOT_CACHE_SIZE`` bounds it (the cache is
-emptied when full); ``TONGBAN_HOT_CACHE_SECONDS`` bounds how long one answer is kept.
+``TONGBAN_HOT_CACHE=0`` turns it off; ``TONGBAN_HOT_CACHE_SIZE`` bounds it (the least recently
+used answer goes when full); ``TONGBAN_HOT_CACHE_SECONDS`` bounds how long one answer is kept.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import secrets
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -72,29 +83,45 @@ class _LogGeneration(Generation):
 GENERATION = _LogGeneration("hotcache")
 LOG_KEY = "tongban:hotcache:log"
 _GEN_KEY = f"tongban:gen:{GENERATION.name}"
-_KEEP = 100_000  # counter values of log kept in Redis; a process further behind clears everything
+_KEEP = 100_000  # log members kept in Redis; a process further behind clears everything
+_READ_AT_MOST = 5_000  # a process with more log members to read than this clears everything instead
+_PUBLISH_AT_MOST = 1_000  # a publish naming more keys than this publishes "*"
+_FLOOR = "floor"
 ALL = "*"
 _EPOCH = "epoch:"
 
 # the tables whose rows a cached answer is read from (tongban/hotcache.py's docstring)
 WATCHED_TABLES = ("users", "login_sessions", "enterprise_acting", "licences")
-_WRITE = re.compile(r"\s*(?:insert|update|delete|replace|merge|truncate|with|alter|drop|upsert)\b", re.I)
 _TABLES = re.compile(r"\b(?:" + "|".join(WATCHED_TABLES) + r")\b", re.I)
+# what may open a read, once leading whitespace, comments and parentheses are stripped
+_LEAD = re.compile(r"(?:\s+|\(|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+_SELECT = re.compile(r"select\b", re.I)
+_WITH = re.compile(r"with\b", re.I)
+_MODIFYING = re.compile(r"\b(?:insert|update|delete|merge|truncate|copy|call|do|into)\b", re.I)
 
-# KEYS: the counter, the log. ARGV: a new epoch's name, how many counter values to keep, the
+# KEYS: the counter, the log. ARGV: a new epoch's name, how many log members to keep, the
 # publisher's clock in microseconds, the keys. The log always holds one "epoch:<name>" member
 # scored +inf, started anew whenever the counter or the log itself was lost (Redis restarted
 # empty, a key evicted): a process that finds another epoch (or none) than the one it knew
-# cannot trust the log, and clears everything. A counter started anew starts at the clock, not at
-# 1: a process never sees a restarted counter come back to the very value it had processed (it
-# would then not look at the log at all until the next move).
+# cannot trust the log, and clears everything.
+#
+# The counter never hands out a value twice, not even after Redis went back in time (restored
+# from its RDB/AOF file, a replica promoted that had not received the last publishes): each
+# publish sets it to max(counter + 1, the clock in microseconds), so a counter restored to an
+# older value jumps past every value handed out before (as long as publishes do not outrun the
+# clock for longer than Redis was away). A process never takes a new publish for one it has
+# already processed.
+#
+# The log is trimmed by size, not by score (the counter follows the clock): the highest score
+# trimmed is kept as the member "floor"; a process behind it finds "floor" in what it reads and
+# clears everything.
 _PUBLISH = """
 local n = redis.call('INCR', KEYS[1])
-local fresh = false
-if n == 1 then
+local fresh = n == 1
+local clock = tonumber(ARGV[3])
+if n < clock then
   redis.call('SET', KEYS[1], ARGV[3])
-  n = redis.call('INCR', KEYS[1])
-  fresh = true
+  n = clock
 end
 if fresh or redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[2])
@@ -102,10 +129,14 @@ if fresh or redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local score = string.format('%d', n)
 for i = 4, #ARGV do redis.call('ZADD', KEYS[2], score, ARGV[i]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', n - tonumber(ARGV[2])))
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[2])
+if excess > 0 then
+  local last = redis.call('ZRANGE', KEYS[2], excess - 1, excess - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
+  redis.call('ZADD', KEYS[2], last[2], 'floor')
+end
 return n
 """
-
 
 @dataclass(slots=True)
 class Entry:
@@ -121,11 +152,16 @@ class HotCache:
 
     def __init__(self, app: Flask):
         self.app = app
-        self._entries: dict[object, Entry] = {}
+        self._entries: OrderedDict[object, Entry] = OrderedDict()  # least recently used first
         self._by_dep: dict[str, set[object]] = {}
         self._lock = threading.Lock()
         self._seen: object = None  # the generation value processed (int with Redis, a stat tuple without)
         self._epoch: str | None = None  # the Redis log's epoch member this process knows
+        self._identity: tuple[str, str] | None = None  # Redis's run_id and master_replid
+        self._identity_checked = float("-inf")  # time.monotonic() of the last look at them
+        self._identity_warned = False
+        self._off_said = False
+        self._sqlite_uri: object = None  # the SQLite URI the cache was found allowed with
         self.hits = 0
         self.misses = 0
         self.cleared = 0
@@ -134,7 +170,30 @@ class HotCache:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.app.config["TONGBAN_HOT_CACHE"])
+        cfg = self.app.config
+        if not cfg["TONGBAN_HOT_CACHE"]:
+            return False
+        if cfg["REDIS_URL"] or cfg["TONGBAN_HOT_CACHE_WITHOUT_REDIS"]:
+            return True
+        uri = cfg.get("SQLALCHEMY_DATABASE_URI")
+        if uri is self._sqlite_uri:  # decided before for this very value
+            return True
+        return self._one_machine(uri)
+
+    def _one_machine(self, uri: object) -> bool:
+        """Without Redis the invalidation is a file in the instance folder: it reaches the
+        processes of one machine only. SQLite is one machine's; any other database may be shared
+        by several servers, which would never hear of each other's changes: the cache is off
+        (said once) unless ``TONGBAN_HOT_CACHE_WITHOUT_REDIS`` says this machine is the only one."""
+        if str(uri or "").startswith("sqlite"):
+            self._sqlite_uri = uri
+            return True
+        if not self._off_said:
+            self._off_said = True
+            log.warning("hot cache: off, the database is not SQLite and REDIS_URL is not set: several servers "
+                        "would not invalidate each other's answers (TONGBAN_HOT_CACHE_WITHOUT_REDIS=1 if this "
+                        "machine alone serves the database)")
+        return False
 
     # ------------------------------------------------------------ reading
 
@@ -143,6 +202,8 @@ class HotCache:
         position to hand to ``put`` (taken before the database is read)."""
         gen = GENERATION.current(self.app)
         if redis_client(self.app) is not None:
+            if time.monotonic() - self._identity_checked >= self.app.config["TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS"]:
+                self._check_redis_identity()
             n = int(gen or 0)  # type: ignore[call-overload]
             if n == self._seen:
                 return n
@@ -164,13 +225,15 @@ class HotCache:
         r = redis_client(self.app)
         p = r.pipeline(transaction=True)
         p.get(_GEN_KEY)
-        p.zrangebyscore(LOG_KEY, f"({seen if seen is not None else 0}", "+inf")
-        raw, changed = p.execute()
+        p.zrangebyscore(LOG_KEY, f"({seen if seen is not None else 0}", "+inf", start=0, num=_READ_AT_MOST + 1)
+        p.zrangebyscore(LOG_KEY, "+inf", "+inf")
+        raw, changed, tops = p.execute()
         now = int(raw or 0)
         names = [c.decode() if isinstance(c, bytes) else c for c in changed]
-        epochs = [n for n in names if n.startswith(_EPOCH)]
-        epoch = epochs[0] if epochs else None
-        if (seen is None or seen < now - _KEEP or seen > now  # first look, fell behind, counter reset
+        epochs = [t.decode() if isinstance(t, bytes) else t for t in tops]
+        epoch = epochs[0] if epochs and epochs[0].startswith(_EPOCH) else None
+        if (seen is None or seen > now  # first look; the counter went back (Redis restored or restarted)
+                or len(names) > _READ_AT_MOST or _FLOOR in names  # too far behind; behind the trimmed log
                 or epoch is None or epoch != self._epoch or ALL in names):  # log lost or restarted; "*"
             self._clear()
         else:
@@ -178,6 +241,28 @@ class HotCache:
                 self._evict_dep(name)
         self._epoch = epoch
         self._seen = now
+
+    def _check_redis_identity(self) -> None:
+        """Every ``TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS``: whether Redis is still the same
+        instance with the same history (``run_id``, ``master_replid`` from INFO). A Redis
+        restarted from its RDB/AOF file, or a replica promoted, may have lost the last publishes
+        and come back with a counter this process has already processed: everything is cleared."""
+        self._identity_checked = time.monotonic()
+        try:
+            identity = _redis_identity(redis_client(self.app))
+        except Exception:
+            if not self._identity_warned:
+                self._identity_warned = True
+                log.warning("hot cache: INFO is refused by Redis; a Redis restored from a backup or a promoted "
+                            "replica is noticed only by its counter", exc_info=True)
+            return
+        with self._lock:
+            if self._identity is not None and identity != self._identity:
+                log.warning("hot cache: Redis is another instance or history (%s -> %s): cleared",
+                            self._identity, identity)
+                self._clear()
+                self._seen = None  # the log is read anew, as at the first look
+            self._identity = identity
 
     def get(self, key: object) -> Entry | None:
         e = self._entries.get(key)
@@ -191,6 +276,10 @@ class HotCache:
                     self._drop(key, e)
             self.misses += 1
             return None
+        try:  # noqa: SIM105  (no context manager on the hot path)
+            self._entries.move_to_end(key)  # the most recently used: evicted last
+        except KeyError:  # evicted meanwhile by another thread
+            pass
         self.hits += 1
         return e
 
@@ -207,11 +296,11 @@ class HotCache:
         with self._lock:
             if self._seen != position:  # processed a move since: the answer may be stale
                 return False
-            if len(self._entries) >= max(1, int(self.app.config["TONGBAN_HOT_CACHE_SIZE"])):
-                self._clear()
             old = self._entries.get(key)
             if old is not None:
                 self._drop(key, old)
+            while self._entries and len(self._entries) >= max(1, int(self.app.config["TONGBAN_HOT_CACHE_SIZE"])):
+                self._drop(*next(iter(self._entries.items())))  # full: the least recently used goes
             self._entries[key] = entry
             for d in entry.deps:
                 self._by_dep.setdefault(d, set()).add(key)
@@ -254,6 +343,16 @@ class HotCache:
         return len(self._entries)
 
 
+def _redis_identity(r) -> tuple[str, str]:
+    """The Redis server's ``run_id`` (a new one at every start) and ``master_replid`` (a new
+    history when a replica is promoted)."""
+    p = r.pipeline(transaction=False)
+    p.info("server")
+    p.info("replication")
+    info, repl = p.execute()
+    return str(info.get("run_id", "")), str(repl.get("master_replid", ""))
+
+
 def for_app(app: Flask | None = None) -> HotCache | None:
     """The application's cache when it is on, else None."""
     app = app or current_app
@@ -278,7 +377,7 @@ def publish(keys: Iterable[str], app: Flask | None = None) -> None:
         try:
             r = redis_client(a)
             if r is not None:
-                if ALL in keys:
+                if ALL in keys or len(keys) > _PUBLISH_AT_MOST:
                     keys = [ALL]
                 r.eval(_PUBLISH, 2, _GEN_KEY, LOG_KEY, secrets.token_hex(8), str(_KEEP), str(time.time_ns() // 1000),
                        *keys)
@@ -345,7 +444,7 @@ def _note_orm_dml(state):
     state.session.info.setdefault(_PENDING, set()).update(declared or [ALL])
 
 
-@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_commit", insert=True)  # before any other: one that raises skips the rest
 def _publish_flushed(session):
     if session.in_nested_transaction():
         return  # a savepoint released (SQLAlchemy calls after_commit for it too): nothing is committed yet
@@ -355,9 +454,15 @@ def _publish_flushed(session):
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _drop_flushed(session, transaction):
-    if transaction.parent is None:  # the outermost ended: committed (published above) or rolled back
-        session.info.pop(_PENDING, None)
+def _end_flushed(session, transaction):
+    """The outermost transaction ended: committed (published above) or rolled back. Keys left
+    after a rollback are published all the same: on a driver-level autocommit connection (an
+    engine created with ``isolation_level="AUTOCOMMIT"``) the statements were committed by
+    the database as they ran, and the rollback undid nothing. An extra invalidation is harmless."""
+    if transaction.parent is None:
+        keys = session.info.pop(_PENDING, None)
+        if keys:
+            publish(keys)
 
 
 # statements outside an ORM flush: "*" (or the keys they declare) once their transaction is over
@@ -376,10 +481,33 @@ def _flush_caches() -> set[int]:
 _FLUSH_CACHES: list[set[int]] = []
 
 
+_FLUSHING: contextvars.ContextVar[bool] = contextvars.ContextVar("tongban_hotcache_flushing", default=False)
+
+
+@event.listens_for(Session, "before_flush")
+def _flush_starts(session, flush_context, instances):
+    _FLUSHING.set(True)
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _flush_ends(session, flush_context):
+    _FLUSHING.set(False)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _flush_failed(session, previous_transaction):
+    _FLUSHING.set(False)
+
+
 def _is_flush(context) -> bool:
-    """Whether the statement is an ORM flush's (the mapper's compiled cache is only passed by
-    ``orm.persistence``): ``after_flush`` names its precise keys. Should SQLAlchemy ever stop
-    passing it, flushes are taken for other writes and publish ``*``: slower, never wrong."""
+    """Whether the statement is an ORM flush's: inside a flush (``before_flush`` to
+    ``after_flush_postexec``, in this thread or task) and with the mapper's compiled cache (only
+    passed by ``orm.persistence``): ``after_flush`` names its precise keys. The legacy
+    ``Session.bulk_update_mappings``/``bulk_save_objects`` pass the same cache but are no flush:
+    taken for other writes (``*``). Should SQLAlchemy ever stop passing the cache, flushes are
+    taken for other writes too: slower, never wrong."""
+    if not _FLUSHING.get():
+        return False
     cache = context.execution_options.get("compiled_cache") if context is not None else None
     if cache is None:
         return False
@@ -400,9 +528,25 @@ def _declared(opts) -> list[str] | None:
     return None
 
 
+def _is_read(statement: str) -> bool:
+    """Whether the statement can change no row: one SELECT (after leading whitespace, comments
+    and parentheses), or a WITH ... SELECT naming no data-modifying keyword. Everything else that
+    names a watched table is taken for a write: UPDATE, a comment then UPDATE, EXPLAIN ANALYZE,
+    DO, CALL, COPY, several statements in one text, DDL. (Taken wrongly for a write, a read only
+    empties the caches once.)"""
+    if statement[:6] in ("SELECT", "select") and ";" not in statement:  # what SQLAlchemy writes: at once
+        return True
+    rest = statement[_LEAD.match(statement).end():].rstrip().rstrip(";")  # type: ignore[union-attr]
+    if ";" in rest:  # several statements (or a semicolon in a literal: taken for a write, harmless)
+        return False
+    if _SELECT.match(rest):
+        return True
+    return bool(_WITH.match(rest)) and not _MODIFYING.search(rest)
+
+
 @event.listens_for(Engine, "before_cursor_execute")
 def _watch_statement(conn, cursor, statement, parameters, context, executemany):
-    if not _WRITE.match(statement) or not _TABLES.search(statement):
+    if not _TABLES.search(statement) or _is_read(statement):
         return
     opts = context.execution_options if context is not None else {}
     if _is_flush(context):
@@ -443,7 +587,13 @@ def _committing(conn):
 
 @event.listens_for(Engine, "rollback")
 def _rolled_back(conn):
-    conn.info.pop(_CONN_PENDING, None)
+    """Published all the same once the connection is done with it: on a driver-level autocommit
+    connection (``create_engine(..., isolation_level="AUTOCOMMIT")``, psycopg's
+    ``autocommit=True``) the statements were committed as they ran, and SQLAlchemy's rollback
+    of its (empty) transaction undid nothing. An extra invalidation is harmless."""
+    keys = conn.info.pop(_CONN_PENDING, None)
+    if keys:
+        conn.info.setdefault(_CONN_COMMITTED, set()).update(keys)
 
 
 @event.listens_for(Engine, "begin")

@@ -59,3 +59,16 @@ def test_a_rollback_drops_everything(app):
     db.session.rollback()
     db.session.commit()
     assert ran == []
+
+
+def test_one_callback_failing_skips_no_other(app):
+    """The transaction is committed: a callback that raises does not skip the ones after it
+    (the first error is raised once all ran)."""
+    ran = []
+    db.session.execute(text("SELECT 1"))
+    after_commit(lambda: ran.append("first"))
+    after_commit(lambda: 1 / 0)
+    after_commit(lambda: ran.append("last"))
+    with pytest.raises(ZeroDivisionError):
+        db.session.commit()
+    assert ran == ["first", "last"]

@@ -33,10 +33,11 @@ _SHARED = ("TESTING", "TONGBAN_INSTANCE_DIR", "SQLALCHEMY_DATABASE_URI", "TONGBA
 @pytest.fixture
 def hc(app):
     cache = app.extensions["tongban.hotcache"]
-    app.config.update(TONGBAN_HOT_CACHE=True, TONGBAN_FAST_PATH=True)
+    # (a PostgreSQL run without TEST_REDIS_URL: one machine, the file generation)
+    app.config.update(TONGBAN_HOT_CACHE=True, TONGBAN_FAST_PATH=True, TONGBAN_HOT_CACHE_WITHOUT_REDIS=True)
     size = app.config["TONGBAN_HOT_CACHE_SIZE"]
     yield cache
-    app.config.update(TONGBAN_HOT_CACHE=True, TONGBAN_HOT_CACHE_SIZE=size)
+    app.config.update(TONGBAN_HOT_CACHE=True, TONGBAN_HOT_CACHE_SIZE=size, TONGBAN_HOT_CACHE_WITHOUT_REDIS=False)
 
 
 @pytest.fixture(scope="session")
@@ -430,6 +431,35 @@ def test_cache_is_bounded(app, client, hc, issue):  # noqa: F811
         assert len(hc) <= 3
 
 
+def test_a_full_cache_evicts_the_least_recently_used(app, client, hc, issue):  # noqa: F811
+    one, two, three = (issue("结婚证").verify_code for _ in range(3))
+    _cached(client, f"/v/{one}", JSON)
+    _cached(client, f"/v/{two}", JSON)
+    app.config["TONGBAN_HOT_CACHE_SIZE"] = len(hc)
+    _cached(client, f"/v/{one}", JSON)  # used again: two is now the least recently used
+    _cached(client, f"/v/{three}", JSON)
+    assert ("v", one) in hc._entries and ("v", three) in hc._entries and ("v", two) not in hc._entries
+    assert len(hc) <= app.config["TONGBAN_HOT_CACHE_SIZE"]
+
+
+def test_off_with_a_shared_database_and_no_redis(app, hc, monkeypatch):
+    """Without Redis the invalidation reaches one machine's processes only (a file): with a
+    database several servers may share, the cache is off unless a setting says one machine
+    serves it."""
+    monkeypatch.setitem(app.config, "REDIS_URL", "")
+    monkeypatch.setitem(app.config, "TONGBAN_HOT_CACHE_WITHOUT_REDIS", False)
+    monkeypatch.setitem(app.config, "SQLALCHEMY_DATABASE_URI", "postgresql+psycopg://db.example/tongban")
+    assert hotcache.for_app(app) is None
+    monkeypatch.setitem(app.config, "TONGBAN_HOT_CACHE_WITHOUT_REDIS", True)
+    assert hotcache.for_app(app) is hc
+    monkeypatch.setitem(app.config, "TONGBAN_HOT_CACHE_WITHOUT_REDIS", False)
+    monkeypatch.setitem(app.config, "SQLALCHEMY_DATABASE_URI", "sqlite:///instance/tongban.db")
+    assert hotcache.for_app(app) is hc
+    monkeypatch.setitem(app.config, "SQLALCHEMY_DATABASE_URI", "postgresql+psycopg://db.example/tongban")
+    monkeypatch.setitem(app.config, "REDIS_URL", "redis://redis.example:6379/0")
+    assert hotcache.for_app(app) is hc
+
+
 # ---------------------------------------------------------------- the log itself
 
 
@@ -444,7 +474,7 @@ def test_a_restore_bump_clears_everything(app, client, hc, issue):  # noqa: F811
     assert hc.hits == hits
 
 
-def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issue):  # noqa: F811
+def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issue, monkeypatch):  # noqa: F811
     r = redis_client(app)
     if r is None:
         pytest.skip("the Redis invalidation log needs TEST_REDIS_URL")
@@ -459,8 +489,28 @@ def test_redis_log_lost_or_fallen_behind_clears_everything(app, client, hc, issu
     client.get(path, headers=JSON)
     assert hc.hits == hits
     _cached(client, path, JSON)
-    # a process further behind than the trimmed log
-    r.incrby("tongban:gen:hotcache", 10 * hotcache._KEEP)
+    # a process further behind than the trimmed log (the log keeps _KEEP members; the highest
+    # score trimmed is the member "floor", which a process behind it finds in what it reads)
+    with monkeypatch.context() as m:
+        m.setattr(hotcache, "_KEEP", 5)
+        for i in range(10):
+            hotcache.publish([f"vcode:other-{i}"], app)
+        assert r.zcard(hotcache.LOG_KEY) <= 6 and r.zscore(hotcache.LOG_KEY, "floor") is not None
+    hits = hc.hits
+    client.get(path, headers=JSON)
+    assert hc.hits == hits
+    _cached(client, path, JSON)
+    # more log to read than _READ_AT_MOST: everything cleared instead
+    with monkeypatch.context() as m:
+        m.setattr(hotcache, "_READ_AT_MOST", 3)
+        hotcache.publish([f"vcode:x-{i}" for i in range(4)], app)
+        hits = hc.hits
+        client.get(path, headers=JSON)
+        assert hc.hits == hits
+    _cached(client, path, JSON)
+    # a publish naming very many keys publishes "*"
+    hotcache.publish([f"vcode:y-{i}" for i in range(hotcache._PUBLISH_AT_MOST + 1)], app)
+    assert r.zscore(hotcache.LOG_KEY, "*") is not None and r.zscore(hotcache.LOG_KEY, "vcode:y-0") is None
     hits = hc.hits
     client.get(path, headers=JSON)
     assert hc.hits == hits
@@ -515,3 +565,39 @@ def test_redis_restarted_empty_clears_everything(app, client, hc, issue):  # noq
     hits = hc.hits
     client.get(path, headers=JSON)
     assert hc.hits == hits  # another epoch: everything cleared
+
+
+def test_redis_counter_below_the_position_clears_everything(app, client, hc, issue):  # noqa: F811
+    """Redis went back in time (restored from a save, a replica promoted) and nothing was
+    published since: the counter is below what this process processed, the publishes in
+    between are lost."""
+    r = redis_client(app)
+    if r is None:
+        pytest.skip("the Redis invalidation log needs TEST_REDIS_URL")
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    _cached(client, path, JSON)
+    r.set("tongban:gen:hotcache", int(r.get("tongban:gen:hotcache")) - 1)
+    hits, cleared = hc.hits, hc.cleared
+    client.get(path, headers=JSON)
+    assert hc.hits == hits and hc.cleared > cleared
+
+
+def test_redis_refusing_info_is_said_once(app, client, hc, issue, monkeypatch, caplog):  # noqa: F811
+    """A managed Redis may refuse INFO: the cache keeps working on the counter alone, and the
+    warning is not repeated every second."""
+    if redis_client(app) is None:
+        pytest.skip("the Redis invalidation log needs TEST_REDIS_URL")
+
+    def refused(r):
+        raise RuntimeError("unknown command 'INFO'")
+
+    monkeypatch.setattr(hotcache, "_redis_identity", refused)
+    monkeypatch.setitem(app.config, "TONGBAN_HOT_CACHE_REDIS_CHECK_SECONDS", 0)
+    monkeypatch.setattr(hc, "_identity_warned", False)
+    lic = issue("结婚证")
+    path = f"/v/{lic.verify_code}"
+    with caplog.at_level("WARNING", logger="tongban.hotcache"):
+        _cached(client, path, JSON)
+        client.get(path, headers=JSON)
+    assert sum("INFO is refused" in m for m in caplog.messages) == 1
