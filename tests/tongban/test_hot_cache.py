@@ -45,7 +45,9 @@ def _other_app(base_app):
     from tongban import create_app
 
     # no outbox thread of its own: the base app's drains the queue (and none outlives the database)
-    other = create_app({**{k: base_app.config[k] for k in _SHARED}, "TONGBAN_OUTBOX_THREAD": False})
+    # the same instance folder: without Redis, the file generation reaches both (one machine)
+    other = create_app({**{k: base_app.config[k] for k in _SHARED}, "TONGBAN_OUTBOX_THREAD": False,
+                        "TONGBAN_HOT_CACHE_WITHOUT_REDIS": True})
     other.test_client_class = base_app.test_client_class
     return other
 
