@@ -254,16 +254,36 @@ def _stat_fields(entry: Path) -> list[str]:
     return (entry / "stat").read_text().rsplit(")", 1)[1].split()
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """utime + stime of every process in the process group ``pgid``, seconds (/proc/<pid>/stat)."""
-    total = 0
-    for _, entry in _group(pgid):
+def group_cpu_by_pid(pgid: int) -> dict[int, float]:
+    """{pid: utime + stime seconds} of every process in the process group ``pgid`` (/proc/<pid>/stat)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid, entry in _group(pgid):
         try:
             fields = _stat_fields(entry)
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+    return out
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every process in the process group ``pgid``, seconds."""
+    return sum(group_cpu_by_pid(pgid).values())
+
+
+def group_switches(pgid: int) -> int:
+    """Context switches (voluntary and not) of every thread of every process in the group."""
+    total = 0
+    for _, entry in _group(pgid):
+        try:
+            for task in (entry / "task").iterdir():
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
 
 
 def _cmdline(entry: Path) -> str:

@@ -49,6 +49,8 @@ from _common import (
     code_flow,
     fetch,
     free_port,
+    group_cpu_by_pid,
+    group_switches,
     local_paths,
     measure,
     pinning,
@@ -60,42 +62,7 @@ from _common import (
     wait_ready,
 )
 
-TICK = os.sysconf("SC_CLK_TCK")
 ENDPOINTS = ("token", "introspect", "userinfo", "jwks", "discovery")
-
-
-def group_cpu(pgid: int) -> dict[int, float]:
-    """{pid: utime+stime seconds} of every process in the process group (threads included)."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, ProcessLookupError):
-            continue
-        out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
-    return out
-
-
-def group_switches(pgid: int) -> int:
-    """Context switches (voluntary and not) of every thread of every process in the group."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            for task in (entry / "task").iterdir():
-                for line in (task / "status").read_text().splitlines():
-                    if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
-                        total += int(line.split()[1])
-        except (OSError, ProcessLookupError):
-            continue
-    return total
 
 
 def scenarios(paths: dict, basic: str, access_token: str, user_token: str) -> dict[str, Scenario]:
@@ -138,7 +105,7 @@ def server_mode(args, env: dict, made: dict, tmp: Path) -> None:
         for key in args.only:
             sc = chosen[key]
             measure(args.driver, port, sc, args.warmup, args.connections, load_prefix)
-            before, switches = group_cpu(server.pid), group_switches(server.pid)
+            before, switches = group_cpu_by_pid(server.pid), group_switches(server.pid)
             spy = None
             if args.py_spy:
                 import subprocess
@@ -151,7 +118,7 @@ def server_mode(args, env: dict, made: dict, tmp: Path) -> None:
             r = measure(args.driver, port, sc, args.seconds, args.connections, load_prefix)
             if spy is not None:
                 spy.wait(timeout=60)
-            after, switches = group_cpu(server.pid), group_switches(server.pid) - switches
+            after, switches = group_cpu_by_pid(server.pid), group_switches(server.pid) - switches
             deltas = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
             worker = max(deltas.values())  # the worker does the work; Granian's main process idles
             total = sum(deltas.values())

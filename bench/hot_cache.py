@@ -31,6 +31,7 @@ from _common import (
     code_flow,
     drive,
     free_port,
+    group_cpu_seconds,
     issue_licences,
     pinning,
     postgres_database,
@@ -41,25 +42,6 @@ from _common import (
     tongban_env,
     wait_ready,
 )
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def group_cpu(pgid: int) -> float:
-    """Seconds of CPU (user + system) of every live process in the process group."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != pgid:
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, ProcessLookupError):
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / TICK
-
 
 CHURNED = [0]
 
@@ -154,9 +136,9 @@ def main() -> None:
                         ]
                         for sc in scenarios:
                             drive(port, sc, 0.5, 1)  # warm: the full stack's first answers, the template
-                            before = group_cpu(server.pid)
+                            before = group_cpu_seconds(server.pid)
                             r = drive(port, sc, args.seconds, args.connections)
-                            cpu = group_cpu(server.pid) - before
+                            cpu = group_cpu_seconds(server.pid) - before
                             results.setdefault((sc.name, setting), []).append(
                                 (cpu, r["rps"], r["requests"], r["errors"]))
                     finally:
