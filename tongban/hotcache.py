@@ -578,11 +578,25 @@ def _failed_statement(ctx):
         publish(keys)  # it may have half-happened: say so
 
 
+def _info(conn) -> dict | None:
+    """The connection's info, or None when it was invalidated (the database went away in the
+    middle of a transaction): reading it then raises, and these hooks run inside SQLAlchemy's own
+    rollback, which must not fail for them."""
+    try:
+        return conn.info
+    except Exception:
+        return None
+
+
 @event.listens_for(Engine, "commit")
 def _committing(conn):
-    keys = conn.info.pop(_CONN_PENDING, None)
+    info = _info(conn)
+    if info is None:  # keys parked on a connection that is gone: whatever they were, say all
+        publish([ALL])
+        return
+    keys = info.pop(_CONN_PENDING, None)
     if keys:
-        conn.info.setdefault(_CONN_COMMITTED, set()).update(keys)
+        info.setdefault(_CONN_COMMITTED, set()).update(keys)
 
 
 @event.listens_for(Engine, "rollback")
@@ -591,14 +605,19 @@ def _rolled_back(conn):
     connection (``create_engine(..., isolation_level="AUTOCOMMIT")``, psycopg's
     ``autocommit=True``) the statements were committed as they ran, and SQLAlchemy's rollback
     of its (empty) transaction undid nothing. An extra invalidation is harmless."""
-    keys = conn.info.pop(_CONN_PENDING, None)
+    info = _info(conn)
+    if info is None:  # invalidated (see _info): its parked keys are lost with it, so say all
+        publish([ALL])
+        return
+    keys = info.pop(_CONN_PENDING, None)
     if keys:
-        conn.info.setdefault(_CONN_COMMITTED, set()).update(keys)
+        info.setdefault(_CONN_COMMITTED, set()).update(keys)
 
 
 @event.listens_for(Engine, "begin")
 def _next_transaction(conn):
-    keys = conn.info.pop(_CONN_COMMITTED, None)
+    info = _info(conn)
+    keys = info.pop(_CONN_COMMITTED, None) if info is not None else None
     if keys:
         publish(keys)
 

@@ -603,3 +603,25 @@ def test_redis_refusing_info_is_said_once(app, client, hc, issue, monkeypatch, c
         _cached(client, path, JSON)
         client.get(path, headers=JSON)
     assert sum("INFO is refused" in m for m in caplog.messages) == 1
+
+
+def test_a_connection_lost_mid_transaction_rolls_back_cleanly_and_says_all(app, hc):
+    """The database going away in the middle of a write (failover, network): SQLAlchemy's rollback
+    of the invalidated connection runs the hot cache's hooks, which could not read the
+    connection's parked keys and raised from inside the rollback (the outbox worker's pass failed
+    with PendingRollbackError). Now the rollback completes and everything is said stale."""
+    cleared, seen = hc.cleared, _published_all()
+    conn = db.engine.connect()
+    conn.begin()
+    conn.execute(text("UPDATE licences SET status = status WHERE 1 = 0"))  # parks "*" until the end
+    conn.invalidate()
+    conn.close()  # the rollback of the invalidated transaction: no exception
+    assert _published_all() != seen or hc.cleared > cleared
+    with db.engine.connect() as again:  # the pool hands out a working connection afterwards
+        assert again.execute(text("SELECT 1")).scalar() == 1
+
+
+def _published_all():
+    from tongban import hotcache
+
+    return hotcache.GENERATION.current()
