@@ -75,9 +75,9 @@ COSTS = [  # (label, t, m KiB, p)
     ("RFC 9106 §4 2nd (argon2-cffi default)", 3, 65536, 4),
     ("RFC 9106 §4 2nd with p=1", 3, 65536, 1),
     ("OWASP m=46 MiB t=1 p=1", 1, 47104, 1),
-    ("OWASP m=19 MiB t=2 p=1 (Tongban default)", 2, 19456, 1),
+    ("OWASP m=19 MiB t=2 p=1 (the default before)", 2, 19456, 1),
     ("OWASP m=12 MiB t=3 p=1", 3, 12288, 1),
-    ("OWASP m=9 MiB t=4 p=1", 4, 9216, 1),
+    ("OWASP m=9 MiB t=4 p=1 (Tongban default)", 4, 9216, 1),
     ("OWASP m=7 MiB t=5 p=1 (the floor)", 5, 7168, 1),
 ]
 _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')

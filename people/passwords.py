@@ -58,7 +58,7 @@ def _entry(params: tuple[int, int, int]) -> tuple[PasswordHasher, str]:
 
 # At most this many Argon2 runs at once in this process (TONGBAN_ARGON2_CONCURRENCY; 0: one per
 # CPU the process may run on). Argon2 releases the GIL, so without a bound every request thread
-# of a worker may be inside it at once: on one core they are time-sliced, and each run's 19 MiB
+# of a worker may be inside it at once: on one core they are time-sliced, and each run's memory
 # evicts the others' from the caches, so every run costs more CPU than run alone (measured: a
 # log-in cost ~11 ms more CPU with Granian's 8 threads on one core than with one thread). Waiting
 # here holds no connection and no transaction (see the module's docstring).

@@ -60,8 +60,8 @@ DEFAULTS: dict = {
     "TONGBAN_PASSWORD_MIN_LENGTH": 10,
     # Argon2id cost of new password hashes (docs/sessions-and-security.md, "Password hashing
     # cost"); below ARGON2_FLOOR start-up stops, a hash at another cost is redone at log-in
-    "TONGBAN_ARGON2_TIME_COST": 2,
-    "TONGBAN_ARGON2_MEMORY_KIB": 19456,
+    "TONGBAN_ARGON2_TIME_COST": 4,
+    "TONGBAN_ARGON2_MEMORY_KIB": 9216,
     "TONGBAN_ARGON2_PARALLELISM": 1,
     "TONGBAN_DORMANT_DAYS": 90,
     # how often each worker writes its in-memory usage counters to the database
@@ -512,8 +512,8 @@ def check_argon2(values) -> None:
     if t * m < ARGON2_MIN_WORK:
         raise ConfigError(
             f"TONGBAN_ARGON2_TIME_COST={t} with TONGBAN_ARGON2_MEMORY_KIB={m}: below the floor "
-            f"(time cost x memory must be at least {ARGON2_MIN_WORK} KiB, OWASP's least: e.g. t=2 with "
-            f"m=19456, t=1 with m=47104, t=5 with m=7168)")
+            f"(time cost x memory must be at least {ARGON2_MIN_WORK} KiB, OWASP's least: e.g. t=4 with "
+            f"m=9216, t=2 with m=19456, t=1 with m=47104, t=5 with m=7168)")
 
 
 def _explicit(app: Flask, folder: Path, overrides: dict | None, key: str) -> bool:
