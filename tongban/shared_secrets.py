@@ -19,8 +19,9 @@ rolling restart does not take every not-yet-restarted server out of the balancer
 The fingerprint is ``Argon2id(secret, salt = label || name || random per-deployment salt)``,
 16 bytes. It is keyed by the secret itself (so nothing but the secret produces it), salted per
 deployment and per secret (no precomputed table, and two equal secrets do not show as equal),
-and slow (2 passes over 19 MiB: OWASP's first Argon2id line, as costly per guess as a password hash). Whoever reads the table can test a
-guess of a *weak* secret no faster than a guess of a user's password from the ``users`` table,
+and slow (2 passes over 19 MiB: OWASP's first Argon2id line, as costly per guess as a password
+hash). Whoever reads the table can test a guess of a *weak* secret no faster than a guess of a
+user's password from the ``users`` table,
 and learns nothing at all about the 32-byte random secrets the instance folder generates. A
 plain hash, or an HMAC of a fixed label, would let a stolen database be checked against a
 dictionary of weak ``SECRET_KEY`` values at billions of guesses per second. Redis is not used

@@ -91,7 +91,8 @@ def test_a_cost_below_the_floor_is_a_config_error_naming_the_variable(monkeypatc
     assert named in str(err.value)
 
 
-@pytest.mark.parametrize("t,m,p", [(1, 47104, 1), (2, 19456, 1), (3, 12288, 1), (4, 9216, 1), (5, 7168, 1), (3, 65536, 4)])
+@pytest.mark.parametrize("t,m,p", [(1, 47104, 1), (2, 19456, 1), (3, 12288, 1), (4, 9216, 1), (5, 7168, 1),
+                                   (3, 65536, 4)])
 def test_owasp_and_rfc_9106_settings_are_accepted(monkeypatch, tmp_path, t, m, p):
     app = _loaded(monkeypatch, tmp_path, {"TONGBAN_ARGON2_TIME_COST": str(t), "TONGBAN_ARGON2_MEMORY_KIB": str(m),
                                           "TONGBAN_ARGON2_PARALLELISM": str(p)})
