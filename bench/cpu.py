@@ -232,6 +232,9 @@ def _callgrind_dump(tmp: Path, key: str) -> int:
         for f in (tmp / "callgrind").glob("cg.out.*"):
             text = f.read_text(errors="replace")
             if f"Trigger: dump {key}" in text and "\ntotals:" in text:
+                keep = os.environ.get("TONGBAN_BENCH_CALLGRIND_KEEP")
+                if keep:  # --callgrind-keep: for callgrind_annotate
+                    shutil.copy(f, f"{keep}.{key}")
                 f.unlink()
                 return int(text.split("\ntotals:", 1)[1].split()[0])
         time.sleep(0.2)
@@ -254,6 +257,8 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true",
                     help="with --inproc: instructions per request, counted by valgrind's callgrind (stable on a "
                          "loaded machine); runs this script under valgrind")
+    ap.add_argument("--callgrind-keep", metavar="PREFIX", help="with --callgrind: keep each endpoint's dump as "
+                    "PREFIX.<endpoint> (for callgrind_annotate)")
     ap.add_argument("--py-spy", metavar="PREFIX", help="server mode: py-spy (on PATH) samples the worker, native "
                     "frames included, during each measured run into PREFIX.<endpoint>.txt (collapsed stacks)")
     ap.add_argument("--top", type=int, default=25, help="functions in each profile summary")
@@ -267,6 +272,8 @@ def main() -> None:
             sys.exit("--callgrind needs --inproc N and valgrind (apt-get install valgrind)")
         (tmp / "callgrind").mkdir()
         os.environ["TONGBAN_BENCH_UNDER_CALLGRIND"] = str(tmp)
+        if args.callgrind_keep:
+            os.environ["TONGBAN_BENCH_CALLGRIND_KEEP"] = os.path.abspath(args.callgrind_keep)
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--quiet",
                 f"--callgrind-out-file={tmp / 'callgrind' / 'cg.out.%p'}", sys.executable, *sys.argv]
         try:
