@@ -130,10 +130,26 @@ class Request:
             return None
         try:
             text = raw.decode("ascii")
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), encoding="utf-8",
-                              errors="strict")
-        except (UnicodeDecodeError, ValueError):
+        except UnicodeDecodeError:
             return None
+        if "%" not in text and "+" not in text:
+            # nothing to decode (the common small form): split exactly as ``parse_qsl`` does with
+            # these options: "&" only, the first "=" splits, a field without one (an empty field
+            # included) is an error, names and values as they stand (``unquote`` returns a string
+            # without "%" unchanged)
+            pairs: list[tuple[str, str]] = []
+            if text:
+                for field_ in text.split("&"):
+                    name, sep, value = field_.partition("=")
+                    if not sep:
+                        return None
+                    pairs.append((name, value))
+        else:
+            try:
+                pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), encoding="utf-8",
+                                  errors="strict")
+            except (UnicodeDecodeError, ValueError):
+                return None
         out: dict[str, str] = {}
         for k, v in pairs:
             if k in out or not k.isprintable() or not v.isprintable() or not v.isascii():
