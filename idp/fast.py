@@ -57,17 +57,24 @@ _BASIC_MAX = 1024
 def _basic_client(req: Request, register: dict[str, RegisteredClient]) -> RegisteredClient | None:
     """The registered system a well-formed ``client_secret_basic`` header proves, or None.
     ``register``: the current register (``registry.loaded_register()`` or ``current_register``)."""
+    global _basic_verified
     auth = req.header("Authorization")
     if not auth:
         return None
     held_for, held = _basic_verified
-    if held_for is register:
+    if held_for is not register:  # a new register: nothing verified against the old one is kept
+        held = {}
+        _basic_verified = (register, held)
+    else:
         client = held.get(auth)
         if client is not None and register.get(client.client_id) is client:
             return client
     client = _check_basic(auth, register)
     if client is not None:
-        _remember_basic(auth, register, client)
+        if len(held) >= _BASIC_MAX:
+            for old in list(held)[: _BASIC_MAX // 8]:
+                held.pop(old, None)
+        held[auth] = client
     return client
 
 
@@ -94,18 +101,6 @@ def _check_basic(auth: str, register: dict[str, RegisteredClient]) -> Registered
             or not client.check_client_secret(secret)):
         return None
     return client
-
-
-def _remember_basic(auth: str, register: dict[str, RegisteredClient], client: RegisteredClient) -> None:
-    global _basic_verified
-    held_for, held = _basic_verified
-    if held_for is not register:  # a new register: nothing verified against the old one is kept
-        held = {}
-        _basic_verified = (register, held)
-    if len(held) >= _BASIC_MAX:
-        for old in list(held)[: _BASIC_MAX // 8]:
-            held.pop(old, None)
-    held[auth] = client
 
 
 def _token(req: Request, quick: bool) -> LeanResponse | None:

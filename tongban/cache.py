@@ -185,8 +185,10 @@ class CachedLoader:
         context (``app`` is passed): for lean answers given before one is pushed, which fall back
         to one on None (``tongban.fastpath``)."""
         key = id(app)
+        if self._app_key != key:
+            return None
         now = time.monotonic()
-        if self._app_key == key and self._value is not None and 0 <= now - self._checked < self.check_every:
+        if self._value is not None and 0 <= now - self._checked < self.check_every:
             return self._value
         gen = self.generation.current(app)
         # _gen before _value: a reload in another thread sets _value first, then _gen, so a value
