@@ -24,7 +24,7 @@ from keys.services import current_keyring, keyring
 from people import enterprise, sessions
 from tongban import fastpath, hotcache
 from tongban.fastpath import LeanResponse, Request
-from tongban.metrics import TOKENS
+from tongban.metrics import TOKENS, counter_inc
 
 from . import clients as registry
 from . import tokens
@@ -168,8 +168,8 @@ _client_credentials_count: list = []  # TOKENS' child for the grant, looked up o
 
 def _count_client_credentials() -> None:
     if not _client_credentials_count:
-        _client_credentials_count.append(TOKENS.labels("client_credentials"))
-    _client_credentials_count[0].inc()
+        _client_credentials_count.append(counter_inc(TOKENS.labels("client_credentials")))
+    _client_credentials_count[0]()
 
 
 def introspect(req: Request) -> LeanResponse | None:

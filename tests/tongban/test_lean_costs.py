@@ -266,3 +266,26 @@ def test_small_form_split_is_parse_qsl_generated():
         assert _form(body) == _form_as_parse_qsl(body)
 
     check()
+
+
+def test_metric_shortcuts_write_what_the_public_methods_write():
+    """``metrics.histogram_observe`` and ``metrics.counter_inc`` (the lean path's) leave the same
+    samples as ``observe`` and ``inc`` on twin metrics, bucket bounds and odd amounts included."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from tongban import metrics
+
+    samples = []
+    for shortcut in (False, True):
+        registry = CollectorRegistry()
+        hist = Histogram("t_latency", "t", ["e"], buckets=metrics.BUCKETS, registry=registry).labels("x")
+        count = Counter("t_requests", "t", ["e"], registry=registry).labels("x")
+        observe = metrics.histogram_observe(hist) if shortcut else hist.observe
+        inc = metrics.counter_inc(count) if shortcut else count.inc
+        assert (observe is not hist.observe and inc != count.inc) if shortcut else True  # the shortcuts in use
+        for amount in (0.0, 1e-9, 0.005, 0.0050001, 0.01, 0.3, 2.5, 29.999, 30.0, 30.5, 1e9, -1.0, math.nan, 0.0001):
+            observe(amount)
+            inc()
+        samples.append(sorted((s.name, tuple(sorted(s.labels.items())), repr(s.value))
+                              for m in registry.collect() for s in m.samples if not s.name.endswith("_created")))
+    assert samples[0] == samples[1]
