@@ -214,7 +214,7 @@ def inproc_mode(args, env: dict, made: dict, tmp: Path) -> None:
             import pstats
 
             out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.top)
+            pstats.Stats(prof, stream=out).sort_stats(args.profile_sort).print_stats(args.top)
             print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()) + "\n")
 
 
@@ -261,6 +261,8 @@ def main() -> None:
                     "PREFIX.<endpoint> (for callgrind_annotate)")
     ap.add_argument("--py-spy", metavar="PREFIX", help="server mode: py-spy (on PATH) samples the worker, native "
                     "frames included, during each measured run into PREFIX.<endpoint>.txt (collapsed stacks)")
+    ap.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime",
+                    help="the order of the profile summary (default: own time)")
     ap.add_argument("--top", type=int, default=25, help="functions in each profile summary")
     args = ap.parse_args()
     if args.driver == "auto":
