@@ -135,21 +135,24 @@ def _token(req: Request, quick: bool) -> LeanResponse | None:
     return LeanResponse(_token_body(out), metric=_count_client_credentials)
 
 
-_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _TOKEN_KEYS = ("token_type", "access_token", "expires_in")
+
+
+def _plain(value: object) -> bool:
+    """A string ``json.dumps`` writes as it stands: printable ASCII without a quote or a backslash."""
+    return type(value) is str and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
 
 
 def _token_body(out: dict) -> bytes:
     """``json.dumps(out).encode()``, spelt directly for what ``client_credentials_token`` answers
-    (its keys in its order, a compact JWS, an int lifetime, a scope of ``_SCOPE``'s characters:
-    printable ASCII without a quote or a backslash, nothing to escape); anything else by json."""
+    (its keys in its order, a token and a scope with nothing to escape, an int lifetime);
+    anything else by json."""
     keys = tuple(out)
     exp, tok, scope = out.get("expires_in"), out.get("access_token"), out.get("scope")
-    if (keys[:3] == _TOKEN_KEYS and out["token_type"] == "Bearer" and type(exp) is int
-            and type(tok) is str and _JWS.fullmatch(tok)):
+    if keys[:3] == _TOKEN_KEYS and out["token_type"] == "Bearer" and type(exp) is int and _plain(tok):
         if len(keys) == 3:
             return f'{{"token_type": "Bearer", "access_token": "{tok}", "expires_in": {exp}}}'.encode()
-        if len(keys) == 4 and keys[3] == "scope" and type(scope) is str and _SCOPE.fullmatch(scope):
+        if len(keys) == 4 and keys[3] == "scope" and _plain(scope):
             return (f'{{"token_type": "Bearer", "access_token": "{tok}", "expires_in": {exp}, '
                     f'"scope": "{scope}"}}').encode()
     return json.dumps(out).encode()

@@ -117,6 +117,10 @@ def test_token_body_is_json_dumps():
                 {"token_type": "Bearer", "access_token": 'a"b.c\\d.e', "expires_in": 60},
                 {"token_type": "Bearer", "access_token": jws, "expires_in": 60, "scope": 'a"b'},
                 {"token_type": "Bearer", "access_token": jws, "expires_in": 60, "scope": "é"},
+                {"token_type": "Bearer", "access_token": "a\x7fb", "expires_in": 60},
+                {"token_type": "Bearer", "access_token": "a/b\tc", "expires_in": 60, "scope": "x\u2028"},
+                {"token_type": "Bearer", "access_token": "a/b c", "expires_in": -5, "scope": "openid <x>"},
+                {"token_type": "Bearer", "access_token": None, "expires_in": 60},
                 {"token_type": "Bearer", "access_token": jws, "expires_in": 60, "refresh_token": "r"},
                 {"access_token": jws, "token_type": "Bearer", "expires_in": 60}):
         assert _token_body(out) == json.dumps(out).encode(), out
