@@ -37,7 +37,6 @@ from .views import discovery_body, discovery_bytes_if_cached
 
 _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
-_generator = tokens.JWTAccessTokenGenerator()
 
 
 # Basic credentials verified by a full check, by the exact text of the Authorization header, for

@@ -96,7 +96,7 @@ def client_credentials_token(config, ring: KeyRing, client, scope: str | None) -
     DPoP proof), key and answer, in the same order. For the lean path (``idp.fast``), which only
     asks it for a client that has no registered resources, DPoP requirement or pairwise subject;
     ``config`` and ``ring`` are the application's (``keys.services.current_keyring``).
-    ``tests/idp/test_fast_path.py`` compares the two."""
+    ``tests/idp/test_fast_path_token.py`` compares the two."""
     # the generator filters the scope twice (its own generate, then Authlib's); the filter is
     # idempotent (the allowed names of the request, in its order, joined by one space)
     scope = client.get_allowed_scope(scope) if scope else ""
