@@ -4,7 +4,8 @@ than requests per second.
 
     .venv/bin/python bench/cpu.py [--seconds 8] [--connections 8] [--driver auto|wrk|python]
         [--only token introspect userinfo jwks discovery] [--sqlite] [--py-spy PREFIX]
-    .venv/bin/python bench/cpu.py --inproc N [--profile | --callgrind] [--sqlite] [--only ...]
+    .venv/bin/python bench/cpu.py --inproc N [--profile [--profile-sort cumulative] | --callgrind
+        [--callgrind-keep PREFIX]] [--sqlite] [--only ...]
 
 Server mode (the default): a throw-away instance (PostgreSQL, as bench/compare.py: a database
 made for the run and dropped after it, ``BENCH_PG_ADMIN_URL``; or SQLite with --sqlite) served
@@ -23,7 +24,10 @@ the throughput).
 ``time.process_time()`` is read around the calls: what the Python side costs alone. --profile
 adds a cProfile summary per endpoint (top functions by own time). --callgrind runs the script
 under valgrind's callgrind and counts the instructions of exactly those N calls (the same on a
-quiet and on a loaded machine; ~50 times slower, so keep N in the hundreds).
+quiet and on a loaded machine; ~50 times slower, so keep N in the hundreds); --callgrind-keep PREFIX
+keeps each endpoint's dump as PREFIX.<endpoint> for ``callgrind_annotate``. Measure one endpoint
+per run when comparing counts (``--only token``): an endpoint measured after another counted
+~170 k more instructions per request in one series.
 """
 
 from __future__ import annotations
@@ -214,7 +218,7 @@ def inproc_mode(args, env: dict, made: dict, tmp: Path) -> None:
             import pstats
 
             out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.top)
+            pstats.Stats(prof, stream=out).sort_stats(args.profile_sort).print_stats(args.top)
             print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()) + "\n")
 
 
@@ -232,6 +236,9 @@ def _callgrind_dump(tmp: Path, key: str) -> int:
         for f in (tmp / "callgrind").glob("cg.out.*"):
             text = f.read_text(errors="replace")
             if f"Trigger: dump {key}" in text and "\ntotals:" in text:
+                keep = os.environ.get("TONGBAN_BENCH_CALLGRIND_KEEP")
+                if keep:  # --callgrind-keep: for callgrind_annotate
+                    shutil.copy(f, f"{keep}.{key}")
                 f.unlink()
                 return int(text.split("\ntotals:", 1)[1].split()[0])
         time.sleep(0.2)
@@ -254,8 +261,12 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true",
                     help="with --inproc: instructions per request, counted by valgrind's callgrind (stable on a "
                          "loaded machine); runs this script under valgrind")
+    ap.add_argument("--callgrind-keep", metavar="PREFIX", help="with --callgrind: keep each endpoint's dump as "
+                    "PREFIX.<endpoint> (for callgrind_annotate)")
     ap.add_argument("--py-spy", metavar="PREFIX", help="server mode: py-spy (on PATH) samples the worker, native "
                     "frames included, during each measured run into PREFIX.<endpoint>.txt (collapsed stacks)")
+    ap.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime",
+                    help="the order of the profile summary (default: own time)")
     ap.add_argument("--top", type=int, default=25, help="functions in each profile summary")
     args = ap.parse_args()
     if args.driver == "auto":
@@ -267,6 +278,8 @@ def main() -> None:
             sys.exit("--callgrind needs --inproc N and valgrind (apt-get install valgrind)")
         (tmp / "callgrind").mkdir()
         os.environ["TONGBAN_BENCH_UNDER_CALLGRIND"] = str(tmp)
+        if args.callgrind_keep:
+            os.environ["TONGBAN_BENCH_CALLGRIND_KEEP"] = os.path.abspath(args.callgrind_keep)
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--quiet",
                 f"--callgrind-out-file={tmp / 'callgrind' / 'cg.out.%p'}", sys.executable, *sys.argv]
         try:

@@ -165,6 +165,19 @@ def get_client(client_id: str | None) -> RegisteredClient | None:
     return c if c is not None and c.enabled else None
 
 
+def loaded_register() -> dict[str, RegisteredClient]:
+    """The whole register (disabled systems included), by client_id, loaded if need be (in an
+    application context, as ``get_client``). Never changed in place: a change anywhere makes a
+    new one."""
+    return _register.get()
+
+
+def current_register(app: Flask) -> dict[str, RegisteredClient] | None:
+    """The whole register (disabled systems included) when it is held and current, without an
+    application context; None when ``get_client`` would have to load it (``CachedLoader.current``)."""
+    return _register.current(app)
+
+
 def is_enabled(client_id: str | None) -> bool:
     return get_client(client_id) is not None
 
@@ -499,16 +512,23 @@ def record_usage(client_id: str, kind: str) -> None:
     usage.add(client_id, kind)
 
 
+def flush_usage_if_due(app: Flask) -> None:
+    """The end of every request: the counts written when ``TONGBAN_USAGE_FLUSH_SECONDS`` passed.
+    Runs after the request's session is closed (an ``after_session`` hook), or at the end of a
+    lean answer given without an application context (``idp.fast``), which holds no session."""
+    try:
+        usage.maybe_flush(app)
+    except Exception:  # usage counting must never fail a request
+        app.logger.exception("usage flush failed")
+
+
 def init_usage(app: Flask) -> None:
     from tongban.extensions import after_session
 
     def _flush():
         # after the request's session is closed: on SQLite its write lock (if any) is released,
         # so this short upsert never waits for the request that triggered it
-        try:
-            usage.maybe_flush(app)
-        except Exception:  # usage counting must never fail a request
-            app.logger.exception("usage flush failed")
+        flush_usage_if_due(app)
 
     after_session(app, _flush)
 

@@ -20,13 +20,15 @@ from urllib.parse import unquote
 
 from flask import Flask
 
+from keys.services import current_keyring, keyring
 from people import enterprise, sessions
 from tongban import fastpath, hotcache
 from tongban.fastpath import LeanResponse, Request
-from tongban.metrics import TOKENS
+from tongban.metrics import TOKENS, counter_inc
 
 from . import clients as registry
 from . import tokens
+from .clients import RegisteredClient
 from .dpop import client_requires_dpop
 from .pairwise import is_pairwise, subject_for_client_id
 from .scopes import SCOPES
@@ -35,12 +37,47 @@ from .views import discovery_body, discovery_bytes_if_cached
 
 _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
-_generator = tokens.JWTAccessTokenGenerator()
 
 
-def _basic_client(req: Request):
-    """The registered system a well-formed ``client_secret_basic`` header proves, or None."""
-    auth = req.header("Authorization") or ""
+# Basic credentials verified by a full check, by the exact text of the Authorization header, for
+# the one register (``registry.loaded_register()``, never changed in place) they were verified
+# against: a change to any system (a secret rotated, a system disabled or changed, here or in
+# another process: the generation) makes a new register, and credentials remembered for the old
+# one are never used again (the whole memory is dropped at the first look with the new one).
+# Only successes are remembered, and only what the full check accepted: a hit is the same system
+# the check would find again. Bounded (the oldest eighth goes when full): an entry needs a valid
+# secret, so only a system's own header variants (percent-encoding) can take room. The look-up
+# reveals nothing by its time: a dict compares a header's full 64-bit (keyed SipHash) hash
+# before any character, so a different header is all but never compared at all.
+_basic_verified: tuple[dict | None, dict[str, RegisteredClient]] = (None, {})
+_BASIC_MAX = 1024
+
+
+def _basic_client(req: Request, register: dict[str, RegisteredClient]) -> RegisteredClient | None:
+    """The registered system a well-formed ``client_secret_basic`` header proves, or None.
+    ``register``: the current register (``registry.loaded_register()`` or ``current_register``)."""
+    global _basic_verified
+    auth = req.header("Authorization")
+    if not auth:
+        return None
+    held_for, held = _basic_verified
+    if held_for is not register:  # a new register: nothing verified against the old one is kept
+        held = {}
+        _basic_verified = (register, held)
+    else:
+        client = held.get(auth)
+        if client is not None and register.get(client.client_id) is client:
+            return client
+    client = _check_basic(auth, register)
+    if client is not None:
+        if len(held) >= _BASIC_MAX:
+            for old in list(held)[: _BASIC_MAX // 8]:
+                held.pop(old, None)
+        held[auth] = client
+    return client
+
+
+def _check_basic(auth: str, register: dict[str, RegisteredClient]) -> RegisteredClient | None:
     scheme, _sep, value = auth.partition(" ")
     if scheme != "Basic" or not value or " " in value:
         return None
@@ -55,18 +92,20 @@ def _basic_client(req: Request):
         client_id, secret = unquote(client_id, errors="strict"), unquote(secret, errors="strict")
     except UnicodeError:
         return None
-    if not _PRINTABLE.fullmatch(client_id) or not _PRINTABLE.fullmatch(secret):
+    if not client_id or not _PRINTABLE.fullmatch(client_id) or not _PRINTABLE.fullmatch(secret):
         return None
-    client = registry.get_client(client_id)
-    if (client is None or client.token_endpoint_auth_method != "client_secret_basic"
+    client = register.get(client_id)  # as registry.get_client: an enabled system
+    if (client is None or not client.enabled or client.token_endpoint_auth_method != "client_secret_basic"
             or client.profile or client_requires_dpop(client)
             or not client.check_client_secret(secret)):
         return None
     return client
 
 
-def token(req: Request) -> LeanResponse | None:
-    """``grant_type=client_credentials`` (and an optional ``scope``) with Basic credentials."""
+def _token(req: Request, quick: bool) -> LeanResponse | None:
+    """``grant_type=client_credentials`` (and an optional ``scope``) with Basic credentials.
+    ``quick``: outside any application context, from the register and key ring this process
+    holds when they are current, else None (the handler then runs in one and loads them)."""
     if req.query:
         return None
     form = req.form()
@@ -75,13 +114,55 @@ def token(req: Request) -> LeanResponse | None:
     scope = form.get("scope")
     if scope is not None and (not _SCOPE.fullmatch(scope) or any(s not in SCOPES for s in scope.split(" "))):
         return None
-    client = _basic_client(req)
-    if (client is None or not client.check_grant_type("client_credentials") or is_pairwise(client)
-            or getattr(client, "allowed_resources", None)):
+    app = req.app
+    if app is None:
         return None
-    out = _generator.generate("client_credentials", client, None, scope, include_refresh_token=False)
+    register = registry.current_register(app) if quick else registry.loaded_register()
+    if register is None:
+        return None
+    client = _basic_client(req, register)
+    if (client is None or not client.check_grant_type("client_credentials") or is_pairwise(client)
+            or client.allowed_resources):
+        return None
+    ring = current_keyring(app) if quick else keyring()
+    if ring is None:
+        return None
+    out = tokens.client_credentials_token(app.config, ring, client, scope)
     registry.record_usage(client.client_id, "token")
-    return LeanResponse(json.dumps(out).encode(), metric=_count_client_credentials)
+    if quick:  # what the application context's end does after every request (no session was opened)
+        registry.flush_usage_if_due(app)
+    return LeanResponse(_token_body(out), metric=_count_client_credentials)
+
+
+_TOKEN_KEYS = ("token_type", "access_token", "expires_in")
+
+
+def _plain(value: object) -> bool:
+    """A string ``json.dumps`` writes as it stands: printable ASCII without a quote or a backslash."""
+    return type(value) is str and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
+
+
+def _token_body(out: dict) -> bytes:
+    """``json.dumps(out).encode()``, spelt directly for what ``client_credentials_token`` answers
+    (its keys in its order, a token and a scope with nothing to escape, an int lifetime);
+    anything else by json."""
+    keys = tuple(out)
+    exp, tok, scope = out.get("expires_in"), out.get("access_token"), out.get("scope")
+    if keys[:3] == _TOKEN_KEYS and out["token_type"] == "Bearer" and type(exp) is int and _plain(tok):
+        if len(keys) == 3:
+            return f'{{"token_type": "Bearer", "access_token": "{tok}", "expires_in": {exp}}}'.encode()
+        if len(keys) == 4 and keys[3] == "scope" and _plain(scope):
+            return (f'{{"token_type": "Bearer", "access_token": "{tok}", "expires_in": {exp}, '
+                    f'"scope": "{scope}"}}').encode()
+    return json.dumps(out).encode()
+
+
+def quick_token(req: Request) -> LeanResponse | None:
+    return _token(req, quick=True)
+
+
+def token(req: Request) -> LeanResponse | None:
+    return _token(req, quick=False)
 
 
 _client_credentials_count: list = []  # TOKENS' child for the grant, looked up once
@@ -89,8 +170,8 @@ _client_credentials_count: list = []  # TOKENS' child for the grant, looked up o
 
 def _count_client_credentials() -> None:
     if not _client_credentials_count:
-        _client_credentials_count.append(TOKENS.labels("client_credentials"))
-    _client_credentials_count[0].inc()
+        _client_credentials_count.append(counter_inc(TOKENS.labels("client_credentials")))
+    _client_credentials_count[0]()
 
 
 def introspect(req: Request) -> LeanResponse | None:
@@ -102,7 +183,7 @@ def introspect(req: Request) -> LeanResponse | None:
         return None
     if form.get("token_type_hint", "access_token") != "access_token":
         return None
-    client = _basic_client(req)
+    client = _basic_client(req, registry.loaded_register())
     if client is None:
         return None
     tok = tokens.decode_access_token(form["token"])
@@ -177,7 +258,7 @@ def quick_discovery(req: Request) -> LeanResponse | None:
 
 
 def init_app(app: Flask) -> None:
-    fastpath.register(app, "POST", "/oauth/token", "/oauth/token", token)
+    fastpath.register(app, "POST", "/oauth/token", "/oauth/token", token, quick=quick_token)
     fastpath.register(app, "POST", "/oauth/introspect", "/oauth/introspect", introspect)
     fastpath.register(app, "GET", "/oauth/userinfo", "/oauth/userinfo", userinfo)
     for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):

@@ -18,14 +18,14 @@ from flask import current_app
 from sqlalchemy import delete, select, update
 
 from keys import jws
-from keys.services import keyring
+from keys.services import KeyRing, keyring
 from tongban import audit
 from tongban.cache import CachedLoader, Generation
 from tongban.clock import digest, epoch, token, utcnow
 from tongban.extensions import after_commit, db
 
 from . import resources
-from .context import grant_context
+from .context import GrantContext, grant_context
 from .dpop import token_type
 from .models import AuthorizationCode, RefreshToken, RevokedAccessToken
 from .pairwise import local_sub
@@ -52,26 +52,8 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
         return token(32)
 
     def _access_token(self, client, grant_type, user, scope):
-        config = current_app.config
-        now = epoch()
-        claims = {
-            "iss": config["TONGBAN_ISSUER"],
-            "sub": user.sub if user is not None else client.client_id,
-            "aud": client.client_id,
-            "client_id": client.client_id,
-            "iat": now,
-            "exp": now + config["TONGBAN_ACCESS_TOKEN_LIFETIME"],  # as _expires_in
-            "jti": token(16),
-        }
-        if scope:
-            claims["scope"] = scope
         gctx = grant_context()
-        if user is not None and gctx.token is not None:
-            for k in ("auth_time", "acr", "sid"):
-                if getattr(gctx.token, k):
-                    claims[k] = getattr(gctx.token, k)
-        # aud (RFC 8707), cnf (RFC 9449), pairwise sub
-        resources.extend_access_claims(claims, client, user, gctx)
+        claims = access_token_claims(current_app.config, client, user, scope, gctx)
         gctx.issued_access_claims = claims
         return sign_jwt(claims, ACCESS_TOKEN_ALG, typ="at+jwt")
 
@@ -81,6 +63,53 @@ class JWTAccessTokenGenerator(BearerTokenGenerator):
         out = super().generate(grant_type, client, user, scope, expires_in, include_refresh_token)
         out["token_type"] = token_type(grant_context()) or out["token_type"]  # DPoP (RFC 9449 §5)
         return out
+
+
+def access_token_claims(config, client, user, scope: str, gctx: GrantContext) -> dict:
+    """An access token's claims (RFC 9068), for every grant and both paths (the generator above
+    and the lean ``client_credentials`` answer, ``client_credentials_token``)."""
+    now = epoch()
+    claims = {
+        "iss": config["TONGBAN_ISSUER"],
+        "sub": user.sub if user is not None else client.client_id,
+        "aud": client.client_id,
+        "client_id": client.client_id,
+        "iat": now,
+        "exp": now + config["TONGBAN_ACCESS_TOKEN_LIFETIME"],  # as _expires_in
+        "jti": token(16),
+    }
+    if scope:
+        claims["scope"] = scope
+    if user is not None and gctx.token is not None:
+        for k in ("auth_time", "acr", "sid"):
+            if getattr(gctx.token, k):
+                claims[k] = getattr(gctx.token, k)
+    # aud (RFC 8707), cnf (RFC 9449), pairwise sub
+    resources.extend_access_claims(claims, client, user, gctx)
+    return claims
+
+
+def client_credentials_token(config, ring: KeyRing, client, scope: str | None) -> dict:
+    """``JWTAccessTokenGenerator().generate("client_credentials", client, None, scope,
+    include_refresh_token=False)`` without an application context: the same claims
+    (``access_token_claims``, with the grant context of a request that carried no resource and no
+    DPoP proof), key and answer, in the same order. For the lean path (``idp.fast``), which only
+    asks it for a client that has no registered resources, DPoP requirement or pairwise subject;
+    ``config`` and ``ring`` are the application's (``keys.services.current_keyring``).
+    ``tests/idp/test_fast_path_token.py`` compares the two."""
+    # the generator filters the scope twice (its own generate, then Authlib's); the filter is
+    # idempotent (the allowed names of the request, in its order, joined by one space)
+    scope = client.get_allowed_scope(scope) if scope else ""
+    gctx = GrantContext()
+    claims = access_token_claims(config, client, None, scope, gctx)
+    out = {"token_type": token_type(gctx) or "Bearer",
+           "access_token": ring.active(ACCESS_TOKEN_ALG).compact_signer("at+jwt").sign(claims)}
+    expires_in = config["TONGBAN_ACCESS_TOKEN_LIFETIME"]
+    if expires_in:
+        out["expires_in"] = expires_in
+    if scope:
+        out["scope"] = scope
+    return out
 
 
 def sign_jwt(claims: dict, alg: str, typ: str = "JWT") -> str:

@@ -33,8 +33,12 @@ _ECDSA = ec.ECDSA(_SHA256)
 _PKCS1 = padding.PKCS1v15()
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def b64e(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+    """``base64.urlsafe_b64encode(data).rstrip(b"=")``, without its two Python-level calls."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
 def b64d(data: str | bytes) -> bytes:

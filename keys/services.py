@@ -218,6 +218,12 @@ def fresh_keyring(app: Flask) -> KeyRing | None:
     return _ring.fresh(app)
 
 
+def current_keyring(app: Flask) -> KeyRing | None:
+    """The key ring ``keyring()`` would return when that needs no loading (its generation checked
+    as ``keyring()`` checks it), or None. No application context needed."""
+    return _ring.current(app)
+
+
 def list_keys() -> list[tuple[KeyInfo, str]]:
     ring = _load()
     now = utcnow()

@@ -69,7 +69,8 @@ class FastRoute:
     quick: Callable[[Request], LeanResponse | None] | None = None
     templates: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     # this route's labelled metric children by status, looked up once (``Counter.labels`` is a
-    # lock and a few dict operations per call)
+    # lock and a few dict operations per call): their observe and inc (``metrics.histogram_observe``,
+    # ``metrics.counter_inc``)
     _metrics: dict[int, tuple] = field(default_factory=dict)
 
 
@@ -130,10 +131,26 @@ class Request:
             return None
         try:
             text = raw.decode("ascii")
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), encoding="utf-8",
-                              errors="strict")
-        except (UnicodeDecodeError, ValueError):
+        except UnicodeDecodeError:
             return None
+        if "%" not in text and "+" not in text:
+            # nothing to decode (the common small form): split exactly as ``parse_qsl`` does with
+            # these options: "&" only, the first "=" splits, a field without one (an empty field
+            # included) is an error, names and values as they stand (``unquote`` returns a string
+            # without "%" unchanged)
+            pairs: list[tuple[str, str]] = []
+            if text:
+                for field_ in text.split("&"):
+                    name, sep, value = field_.partition("=")
+                    if not sep:
+                        return None
+                    pairs.append((name, value))
+        else:
+            try:
+                pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), encoding="utf-8",
+                                  errors="strict")
+            except (UnicodeDecodeError, ValueError):
+                return None
         out: dict[str, str] = {}
         for k, v in pairs:
             if k in out or not k.isprintable() or not v.isprintable() or not v.isascii():
@@ -239,9 +256,10 @@ class FastPath:
             if children is None:
                 from . import metrics
 
-                children = route._metrics[status] = metrics.request_children(route.rule, method, status)
-            children[0].observe(elapsed)
-            children[1].inc()
+                latency, count = metrics.request_children(route.rule, method, status)
+                children = route._metrics[status] = (metrics.histogram_observe(latency), metrics.counter_inc(count))
+            children[0](elapsed)
+            children[1]()
             if answer.metric is not None:
                 answer.metric()
         except Exception:

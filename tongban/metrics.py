@@ -21,8 +21,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
 import os
 import time
+from bisect import bisect_left
+from collections.abc import Callable
+from functools import partial
 
 from flask import Flask, Response, current_app, got_request_exception, jsonify, request
 from prometheus_client import (
@@ -193,6 +197,39 @@ def request_children(endpoint: str, method: str, status: int) -> tuple:
         if len(_CHILDREN) < _CHILDREN_MAX:
             _CHILDREN[key] = children
     return children
+
+
+def counter_inc(child) -> Callable[[], None]:
+    """``child.inc()`` for a labelled counter's child, without what ``inc`` checks on every call
+    (that the child is observable, that 1 is not negative, an exemplar): the child's value's own
+    ``inc(1)``, the same write (prometheus-client's ``Counter`` internals, pinned in
+    pyproject.toml; checked here once, else the public method)."""
+    value = getattr(child, "_value", None)
+    if type(child) is Counter and child._is_observable() and callable(getattr(value, "inc", None)):
+        return partial(value.inc, 1)  # type: ignore[union-attr]
+    return child.inc
+
+
+def histogram_observe(child) -> Callable[[float], None]:
+    """``child.observe`` for a labelled histogram's child, without its per-call checks: the sum,
+    and the first bucket whose bound is not below the amount (bisect over the sorted bounds, the
+    last +Inf), as ``Histogram.observe`` adds them (its internals, checked here once, else the
+    public method). A NaN, which no bucket takes, goes through the public method."""
+    total, buckets = getattr(child, "_sum", None), getattr(child, "_buckets", None)
+    bounds = tuple(getattr(child, "_upper_bounds", ()) or ())
+    if (type(child) is not Histogram or not child._is_observable() or not callable(getattr(total, "inc", None))
+            or not isinstance(buckets, list) or len(buckets) != len(bounds) or not bounds
+            or bounds[-1] != math.inf or list(bounds) != sorted(bounds)):
+        return child.observe
+
+    def observe(amount: float) -> None:
+        if amount >= 0.0:
+            total.inc(amount)  # type: ignore[union-attr]
+            buckets[bisect_left(bounds, amount)].inc(1)
+        else:
+            child.observe(amount)
+
+    return observe
 
 
 def init_app(app: Flask) -> None:

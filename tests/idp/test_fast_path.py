@@ -10,19 +10,9 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-import pytest
-
 from tests.flask_flows import authorize_code, basic, exchange, login
 
 VOLATILE = {"x-request-id", "content-length", "date"}
-
-
-@pytest.fixture
-def fast(app):
-    path = app.extensions["tongban.fastpath"]
-    app.config["TONGBAN_FAST_PATH"] = True
-    yield path
-    app.config["TONGBAN_FAST_PATH"] = True
 
 
 def _headers(resp) -> dict:

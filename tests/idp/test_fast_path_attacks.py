@@ -15,14 +15,6 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture
-def fast(app):
-    path = app.extensions["tongban.fastpath"]
-    app.config["TONGBAN_FAST_PATH"] = True
-    yield path
-    app.config["TONGBAN_FAST_PATH"] = True
-
-
-@pytest.fixture
 def salted(app):
     app.config["TONGBAN_PAIRWISE_SALT"] = b"fast-path-attack-salt-0123456789"
     app.extensions.pop("tongban.pairwise_salt", None)

@@ -1,7 +1,8 @@
 """``GET /v/<code>`` as JSON on the lean path: the full stack's answer, and the pages stay pages."""
 
 from licence import services
-from tests.idp.test_fast_path import _headers, both, fast, not_lean  # noqa: F401  (fixture)
+from tests.idp.conftest import fast  # noqa: F401  (fixture)
+from tests.idp.test_fast_path import _headers, both, not_lean
 from tongban.extensions import db
 
 JSON = {"Accept": "application/json"}

@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, text, update
 
 from tests.conftest import CITIZEN_ID
 from tests.flask_flows import authorize_code, exchange, login
-from tests.idp.test_fast_path import both, fast  # noqa: F401  (fixture)
+from tests.idp.conftest import fast  # noqa: F401  (fixture)
+from tests.idp.test_fast_path import both
 from tests.licence.conftest import issue  # noqa: F401  (fixture)
 from tongban import hotcache
 from tongban.cache import redis_client, request_snapshot

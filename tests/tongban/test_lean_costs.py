@@ -178,3 +178,114 @@ def test_full_stack_requests_counted_through_remembered_children(client, monkeyp
         for i in range(10):
             metrics.LATENCY.remove("(unmatched)", f"TEST-M{i}")
             metrics.REQUESTS.remove("(unmatched)", f"TEST-M{i}", "405")
+
+
+def test_cached_loader_current_checks_the_generation_without_a_context(app):
+    """``current(app)``: what ``get()`` would return when that loads nothing, read from any
+    thread without an application context; None (and nothing loaded) when ``get()`` would load."""
+    import threading
+
+    from flask import Flask
+
+    from tongban.cache import CachedLoader, Generation
+
+    def outside(fn):
+        out: list = []
+        thread = threading.Thread(target=lambda: out.append(fn()))
+        thread.start()
+        thread.join(10)
+        return out[0]
+
+    gen = Generation("test-lean-current")
+    loads: list = []
+    loader = CachedLoader(gen, lambda: loads.append(1) or len(loads), check_every=0.0)
+    assert outside(lambda: loader.current(app)) is None  # nothing loaded yet
+    with app.app_context():
+        assert loader.get() == 1
+    assert outside(lambda: loader.current(app)) == 1
+    assert outside(lambda: loader.current(Flask("other"))) is None  # never another application's
+    gen.bump(app)  # another process changed what it holds
+    assert outside(lambda: loader.current(app)) is None and loads == [1]
+    with app.app_context():
+        assert loader.get() == 2
+    assert outside(lambda: loader.current(app)) == 2
+    with app.app_context():
+        loader.invalidate()
+    assert outside(lambda: loader.current(app)) is None
+
+    bounded = CachedLoader(gen, lambda: "ring", check_every=1.0)
+    with app.app_context():
+        bounded.get()
+    gen.bump(app)
+    assert outside(lambda: bounded.current(app)) == "ring"  # within its bound, as get() answers
+    bounded._checked -= 2  # due for its generation check
+    assert outside(lambda: bounded.current(app)) is None
+
+
+def _form_as_parse_qsl(body: bytes) -> dict | None:
+    """``Request.form`` as it was: every body through ``parse_qsl``."""
+    from urllib.parse import parse_qsl
+
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), encoding="utf-8", errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    out: dict[str, str] = {}
+    for k, v in pairs:
+        if k in out or not k.isprintable() or not v.isprintable() or not v.isascii():
+            return None
+        out[k] = v
+    return out
+
+
+def _form(body: bytes) -> dict | None:
+    from tongban.fastpath import Request
+
+    return Request({"CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(body)),
+                    "wsgi.input": io.BytesIO(body)}).form()
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"a", b"a=", b"=a", b"=", b"&", b"a=b&", b"&a=b", b"a=b&&c=d", b"a==b", b"a=b=c", b"a=1&a=2",
+    b"grant_type=client_credentials", b"grant_type=client_credentials&scope=openid", b"scope=a+b", b"a=%20",
+    b"a=%zz", b"a=%C3%A9", b"a=%00", b"a=\x01", b"a=\xc3\xa9", b"a b=c", b"a=b;c=d", b"a=b\n", b"a\t=b",
+])
+def test_small_form_split_is_parse_qsl(body):
+    assert _form(body) == _form_as_parse_qsl(body)
+
+
+def test_small_form_split_is_parse_qsl_generated():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet="ab=&%+2F0 ;\x00\t\x7fé", max_size=24))
+    def check(text):
+        body = text.encode()
+        assert _form(body) == _form_as_parse_qsl(body)
+
+    check()
+
+
+def test_metric_shortcuts_write_what_the_public_methods_write():
+    """``metrics.histogram_observe`` and ``metrics.counter_inc`` (the lean path's) leave the same
+    samples as ``observe`` and ``inc`` on twin metrics, bucket bounds and odd amounts included."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from tongban import metrics
+
+    samples = []
+    for shortcut in (False, True):
+        registry = CollectorRegistry()
+        hist = Histogram("t_latency", "t", ["e"], buckets=metrics.BUCKETS, registry=registry).labels("x")
+        count = Counter("t_requests", "t", ["e"], registry=registry).labels("x")
+        observe = metrics.histogram_observe(hist) if shortcut else hist.observe
+        inc = metrics.counter_inc(count) if shortcut else count.inc
+        assert (observe is not hist.observe and inc != count.inc) if shortcut else True  # the shortcuts in use
+        for amount in (0.0, 1e-9, 0.005, 0.0050001, 0.01, 0.3, 2.5, 29.999, 30.0, 30.5, 1e9, -1.0, math.nan, 0.0001):
+            observe(amount)
+            inc()
+        samples.append(sorted((s.name, tuple(sorted(s.labels.items())), repr(s.value))
+                              for m in registry.collect() for s in m.samples if not s.name.endswith("_created")))
+    assert samples[0] == samples[1]
