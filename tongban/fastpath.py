@@ -102,11 +102,12 @@ class Request:
             declared = self.environ.get("CONTENT_LENGTH")
             if not declared:  # none declared (chunked, or no body): the stream is the full stack's, untouched
                 return None
-            try:
-                length = int(declared)
-            except ValueError:
+            # 1*DIGIT (RFC 9110 §8.6), as Werkzeug reads it: ``int`` also takes a sign, "_" and
+            # non-ASCII digits, for which the full stack reads no body at all
+            if not (declared.isascii() and declared.isdigit()):
                 return None
-            if length < 0 or length > limit:
+            length = int(declared)
+            if length > limit:
                 return None
             raw = self.environ["wsgi.input"].read(length) if length else b""
             if len(raw) != length:
