@@ -82,6 +82,22 @@ def generations() -> list[Generation]:
     return list(_generations.values())
 
 
+# KEYS: the counter; ARGV: the bumping process's clock in microseconds. The counter becomes
+# max(counter + 1, clock): never a value handed out before, even when Redis lost the key (restarted
+# empty, the key evicted) or went back in time (restored from its RDB/AOF file, a lagging replica
+# promoted). A plain INCR would count again from there, and a process still holding the value
+# reached again would never see the change that reached it (a secret rotated, a system disabled,
+# a key retired, a token revoked), as long as publishes do not outrun the clock for longer than
+# Redis was away (``tongban.hotcache`` does the same for its own counter).
+_BUMP = """
+local n = redis.call('INCR', KEYS[1])
+if n < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
 class Generation:
     """A counter that any process can bump and every process can read cheaply.
 
@@ -123,7 +139,7 @@ class Generation:
         app = app or current_app
         r = redis_client(app)
         if r is not None:
-            r.incr(f"tongban:gen:{self.name}")
+            r.eval(_BUMP, 1, f"tongban:gen:{self.name}", str(time.time_ns() // 1000))
             forget_snapshot()
             return
         path = self._path(app)

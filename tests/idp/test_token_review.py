@@ -331,3 +331,50 @@ def _wsgi_with_length(app, body: bytes, headers: dict, length: str):
     chunks = app.wsgi_app(environ, lambda status, hdrs, exc=None: seen.append((status, dict(hdrs))))
     out = b"".join(chunks)
     return seen[0][0], seen[0][1], out
+
+
+# ---------------------------------------------------------------- a generation handed out twice
+
+
+@pytest.mark.parametrize("how", ["lost", "restored"])
+def test_a_generation_value_is_never_handed_out_twice(app, client, fast, make_client, how):
+    """Redis restarted empty (or the key evicted), or restored from an older RDB/AOF file or a
+    lagging replica promoted: the clients' generation counter starts again below where it was. If
+    another process then rotates a secret and ``INCR`` hands out the very value this process holds,
+    the rotation is never seen here: the old secret keeps getting tokens (quick path, handler and
+    full stack alike: they share the register). Each bump must give a value never given before."""
+    from sqlalchemy import update
+
+    from idp.clients import CLIENTS_GENERATION
+    from idp.models import Client
+    from tongban.cache import redis_client
+    from tongban.clock import digest
+    from tongban.extensions import db
+
+    r = redis_client(app)
+    if r is None:
+        pytest.skip("needs Redis (TEST_REDIS_URL)")
+    key = f"tongban:gen:{CLIENTS_GENERATION.name}"
+    cid, secret = make_client(grant_types=["client_credentials"])
+    _lean_token(client, fast, cid, secret)
+    held = r.get(key)
+    assert held is not None
+    if how == "lost":
+        r.delete(key)
+    else:
+        r.set(key, int(held) - 1)
+    # another process rotates the secret (the row changes, its generation moves once, or as many
+    # times as it takes to reach the old value again: other changes in the meantime)
+    db.session.execute(update(Client).where(Client.client_id == cid).values(secret_hash=digest("rotated")))
+    db.session.commit()
+    CLIENTS_GENERATION.bump(app)
+    while int(r.get(key)) < int(held):
+        CLIENTS_GENERATION.bump(app)
+    assert r.get(key) != held, "a generation value handed out twice"
+    status, _h, _b = _wsgi_in_a_thread(app, GOOD.encode(), {**basic(cid, secret), **FORM})
+    assert status.startswith("401")
+    app.config["TONGBAN_FAST_PATH"] = False
+    try:
+        assert client.post("/oauth/token", data=GOOD, headers={**basic(cid, secret), **FORM}).status_code == 401
+    finally:
+        app.config["TONGBAN_FAST_PATH"] = True
