@@ -217,5 +217,9 @@ class CachedLoader:
         return None
 
     def invalidate(self) -> None:
-        self.generation.bump()
-        self._value = None
+        # this process drops its value even when the bump fails (Redis unreachable for a moment):
+        # it never keeps serving what it has just changed
+        try:
+            self.generation.bump()
+        finally:
+            self._value = None
