@@ -269,11 +269,7 @@ def deny_session(sid: str | None, reason: str, actor: str) -> None:
 
 
 def _after_commit_bump() -> None:
-    def reload() -> None:
-        DENYLIST_GENERATION.bump()
-        _denylist._value = None
-
-    after_commit(reload)
+    after_commit(_denylist.invalidate)  # the bump, and this process's list dropped even if the bump fails
 
 
 PURGE_GRACE = timedelta(days=1)

@@ -89,11 +89,7 @@ def _changed() -> None:
     reloaded between the bump and the commit would keep the old set until the next bump),
     this one at once (not after its next periodic generation check)."""
 
-    def publish():
-        KEYS_GENERATION.bump()
-        _ring._value = None
-
-    after_commit(publish)
+    after_commit(_ring.invalidate)  # the bump, and this process's ring dropped even if the bump fails
 
 
 def max_token_lifetime() -> int:

@@ -424,3 +424,38 @@ def test_a_rotation_whose_bump_failed_is_seen_by_other_processes(app, client, fa
     registry._register._value, registry._register._gen = value, gen  # as the other process holds it
     status, _h, _b = _wsgi_in_a_thread(app, GOOD.encode(), {**basic(cid, secret), **FORM})
     assert status.startswith("401")
+
+
+def test_a_revocation_or_rotation_whose_bump_failed_is_seen_by_its_own_process(app, client, fast, make_client,
+                                                                              monkeypatch, restore_keys):
+    """The deny list and the key ring reloaded themselves only after a successful bump: a token
+    revoked (or keys rotated) while Redis was unreachable for a moment stayed accepted (or
+    unpublished) in the very process that revoked (or rotated)."""
+    import keys.services as services
+    from idp import tokens
+    from tongban import cache
+    from tongban.extensions import db
+
+    if cache.redis_client(app) is None:
+        pytest.skip("needs Redis (TEST_REDIS_URL)")
+    cid, secret = make_client(grant_types=["client_credentials"])
+    claims = _claims(_lean_token(client, fast, cid, secret).get_json()["access_token"])
+    assert not tokens.is_denied(claims["jti"])
+    ring = services.keyring()
+    real_bump = cache.Generation.bump
+
+    def unreachable(self, app=None):
+        raise ConnectionError("Redis unreachable")
+
+    monkeypatch.setattr(cache.Generation, "bump", unreachable)
+    tokens.deny(claims["jti"], claims["exp"], "test", "test")
+    with pytest.raises(ConnectionError):
+        db.session.commit()
+    db.session.close()  # as the request's end does
+    new = services.rotate(("ES256",), delay=0)[0]
+    with pytest.raises(ConnectionError):
+        db.session.commit()
+    db.session.close()
+    monkeypatch.setattr(cache.Generation, "bump", real_bump)
+    assert tokens.is_denied(claims["jti"])
+    assert services.keyring() is not ring and services.keyring().find(new.kid) is not None
