@@ -152,20 +152,29 @@ class Generation:
         os.utime(path, ns=(time.time_ns(), time.time_ns()))
 
 
+# the longest a process serves a cached value without loading it again (CachedLoader.max_age)
+MAX_AGE = 60.0
+
+
 class CachedLoader:
     """Per-process cache of ``loader()``'s result, reloaded when a generation moves.
 
     ``check_every`` bounds how often the generation itself is read (seconds);
-    0 checks on every access.
+    0 checks on every access. ``max_age``: a value loaded longer ago than this is loaded again
+    even when the generation has not moved (seconds, default ``MAX_AGE``). A change whose
+    bump was lost (Redis unreachable from the writer for a moment, after its commit) is
+    therefore seen by every process within that bound, not only at the next change.
     """
 
-    def __init__(self, generation: Generation, loader, check_every: float = 0.0):
+    def __init__(self, generation: Generation, loader, check_every: float = 0.0, max_age: float | None = None):
         self.generation = generation
         self.loader = loader
         self.check_every = check_every
+        self.max_age = MAX_AGE if max_age is None else max_age
         self._value = None
         self._gen: object = None
         self._checked = 0.0
+        self._loaded = 0.0  # time.monotonic() of the last load
         self._app_key = None
         self._lock = threading.Lock()
 
@@ -173,15 +182,18 @@ class CachedLoader:
         app = current_app._get_current_object()
         now = time.monotonic()
         key = id(app)
-        if self._app_key == key and self._value is not None and 0 <= now - self._checked < self.check_every:
+        young = 0 <= now - self._loaded < self.max_age
+        if (self._app_key == key and self._value is not None and young
+                and 0 <= now - self._checked < self.check_every):
             return self._value
         gen = self.generation.current(app)
         self._checked = now
-        if self._app_key != key or self._value is None or gen != self._gen:
+        if self._app_key != key or self._value is None or gen != self._gen or not young:
             with self._lock:
                 self._value = self.loader()
                 self._gen = gen
                 self._app_key = key
+                self._loaded = now
         return self._value
 
     def fresh(self, app: Flask):
@@ -189,8 +201,9 @@ class CachedLoader:
         same application, checked less than ``check_every`` ago); None otherwise. Needs no
         application context: for answers given before one is pushed (``tongban.fastpath``)."""
         value = self._value
-        if (value is not None and self._app_key == id(app)
-                and 0 <= time.monotonic() - self._checked < self.check_every):
+        now = time.monotonic()
+        if (value is not None and self._app_key == id(app) and 0 <= now - self._loaded < self.max_age
+                and 0 <= now - self._checked < self.check_every):
             return value
         return None
 
@@ -204,6 +217,8 @@ class CachedLoader:
         if self._app_key != key:
             return None
         now = time.monotonic()
+        if not 0 <= now - self._loaded < self.max_age:
+            return None
         if self._value is not None and 0 <= now - self._checked < self.check_every:
             return self._value
         gen = self.generation.current(app)
