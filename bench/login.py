@@ -5,6 +5,8 @@
                                     [--cost T,M,P] [--postgres] [--redis URL] [--server granian|gunicorn]
     .venv/bin/python bench/login.py --argon2-only      # the cost table: Argon2id alone, CPU ms per check
     .venv/bin/python bench/login.py --profile 200      # cProfile of 200 log-ins in-process, Argon2 apart
+    .venv/bin/python bench/login.py --steps 200 [--profile-step authorize2]
+                                       # per step: CPU ms, SQL statements, commits; a step's cProfile
 
 Creates a throwaway instance (SQLite in a temporary folder, or with --postgres a database
 ``login_bench_<pid>`` on 127.0.0.1:5432, created and dropped; or BENCH_DATABASE_URL), migrates
@@ -343,6 +345,104 @@ def profile(app, client_id: str, secret: str, citizens: list[str], n: int) -> No
         print("\n".join(out.getvalue().splitlines()[6:]))
 
 
+# ---------------------------------------------------------------- per step, in-process
+
+STEPS = ("authorize1", "login_get", "login_post", "authorize2", "token")
+
+
+def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile_step: str = "") -> None:
+    """Per step of n log-ins in-process: CPU ms (unprofiled; Argon2 taken out of login_post),
+    SQL statements and commits (SQLAlchemy engine events), and a cProfile of one step."""
+    from sqlalchemy import event
+    from werkzeug.test import Client
+
+    from tongban.extensions import db
+
+    basic = basic_auth(client_id, secret)
+    counts = {"stmts": 0, "commits": 0}
+
+    def on_stmt(*_a, **_k) -> None:
+        counts["stmts"] += 1
+
+    def on_commit(*_a, **_k) -> None:
+        counts["commits"] += 1
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", on_stmt)
+    event.listen(engine, "commit", on_commit)
+    cpu = {s: 0.0 for s in STEPS}
+    stmts = {s: 0 for s in STEPS}
+    commits = {s: 0 for s in STEPS}
+    prof = cProfile.Profile(time.process_time)
+
+    def step(name: str, record: bool, call):
+        s0, k0 = counts["stmts"], counts["commits"]
+        profiled = record and name == profile_step
+        c0 = time.process_time()
+        if profiled:
+            prof.enable()
+        try:
+            return call()
+        finally:
+            if profiled:
+                prof.disable()
+            if record:
+                cpu[name] += time.process_time() - c0
+                stmts[name] += counts["stmts"] - s0
+                commits[name] += counts["commits"] - k0
+
+    def login_once(login: str, record: bool) -> None:
+        c = Client(app, use_cookies=True)
+        verifier, challenge = pkce()
+        query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
+                           "scope": "openid profile", "state": "s", "nonce": secrets.token_urlsafe(8),
+                           "code_challenge": challenge, "code_challenge_method": "S256"})
+        r = step("authorize1", record, lambda: c.get(f"/oauth/authorize?{query}"))
+        login_url = _path(r.headers["location"])
+        page = step("login_get", record, lambda: c.get(login_url))
+        m = _CSRF.search(page.get_data(as_text=True))
+        if m is None:
+            raise RuntimeError(f"log-in page {login_url}: {page.status_code}")
+        nxt = parse_qs(urlsplit(login_url).query)["next"][0]
+        form = {"csrf_token": m.group(1), "login": login, "password": PASSWORD, "next": nxt}
+        r = step("login_post", record, lambda: c.post("/login", data=form))
+        assert r.status_code == 302, r.status_code
+        r = step("authorize2", record, lambda: c.get(_path(r.headers["location"])))
+        code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+        body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                "code_verifier": verifier}
+        r = step("token", record, lambda: c.post("/oauth/token", data=body, headers={"Authorization": basic}))
+        assert r.status_code == 200, r.get_data(as_text=True)
+
+    try:
+        for i in range(5):  # warm
+            login_once(citizens[i], False)
+        for i in range(n):
+            login_once(citizens[(i + 5) % len(citizens)], True)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_stmt)
+        event.remove(engine, "commit", on_commit)
+    argon2_ms, _ = argon2_cpu_ms(*_app_cost(app))
+    print(f"{n} log-ins in-process, per step (CPU ms unprofiled, incl. the test client; "
+          f"Argon2 {argon2_ms:.1f} ms measured alone and taken out of login_post)")
+    print(f"{'step':12} {'CPU ms':>7} {'stmts':>6} {'commits':>8}")
+    total = 0.0
+    for s in STEPS:
+        ms = cpu[s] * 1000 / n - (argon2_ms if s == "login_post" else 0.0)
+        total += ms
+        print(f"{s:12} {ms:7.2f} {stmts[s] / n:6.1f} {commits[s] / n:8.1f}")
+    print(f"{'all':12} {total:7.2f} {sum(stmts.values()) / n:6.1f} {sum(commits.values()) / n:8.1f}")
+    if profile_step:
+        if os.environ.get("BENCH_PROFILE_OUT"):
+            prof.dump_stats(os.environ["BENCH_PROFILE_OUT"])
+        for order in ("tottime", "cumulative"):
+            out = io.StringIO()
+            pstats.Stats(prof, stream=out).strip_dirs().sort_stats(order).print_stats(40)
+            print(f"\n--- {profile_step}, by {order} ---")
+            print("\n".join(out.getvalue().splitlines()[6:]))
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -359,6 +459,10 @@ def main() -> None:
     ap.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
     ap.add_argument("--argon2-only", action="store_true", help="print the Argon2id cost table and stop")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile N log-ins in-process and stop")
+    ap.add_argument("--steps", type=int, default=0, metavar="N",
+                    help="N log-ins in-process: CPU ms, SQL statements and commits per step, and stop")
+    ap.add_argument("--profile-step", choices=STEPS, default="",
+                    help="with --steps: a cProfile of this step")
     args = ap.parse_args()
     if args.argon2_only:
         argon2_table()
@@ -403,6 +507,10 @@ def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
     t0 = time.perf_counter()
     citizens = seed_citizens(app, args.citizens, cost)
     print(f"seeded {len(citizens)} citizens in {time.perf_counter() - t0:.2f} s (one shared hash)")
+    if args.steps:
+        pin_self(0)
+        steps(app, client["client_id"], client["client_secret"], citizens, args.steps, args.profile_step)
+        return
     if args.profile:
         pin_self(0)
         profile(app, client["client_id"], client["client_secret"], citizens, args.profile)
