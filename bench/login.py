@@ -350,7 +350,8 @@ def profile(app, client_id: str, secret: str, citizens: list[str], n: int) -> No
 STEPS = ("authorize1", "login_get", "login_post", "authorize2", "token")
 
 
-def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile_step: str = "") -> None:
+def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile_step: str = "",
+          rounds: int = 1) -> None:
     """Per step of n log-ins in-process: CPU ms (unprofiled; Argon2 taken out of login_post),
     SQL statements and commits (SQLAlchemy engine events), and a cProfile of one step."""
     from sqlalchemy import event
@@ -431,21 +432,29 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
         for i in range(5):  # warm
             login_once(citizens[i], False)
         PasswordHasher.verify = timed_verify  # type: ignore[method-assign]
-        for i in range(n):
-            login_once(citizens[(i + 5) % len(citizens)], True)
+        best: dict[str, float] = {}
+        for r in range(rounds):  # the machine may be shared: each step's least CPU over the rounds
+            for k in STEPS:
+                cpu[k], stmts[k], commits[k] = 0.0, 0, 0
+            argon2_cpu[0] = 0.0
+            for i in range(n):
+                login_once(citizens[(r * n + i + 5) % len(citizens)], True)
+            for k in STEPS:
+                spent = cpu[k] - (argon2_cpu[0] if k == "login_post" else 0.0)
+                best[k] = min(best.get(k, spent), spent)
     finally:
         PasswordHasher.verify = plain_verify  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", on_stmt)
         event.remove(engine, "commit", on_commit)
     argon2_ms = argon2_cpu[0] * 1000 / n
     alone_ms, _ = argon2_cpu_ms(*_app_cost(app))
-    print(f"{n} log-ins in-process, per step (CPU ms unprofiled, incl. the test client; "
-          f"Argon2 {argon2_ms:.1f} ms as measured around its calls, taken out of login_post; "
-          f"{alone_ms:.1f} ms alone)")
+    print(f"{n} log-ins in-process x {rounds} rounds, per step (CPU ms unprofiled, the least of the rounds, "
+          f"incl. the test client; Argon2 {argon2_ms:.1f} ms as measured around its calls, taken out of "
+          f"login_post; {alone_ms:.1f} ms alone)")
     print(f"{'step':12} {'CPU ms':>7} {'stmts':>6} {'commits':>8}")
     total = 0.0
     for s in STEPS:
-        ms = cpu[s] * 1000 / n - (argon2_ms if s == "login_post" else 0.0)
+        ms = best[s] * 1000 / n
         total += ms
         print(f"{s:12} {ms:7.2f} {stmts[s] / n:6.1f} {commits[s] / n:8.1f}")
     print(f"{'all':12} {total:7.2f} {sum(stmts.values()) / n:6.1f} {sum(commits.values()) / n:8.1f}")
@@ -479,6 +488,8 @@ def main() -> None:
                     help="N log-ins in-process: CPU ms, SQL statements and commits per step, and stop")
     ap.add_argument("--profile-step", choices=STEPS, default="",
                     help="with --steps: a cProfile of this step")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --steps: repeat N times and print each step's least CPU (a shared machine)")
     args = ap.parse_args()
     if args.argon2_only:
         argon2_table()
@@ -525,7 +536,8 @@ def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
     print(f"seeded {len(citizens)} citizens in {time.perf_counter() - t0:.2f} s (one shared hash)")
     if args.steps:
         pin_self(0)
-        steps(app, client["client_id"], client["client_secret"], citizens, args.steps, args.profile_step)
+        steps(app, client["client_id"], client["client_secret"], citizens, args.steps, args.profile_step,
+              args.rounds)
         return
     if args.profile:
         pin_self(0)

@@ -45,7 +45,7 @@ from people.models import User
 from people.sessions import current_session, is_live
 from tongban import audit
 from tongban.clock import digest, epoch, to_epoch, utcnow
-from tongban.extensions import db
+from tongban.extensions import db, get_by_pk
 
 from . import ciba, client_auth, device, dpop, modern_clients, par, resources, token_exchange, tokens  # noqa: F401
 from . import clients as registry
@@ -208,7 +208,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         pass  # marked used in query_authorization_code; kept to detect replays
 
     def authenticate_user(self, authorization_code):
-        user = db.session.get(User, authorization_code.user_id)
+        user = get_by_pk(User, authorization_code.user_id)
         if user is None or user.disabled:
             return None
         grant_context().token = TokenContext(

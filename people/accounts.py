@@ -18,7 +18,7 @@ from sqlalchemy import DateTime, Integer, String, and_, bindparam, case, delete,
 from tongban import audit
 from tongban.clock import token, utcnow
 from tongban.errors import ValidationError
-from tongban.extensions import db, release_connection
+from tongban.extensions import db, get_by_pk, release_connection
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
@@ -396,7 +396,7 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
             _release_success(slot.user_id, source, slot.account_failures)
         else:
             failure = _record_failure(slot.user_id, source, utcnow())
-    user = db.session.get(User, slot.user_id, populate_existing=True)
+    user = get_by_pk(User, slot.user_id, populate_existing=True)
     if user is None:  # deleted in between
         return LoginResult(None, False, reason="bad_credentials")
     if slot.outcome == "disabled":
