@@ -207,7 +207,10 @@ def note_client(sess: LoginSession, client_id: str) -> None:
             session, SessionClient, dict(sid=bindparam("b_sid", type_=String()),
                                          client_id=bindparam("b_client_id", type_=String()), first_at=now,
                                          last_at=now), ["sid", "client_id"], {"last_at": now})
-    session.execute(stmt, {"b_sid": sess.sid, "b_client_id": client_id, "b_now": utcnow()})  # type: ignore[call-overload]
+    # "raw": one INSERT ... ON CONFLICT as written (with a parameter dictionary the ORM would
+    # otherwise take it for a bulk insert of mapped rows)
+    session.execute(stmt, {"b_sid": sess.sid, "b_client_id": client_id, "b_now": utcnow()},  # type: ignore[call-overload]
+                    execution_options={"dml_strategy": "raw"})
 
 
 def active_sessions(user: User) -> list[LoginSession]:
