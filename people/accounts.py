@@ -22,7 +22,7 @@ from tongban.extensions import db, get_by_pk, release_connection
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
-from tongban.upsert import upsert
+from tongban.upsert import execute_prebuilt, upsert
 
 from . import sessions
 from .errors import (
@@ -296,8 +296,9 @@ def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot |
             return _Slot(user_id, "disabled")
         if account_locked is not None and account_locked > now and not _familiar(conn, user_id, ip, now):
             return _Slot(user_id, "locked", account_locked)
-        took = conn.execute(take, {"b_user_id": user_id, "b_source": source, "b_now": now,
-                                   "stale_before": now - _PENDING_STALE, "threshold": threshold}).first()
+        took = execute_prebuilt(conn, take, {"b_user_id": user_id, "b_source": source, "b_now": now,
+                                             "stale_before": now - _PENDING_STALE,
+                                             "threshold": threshold}).first()
         if took is not None and threshold > 0:
             return _Slot(user_id, "reserved", password_hash=password_hash,
                          account_failures=bool(account_failed) or account_locked is not None)

@@ -15,8 +15,8 @@ from werkzeug.wrappers import Response as BaseResponse  # flask's Response and r
 
 from tongban import audit
 from tongban.clock import digest, token, utcnow
-from tongban.extensions import after_request_task, after_request_write, db
-from tongban.upsert import upsert
+from tongban.extensions import after_request_task, after_request_write, db, mark_written
+from tongban.upsert import execute_prebuilt, upsert
 
 from .assurance import session_acr
 from .models import LoginSession, SessionClient, User
@@ -207,10 +207,9 @@ def note_client(sess: LoginSession, client_id: str) -> None:
             session, SessionClient, dict(sid=bindparam("b_sid", type_=String()),
                                          client_id=bindparam("b_client_id", type_=String()), first_at=now,
                                          last_at=now), ["sid", "client_id"], {"last_at": now})
-    # "raw": one INSERT ... ON CONFLICT as written (with a parameter dictionary the ORM would
-    # otherwise take it for a bulk insert of mapped rows)
-    session.execute(stmt, {"b_sid": sess.sid, "b_client_id": client_id, "b_now": utcnow()},  # type: ignore[call-overload]
-                    execution_options={"dml_strategy": "raw"})
+    # on the session's connection, in its transaction: one INSERT ... ON CONFLICT, compiled once
+    execute_prebuilt(session.connection(), stmt, {"b_sid": sess.sid, "b_client_id": client_id, "b_now": utcnow()})
+    mark_written(session)
 
 
 def active_sessions(user: User) -> list[LoginSession]:

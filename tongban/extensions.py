@@ -138,6 +138,11 @@ def _note_dml(state):
         state.session.info[_WROTE] = True
 
 
+def mark_written(session) -> None:
+    """Note that a statement run on ``session.connection()`` (not through the ORM) wrote."""
+    session.info[_WROTE] = True
+
+
 @event.listens_for(Session, "after_transaction_end")
 def _forget_writes(session, transaction):
     if transaction.parent is None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .cache import redis_client
 from .extensions import db
-from .upsert import upsert
+from .upsert import execute_prebuilt, upsert
 
 
 class RateCounter(db.Model):
@@ -79,7 +79,7 @@ def _db_hit(key: str, start: int, conn=None) -> int:
 
 
 def _count(conn, key: str, start: int) -> int:
-    count = conn.execute(_upsert_for(conn), {"b_key": key, "b_window": start}).scalar_one()
+    count = execute_prebuilt(conn, _upsert_for(conn), {"b_key": key, "b_window": start}).scalar_one()
     if count == 1:
         conn.execute(_PURGE, {"b_before": start - 3600})
     return count
