@@ -347,6 +347,26 @@ def profile(app, client_id: str, secret: str, citizens: list[str], n: int) -> No
 
 # ---------------------------------------------------------------- per step, in-process
 
+
+def _callgrind(*args: str) -> None:
+    """Ask valgrind's callgrind, which runs this process, to do something (``callgrind_control``)."""
+    import subprocess
+
+    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+
+def _callgrind_dump(folder: Path, key: str) -> int:
+    """Dump what was counted since the last dump; its instruction count (Ir)."""
+    _callgrind("-d", key)
+    for _ in range(100):
+        for f in (folder / "callgrind").glob("cg.out.*"):
+            text = f.read_text(errors="replace")
+            if f"Trigger: dump {key}" in text and "\ntotals:" in text:
+                f.unlink()
+                return int(text.split("\ntotals:", 1)[1].split()[0])
+        time.sleep(0.1)
+    sys.exit("callgrind did not write its dump")
+
 STEPS = ("authorize1", "login_get", "login_post", "authorize2", "token")
 
 
@@ -372,13 +392,18 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
 
     argon2_cpu = [0.0]
     plain_verify = PasswordHasher.verify
+    grind = os.environ.get("TONGBAN_BENCH_UNDER_CALLGRIND")
 
-    def timed_verify(self, *a, **k):  # Argon2's own CPU, measured where it runs
+    def timed_verify(self, *a, **k):  # Argon2's own CPU, measured where it runs (and not counted by callgrind)
+        if grind:
+            _callgrind("-i", "off")
         c0 = time.process_time()
         try:
             return plain_verify(self, *a, **k)
         finally:
             argon2_cpu[0] += time.process_time() - c0
+            if grind:
+                _callgrind("-i", "on")
 
     with app.app_context():
         engine = db.engine
@@ -389,9 +414,13 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
     commits = {s: 0 for s in STEPS}
     prof = cProfile.Profile(time.process_time)
 
+    instructions = {s: 0 for s in STEPS}
+
     def step(name: str, record: bool, call):
         s0, k0 = counts["stmts"], counts["commits"]
         profiled = record and name == profile_step
+        if record and grind:
+            _callgrind("-i", "on")
         c0 = time.process_time()
         if profiled:
             prof.enable()
@@ -404,6 +433,9 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
                 cpu[name] += time.process_time() - c0
                 stmts[name] += counts["stmts"] - s0
                 commits[name] += counts["commits"] - k0
+                if grind:
+                    _callgrind("-i", "off")
+                    instructions[name] += _callgrind_dump(Path(grind), f"{name}-{secrets.token_hex(4)}")
 
     def login_once(login: str, record: bool) -> None:
         c = Client(app, use_cookies=True)
@@ -458,6 +490,12 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
         total += ms
         print(f"{s:12} {ms:7.2f} {stmts[s] / n:6.1f} {commits[s] / n:8.1f}")
     print(f"{'all':12} {total:7.2f} {sum(stmts.values()) / n:6.1f} {sum(commits.values()) / n:8.1f}")
+    if grind:
+        print(f"\ninstructions per log-in, counted by callgrind over {n * rounds} log-ins (Argon2 "
+              "left out; the same on a quiet and on a loaded machine)")
+        for s in STEPS:
+            print(f"{s:12} {instructions[s] / (n * rounds) / 1e6:8.2f} M")
+        print(f"{'all':12} {sum(instructions.values()) / (n * rounds) / 1e6:8.2f} M")
     if profile_step:
         if os.environ.get("BENCH_PROFILE_OUT"):
             prof.dump_stats(os.environ["BENCH_PROFILE_OUT"])
@@ -490,10 +528,22 @@ def main() -> None:
                     help="with --steps: a cProfile of this step")
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --steps: repeat N times and print each step's least CPU (a shared machine)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="with --steps: also count each step's instructions under valgrind's callgrind "
+                         "(Argon2 left out; stable on a loaded machine, ~50 times slower: keep --steps small)")
     args = ap.parse_args()
     if args.argon2_only:
         argon2_table()
         return
+    if args.callgrind and not os.environ.get("TONGBAN_BENCH_UNDER_CALLGRIND"):
+        if not args.steps or not shutil.which("valgrind"):
+            sys.exit("--callgrind needs --steps N and valgrind")
+        folder = Path(tempfile.mkdtemp(prefix="tongban-login-grind-"))
+        (folder / "callgrind").mkdir()
+        os.environ["TONGBAN_BENCH_UNDER_CALLGRIND"] = str(folder)
+        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--quiet",
+                f"--callgrind-out-file={folder / 'callgrind' / 'cg.out.%p'}", sys.executable, *sys.argv]
+        os.execvp(argv[0], argv)
     if not 0 < args.seconds <= 60 or not 1 <= args.browsers <= 64 or not 10 <= args.citizens <= 100_000:
         sys.exit("--seconds 0-60, --browsers 1-64, --citizens 10-100000")
     from tongban.config import ARGON2_DEFAULTS, ARGON2_KEYS, check_argon2
