@@ -541,6 +541,8 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="tongban-login-grind-"))
         (folder / "callgrind").mkdir()
         os.environ["TONGBAN_BENCH_UNDER_CALLGRIND"] = str(folder)
+        # the usage counts are written every few seconds: many log-ins apart under callgrind
+        os.environ.setdefault("TONGBAN_USAGE_FLUSH_SECONDS", "3600")
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--quiet",
                 f"--callgrind-out-file={folder / 'callgrind' / 'cg.out.%p'}", sys.executable, *sys.argv]
         os.execvp(argv[0], argv)

@@ -272,8 +272,12 @@ _CLAIM_CODE = (update(AuthorizationCode).where(AuthorizationCode.id == bindparam
 
 class OpenIDConnect(OpenIDCode):
     def exists_nonce(self, nonce, request):
-        return db.session.execute(_NONCE_USED, {"b_client_id": request.payload.client_id,
-                                                "b_nonce": nonce}).first() is not None
+        session = db.session()
+        if session.autoflush:  # what an ORM query would flush first (nothing, on the code flow)
+            session.flush()
+        # a plain read on the session's connection, in its transaction: no ORM entity to load
+        return session.connection().execute(_NONCE_USED, {"b_client_id": request.payload.client_id,
+                                                          "b_nonce": nonce}).first() is not None
 
     def get_client_algorithm(self, client):
         return client.id_token_signed_response_alg or "RS256"

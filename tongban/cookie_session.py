@@ -1,4 +1,4 @@
-"""Flask's signed-cookie session, with its signer built once per secret key.
+"""Flask's signed-cookie session and Flask-WTF's CSRF tokens, with their signers built once per secret key.
 
 Flask builds an ``itsdangerous`` serializer for every request that reads or writes the session
 cookie, and the signer derives its HMAC key (a keyed hash of the salt) again for every
@@ -73,6 +73,26 @@ class KeptSignerSessionInterface(SecureCookieSessionInterface):
         return made
 
 
+# Flask-WTF builds ``URLSafeTimedSerializer(secret_key, salt="wtf-csrf-token")`` for every CSRF
+# token it makes or checks: the same serializer, kept per (secret key, salt) (a handful at most).
+_csrf_serializers: dict[tuple, URLSafeTimedSerializer] = {}
+
+
+def _csrf_serializer(secret_key, salt: str | bytes = b"itsdangerous", **kwargs) -> URLSafeTimedSerializer:
+    if kwargs:  # not how Flask-WTF calls it: as it asked
+        return URLSafeTimedSerializer(secret_key, salt=salt, **kwargs)
+    ident = (secret_key if isinstance(secret_key, str | bytes) else tuple(secret_key), salt)
+    found = _csrf_serializers.get(ident)
+    if found is None:
+        if len(_csrf_serializers) > 16:  # secret keys come and go (tests): never grow without bound
+            _csrf_serializers.clear()
+        found = _csrf_serializers[ident] = _KeptSerializer(secret_key, salt=salt)
+    return found
+
+
 def init_app(app: Flask) -> None:
     if type(app.session_interface) is SecureCookieSessionInterface:  # not replaced by a deployment
         app.session_interface = KeptSignerSessionInterface()
+    import flask_wtf.csrf
+
+    flask_wtf.csrf.URLSafeTimedSerializer = _csrf_serializer  # type: ignore[assignment,misc]  # Flask-WTF 1.x
