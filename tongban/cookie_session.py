@@ -12,7 +12,7 @@ import threading
 
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import Signer, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import want_bytes
 
 
@@ -39,9 +39,9 @@ class _KeptSerializer(URLSafeTimedSerializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._signers: dict[bytes, TimestampSigner] = {}
+        self._signers: dict[bytes, Signer] = {}
 
-    def make_signer(self, salt: str | bytes | None = None):
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
         key = want_bytes(self.salt if salt is None else salt)
         found = self._signers.get(key)
         if found is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_babel import Babel
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -247,7 +249,7 @@ def get_by_pk(model: type, ident, *, populate_existing: bool = False):
     if found is None:
         mapper = model.__mapper__  # type: ignore[attr-defined]
         names = tuple(f"b_pk_{i}" for i in range(len(mapper.primary_key)))
-        stmt = select(model).where(and_(*(col == bindparam(name, type_=col.type)
+        stmt: Any = select(model).where(and_(*(col == bindparam(name, type_=col.type)
                                           for col, name in zip(mapper.primary_key, names, strict=True))))
         if populate_existing:
             stmt = stmt.execution_options(populate_existing=True)
