@@ -5,6 +5,8 @@
                                     [--cost T,M,P] [--postgres] [--redis URL] [--server granian|gunicorn]
     .venv/bin/python bench/login.py --argon2-only      # the cost table: Argon2id alone, CPU ms per check
     .venv/bin/python bench/login.py --profile 200      # cProfile of 200 log-ins in-process, Argon2 apart
+    .venv/bin/python bench/login.py --steps 200 [--profile-step authorize2]
+                                       # per step: CPU ms, SQL statements, commits; a step's cProfile
 
 Creates a throwaway instance (SQLite in a temporary folder, or with --postgres a database
 ``login_bench_<pid>`` on 127.0.0.1:5432, created and dropped; or BENCH_DATABASE_URL), migrates
@@ -343,6 +345,167 @@ def profile(app, client_id: str, secret: str, citizens: list[str], n: int) -> No
         print("\n".join(out.getvalue().splitlines()[6:]))
 
 
+# ---------------------------------------------------------------- per step, in-process
+
+
+def _callgrind(*args: str) -> None:
+    """Ask valgrind's callgrind, which runs this process, to do something (``callgrind_control``)."""
+    import subprocess
+
+    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+
+def _callgrind_dump(folder: Path, key: str) -> int:
+    """Dump what was counted since the last dump; its instruction count (Ir)."""
+    _callgrind("-d", key)
+    for _ in range(100):
+        for f in (folder / "callgrind").glob("cg.out.*"):
+            text = f.read_text(errors="replace")
+            if f"Trigger: dump {key}" in text and "\ntotals:" in text:
+                f.unlink()
+                return int(text.split("\ntotals:", 1)[1].split()[0])
+        time.sleep(0.1)
+    sys.exit("callgrind did not write its dump")
+
+STEPS = ("authorize1", "login_get", "login_post", "authorize2", "token")
+
+
+def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile_step: str = "",
+          rounds: int = 1) -> None:
+    """Per step of n log-ins in-process: CPU ms (unprofiled; Argon2 taken out of login_post),
+    SQL statements and commits (SQLAlchemy engine events), and a cProfile of one step."""
+    from sqlalchemy import event
+    from werkzeug.test import Client
+
+    from tongban.extensions import db
+
+    basic = basic_auth(client_id, secret)
+    counts = {"stmts": 0, "commits": 0}
+
+    def on_stmt(*_a, **_k) -> None:
+        counts["stmts"] += 1
+
+    def on_commit(*_a, **_k) -> None:
+        counts["commits"] += 1
+
+    from argon2 import PasswordHasher
+
+    argon2_cpu = [0.0]
+    plain_verify = PasswordHasher.verify
+    grind = os.environ.get("TONGBAN_BENCH_UNDER_CALLGRIND")
+
+    def timed_verify(self, *a, **k):  # Argon2's own CPU, measured where it runs (and not counted by callgrind)
+        if grind:
+            _callgrind("-i", "off")
+        c0 = time.process_time()
+        try:
+            return plain_verify(self, *a, **k)
+        finally:
+            argon2_cpu[0] += time.process_time() - c0
+            if grind:
+                _callgrind("-i", "on")
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", on_stmt)
+    event.listen(engine, "commit", on_commit)
+    cpu = {s: 0.0 for s in STEPS}
+    stmts = {s: 0 for s in STEPS}
+    commits = {s: 0 for s in STEPS}
+    prof = cProfile.Profile(time.process_time)
+
+    instructions = {s: 0 for s in STEPS}
+
+    def step(name: str, record: bool, call):
+        s0, k0 = counts["stmts"], counts["commits"]
+        profiled = record and name == profile_step
+        if record and grind:
+            _callgrind("-i", "on")
+        c0 = time.process_time()
+        if profiled:
+            prof.enable()
+        try:
+            return call()
+        finally:
+            if profiled:
+                prof.disable()
+            if record:
+                cpu[name] += time.process_time() - c0
+                stmts[name] += counts["stmts"] - s0
+                commits[name] += counts["commits"] - k0
+                if grind:
+                    _callgrind("-i", "off")
+                    instructions[name] += _callgrind_dump(Path(grind), f"{name}-{secrets.token_hex(4)}")
+
+    def login_once(login: str, record: bool) -> None:
+        c = Client(app, use_cookies=True)
+        verifier, challenge = pkce()
+        query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
+                           "scope": "openid profile", "state": "s", "nonce": secrets.token_urlsafe(8),
+                           "code_challenge": challenge, "code_challenge_method": "S256"})
+        r = step("authorize1", record, lambda: c.get(f"/oauth/authorize?{query}"))
+        login_url = _path(r.headers["location"])
+        page = step("login_get", record, lambda: c.get(login_url))
+        m = _CSRF.search(page.get_data(as_text=True))
+        if m is None:
+            raise RuntimeError(f"log-in page {login_url}: {page.status_code}")
+        nxt = parse_qs(urlsplit(login_url).query)["next"][0]
+        form = {"csrf_token": m.group(1), "login": login, "password": PASSWORD, "next": nxt}
+        r = step("login_post", record, lambda: c.post("/login", data=form))
+        assert r.status_code == 302, r.status_code
+        r = step("authorize2", record, lambda: c.get(_path(r.headers["location"])))
+        code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+        body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                "code_verifier": verifier}
+        r = step("token", record, lambda: c.post("/oauth/token", data=body, headers={"Authorization": basic}))
+        assert r.status_code == 200, r.get_data(as_text=True)
+
+    try:
+        for i in range(5):  # warm
+            login_once(citizens[i], False)
+        PasswordHasher.verify = timed_verify  # type: ignore[method-assign]
+        best: dict[str, float] = {}
+        for r in range(rounds):  # the machine may be shared: each step's least CPU over the rounds
+            for k in STEPS:
+                cpu[k], stmts[k], commits[k] = 0.0, 0, 0
+            argon2_cpu[0] = 0.0
+            for i in range(n):
+                login_once(citizens[(r * n + i + 5) % len(citizens)], True)
+            for k in STEPS:
+                spent = cpu[k] - (argon2_cpu[0] if k == "login_post" else 0.0)
+                best[k] = min(best.get(k, spent), spent)
+    finally:
+        PasswordHasher.verify = plain_verify  # type: ignore[method-assign]
+        event.remove(engine, "before_cursor_execute", on_stmt)
+        event.remove(engine, "commit", on_commit)
+    argon2_ms = argon2_cpu[0] * 1000 / n
+    alone_ms, _ = argon2_cpu_ms(*_app_cost(app))
+    print(f"{n} log-ins in-process x {rounds} rounds, per step (CPU ms unprofiled, the least of the rounds, "
+          f"incl. the test client; Argon2 {argon2_ms:.1f} ms as measured around its calls, taken out of "
+          f"login_post; {alone_ms:.1f} ms alone)")
+    print(f"{'step':12} {'CPU ms':>7} {'stmts':>6} {'commits':>8}")
+    total = 0.0
+    for s in STEPS:
+        ms = best[s] * 1000 / n
+        total += ms
+        print(f"{s:12} {ms:7.2f} {stmts[s] / n:6.1f} {commits[s] / n:8.1f}")
+    print(f"{'all':12} {total:7.2f} {sum(stmts.values()) / n:6.1f} {sum(commits.values()) / n:8.1f}")
+    if grind:
+        print(f"\ninstructions per log-in, counted by callgrind over {n * rounds} log-ins (Argon2 "
+              "left out; the same on a quiet and on a loaded machine)")
+        for s in STEPS:
+            print(f"{s:12} {instructions[s] / (n * rounds) / 1e6:8.2f} M")
+        print(f"{'all':12} {sum(instructions.values()) / (n * rounds) / 1e6:8.2f} M")
+    if profile_step:
+        if os.environ.get("BENCH_PROFILE_OUT"):
+            prof.dump_stats(os.environ["BENCH_PROFILE_OUT"])
+        for order in ("tottime", "cumulative"):
+            out = io.StringIO()
+            pstats.Stats(prof, stream=out).strip_dirs().sort_stats(order).print_stats(40)
+            print(f"\n--- {profile_step}, by {order} ---")
+            print("\n".join(out.getvalue().splitlines()[6:]))
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -359,10 +522,30 @@ def main() -> None:
     ap.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
     ap.add_argument("--argon2-only", action="store_true", help="print the Argon2id cost table and stop")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile N log-ins in-process and stop")
+    ap.add_argument("--steps", type=int, default=0, metavar="N",
+                    help="N log-ins in-process: CPU ms, SQL statements and commits per step, and stop")
+    ap.add_argument("--profile-step", choices=STEPS, default="",
+                    help="with --steps: a cProfile of this step")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --steps: repeat N times and print each step's least CPU (a shared machine)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="with --steps: also count each step's instructions under valgrind's callgrind "
+                         "(Argon2 left out; stable on a loaded machine, ~50 times slower: keep --steps small)")
     args = ap.parse_args()
     if args.argon2_only:
         argon2_table()
         return
+    if args.callgrind and not os.environ.get("TONGBAN_BENCH_UNDER_CALLGRIND"):
+        if not args.steps or not shutil.which("valgrind"):
+            sys.exit("--callgrind needs --steps N and valgrind")
+        folder = Path(tempfile.mkdtemp(prefix="tongban-login-grind-"))
+        (folder / "callgrind").mkdir()
+        os.environ["TONGBAN_BENCH_UNDER_CALLGRIND"] = str(folder)
+        # the usage counts are written every few seconds: many log-ins apart under callgrind
+        os.environ.setdefault("TONGBAN_USAGE_FLUSH_SECONDS", "3600")
+        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--quiet",
+                f"--callgrind-out-file={folder / 'callgrind' / 'cg.out.%p'}", sys.executable, *sys.argv]
+        os.execvp(argv[0], argv)
     if not 0 < args.seconds <= 60 or not 1 <= args.browsers <= 64 or not 10 <= args.citizens <= 100_000:
         sys.exit("--seconds 0-60, --browsers 1-64, --citizens 10-100000")
     from tongban.config import ARGON2_DEFAULTS, ARGON2_KEYS, check_argon2
@@ -403,6 +586,11 @@ def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
     t0 = time.perf_counter()
     citizens = seed_citizens(app, args.citizens, cost)
     print(f"seeded {len(citizens)} citizens in {time.perf_counter() - t0:.2f} s (one shared hash)")
+    if args.steps:
+        pin_self(0)
+        steps(app, client["client_id"], client["client_secret"], citizens, args.steps, args.profile_step,
+              args.rounds)
+        return
     if args.profile:
         pin_self(0)
         profile(app, client["client_id"], client["client_secret"], citizens, args.profile)

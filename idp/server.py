@@ -37,7 +37,7 @@ from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.grants.util import is_openid_scope, validate_nonce
 from flask import Flask, Response, current_app
 from flask import request as flask_request
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, Integer, String, bindparam, select, update
 
 from keys.services import keyring
 from people import accounts, enterprise
@@ -45,7 +45,7 @@ from people.models import User
 from people.sessions import current_session, is_live
 from tongban import audit
 from tongban.clock import digest, epoch, to_epoch, utcnow
-from tongban.extensions import db
+from tongban.extensions import db, get_by_pk
 
 from . import ciba, client_auth, device, dpop, modern_clients, par, resources, token_exchange, tokens  # noqa: F401
 from . import clients as registry
@@ -189,14 +189,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return row
 
     def query_authorization_code(self, code, client):
-        row = db.session.execute(select(AuthorizationCode).where(
-            AuthorizationCode.code_hash == digest(code))).scalar_one_or_none()
+        row = db.session.execute(_CODE_BY_HASH, {"b_hash": digest(code)}).scalar_one_or_none()
         if row is None or row.client_id != client.client_id:
             return None
         # claim it atomically: of two concurrent exchanges exactly one wins
-        claimed = db.session.execute(
-            update(AuthorizationCode).where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
-            .values(used_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+        claimed = db.session.execute(_CLAIM_CODE, {"b_id": row.id, "b_now": utcnow()}).rowcount  # type: ignore[attr-defined]
         if not claimed:
             _code_replayed(row)
             return None
@@ -208,7 +205,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         pass  # marked used in query_authorization_code; kept to detect replays
 
     def authenticate_user(self, authorization_code):
-        user = db.session.get(User, authorization_code.user_id)
+        user = get_by_pk(User, authorization_code.user_id)
         if user is None or user.disabled:
             return None
         grant_context().token = TokenContext(
@@ -263,11 +260,24 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH
 
 
+# the statements of every code flow, built once (bound parameters)
+_NONCE_USED = select(AuthorizationCode.id).where(
+    AuthorizationCode.client_id == bindparam("b_client_id", type_=String()),
+    AuthorizationCode.nonce == bindparam("b_nonce", type_=String())).limit(1)
+_CODE_BY_HASH = select(AuthorizationCode).where(AuthorizationCode.code_hash == bindparam("b_hash", type_=String()))
+_CLAIM_CODE = (update(AuthorizationCode).where(AuthorizationCode.id == bindparam("b_id", type_=Integer()),
+                                               AuthorizationCode.used_at.is_(None))
+               .values(used_at=bindparam("b_now", type_=DateTime())).execution_options(synchronize_session=False))
+
+
 class OpenIDConnect(OpenIDCode):
     def exists_nonce(self, nonce, request):
-        return db.session.execute(select(AuthorizationCode.id).where(
-            AuthorizationCode.client_id == request.payload.client_id, AuthorizationCode.nonce == nonce
-        ).limit(1)).first() is not None
+        session = db.session()
+        if session.autoflush:  # what an ORM query would flush first (nothing, on the code flow)
+            session.flush()
+        # a plain read on the session's connection, in its transaction: no ORM entity to load
+        return session.connection().execute(_NONCE_USED, {"b_client_id": request.payload.client_id,
+                                                          "b_nonce": nonce}).first() is not None
 
     def get_client_algorithm(self, client):
         return client.id_token_signed_response_alg or "RS256"

@@ -13,16 +13,16 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import DateTime, Integer, String, and_, bindparam, case, delete, func, or_, select, update
 
 from tongban import audit
 from tongban.clock import token, utcnow
 from tongban.errors import ValidationError
-from tongban.extensions import db, release_connection
+from tongban.extensions import db, get_by_pk, release_connection
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
-from tongban.upsert import upsert
+from tongban.upsert import execute_prebuilt, upsert
 
 from . import sessions
 from .errors import (
@@ -143,18 +143,26 @@ class LoginResult:
     reason: str = ""  # "", "bad_credentials", "locked", "disabled", "busy" (tries in flight: retry)
 
 
-def _login_clause(login: str):
-    """The WHERE clause that finds the account a log-in name means (ID number or phone), or None."""
+def _login_by(login: str) -> tuple[str, str] | None:
+    """The column and value that find the account a log-in name means (ID number or phone), or None."""
     login = (login or "").strip().upper()
     if not login:
         return None
     if len(login) == 18:
-        return User.id_number == login
+        return "id_number", login
     try:
         phone = normalise_phone(login)
     except ValidationError:
         return None
-    return User.phone == phone
+    return "phone", phone
+
+
+def _login_clause(login: str):
+    """The WHERE clause that finds the account a log-in name means (ID number or phone), or None."""
+    by = _login_by(login)
+    if by is None:
+        return None
+    return getattr(User, by[0]) == by[1]
 
 
 def login_source(ip: str) -> str:
@@ -203,6 +211,65 @@ def _familiar(conn, user_id: int, ip: str, now: datetime) -> bool:
 _FAMILIAR_SCAN = 500
 
 
+# The reservation's and the release's statements, built once per (dialect, log-in column):
+# the values are bound parameters, so a log-in neither rebuilds them nor recomputes their
+# compilation cache key (SQLAlchemy memoises it on the statement object).
+_NOW = bindparam("b_now", type_=DateTime())
+_statements: dict[tuple[str, str], tuple] = {}
+
+
+def _login_statements(dialect: str, column: str) -> tuple:
+    """(find the account by ``column``, take a slot of the (account, source) pair, read the
+    pair's lock) for ``dialect``."""
+    key = (dialect, column)
+    found = _statements.get(key)
+    if found is not None:
+        return found
+    t = LoginThrottle
+    now = _NOW
+    lock_over = or_(t.locked_until.is_(None), t.locked_until <= now)
+    failures = case((and_(t.locked_until.is_not(None), t.locked_until <= now), 0), else_=t.failures)
+    pending = case((or_(t.pending_at.is_(None), t.pending_at < bindparam("stale_before", type_=DateTime())), 0),
+                   else_=t.pending)
+    account = select(User.id, User.disabled, User.locked_until, User.password_hash, User.failed_logins).where(
+        getattr(User, column) == bindparam("login", type_=String()))
+    # one statement: a new pair's row is created with this try's slot taken; an existing
+    # pair's row takes a slot only while confirmed failures + tries in flight < threshold
+    take = upsert(
+        _Dialect(dialect), t,
+        dict(user_id=bindparam("b_user_id", type_=Integer()), source=bindparam("b_source", type_=String()),
+             failures=0, pending=1, pending_at=now, locks=0),
+        ["user_id", "source"], {"failures": failures, "locked_until": None, "pending": pending + 1,
+                                "pending_at": now},
+        where=and_(lock_over, failures + pending < bindparam("threshold", type_=Integer()))).returning(t.failures)
+    pair_lock = select(t.locked_until).where(t.user_id == bindparam("b_user_id", type_=Integer()),
+                                             t.source == bindparam("b_source", type_=String()))
+    found = _statements[key] = (account, take, pair_lock)
+    return found
+
+
+class _Dialect:
+    """What ``upsert`` asks of a bind: its dialect's name."""
+
+    def __init__(self, name: str):
+        self.dialect = self
+        self.name = name
+
+
+_RELEASE_PAIR = update(LoginThrottle).where(
+    LoginThrottle.user_id == bindparam("b_user_id", type_=Integer()),
+    LoginThrottle.source == bindparam("b_source", type_=String())).values(
+    pending=case((LoginThrottle.pending > 0, LoginThrottle.pending - 1), else_=0), failures=0, locked_until=None,
+    locks=0)
+
+
+def _release_account_statement():
+    # the password lockout's counters: nothing a lean answer shows or depends on (see _LOCK_ONLY)
+    return (update(User).where(User.id == bindparam("b_user_id", type_=Integer()),
+                               or_(User.failed_logins != 0, User.locked_until.is_not(None)))
+            .values(failed_logins=0, locked_until=None).execution_options(**_LOCK_ONLY))
+
+
 def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot | None:
     """Find the account and atomically take one try slot of its (account, address) pair.
 
@@ -214,17 +281,14 @@ def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot |
     request's session touches the database: a log-in never holds two pooled connections
     at once and, on SQLite, never waits for a write lock its own session holds.
     """
-    clause = _login_clause(login)
-    if clause is None:
+    by = _login_by(login)
+    if by is None:
         return None
+    column, value = by
     threshold = current_app.config["TONGBAN_LOCKOUT_THRESHOLD"]
-    t = LoginThrottle
-    lock_over = or_(t.locked_until.is_(None), t.locked_until <= now)
-    failures = case((and_(t.locked_until.is_not(None), t.locked_until <= now), 0), else_=t.failures)
-    pending = case((or_(t.pending_at.is_(None), t.pending_at < now - _PENDING_STALE), 0), else_=t.pending)
     with db.engine.begin() as conn:
-        found = conn.execute(select(User.id, User.disabled, User.locked_until, User.password_hash,
-                                    User.failed_logins).where(clause)).first()
+        find, take, pair_lock = _login_statements(conn.dialect.name, column)
+        found = conn.execute(find, {"login": value}).first()
         if found is None:
             return None
         user_id, disabled, account_locked, password_hash, account_failed = found
@@ -232,17 +296,13 @@ def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot |
             return _Slot(user_id, "disabled")
         if account_locked is not None and account_locked > now and not _familiar(conn, user_id, ip, now):
             return _Slot(user_id, "locked", account_locked)
-        # one statement: a new pair's row is created with this try's slot taken; an existing
-        # pair's row takes a slot only while confirmed failures + tries in flight < threshold
-        took = conn.execute(upsert(
-            conn, t, dict(user_id=user_id, source=source, failures=0, pending=1, pending_at=now, locks=0),
-            ["user_id", "source"], {"failures": failures, "locked_until": None, "pending": pending + 1,
-                                    "pending_at": now},
-            where=and_(lock_over, failures + pending < threshold)).returning(t.failures)).first()
+        took = execute_prebuilt(conn, take, {"b_user_id": user_id, "b_source": source, "b_now": now,
+                                             "stale_before": now - _PENDING_STALE,
+                                             "threshold": threshold}).first()
         if took is not None and threshold > 0:
             return _Slot(user_id, "reserved", password_hash=password_hash,
                          account_failures=bool(account_failed) or account_locked is not None)
-        until = conn.execute(select(t.locked_until).where(t.user_id == user_id, t.source == source)).scalar()
+        until = conn.execute(pair_lock, {"b_user_id": user_id, "b_source": source}).scalar()
         if until is not None and until > now:
             return _Slot(user_id, "locked", until)
         return _Slot(user_id, "busy")
@@ -264,19 +324,16 @@ def _take_slot(login: str, source: str, ip: str) -> _Slot | None:
 # the password lockout's counters: nothing a lean answer shows or depends on (tongban.hotcache);
 # without this, every wrong password would empty every process's hot cache
 _LOCK_ONLY = {"tongban_hotcache": "neutral"}
+_RELEASE_ACCOUNT = _release_account_statement()
 
 
 def _release_success(user_id: int, source: str, account_failures: bool = True) -> None:
     """A right password: its slot back, the pair's and the account's failures forgotten (the
     account row is only written when it had failures or a lock when the try was reserved)."""
-    t = LoginThrottle
     with db.engine.begin() as conn:
-        conn.execute(update(t).where(t.user_id == user_id, t.source == source).values(
-            pending=case((t.pending > 0, t.pending - 1), else_=0), failures=0, locked_until=None, locks=0))
+        conn.execute(_RELEASE_PAIR, {"b_user_id": user_id, "b_source": source})
         if account_failures:
-            conn.execute(update(User).where(User.id == user_id, or_(User.failed_logins != 0,
-                                                                    User.locked_until.is_not(None)))
-                         .values(failed_logins=0, locked_until=None).execution_options(**_LOCK_ONLY))
+            conn.execute(_RELEASE_ACCOUNT, {"b_user_id": user_id})
 
 
 @dataclass
@@ -340,7 +397,7 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
             _release_success(slot.user_id, source, slot.account_failures)
         else:
             failure = _record_failure(slot.user_id, source, utcnow())
-    user = db.session.get(User, slot.user_id, populate_existing=True)
+    user = get_by_pk(User, slot.user_id, populate_existing=True)
     if user is None:  # deleted in between
         return LoginResult(None, False, reason="bad_credentials")
     if slot.outcome == "disabled":

@@ -48,7 +48,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from tongban import audit
 from tongban.clock import digest, to_epoch, utcnow
 from tongban.errors import Forbidden
-from tongban.extensions import db, read_connection
+from tongban.extensions import db, get_by_pk, read_connection
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_name, mask_number
 
@@ -798,7 +798,7 @@ def capacities(user: User, client_id: str, now: datetime | None = None) -> list[
 def selection(sid: str | None, client_id: str) -> EnterpriseActing | None:
     if not sid:
         return None
-    return db.session.get(EnterpriseActing, (sid, client_id))
+    return get_by_pk(EnterpriseActing, (sid, client_id))
 
 
 def choose(sess: LoginSession, client_id: str, key: str) -> EnterpriseActing:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    bindparam,
     delete,
     func,
     or_,
@@ -641,11 +642,19 @@ def overview(user: User) -> Overview:
                     passkeys=passkeys(user), recovery_left=_unused_recovery_count(user), phone=user.phone)
 
 
+def _second_factor_statement():
+    user_id = bindparam("b_user_id", type_=Integer())
+    totp = select(TotpFactor.id).where(TotpFactor.user_id == user_id, TotpFactor.confirmed_at.is_not(None))
+    passkey = select(Passkey.id).where(Passkey.user_id == user_id)
+    return select(or_(totp.exists(), passkey.exists()))  # one query
+
+
+_HAS_SECOND_FACTOR = _second_factor_statement()  # built once: asked at every password log-in
+
+
 def has_second_factor(user: User) -> bool:
     """Whether log-in must ask for a second factor after the password (TOTP or a passkey)."""
-    totp = select(TotpFactor.id).where(TotpFactor.user_id == user.id, TotpFactor.confirmed_at.is_not(None))
-    passkey = select(Passkey.id).where(Passkey.user_id == user.id)
-    return bool(db.session.execute(select(or_(totp.exists(), passkey.exists()))).scalar())  # one query
+    return bool(db.session.execute(_HAS_SECOND_FACTOR, {"b_user_id": user.id}).scalar())
 
 
 __all__ = ["DEFAULTS", "OutboxSmsSender", "SecondFactorError", "SmsSender", "has_second_factor", "overview"]

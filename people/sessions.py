@@ -8,15 +8,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Response, current_app, g, has_request_context, request
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, String, bindparam, select, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.wrappers import Response as BaseResponse  # flask's Response and redirect()'s both
 
 from tongban import audit
 from tongban.clock import digest, token, utcnow
-from tongban.extensions import after_request_task, after_request_write, db
-from tongban.upsert import upsert
+from tongban.extensions import after_request_task, after_request_write, db, mark_written
+from tongban.upsert import execute_prebuilt, upsert
 
 from .assurance import session_acr
 from .models import LoginSession, SessionClient, User
@@ -37,9 +37,7 @@ def current_session() -> LoginSession | None:
     sess = None
     raw = request.cookies.get(_cookie_name())
     if raw:
-        row = db.session.execute(  # with its user: every caller looks at it (one query, not two)
-            select(LoginSession).options(joinedload(LoginSession.user)).where(LoginSession.token_hash == digest(raw))
-        ).scalar_one_or_none()
+        row = db.session.execute(_by_token_hash_statement(), {"b_token_hash": digest(raw)}).scalar_one_or_none()
         if row is not None and row.ended_at is None:
             now = utcnow()
             if is_expired(row.created_at, row.last_seen, now):
@@ -52,6 +50,18 @@ def current_session() -> LoginSession | None:
                 sess = row
     g._sso = sess
     return sess
+
+
+_by_token_hash: list = []
+
+
+def _by_token_hash_statement():
+    """The session by its cookie's digest, with its user: every caller looks at it (one query, not
+    two). Built once, at first use (the mappers are configured by then)."""
+    if not _by_token_hash:
+        _by_token_hash.append(select(LoginSession).options(joinedload(LoginSession.user)).where(
+            LoginSession.token_hash == bindparam("b_token_hash", type_=String())))
+    return _by_token_hash[0]
 
 
 def is_expired(created_at, last_seen, now=None) -> bool:
@@ -183,11 +193,23 @@ def end_all_for_user(user: User, reason: str, actor: str) -> int:
     return sum(end(row, reason, actor) for row in rows)
 
 
+_NOTE_CLIENT: dict[str, object] = {}  # per dialect, built once
+
+
 def note_client(sess: LoginSession, client_id: str) -> None:
     """Remember that ``client_id`` was signed in through this session."""
-    now = utcnow()
-    db.session.execute(upsert(db.session, SessionClient, dict(sid=sess.sid, client_id=client_id, first_at=now,
-                                                              last_at=now), ["sid", "client_id"], {"last_at": now}))
+    session = db.session()
+    dialect = session.get_bind().dialect.name
+    stmt = _NOTE_CLIENT.get(dialect)
+    if stmt is None:
+        now = bindparam("b_now", type_=DateTime())
+        stmt = _NOTE_CLIENT[dialect] = upsert(
+            session, SessionClient, dict(sid=bindparam("b_sid", type_=String()),
+                                         client_id=bindparam("b_client_id", type_=String()), first_at=now,
+                                         last_at=now), ["sid", "client_id"], {"last_at": now})
+    # on the session's connection, in its transaction: one INSERT ... ON CONFLICT, compiled once
+    execute_prebuilt(session.connection(), stmt, {"b_sid": sess.sid, "b_client_id": client_id, "b_now": utcnow()})
+    mark_written(session)
 
 
 def active_sessions(user: User) -> list[LoginSession]:

@@ -50,6 +50,7 @@ def create_app(config: dict | None = None) -> Flask:
         audit,
         backup,
         bootstrap,
+        cookie_session,
         fastpath,
         health,
         hotcache,
@@ -70,6 +71,7 @@ def create_app(config: dict | None = None) -> Flask:
     init_after_request_writes(app)
     migrating.init_app(app, db, directory=str(PROJECT_ROOT / "tongban" / "migrations"))  # Flask-Migrate, lazily
     csrf.init_app(app)
+    cookie_session.init_app(app)
     i18n.init_app(app)
     fastpath.init_app(app)  # innermost: security's proxy fix wraps it
     hotcache.init_app(app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_babel import Babel
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -138,6 +140,11 @@ def _note_dml(state):
         state.session.info[_WROTE] = True
 
 
+def mark_written(session) -> None:
+    """Note that a statement run on ``session.connection()`` (not through the ORM) wrote."""
+    session.info[_WROTE] = True
+
+
 @event.listens_for(Session, "after_transaction_end")
 def _forget_writes(session, transaction):
     if transaction.parent is None:
@@ -221,3 +228,35 @@ def read_connection():
     if held is None or held[0] is not engine:  # type: ignore[index]
         held = _READ_ENGINES[id(engine)] = (engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
     return held[1].connect()  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- hot look-ups by primary key
+
+_BY_PK: dict[tuple[type, bool], tuple] = {}
+
+
+def get_by_pk(model: type, ident, *, populate_existing: bool = False):
+    """``db.session.get(model, ident)`` for the paths every log-in takes: what is already in the
+    session's identity map is answered by ``Session.get`` itself (no query, the same checks);
+    otherwise one prebuilt ``SELECT ... WHERE <primary key>`` (the same row, loaded the same
+    way, autoflush included), without ``Session.get`` building and annotating a new statement
+    for every call. ``ident``: the primary key value, or a tuple for a composite key."""
+    from sqlalchemy import and_, bindparam, select
+
+    session = db.session()
+    values = ident if isinstance(ident, tuple) else (ident,)
+    found = _BY_PK.get((model, populate_existing))
+    if found is None:
+        mapper = model.__mapper__  # type: ignore[attr-defined]
+        names = tuple(f"b_pk_{i}" for i in range(len(mapper.primary_key)))
+        stmt: Any = select(model).where(and_(*(col == bindparam(name, type_=col.type)
+                                          for col, name in zip(mapper.primary_key, names, strict=True))))
+        if populate_existing:
+            stmt = stmt.execution_options(populate_existing=True)
+        found = _BY_PK[(model, populate_existing)] = (mapper, names, stmt)
+    mapper, names, stmt = found
+    if len(values) != len(names) or any(v is None for v in values):
+        return session.get(model, ident, populate_existing=populate_existing)  # its own error or None
+    if not populate_existing and mapper.identity_key_from_primary_key(values) in session.identity_map:
+        return session.get(model, ident)
+    return session.execute(stmt, dict(zip(names, values, strict=True))).scalar_one_or_none()

@@ -6,7 +6,8 @@ import threading
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, g, has_request_context, redirect, request
-from flask_babel import force_locale, get_locale
+from flask.globals import _cv_app
+from flask_babel import force_locale, get_locale, get_translations
 
 from .config import PROJECT_ROOT
 from .extensions import babel
@@ -92,9 +93,43 @@ def _wtforms_translations():
     return found
 
 
+def translations():
+    """What ``flask_babel.get_translations()`` returns, remembered for the request: a page asks
+    for it once per translated string (a dozen context look-ups each time). The remembered
+    catalogue is used only while the request's locale and domain are the very objects it was
+    found for: ``flask_babel.refresh()`` and ``force_locale`` replace them, and the next string
+    looks it up again."""
+    ctx = _cv_app.get(None)
+    if ctx is None:
+        return get_translations()
+    ns = ctx.g.__dict__.get("_flask_babel")
+    if ns is not None:
+        seen = ns.__dict__
+        held = seen.get("_tongban_translations")
+        if held is not None and held[0] is seen.get("babel_locale") and held[1] is seen.get("babel_domain"):
+            return held[2]
+    found = get_translations()
+    ns = ctx.g.__dict__.get("_flask_babel")
+    if ns is not None:
+        seen = ns.__dict__
+        locale, domain = seen.get("babel_locale"), seen.get("babel_domain")
+        if locale is not None and domain is not None:
+            seen["_tongban_translations"] = (locale, domain, found)
+    return found
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(PROJECT_ROOT / "translations"))
     babel.init_app(app, locale_selector=select_locale)
+    # the templates' _() and ngettext through the remembered catalogue (same strings, same
+    # formatting: Jinja's newstyle gettext escapes and fills in the variables itself)
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda s: translations().ugettext(s),
+        ngettext=lambda s, p, n: translations().ungettext(s, p, n),
+        newstyle=True,
+        pgettext=lambda c, s: translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: translations().unpgettext(c, s, p, n),
+    )
     import flask_wtf.i18n
 
     flask_wtf.i18n._get_translations = _wtforms_translations  # Flask-WTF 1.3: the lookup its forms use

@@ -9,13 +9,14 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, delete, literal_column
+from sqlalchemy import BigInteger, Integer, String, bindparam, delete, literal_column
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .cache import redis_client
 from .extensions import db
-from .upsert import upsert
+from .upsert import execute_prebuilt, upsert
 
 
 class RateCounter(db.Model):
@@ -53,21 +54,34 @@ def hit(key: str, limit: int, window: int, *, conn=None) -> Hit:
     return Hit(count <= limit, count, retry_after)
 
 
+# the counting upsert, built once per dialect (bound parameters: nothing rebuilt per hit)
+_UPSERTS: dict[str, Any] = {}
+_PURGE = delete(RateCounter).where(RateCounter.window < bindparam("b_before", type_=BigInteger()))
+
+
+def _upsert_for(bind) -> Any:
+    name = bind.dialect.name
+    stmt = _UPSERTS.get(name)
+    if stmt is None:
+        stmt = _UPSERTS[name] = upsert(
+            bind, RateCounter, {"key": bindparam("b_key", type_=String()),
+                                "window": bindparam("b_window", type_=BigInteger()), "count": 1},
+            ["key", "window"], {"count": literal_column("rate_counters.count") + 1}).returning(RateCounter.count)
+    return stmt
+
+
 def _db_hit(key: str, start: int, conn=None) -> int:
-    stmt = upsert(conn if conn is not None else db.engine, RateCounter, {"key": key, "window": start, "count": 1},
-                  ["key", "window"], {"count": literal_column("rate_counters.count") + 1}
-                  ).returning(RateCounter.count)
     if conn is not None:
-        return _count(conn, stmt, start)
+        return _count(conn, key, start)
     # its own transaction: a throttled request must count even when the request rolls back
     with db.engine.begin() as own:
-        return _count(own, stmt, start)
+        return _count(own, key, start)
 
 
-def _count(conn, stmt, start: int) -> int:
-    count = conn.execute(stmt).scalar_one()
+def _count(conn, key: str, start: int) -> int:
+    count = execute_prebuilt(conn, _upsert_for(conn), {"b_key": key, "b_window": start}).scalar_one()
     if count == 1:
-        conn.execute(delete(RateCounter).where(RateCounter.window < start - 3600))
+        conn.execute(_PURGE, {"b_before": start - 3600})
     return count
 
 
