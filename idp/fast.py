@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import os
 import re
 from urllib.parse import unquote
 
@@ -47,10 +49,18 @@ _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 # Only successes are remembered, and only what the full check accepted: a hit is the same system
 # the check would find again. Bounded (the oldest eighth goes when full): an entry needs a valid
 # secret, so only a system's own header variants (percent-encoding) can take room. The look-up
-# reveals nothing by its time: a dict compares a header's full 64-bit (keyed SipHash) hash
-# before any character, so a different header is all but never compared at all.
-_basic_verified: tuple[dict | None, dict[str, RegisteredClient]] = (None, {})
+# reveals nothing by its time: a dict compares a key's full 64-bit (keyed SipHash) hash before
+# any byte, so a different header is all but never compared at all. The header itself (a
+# client's secret in base64) is not kept: the key is its BLAKE2b digest under a random key of
+# this process (``_basic_key``), so the memory holds no secret a dump or a debugger could read.
+_basic_verified: tuple[dict | None, dict[bytes, RegisteredClient]] = (None, {})
 _BASIC_MAX = 1024
+_BASIC_KEY = os.urandom(32)
+
+
+def _basic_key(auth: str) -> bytes:
+    """What a verified Authorization header is remembered by: its keyed digest."""
+    return hashlib.blake2b(auth.encode("utf-8", "surrogateescape"), key=_BASIC_KEY, digest_size=16).digest()
 
 
 def _basic_client(req: Request, register: dict[str, RegisteredClient]) -> RegisteredClient | None:
@@ -60,12 +70,13 @@ def _basic_client(req: Request, register: dict[str, RegisteredClient]) -> Regist
     auth = req.header("Authorization")
     if not auth:
         return None
+    key = _basic_key(auth)
     held_for, held = _basic_verified
     if held_for is not register:  # a new register: nothing verified against the old one is kept
         held = {}
         _basic_verified = (register, held)
     else:
-        client = held.get(auth)
+        client = held.get(key)
         if client is not None and register.get(client.client_id) is client:
             return client
     client = _check_basic(auth, register)
@@ -73,7 +84,7 @@ def _basic_client(req: Request, register: dict[str, RegisteredClient]) -> Regist
         if len(held) >= _BASIC_MAX:
             for old in list(held)[: _BASIC_MAX // 8]:
                 held.pop(old, None)
-        held[auth] = client
+        held[key] = client
     return client
 
 

@@ -190,6 +190,12 @@ def test_the_end_of_context_work_is_the_usage_flush_only(app):
 # ---------------------------------------------------------------- remembered credentials
 
 
+def _basic_key(header: str) -> bytes:
+    import idp.fast
+
+    return idp.fast._basic_key(header)
+
+
 def _held(cid=None):
     import idp.fast
 
@@ -208,7 +214,7 @@ def test_a_rotated_secret_is_refused_at_once(app, client, fast, make_client):
     db.session.commit()
     resp = client.post("/oauth/token", data=GOOD, headers={**basic(cid, secret), **FORM})
     assert resp.status_code == 401 and resp.get_json()["error"] == "invalid_client"
-    assert not _held(cid) or all(h != basic(cid, secret)["Authorization"] for h in _held(cid))
+    assert _basic_key(basic(cid, secret)["Authorization"]) not in _held(cid)
     _lean_token(client, fast, cid, new)
 
 
@@ -273,7 +279,7 @@ def test_header_variants_are_checked_each_on_their_own(app, client, fast, make_c
     spelt = "%" + format(ord(cid[0]), "02X") + cid[1:]  # the client_id percent-encoded (RFC 6749 §2.3.1)
     variant = "Basic " + base64.b64encode(f"{spelt}:{secret}".encode()).decode()
     resp = _lean_token(client, fast, cid, secret, headers={"Authorization": variant, **FORM})
-    assert resp.status_code == 200 and variant in _held() and good in _held()
+    assert resp.status_code == 200 and _basic_key(variant) in _held() and _basic_key(good) in _held()
     for header in ("basic " + raw, "Basic  " + raw, "Basic " + raw + "=", "Basic " + raw[:-1], "Basic " + raw[1:],
                    "Basic " + base64.b64encode(f"{spelt}:{secret}x".encode()).decode(), good + " ", good + "\t"):
         headers = {"Authorization": header, **FORM}
@@ -283,7 +289,20 @@ def test_header_variants_are_checked_each_on_their_own(app, client, fast, make_c
         lean = client.post("/oauth/token", data=GOOD, headers=headers).status_code
         assert lean == full, header  # whoever answers, the full stack's verdict
         if full != 200:
-            assert header not in _held(), header
+            assert _basic_key(header) not in _held(), header
+
+
+def test_remembered_credentials_hold_no_secret(app, client, fast, make_client):
+    import idp.fast
+
+    cid, secret = make_client(grant_types=["client_credentials"])
+    header = basic(cid, secret)["Authorization"]
+    _lean_token(client, fast, cid, secret)
+    held = _held()
+    assert _basic_key(header) in held and held[_basic_key(header)].client_id == cid
+    for key in held:  # a digest, never the header nor the secret
+        assert isinstance(key, bytes) and len(key) == 16 and secret.encode() not in key
+    assert header not in held and header.split(" ", 1)[1] not in repr(idp.fast._basic_verified)
 
 
 def test_remembered_credentials_are_bounded(app, client, fast, make_client, monkeypatch):
