@@ -7,7 +7,7 @@ from typing import Any
 from flask_babel import Babel
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, and_, bindparam, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session
 
@@ -241,8 +241,6 @@ def get_by_pk(model: type, ident, *, populate_existing: bool = False):
     otherwise one prebuilt ``SELECT ... WHERE <primary key>`` (the same row, loaded the same
     way, autoflush included), without ``Session.get`` building and annotating a new statement
     for every call. ``ident``: the primary key value, or a tuple for a composite key."""
-    from sqlalchemy import and_, bindparam, select
-
     session = db.session()
     values = ident if isinstance(ident, tuple) else (ident,)
     found = _BY_PK.get((model, populate_existing))
