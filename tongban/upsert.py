@@ -6,7 +6,6 @@ throttle rows, usage figures) come into being without a read-then-write race."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,7 +43,9 @@ def upsert(bind: Any, model: Any, values: Mapping[str, Any], keys: Sequence[str]
 # compiled from scratch at every execution, a third of a millisecond each. The hot ones (the
 # rate counter, the log-in slot, the session's systems) are built once at module level; this
 # compiles such a statement once per dialect and reuses the compiled form.
-_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# the compiled forms live on the dialect itself (a compiled statement refers to its dialect, so
+# a memo beside it would keep every engine's dialect alive): they go when the engine goes
+_MEMO = "_tongban_prebuilt"
 
 
 def execute_prebuilt(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> CursorResult:
@@ -56,9 +57,9 @@ def execute_prebuilt(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> 
     if run is None:  # pragma: no cover - a SQLAlchemy without it: compiled every time, as before
         return conn.execute(stmt, dict(params))
     dialect = conn.dialect
-    per_dialect = _compiled.get(dialect)
+    per_dialect = dialect.__dict__.get(_MEMO)
     if per_dialect is None:
-        per_dialect = _compiled.setdefault(dialect, {})
+        per_dialect = dialect.__dict__.setdefault(_MEMO, {})
     keys = tuple(sorted(params))
     held = per_dialect.get((id(stmt), keys))
     if held is None or held[0] is not stmt:
