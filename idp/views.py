@@ -3,7 +3,9 @@ revocation, introspection, end-session. Thin: the work is in services and server
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
@@ -20,17 +22,20 @@ from flask import (
     url_for,
 )
 from flask import session as flask_session
+from flask.globals import request_ctx
 from flask_babel import format_datetime
 from flask_babel import gettext as _
+from werkzeug.exceptions import HTTPException
 
 from people import accounts, sessions, signals
 from people.forms import ConfirmForm, LoginForm
 from people.mfa import has_second_factor
 from tongban import audit, ratelimit
 from tongban.clock import epoch, to_epoch
+from tongban.errors import TongbanError
 from tongban.extensions import csrf, db
 from tongban.i18n import safe_next
-from tongban.security import cacheable
+from tongban.security import cacheable, check_input
 
 from . import clients as registry
 from . import consents, dpop, par
@@ -45,6 +50,7 @@ from .server import require_oauth, server, userinfo_claims
 from .stepup import enforce as stepup
 
 bp = Blueprint("idp", __name__)
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- discovery
@@ -422,13 +428,88 @@ def login():
         db.session.commit()
         return start_login(result.user, form.next.data)
     cookie: dict = {}
-    sid = sessions.start(result.user, cookie).sid  # read before the commit expires the row
-    db.session.commit()
+    sid = sessions.start(result.user, cookie).sid
+    _commit_keeping_loaded()
 
     mark_fresh(sid, password=True)
-    response = redirect(safe_next(form.next.data, url_for("account.account")))
+    target = safe_next(form.next.data, url_for("account.account"))
+    response = _continue_authorization(target) or redirect(target)
     sessions.set_cookie(response, cookie["value"])
     return response
+
+
+def _commit_keeping_loaded() -> None:
+    """Commit without expiring what the session holds: the log-in session and its account were
+    just written by this transaction, so what is in memory is what is stored (columns the
+    database fills in are expired at the flush as always), and the authorization request that
+    continues in this response reads them without loading them again."""
+    session = db.session()
+    before = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = before
+
+
+def _continue_authorization(target: str):
+    """The answer to the authorization request a log-in was for, in the log-in's own response.
+
+    Without this the browser is sent back to ``target`` (the authorization request's URL) and
+    asks for it again: one more round trip doing the same work. Here the authorization view
+    runs for that URL inside this request, exactly as for the browser's GET: the same view, the
+    same checks (the request is validated again, prompt/max_age/id_token_hint, step-up, the
+    enterprise chooser, consent), the same session (just started) and the same signed cookie
+    session. Whatever it answers — the redirect with the code or an error for the client, the
+    consent page, a chooser, a step-up — is this response (a page's forms post to their own
+    absolute URLs). None when ``target`` is not an authorization request, or when the request as
+    a GET would be refused before any view runs (then the browser asks for it and is refused
+    as before)."""
+    authorize_path = url_for("idp.authorize")
+    path, _sep, query = target.partition("?")
+    path = path.partition("#")[0]
+    if path != authorize_path:
+        return None
+    outer_ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    outer = outer_ctx.request
+    environ = dict(outer.environ)
+    root = outer.script_root
+    environ.update({
+        "REQUEST_METHOD": "GET",
+        # WSGI carries the raw path as latin-1 text; the URL here is the one the browser would send
+        "PATH_INFO": path[len(root):].encode().decode("latin-1"),
+        "QUERY_STRING": query.partition("#")[0].encode().decode("latin-1"),
+        "CONTENT_LENGTH": "0",
+        "wsgi.input": io.BytesIO(b""),
+    })
+    environ.pop("CONTENT_TYPE", None)
+    inner = current_app.request_class(environ)
+    try:
+        inner.url_rule, inner.view_args = outer_ctx.url_adapter.match(  # the GET's route, as Flask routes it
+            inner.path, method="GET", return_rule=True)
+    except HTTPException:
+        return None
+    if inner.url_rule.endpoint != "idp.authorize":
+        return None
+    outer_ctx.request = inner
+    kept = dict(flask_session)
+    try:
+        try:
+            check_input()  # what the GET would meet first: its query decoded
+        except (HTTPException, TongbanError):
+            return None
+        return current_app.make_response(authorize())
+    except Exception as error:
+        # the GET will meet the same failure and answer it as any request's (with the session's
+        # cookie set by this response, and the cookie session as it was before this attempt)
+        if not isinstance(error, (HTTPException, TongbanError)):
+            log.exception("the authorization request could not continue in the log-in's response")
+        db.session.rollback()
+        flask_session.clear()
+        flask_session.update(kept)
+        return None
+    finally:
+        outer_ctx.request = outer
 
 
 @bp.route("/logout", methods=["GET", "POST"])

@@ -108,8 +108,15 @@ class Browser:
     def submit_login(self, step: Step, login: str = CITIZEN_ID, password: str = PASSWORD) -> Step:
         assert step.kind == "login", f"expected the login page, got {step.kind}: {step.url}"
         resp = self._post_login(step.resp, login, password, follow=True)
-        assert resp.status_code == 302, f"log-in failed ({resp.status_code})"
-        return self.walk(resp.headers["Location"], seen=step.seen)
+        if resp.status_code in (301, 302, 303, 307):
+            return self.walk(resp.headers["Location"], seen=step.seen)
+        # the authorization request continues in the log-in's response: its page (consent,
+        # chooser, an error) is the answer to the POST
+        assert resp.status_code == 200 and not is_login_page(resp), f"log-in failed ({resp.status_code})"
+        kind = "consent" if is_consent_page(resp) else "page"
+        if kind != "page":
+            step.seen.append(kind)
+        return Step(kind, resp.url, resp, step.seen)
 
     def submit_consent(self, step: Step, decision: str = "approve") -> Step:
         assert step.kind == "consent", f"expected the consent page, got {step.kind}: {step.url}"

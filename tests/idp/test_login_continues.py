@@ -1,0 +1,197 @@
+"""A password log-in made for an authorization request answers that request itself (issue 14).
+
+The POST /login runs the authorization view for the URL the browser would have been sent back
+to, inside the same response: the redirect with the code, the consent page, an error — the same
+answer the browser's next GET would have had, one round trip sooner. Driven over real HTTP, the
+code exchanged by Authlib's client and the ID token validated strictly.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+
+from tests.conftest import CITIZEN_ID, PASSWORD
+from tests.idp.helpers import _CSRF, REDIRECT, Browser, _input_value, discover, is_consent_page, validate_id_token
+from tests.idp.test_oidc_authlib import RP
+
+
+@pytest.fixture
+def disco(live_server):
+    return discover(live_server)
+
+
+def _login_page(browser: Browser, url: str) -> requests.Response:
+    step = browser.walk(url)
+    assert step.kind == "login", step.kind
+    return step.resp
+
+
+def _post_login(browser: Browser, page: requests.Response) -> requests.Response:
+    data = {"csrf_token": _CSRF.search(page.text).group(1), "login": CITIZEN_ID, "password": PASSWORD,
+            "next": _input_value(page.text, "next") or ""}
+    return browser.http.post(browser._abs("/login"), data=data, allow_redirects=False)
+
+
+def _set_cookies(resp: requests.Response) -> list[str]:
+    return [v.split("=", 1)[0] for k, v in resp.raw.headers.items() if k.lower() == "set-cookie"]
+
+
+def test_the_log_in_answers_with_the_code(app, live_server, disco, citizen, make_client):
+    client_id, secret = make_client(first_party=True)
+    rp = RP(disco, client_id, secret)
+    browser = Browser(live_server)
+    resp = _post_login(browser, _login_page(browser, rp.auth_url()))
+
+    assert resp.status_code == 302
+    location = resp.headers["Location"]
+    assert location.startswith(REDIRECT)  # no detour through /oauth/authorize
+    q = parse_qs(urlsplit(location).query)
+    assert q["state"] == [rp.state] and q["iss"] == [disco["issuer"]]
+    # one SSO cookie and one cookie session, as a redirect to the request would have set them
+    names = _set_cookies(resp)
+    assert names.count(app.config["SSO_COOKIE_NAME"]) == 1 and names.count(app.config["SESSION_COOKIE_NAME"]) <= 1
+    assert "Content-Security-Policy" in resp.headers and resp.headers["Cache-Control"] == "no-store"
+
+    token = rp.exchange(location)
+    claims = validate_id_token(token["id_token"], disco=disco, client_id=client_id, nonce=rp.nonce,
+                               access_token=token["access_token"])
+    assert claims["sid"] and claims["amr"] == ["pwd"]
+    # the session the response started is the browser's: the next system is signed in at once
+    again = browser.walk(RP(disco, client_id, secret).auth_url())
+    assert again.kind == "callback" and again.seen == []
+
+
+def test_the_consent_page_is_the_answer(app, live_server, disco, citizen, make_client):
+    client_id, secret = make_client(first_party=False)
+    rp = RP(disco, client_id, secret)
+    browser = Browser(live_server)
+    resp = _post_login(browser, _login_page(browser, rp.auth_url()))
+
+    assert resp.status_code == 200 and is_consent_page(resp)
+    action = html.unescape(re.search(r'<form method="post" action="([^"]+)"', resp.text).group(1))
+    assert action.startswith("/oauth/authorize?") and f"client_id={client_id}" in action
+    step = browser.walk(action, method="POST", data={"csrf_token": _CSRF.search(resp.text).group(1),
+                                                     "decision": "approve"})
+    assert step.kind == "callback"
+    token = rp.exchange(step.url)
+    validate_id_token(token["id_token"], disco=disco, client_id=client_id, nonce=rp.nonce,
+                      access_token=token["access_token"])
+
+
+@pytest.mark.parametrize("ask", [{"prompt": "login"}, {"max_age": "0"}])
+def test_a_log_in_asked_for_again_is_answered_once(app, live_server, disco, citizen, make_client, ask):
+    client_id, secret = make_client(first_party=True)
+    browser = Browser(live_server)
+    assert browser.authorize(RP(disco, client_id, secret).auth_url()).kind == "callback"
+
+    rp = RP(disco, client_id, secret)
+    resp = _post_login(browser, _login_page(browser, rp.auth_url(**ask)))
+    assert resp.status_code == 302 and resp.headers["Location"].startswith(REDIRECT)
+    token = rp.exchange(resp.headers["Location"])
+    claims = validate_id_token(token["id_token"], disco=disco, client_id=client_id, nonce=rp.nonce,
+                               max_age=0 if "max_age" in ask else None)
+    assert claims["auth_time"] >= token["expires_at"] - token["expires_in"] - 2
+
+
+def test_other_destinations_are_redirected_to(app, live_server, citizen):
+    browser = Browser(live_server)
+    for target in ("/account", "/oauth/authorizex?client_id=x", "/oauth/authorize/../account"):
+        page = browser.http.get(browser._abs("/login"), params={"next": target, "force": "1"})
+        resp = _post_login(browser, page)
+        assert resp.status_code == 302 and resp.headers["Location"] == target
+
+
+def test_a_request_the_get_would_refuse_is_left_to_the_get(app, live_server, citizen, make_client):
+    client_id, _ = make_client(first_party=True)
+    target = "/oauth/authorize?" + urlencode({"response_type": "code", "client_id": client_id,
+                                              "redirect_uri": REDIRECT, "scope": "openid",
+                                              "state": "a\x00b"})
+    browser = Browser(live_server)
+    page = browser.http.get(browser._abs("/login"), params={"next": target})
+    resp = _post_login(browser, page)
+    assert resp.status_code == 302 and resp.headers["Location"] == target
+    refused = browser.http.get(browser._abs(target), allow_redirects=False)
+    assert refused.status_code == 400
+
+
+def test_a_client_disabled_meanwhile_gets_the_error_page(app, live_server, disco, citizen, make_client):
+    from idp import clients as registry
+    from tongban.extensions import db
+
+    client_id, secret = make_client(first_party=True)
+    browser = Browser(live_server)
+    page = _login_page(browser, RP(disco, client_id, secret).auth_url())
+    registry.set_enabled(client_id, False)
+    db.session.commit()
+
+    resp = _post_login(browser, page)
+    assert resp.status_code in (400, 401) and "Location" not in resp.headers
+    assert "invalid_client" in resp.text
+    # the log-in itself stands: the browser is logged in
+    assert app.config["SSO_COOKIE_NAME"] in _set_cookies(resp)
+    assert browser.http.get(browser._abs("/account"), allow_redirects=False).status_code == 200
+
+
+def test_the_log_in_does_not_read_its_session_again(app, browser, citizen, make_client):
+    """The session and the account just written are used as they are in memory: the POST runs
+    no query for the log-in session (the GET it replaces looked it up by the cookie)."""
+    from sqlalchemy import event
+
+    from tests.flask_flows import _CSRF as PAGE_CSRF
+    from tests.idp.test_login_path import _authorize_url, _pkce
+    from tongban.extensions import db
+
+    client_id, _ = make_client(first_party=True)
+    b = browser()
+    resp = b.get(_authorize_url(client_id, "n-1", _pkce()[1]))
+    page = b.get(resp.headers["Location"])
+    nxt = parse_qs(urlsplit(resp.headers["Location"]).query)["next"][0]
+    seen: list[str] = []
+
+    def on(_conn, _cursor, statement, *_a):
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", on)
+    try:
+        resp = b.post("/login", data={"csrf_token": PAGE_CSRF.search(page.get_data(as_text=True)).group(1),
+                                      "login": CITIZEN_ID, "password": PASSWORD, "next": nxt})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on)
+    assert resp.status_code == 302 and resp.headers["Location"].startswith(REDIRECT)
+    assert [s for s in seen if "FROM login_sessions" in s] == []
+    assert sum(s.startswith("INSERT INTO authorization_codes") for s in seen) == 1
+
+
+def test_a_failure_while_continuing_leaves_it_to_the_get(app, live_server, disco, citizen, make_client,
+                                                         monkeypatch):
+    """Whatever breaks while the request continues inside the log-in, the log-in stands (its
+    cookie is set) and the browser is sent to the request, as before, to meet the failure there."""
+    from idp import views
+
+    client_id, secret = make_client(first_party=True)
+    rp = RP(disco, client_id, secret)
+    browser = Browser(live_server)
+    page = _login_page(browser, rp.auth_url(prompt="login"))
+    real = views.stepup
+    broken = {"on": True}
+
+    def flaky(*a, **k):
+        if broken["on"]:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(views, "stepup", flaky)
+    resp = _post_login(browser, page)
+    assert resp.status_code == 302 and resp.headers["Location"].startswith("/oauth/authorize?")
+    assert app.config["SSO_COOKIE_NAME"] in _set_cookies(resp)
+    # the cookie session is as the attempt found it: the GET still counts the fresh log-in
+    # (prompt=login is answered, not asked again)
+    broken["on"] = False
+    step = browser.walk(resp.headers["Location"])
+    assert step.kind == "callback", step.kind
+    rp.exchange(step.url)
