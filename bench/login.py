@@ -16,8 +16,8 @@ N hashings), registers a confidential first-party client (no consent page), star
 (helpers from bench/tokens.py) with several concurrent browsers. Every log-in is a fresh
 browser (its own cookie jar and connection), so it is a real password log-in, never SSO:
 
-    GET  /oauth/authorize?...PKCE...      302 to /login?next=...
-    GET  /login?next=...                  the page, its CSRF token
+    GET  /oauth/authorize?...PKCE...      the log-in page, its CSRF token (a server that
+                                          redirects to /login?next=... is followed)
     POST /login (CSRF, ID number, pwd)    302 to the redirect URI with ?code=, SSO cookie
                                           (the authorization request continues in the log-in's
                                           response; a server that sends the browser back to it
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import html
 import http.client
 import io
 import json
@@ -85,6 +86,7 @@ COSTS = [  # (label, t, m KiB, p)
     ("OWASP m=7 MiB t=5 p=1 (the floor)", 5, 7168, 1),
 ]
 _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+_NEXT = re.compile(r'id="next" name="next" type="hidden" value="([^"]*)"')
 
 
 def parse_cost(raw: str) -> tuple[int, int, int]:
@@ -216,15 +218,13 @@ def one_login(port: int, client_id: str, basic: str, login: str) -> tuple[float,
                            "scope": "openid profile", "state": secrets.token_urlsafe(8),
                            "nonce": secrets.token_urlsafe(8), "code_challenge": challenge,
                            "code_challenge_method": "S256"})
-        status, headers, _ = b.send("GET", f"/oauth/authorize?{query}")
-        if status != 302 or "/login" not in headers.get("location", ""):
-            raise RuntimeError(f"authorize: {status} {headers.get('Location')}")
-        login_url = _path(headers["location"])
-        status, _, page = b.send("GET", login_url)
+        status, headers, page = b.send("GET", f"/oauth/authorize?{query}")
+        if status == 302 and "/login" in headers.get("location", ""):  # the page behind a redirect
+            status, _, page = b.send("GET", _path(headers["location"]))
         m = _CSRF.search(page.decode())
         if status != 200 or not m:
             raise RuntimeError(f"log-in page: {status}")
-        nxt = parse_qs(urlsplit(login_url).query).get("next", [""])[0]
+        nxt = html.unescape(_NEXT.search(page.decode()).group(1))
         form = urlencode({"csrf_token": m.group(1), "login": login, "password": PASSWORD, "next": nxt}).encode()
         p0 = time.perf_counter()
         status, headers, _ = b.send("POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"})
@@ -302,14 +302,14 @@ def profile(app, client_id: str, secret: str, citizens: list[str], n: int) -> No
                            "scope": "openid profile", "state": "s", "nonce": secrets.token_urlsafe(8),
                            "code_challenge": challenge,
                            "code_challenge_method": "S256"})
-        r = c.get(f"/oauth/authorize?{query}")
-        login_url = _path(r.headers["location"])
-        page = c.get(login_url)
+        page = c.get(f"/oauth/authorize?{query}")
+        if page.status_code == 302:  # the page behind a redirect
+            page = c.get(_path(page.headers["location"]))
         m = _CSRF.search(page.get_data(as_text=True))
         if m is None:
-            raise RuntimeError(f"log-in page {login_url}: {page.status_code} {page.get_data(as_text=True)[:300]}")
+            raise RuntimeError(f"log-in page: {page.status_code} {page.get_data(as_text=True)[:300]}")
         token = m.group(1)
-        nxt = parse_qs(urlsplit(login_url).query)["next"][0]
+        nxt = html.unescape(_NEXT.search(page.get_data(as_text=True)).group(1))
         r = c.post("/login", data={"csrf_token": token, "login": login, "password": PASSWORD, "next": nxt})
         assert r.status_code == 302, r.status_code
         if not r.headers["location"].startswith(REDIRECT):
@@ -448,13 +448,14 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
         query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
                            "scope": "openid profile", "state": "s", "nonce": secrets.token_urlsafe(8),
                            "code_challenge": challenge, "code_challenge_method": "S256"})
-        r = step("authorize1", record, lambda: c.get(f"/oauth/authorize?{query}"))
-        login_url = _path(r.headers["location"])
-        page = step("login_get", record, lambda: c.get(login_url))
+        page = step("authorize1", record, lambda: c.get(f"/oauth/authorize?{query}"))
+        if page.status_code == 302:  # an older server: the page behind a redirect
+            login_url = _path(page.headers["location"])
+            page = step("login_get", record, lambda: c.get(login_url))
         m = _CSRF.search(page.get_data(as_text=True))
         if m is None:
-            raise RuntimeError(f"log-in page {login_url}: {page.status_code}")
-        nxt = parse_qs(urlsplit(login_url).query)["next"][0]
+            raise RuntimeError(f"log-in page: {page.status_code}")
+        nxt = html.unescape(_NEXT.search(page.get_data(as_text=True)).group(1))
         form = {"csrf_token": m.group(1), "login": login, "password": PASSWORD, "next": nxt}
         r = step("login_post", record, lambda: c.post("/login", data=form))
         assert r.status_code == 302, r.status_code

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
@@ -227,12 +228,9 @@ def authorize():
         # remember that a log-in was asked for, so the one that answers it satisfies max_age
         # even if a clock second passes before the request continues (max_age=0)
         flask_session[_REAUTH_KEY] = {"sid": sess.sid if sess else "", "auth": _auth_mark(sess), "at": epoch()}
-        args = {"next": _without_login_prompt()}
-        if data.get("login_hint"):
-            args["login_hint"] = data["login_hint"]
-        if user is not None:
-            args["force"] = "1"
-        return redirect(url_for("idp.login", **args))
+        # the log-in page itself, as GET /login?next=…&login_hint=… shows it (no round trip
+        # through a redirect); its form posts to /login, which answers this request
+        return _login_page(LoginForm(formdata=None), _without_login_prompt(), data.get("login_hint"))
 
     stepped = stepup(sess, data, redirect_uri, prompts)
     if stepped is not None:
@@ -378,6 +376,14 @@ def _throttled_response(retry_after: int, form: LoginForm):
     return resp
 
 
+def _login_page(form: LoginForm, next_url: str, login_hint: str | None):
+    """The log-in page, its form to come back to ``next_url`` (a login_hint fills the ID field)."""
+    form.next.data = next_url
+    if login_hint and not form.login.data:
+        form.login.data = login_hint[:32]
+    return render_template("idp/login.html", form=form)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     form = LoginForm()
@@ -385,10 +391,7 @@ def login():
     if request.method == "GET":
         if sessions.current_session() is not None and not request.args.get("force"):
             return redirect(next_url)
-        form.next.data = next_url
-        if request.args.get("login_hint") and not form.login.data:
-            form.login.data = request.args["login_hint"][:32]
-        return render_template("idp/login.html", form=form)
+        return _login_page(form, next_url, request.args.get("login_hint"))
     if not form.validate_on_submit():
         return render_template("idp/login.html", form=form), 400
     cfg = current_app.config
@@ -431,6 +434,7 @@ def login():
     sid = sessions.start(result.user, cookie).sid
     _commit_keeping_loaded()
 
+    _renew_csrf()
     mark_fresh(sid, password=True)
     target = safe_next(form.next.data, url_for("account.account"))
     response = _continue_authorization(target) or redirect(target)
@@ -452,6 +456,25 @@ def _commit_keeping_loaded() -> None:
         session.expire_on_commit = before
 
 
+def _renew_csrf() -> None:
+    """A new CSRF secret for this browser once it logs in: a form of before the log-in (the
+    log-in form itself, resubmitted from the browser's history after a logout on a shared
+    computer) is refused from now on. The pages of this response get tokens of the new one."""
+    name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    flask_session.pop(name, None)
+    g.pop(name, None)
+
+
+# ``g`` entries of one request's own: the outer POST's are set aside while the authorization
+# view runs (Flask-WTF's "this request passed CSRF"), the inner run's dropped if it fails
+_REQUEST_FLAGS = ("csrf_valid",)
+_INNER_FLAGS = ("authorize_args", "par_request_id")
+
+# A target the browser would send as it is: ASCII, no fragment, nothing to percent-encode (what
+# url_for builds); and short enough for any server's request line (gunicorn's is 4094 bytes).
+_AS_SENT = re.compile(r"[A-Za-z0-9\-._~:/?@!$&'()*+,;=%]{1,4000}")
+
+
 def _continue_authorization(target: str):
     """The answer to the authorization request a log-in was for, in the log-in's own response.
 
@@ -465,10 +488,10 @@ def _continue_authorization(target: str):
     absolute URLs). None when ``target`` is not an authorization request, or when the request as
     a GET would be refused before any view runs (then the browser asks for it and is refused
     as before)."""
-    authorize_path = url_for("idp.authorize")
+    if not _AS_SENT.fullmatch(target):
+        return None
     path, _sep, query = target.partition("?")
-    path = path.partition("#")[0]
-    if path != authorize_path:
+    if path != url_for("idp.authorize"):
         return None
     outer_ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
     outer = outer_ctx.request
@@ -476,9 +499,8 @@ def _continue_authorization(target: str):
     root = outer.script_root
     environ.update({
         "REQUEST_METHOD": "GET",
-        # WSGI carries the raw path as latin-1 text; the URL here is the one the browser would send
-        "PATH_INFO": path[len(root):].encode().decode("latin-1"),
-        "QUERY_STRING": query.partition("#")[0].encode().decode("latin-1"),
+        "PATH_INFO": path[len(root):],  # ASCII: as WSGI's latin-1 text of the raw bytes
+        "QUERY_STRING": query,
         "CONTENT_LENGTH": "0",
         "wsgi.input": io.BytesIO(b""),
     })
@@ -491,25 +513,37 @@ def _continue_authorization(target: str):
         return None
     if inner.url_rule.endpoint != "idp.authorize":
         return None
+    # what this request's CSRF check left in ``g`` is not the GET's (it would let a form pass)
+    outer_g = {k: g.pop(k) for k in _REQUEST_FLAGS if k in g}
+    fresh_state = {k: flask_session.get(k) for k in (_REAUTH_KEY, _ANSWERED_KEY)}
     outer_ctx.request = inner
-    kept = dict(flask_session)
     try:
         try:
             check_input()  # what the GET would meet first: its query decoded
         except (HTTPException, TongbanError):
             return None
-        return current_app.make_response(authorize())
+        response = current_app.make_response(authorize())
+        if response.status_code in (307, 308):  # would make the browser POST the password there
+            raise RuntimeError(f"the authorization view answered {response.status_code}")
+        return response
     except Exception as error:
         # the GET will meet the same failure and answer it as any request's (with the session's
-        # cookie set by this response, and the cookie session as it was before this attempt)
+        # cookie set by this response, and this log-in still counting as the fresh one it asked for)
         if not isinstance(error, (HTTPException, TongbanError)):
             log.exception("the authorization request could not continue in the log-in's response")
         db.session.rollback()
-        flask_session.clear()
-        flask_session.update(kept)
+        for k, v in fresh_state.items():
+            if v is None:
+                flask_session.pop(k, None)
+            else:
+                flask_session[k] = v
+        for k in _INNER_FLAGS:
+            g.pop(k, None)
         return None
     finally:
         outer_ctx.request = outer
+        for k, v in outer_g.items():
+            setattr(g, k, v)
 
 
 @bp.route("/logout", methods=["GET", "POST"])

@@ -37,7 +37,10 @@ export function browser({ issuer, redirect, login, password }) {
     const body = new URLSearchParams({ csrf_token: csrf, login, password,
       next: next.replaceAll('&amp;', '&') });
     const r = await http('/login', { method: 'POST', body });
-    return follow(new URL(r.headers.get('location'), issuer).href);
+    const location = r.headers.get('location');
+    // the authorization request may continue in the log-in's own answer (a consent page)
+    if (!location) return { page: await r.text(), status: r.status, url: new URL('/login', issuer).href };
+    return follow(new URL(location, issuer).href);
   }
 
   return { http, follow, loginAndFollow };
