@@ -20,6 +20,9 @@ credentials, redirects (a 3xx is the answer, never followed), retries, URLs with
 
 from __future__ import annotations
 
+import functools
+import http.client
+import io
 import os
 import socket
 import time
@@ -120,25 +123,85 @@ def _connect_pinned(conn, pinned: Pinned, deadline: float) -> socket.socket:
     raise NewConnectionError(conn, f"failed to connect to {conn.host}: {err}")
 
 
+class _Deadline:
+    """When the whole fetch must be over (``time.monotonic()``), the read timeout, and whether a
+    read of the answer was cut short by the deadline (then the fetch was "too slow")."""
+
+    __slots__ = ("at", "hit", "read_timeout")
+
+    def __init__(self, at: float, read_timeout: float):
+        self.at, self.read_timeout, self.hit = at, read_timeout, False
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket reader of an answer (its status line, headers and body all come through it):
+    before each recv the socket waits at most the read timeout and never past the fetch's
+    deadline. A deadline checked only between ``read()`` calls is not enough: http.client's
+    buffered reads loop on recv until they have what they asked for, so ``read(8192)`` of a body
+    dripped one byte a second returns after 8192 recvs, each within the read timeout (and a
+    status line or header dripped the same way holds ``readline`` as long)."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline):
+        super().__init__()
+        self._sock, self._deadline = sock, deadline
+        self._raw = sock.makefile("rb", buffering=0)  # socket.SocketIO: the socket's reference count
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def readinto(self, b) -> int | None:
+        d = self._deadline
+        left = d.at - time.monotonic()
+        if left <= 0:
+            d.hit = True
+            raise TimeoutError("the fetch's deadline has passed")
+        cut = left < d.read_timeout
+        self._sock.settimeout(d.read_timeout if not cut else left)
+        try:
+            return self._raw.readinto(b)
+        except TimeoutError:
+            d.hit = d.hit or cut
+            raise
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """http.client's response reading through a _DeadlineReader (urllib3 wraps it as usual)."""
+
+    def __init__(self, sock, *args, deadline: _Deadline, **kwargs):
+        super().__init__(sock, *args, **kwargs)
+        plain, self.fp = self.fp, io.BufferedReader(_DeadlineReader(sock, deadline))
+        plain.close()  # the reader http.client made, never read from
+
+
 class _PinnedHTTPConnection(HTTPConnection):
-    def __init__(self, *args, pinned: Pinned = (), deadline: float = 0.0, **kwargs):
+    def __init__(self, *args, pinned: Pinned = (), deadline: _Deadline, **kwargs):
         self._pinned, self._deadline = pinned, deadline
         super().__init__(*args, **kwargs)
+        self.response_class = functools.partial(_DeadlineResponse, deadline=self._deadline)  # type: ignore[assignment]
 
     def _new_conn(self) -> socket.socket:
-        return _connect_pinned(self, self._pinned, self._deadline)
+        return _connect_pinned(self, self._pinned, self._deadline.at)
 
 
 class _PinnedHTTPSConnection(HTTPSConnection):
     """TLS over a socket to a checked address; SNI and the certificate check use ``self.host``,
     the URL's host name (urllib3's HTTPSConnection.connect wraps what ``_new_conn`` returns)."""
 
-    def __init__(self, *args, pinned: Pinned = (), deadline: float = 0.0, **kwargs):
+    def __init__(self, *args, pinned: Pinned = (), deadline: _Deadline, **kwargs):
         self._pinned, self._deadline = pinned, deadline
         super().__init__(*args, **kwargs)
+        self.response_class = functools.partial(_DeadlineResponse, deadline=self._deadline)  # type: ignore[assignment]
 
     def _new_conn(self) -> socket.socket:
-        return _connect_pinned(self, self._pinned, self._deadline)
+        return _connect_pinned(self, self._pinned, self._deadline.at)
 
 
 class _PinnedHTTPPool(urllib3.HTTPConnectionPool):
@@ -157,12 +220,14 @@ def _ca_bundle() -> str:
 
 
 def fetch_public(url: str, *, what: str, timeout: float, max_bytes: int, headers: dict[str, str] | None = None,
-                 allow_private: bool | None = None, ca_certs: str | None = None) -> Fetched:
+                 allow_private: bool | None = None, ca_certs: str | None = None,
+                 total_timeout: float | None = None) -> Fetched:
     """GET ``url`` (http or https), connecting only to an address of one checked resolution of its
     host. ``allow_private`` (default: TONGBAN_FETCH_ALLOW_PRIVATE) lifts the address check, not
     the pinning. Each connect and each read waits at most ``timeout`` seconds, the whole fetch at
-    most twice that; a 2xx body over ``max_bytes`` is refused. Raises FetchRefused before any
-    connection, FetchError after."""
+    most ``total_timeout`` (default: twice ``timeout``), a server sending its answer a byte at a
+    time included ("too slow"); a 2xx body over ``max_bytes`` is refused. Raises FetchRefused
+    before any connection, FetchError after."""
     if allow_private is None:
         from flask import current_app
 
@@ -190,7 +255,7 @@ def fetch_public(url: str, *, what: str, timeout: float, max_bytes: int, headers
 
     pool_cls = _PinnedHTTPSPool if parts.scheme == "https" else _PinnedHTTPPool
     tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_certs or _ca_bundle()} if parts.scheme == "https" else {}
-    deadline = time.monotonic() + 2 * timeout
+    deadline = _Deadline(time.monotonic() + (2 * timeout if total_timeout is None else total_timeout), timeout)
     pool = pool_cls(host, port, timeout=Timeout(connect=timeout, read=timeout), maxsize=1, retries=False,
                     pinned=pinned, deadline=deadline, **tls)  # type: ignore[arg-type]
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -212,16 +277,16 @@ def fetch_public(url: str, *, what: str, timeout: float, max_bytes: int, headers
                 body += chunk
                 if len(body) > max_bytes:
                     raise FetchError(f"{what} document is too large")
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline.at:
                     raise FetchError(f"{what} could not be fetched: too slow")
             out.body = bytes(body)
             return out
         finally:
             resp.release_conn()
             resp.close()
-    except HTTPError as e:
-        raise FetchError(f"{what} could not be fetched: {type(e).__name__}") from None
-    except OSError as e:
-        raise FetchError(f"{what} could not be fetched: {type(e).__name__}") from None
+    except (HTTPError, OSError) as e:
+        # a read cut short by the deadline surfaces as urllib3's ReadTimeoutError: named for what it is
+        reason = "too slow" if deadline.hit else type(e).__name__
+        raise FetchError(f"{what} could not be fetched: {reason}") from None
     finally:
         pool.close()

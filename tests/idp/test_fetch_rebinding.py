@@ -10,6 +10,7 @@ as a rebinding attacker's DNS with TTL 0 does. The internal service is a local s
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import socket
@@ -29,48 +30,98 @@ DOC = {"keys": []}
 
 
 class Server:
-    """A local HTTP(S) server that counts what it receives."""
+    """A local HTTP(S) server that counts what it receives.
+
+    ``slow`` makes it a slow server (after the request): ``"body"`` sends the headers of a
+    10,000-byte body, then one byte of it every ``gap`` seconds; ``"headers"`` sends the status
+    line, then a header one byte every ``gap`` seconds; ``"stall"`` sends the headers, then
+    nothing until the client goes away. A dripping handler sends at most ``drip_bytes`` bytes,
+    then closes (with an unbounded client that is a failure, never a hang), and stops at its next
+    byte once the client is gone (the write fails). ``close`` ends every handler (it shuts their
+    connections down) and joins every thread the server started."""
 
     def __init__(self, *, body: bytes | None = None, status: int = 200, headers: dict | None = None,
-                 tls: ssl.SSLContext | None = None, drip: bool = False):
+                 tls: ssl.SSLContext | None = None, content_length: bool = True, slow: str | None = None,
+                 gap: float = 0.02, drip_bytes: int = 500):
         self.hits: list[tuple[str, str]] = []  # (path, Host header)
         self.sni: list[str | None] = []
+        self.handlers: list[threading.Thread] = []
+        self.connections: list[socket.socket] = []
+        self.stop = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def drip(self, byte: bytes) -> None:
+                """One byte every ``gap`` seconds until the budget, the client or the server ends."""
+                for _ in range(drip_bytes):
+                    if outer.stop.wait(gap):
+                        return
+                    try:
+                        self.wfile.write(byte)
+                    except OSError:  # the client went away
+                        return
+
             def do_GET(self):
                 outer.hits.append((self.path, self.headers.get("Host", "")))
+                if slow == "headers":
+                    self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+                    self.drip(b"a")
+                    return
                 data = json.dumps(DOC).encode() if body is None else body
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(10_000 if drip else len(data)))
+                if slow:
+                    self.send_header("Content-Length", "10000")
+                elif content_length:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if drip:  # one byte at a time, each well within the read timeout
-                    try:
-                        for _ in range(10_000):
-                            self.wfile.write(b" ")
-                            self.wfile.flush()
-                            time.sleep(0.05)
-                    except OSError:
-                        pass
-                    return
-                self.wfile.write(data)
+                if slow == "body":
+                    self.drip(b" ")
+                elif slow == "stall":
+                    with contextlib.suppress(OSError):  # the client reset the connection
+                        self.rfile.read(1)  # b"" when the client closes (or close() shuts the connection)
+                else:
+                    self.wfile.write(data)
 
             def log_message(self, *a):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        class Httpd(ThreadingHTTPServer):
+            def process_request(self, request, client_address):
+                """As ThreadingMixIn's, the connection and its thread recorded for close()."""
+                t = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                     daemon=True)
+                outer.connections.append(request)
+                outer.handlers.append(t)
+                t.start()
+
+        self.httpd = Httpd(("127.0.0.1", 0), Handler)
         if tls is not None:
             tls.sni_callback = lambda sock, name, ctx: outer.sni.append(name)
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_port
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        # a short poll: shutdown() waits for the loop to notice, up to one interval per server
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                       daemon=True)
+        self.thread.start()
 
-    def close(self):
-        self.httpd.shutdown()
+    def idle(self, timeout: float = 10.0) -> bool:
+        """Have all the handlers ended (waiting up to ``timeout`` seconds for them)?"""
+        for t in list(self.handlers):
+            t.join(timeout)
+        return not any(t.is_alive() for t in self.handlers)
+
+    def close(self) -> bool:
+        """Stop accepting, end every handler, close; did every thread of this server end?"""
+        self.stop.set()
+        self.httpd.shutdown()  # no connection is accepted after this
+        for conn in list(self.connections):
+            with contextlib.suppress(OSError):  # the handler closed it already
+                conn.shutdown(socket.SHUT_RDWR)  # wakes a handler blocked on it; its writes fail
         self.httpd.server_close()
+        self.thread.join(10)
+        return self.idle() and not self.thread.is_alive()
 
 
 class Net:
@@ -132,8 +183,8 @@ def servers():
         return made[-1]
 
     yield make
-    for s in made:
-        s.close()
+    ended = [s.close() for s in made]
+    assert all(ended), "a test server's thread outlived its test"
 
 
 # ---------------------------------------------------------------- a self-made CA
@@ -312,17 +363,75 @@ def test_proxies_from_the_environment_are_not_used(net, servers, monkeypatch):
     assert got.status == 200 and proxy.hits == [] and public.hits == [("/jwks.json", "keys.rp.example:8080")]
 
 
-def test_size_and_slow_drip_limits(net, servers):
-    big = servers(body=b"x" * 5000)
-    drip = servers(drip=True)
+def test_a_body_over_max_bytes_is_refused(net, servers):
+    """By its Content-Length before reading; without one (a body read to the close), as it arrives."""
+    declared = servers(body=b"x" * 5000)
+    undeclared = servers(body=b"x" * 5000, content_length=False)
+    fits = servers(body=b"x" * 4096, content_length=False)
     net.answers["big.rp.example"] = [[PUBLIC]]
-    net.routes[(PUBLIC, 1)] = ("127.0.0.1", big.port)
-    net.routes[(PUBLIC, 2)] = ("127.0.0.1", drip.port)
-    with pytest.raises(FetchError, match="too large"):
-        fetch_public("http://big.rp.example:1/", what="jwks_uri", timeout=5, max_bytes=4096, allow_private=False)
-    # each byte arrives within the read timeout; the whole document must arrive within twice it
-    with pytest.raises(FetchError, match="too slow"):
-        fetch_public("http://big.rp.example:2/", what="jwks_uri", timeout=0.3, max_bytes=65536, allow_private=False)
+    for port, server in enumerate((declared, undeclared, fits), 1):
+        net.routes[(PUBLIC, port)] = ("127.0.0.1", server.port)
+    for port in (1, 2):
+        with pytest.raises(FetchError, match="too large"):
+            fetch_public(f"http://big.rp.example:{port}/", what="jwks_uri", timeout=5, max_bytes=4096,
+                         allow_private=False)
+    got = fetch_public("http://big.rp.example:3/", what="jwks_uri", timeout=5, max_bytes=4096, allow_private=False)
+    assert got.body == b"x" * 4096
+    assert len(declared.hits) == len(undeclared.hits) == len(fits.hits) == 1
+
+
+@pytest.mark.parametrize("slow,tls", [("body", False), ("headers", False), ("stall", False), ("body", True)],
+                         ids=["body", "headers", "stall", "body-tls"])
+def test_a_slow_server_is_cut_off_at_the_deadline(net, servers, pki, slow, tls):
+    """Bytes 20 ms apart (or none at all) against a 10 s read timeout and a 1 s deadline for the
+    whole fetch: refused as too slow, at the deadline, never as a read timeout however loaded the
+    machine (a gap would have to reach 10 s). The deadline holds inside a read: http.client's
+    buffered reads loop on recv until they have what they asked for, so a deadline checked only
+    between reads let a body dripped byte by byte hold ``read(8192)`` for 8192 gaps (minutes), a
+    dripped header hold ``readline`` as long, and a silent server hold a read for the whole read
+    timeout. The fetch closes its connection: the server's handler ends (the next write fails, or
+    the read sees the close)."""
+    server = servers(slow=slow, tls=_tls(pki) if tls else None)
+    net.answers["keys.rp.example"] = [[PUBLIC]]
+    net.routes[(PUBLIC, 8443)] = ("127.0.0.1", server.port)
+    url = f"{'https' if tls else 'http'}://keys.rp.example:8443/jwks.json"
+    with pytest.raises(FetchError, match="could not be fetched: too slow"):
+        fetch_public(url, what="jwks_uri", timeout=10, total_timeout=1, max_bytes=65536, allow_private=False,
+                     ca_certs=str(pki / "ca.pem"))
+    assert len(server.hits) == 1
+    assert server.idle(), "the server is still sending to a fetch that gave up"
+
+
+def test_a_silent_server_is_cut_off_at_the_read_timeout(net, servers):
+    """The deadline far away, a server that stops sending: refused at the read timeout (the reason
+    named as such, not "too slow")."""
+    server = servers(slow="stall")
+    net.answers["keys.rp.example"] = [[PUBLIC]]
+    net.routes[(PUBLIC, 8080)] = ("127.0.0.1", server.port)
+    with pytest.raises(FetchError, match="could not be fetched: ReadTimeoutError"):
+        fetch_public("http://keys.rp.example:8080/", what="jwks_uri", timeout=0.2, total_timeout=120,
+                     max_bytes=65536, allow_private=False)
+    assert server.idle()
+
+
+def test_the_whole_fetch_is_limited_to_twice_the_timeout_by_default(net, servers, monkeypatch):
+    made: list = []
+
+    class Spy(fetch._Deadline):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(self)
+
+    monkeypatch.setattr(fetch, "_Deadline", Spy)
+    server = servers()
+    net.answers["keys.rp.example"] = [[PUBLIC]]
+    net.routes[(PUBLIC, 8080)] = ("127.0.0.1", server.port)
+    t0 = time.monotonic()
+    assert fetch_public("http://keys.rp.example:8080/", what="jwks_uri", timeout=3, max_bytes=1000,
+                        allow_private=False).status == 200
+    t1 = time.monotonic()
+    [d] = made
+    assert t0 + 6 <= d.at <= t1 + 6 and d.read_timeout == 3 and not d.hit
 
 
 def test_many_black_holed_addresses_do_not_add_up(net):
