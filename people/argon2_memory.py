@@ -28,6 +28,7 @@ as before (legacy variants, odd encodings, invalid hashes and their errors).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import mmap
 import os
@@ -77,9 +78,15 @@ class Buffer:
     The two C callbacks close over this buffer only; a run that uses them owns the buffer for
     the run (the pool gives it to one holder at a time)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, huge_pages: bool = False) -> None:
         self.size = size
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if huge_pages and hasattr(mmap, "MADV_HUGEPAGE"):
+            # a pooled buffer lives as long as the process: transparent huge pages (where the
+            # kernel offers them, "madvise" mode included) spare Argon2's random reads over
+            # 9 MiB most TLB misses; measured ~5 % less CPU per check (docs/performance.md)
+            with contextlib.suppress(OSError):
+                self._map.madvise(mmap.MADV_HUGEPAGE)
         self._memory = ffi.from_buffer("uint8_t[]", self._map, require_writable=True)
         memory, limit = self._memory, size
 
@@ -120,7 +127,7 @@ class Pool:
             return found
         if found is not None:
             found.close()
-        return Buffer(size)
+        return Buffer(size, huge_pages=True)
 
     def give(self, buffer: Buffer) -> None:
         with self._lock:

@@ -32,8 +32,8 @@ def watched_buffers(monkeypatch):
     at_close: list[bytes] = []
     real_init, real_close = argon2_memory.Buffer.__init__, argon2_memory.Buffer.close
 
-    def init(self, size):
-        real_init(self, size)
+    def init(self, size, **kwargs):
+        real_init(self, size, **kwargs)
         made.append(self)
 
     def close(self):
