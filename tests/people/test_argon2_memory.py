@@ -74,6 +74,16 @@ def test_verifies_like_argon2_cffi_both_ways(t, m, p):
     argon2_memory.pool.clear()
 
 
+@pytest.mark.parametrize("password", ["", "密码-Passw0rd!", "x" * 128])
+def test_password_bytes_like_argon2_cffi(password, monkeypatch):
+    """Empty, non-ASCII (UTF-8, as argon2-cffi encodes) and the longest the policy allows."""
+    expected = hash_secret(password.encode("utf-8"), SALT, 1, 64, 1, 32, Type.ID).decode("ascii")
+    monkeypatch.setattr(os, "urandom", lambda n: SALT[:n])
+    assert argon2_memory.hash_password(password, 1, 64, 1, hash_len=32, salt_len=16, pool_size=None) == expected
+    assert argon2_memory.verify_password(expected, password, pool_size=None) is True
+    assert argon2_memory.verify_password(expected, password + "!", pool_size=None) is False
+
+
 def test_login_check_takes_hashes_at_another_cost(app, watched_buffers):
     """Through the log-in's function: a stored hash at another cost than the current one (smaller,
     and larger than the pooled buffers) still verifies, and a new hash is at the current cost."""
