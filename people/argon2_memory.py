@@ -35,7 +35,7 @@ import os
 import re
 import threading
 
-from _argon2_cffi_bindings import ffi, lib
+from argon2.low_level import ffi, lib  # argon2-cffi re-exports its bindings (public: __all__)
 
 _TYPE_ID = lib.Argon2_id
 _VERSION = 19  # 0x13, the version argon2-cffi writes and the only one taken on this path

@@ -9,6 +9,9 @@ log-in to store a fresh hash at the current cost.
 Argon2 is slow on purpose: callers run it with no database transaction open and no pooled
 connection held (``tongban.extensions.release_connection``), so it never blocks SQLite's
 writer or ties up a connection of the pool.
+
+Its memory comes from one reused buffer per turn of ``_one_of_few`` (``people.argon2_memory``),
+not from malloc, so a worker's request threads do not each keep 9 MiB in their malloc arenas.
 """
 
 from __future__ import annotations
