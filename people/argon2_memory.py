@@ -166,6 +166,7 @@ def _run(password: bytes, salt: bytes, t: int, m: int, p: int, hash_len: int, *,
         buffer = Buffer(need) if own else pool.take(pool_size)  # type: ignore[arg-type]
     except (OSError, ValueError, MemoryError):
         return None
+    rv = None
     try:
         out = ffi.new("uint8_t[]", hash_len)
         pwd = ffi.new("uint8_t[]", password)
@@ -181,7 +182,9 @@ def _run(password: bytes, salt: bytes, t: int, m: int, p: int, hash_len: int, *,
         })
         rv = lib.argon2_ctx(ctx, _TYPE_ID)
     finally:
-        if own:
+        # a run that failed after its memory was handed out may not have wiped it (the library
+        # returns without finalize when a lane's thread cannot start): unmapped, never lent again
+        if own or rv != lib.ARGON2_OK:
             buffer.close()
         else:
             pool.give(buffer)

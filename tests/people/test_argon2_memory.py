@@ -251,3 +251,17 @@ def test_worker_threads_do_not_each_keep_argon2_memory():
                          timeout=120, check=True)
     grown_kib = int(out.stdout.strip().splitlines()[-1])
     assert grown_kib < 30 * 1024, f"RSS grew {grown_kib} KiB"
+
+
+def test_a_pooled_buffer_is_not_lent_again_after_a_failed_run(monkeypatch):
+    """A run the library fails (here: a salt too short) may not have wiped what it was given:
+    that buffer is unmapped, the next run gets a fresh one."""
+    pool = argon2_memory.Pool()
+    monkeypatch.setattr(argon2_memory, "pool", pool)
+    size = argon2_memory.needed_bytes(64, 1)
+    digest = "A" * 43
+    assert argon2_memory.verify_password(f"$argon2id$v=19$m=64,t=1,p=1$AAAA${digest}", "pw", pool_size=size) is False
+    assert pool.sizes() == []
+    good = _cffi(1, 64, 1).hash("pw")
+    assert argon2_memory.verify_password(good, "pw", pool_size=size) is True
+    assert pool.sizes() == [size]
