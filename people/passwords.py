@@ -9,6 +9,9 @@ log-in to store a fresh hash at the current cost.
 Argon2 is slow on purpose: callers run it with no database transaction open and no pooled
 connection held (``tongban.extensions.release_connection``), so it never blocks SQLite's
 writer or ties up a connection of the pool.
+
+Its memory comes from one reused buffer per turn of ``_one_of_few`` (``people.argon2_memory``),
+not from malloc, so a worker's request threads do not each keep 9 MiB in their malloc arenas.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tongban.config import ARGON2_DEFAULTS
 from tongban.extensions import release_connection
 from tongban.i18n import localised
 
+from . import argon2_memory
 from .errors import WeakPassword
 
 _lock = threading.Lock()
@@ -51,8 +55,11 @@ def _entry(params: tuple[int, int, int]) -> tuple[PasswordHasher, str]:
                 t, m, p = params
                 h = PasswordHasher(time_cost=t, memory_cost=m, parallelism=p, hash_len=32, salt_len=16,
                                    type=Type.ID)
-                # verified against when the account does not exist, so timing does not tell
-                found = _hashers[params] = (h, h.hash("tongban-dummy-password"))
+                # verified against when the account does not exist, so timing does not tell;
+                # made in memory of its own, unmapped after (not left in this thread's arena)
+                dummy = argon2_memory.hash_password("tongban-dummy-password", t, m, p, hash_len=32,
+                                                    salt_len=16, pool_size=None)
+                found = _hashers[params] = (h, dummy or h.hash("tongban-dummy-password"))
     return found
 
 
@@ -91,28 +98,49 @@ _GATE_WAIT = 5.0
 
 @contextlib.contextmanager
 def _one_of_few():
+    """Yields whether this run holds a turn (False: it waited its longest and runs anyway)."""
     gate = _gate()
     entered = gate.acquire(timeout=_GATE_WAIT)
     try:
-        yield
+        yield entered
     finally:
         if entered:
             gate.release()
 
 
+def _pool_size(entered: bool, params: tuple[int, int, int]) -> int | None:
+    """The pooled buffer a run may use: one for the current cost while it holds a turn (so the
+    pool never holds more buffers than there are turns); none without a turn (see
+    people.argon2_memory: a run without a turn maps memory of its own)."""
+    return argon2_memory.needed_bytes(params[1], params[2]) if entered else None
+
+
 def hash_password(password: str) -> str:
-    hasher = _entry(cost())[0]
-    with _one_of_few():
-        return hasher.hash(password)
+    params = cost()
+    hasher = _entry(params)[0]
+    with _one_of_few() as entered:
+        t, m, p = params
+        done = argon2_memory.hash_password(password, t, m, p, hash_len=hasher.hash_len,
+                                           salt_len=hasher.salt_len,
+                                           pool_size=_pool_size(entered, params))
+        # None: the memory could not be had; argon2-cffi's own malloc then (it raises if it fails)
+        return done if done is not None else hasher.hash(password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
     """Whether ``password`` matches ``stored`` (whatever cost it was made at). With no stored
     hash the check still runs, against a dummy hash at the current cost: same time."""
-    hasher, dummy = _entry(cost())
+    params = cost()
+    hasher, dummy = _entry(params)
+    against = stored or dummy
     try:
-        with _one_of_few():
-            return hasher.verify(stored or dummy, password) and stored is not None
+        with _one_of_few() as entered:
+            # the pooled-memory path takes what it parses with certainty; anything else (None)
+            # is argon2-cffi's, with its own answers and errors
+            ok = argon2_memory.verify_password(against, password, pool_size=_pool_size(entered, params))
+            if ok is None:
+                ok = hasher.verify(against, password)
+            return ok and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -330,6 +330,7 @@ def argon2_watch(app, monkeypatch):
     import argon2
     from sqlalchemy import event
 
+    from people import argon2_memory
     from tongban.extensions import db
 
     held: dict[int, int] = {}  # id(connection record) -> thread ident
@@ -343,14 +344,17 @@ def argon2_watch(app, monkeypatch):
     calls: list[tuple[str, int, bool]] = []
 
     def watch(name, original):
-        def wrapper(self, *args, **kwargs):
+        def wrapper(*args, **kwargs):
             mine = sum(1 for thread in held.values() if thread == threading.get_ident())
             calls.append((name, mine, db.session().in_transaction()))
-            return original(self, *args, **kwargs)
+            return original(*args, **kwargs)
         return wrapper
 
     event.listen(db.engine, "checkout", checkout)
     event.listen(db.engine, "checkin", checkin)
+    # both ways Argon2 runs: on pooled memory (people.argon2_memory), and argon2-cffi's own
+    monkeypatch.setattr(argon2_memory, "hash_password", watch("hash", argon2_memory.hash_password))
+    monkeypatch.setattr(argon2_memory, "verify_password", watch("verify", argon2_memory.verify_password))
     monkeypatch.setattr(argon2.PasswordHasher, "hash", watch("hash", argon2.PasswordHasher.hash))
     monkeypatch.setattr(argon2.PasswordHasher, "verify", watch("verify", argon2.PasswordHasher.verify))
     db.session.close()  # the test's own session holds nothing either
