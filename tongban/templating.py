@@ -6,6 +6,10 @@
   given catalogue, so it is kept on the catalogue (a catalogue is one object per locale and
   domain for the life of the process; a replaced catalogue starts with nothing kept). Messages
   with variables, ``ngettext`` and ``pgettext`` are formatted per call, as before.
+- The templates' ``url_for`` of an endpoint without values (or a static file): the same URL
+  for every request with the same script root, host and scheme (the URL map is fixed once the
+  app serves), so it is kept per those; with any ``url_defaults`` function registered, or any
+  other value (``next=``...), it is built per call, as before.
 - WTForms' ``html_params`` (every input, button and label of a form): the same attributes,
   escaped the same way, without ``Markup.format``'s escaping formatter for each one.
   tests/tongban/test_templating.py compares both with the originals.
@@ -19,6 +23,7 @@ from typing import Any
 import wtforms.widgets
 import wtforms.widgets.core
 from flask import Flask
+from flask.globals import _cv_request
 from jinja2 import pass_context
 from markupsafe import Markup, escape
 
@@ -60,6 +65,35 @@ def make_gettext(translations):
     return gettext
 
 
+_URLS_MAX = 1024
+
+
+def make_url_for(app: Flask):
+    """The templates' ``url_for``: ``app.url_for``, its answer kept for an endpoint asked with
+    no values, or for ``static`` with only ``filename``, per request adapter (script root,
+    server name, subdomain, scheme: what ``MapAdapter.build`` reads besides the URL map)."""
+    build = app.url_for
+    kept: dict[tuple, str] = {}
+
+    def url_for(endpoint: str, /, **values: Any) -> str:
+        if (not values or (endpoint == "static" and len(values) == 1 and type(values.get("filename")) is str)) \
+                and endpoint[:1] != "." and not any(app.url_default_functions.values()):
+            ctx = _cv_request.get(None)
+            adapter = ctx.url_adapter if ctx is not None else None
+            if adapter is not None:
+                key = (endpoint, values.get("filename"), adapter.script_name, adapter.server_name,
+                       adapter.subdomain, adapter.url_scheme)
+                found = kept.get(key)
+                if found is None:
+                    found = build(endpoint, **values)
+                    if len(kept) < _URLS_MAX:
+                        kept[key] = found
+                return found
+        return build(endpoint, **values)
+
+    return url_for
+
+
 def html_params(**kwargs: Any) -> Markup:
     """``wtforms.widgets.core.html_params``: ``k="v"`` sorted by key, ``True`` a bare name,
     ``False`` left out, the key escaped and the value escaped with ``"`` as ``&quot;`` (for a
@@ -87,8 +121,9 @@ def init_app(app: Flask) -> None:
     from . import i18n
 
     gettext = make_gettext(i18n.translations)
-    # "_" resolves "gettext" (jinja2.ext._gettext_alias), so both are this one
-    app.jinja_env.globals["gettext"] = gettext
+    # both names: "_" would otherwise resolve "gettext" (jinja2.ext._gettext_alias) on every call
+    app.jinja_env.globals["gettext"] = app.jinja_env.globals["_"] = gettext
+    app.jinja_env.globals["url_for"] = make_url_for(app)
     core = wtforms.widgets.core
     # WTForms 3.x: the widgets call the module's function; Input and Button hold it as a
     # staticmethod; Label calls wtforms.widgets.html_params

@@ -99,3 +99,48 @@ def test_login_page_is_the_same_html(app, lang, monkeypatch):
         assert ours == theirs
         assert '"><script>' not in ours and '"><b>' not in ours
         assert 'value="&#34;&gt;&lt;b&gt;"' in ours
+
+
+def test_template_url_for_is_flasks_own(app):
+    """Kept URLs are the ones app.url_for builds, per script root, host and scheme; URLs with
+    other values (next=...) are built per call."""
+    ours = app.jinja_env
+    theirs = app.jinja_env.overlay()
+    theirs.globals = dict(app.jinja_env.globals, url_for=app.url_for)
+    source = ("{{ url_for('static', filename='css/tongban.css') }}|{{ url_for('idp.login') }}|"
+              "{{ url_for('account.register', next=nxt) }}|{{ url_for('i18n.switch', code='en', next=nxt) }}")
+    for base in ("http://a.example/", "https://a.example/sub/", "http://b.example/other/", "http://a.example/"):
+        for nxt in ("/x?y=1", '/"><script>'):
+            with app.test_request_context("/login", base_url=base):
+                got = ours.from_string(source).render(nxt=nxt)
+                assert got == theirs.from_string(source).render(nxt=nxt)
+                assert "<script>" not in got
+    with app.test_request_context("/login", base_url="https://a.example/sub/"):
+        assert ours.from_string("{{ url_for('idp.login') }}").render() == "/sub/login"
+    with app.test_request_context("/login", base_url="http://a.example/"):
+        assert ours.from_string("{{ url_for('idp.login') }}").render() == "/login"
+
+
+def test_template_url_for_follows_url_defaults(app, monkeypatch):
+    with app.test_request_context("/login"):
+        assert app.jinja_env.from_string("{{ url_for('idp.login') }}").render() == "/login"
+        monkeypatch.setitem(app.url_default_functions, None,
+                            [lambda endpoint, values: values.setdefault("from", "defaults")])
+        assert app.jinja_env.from_string("{{ url_for('idp.login') }}").render() == "/login?from=defaults"
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (None, "zh_CN"), ("", "zh_CN"), ("en", "en"), ("en-US,en;q=0.9", "en"), ("zh-CN,zh;q=0.9,en;q=0.8", "zh_CN"),
+    ("en;q=0.5,zh;q=0.9", "zh_CN"), ("fr", "zh_CN"), ("fr,en;q=0.1", "en"), ("x" * 300, "zh_CN"),
+])
+def test_locale_from_accept_language(app, header, expected):
+    from tongban.i18n import select_locale
+
+    headers = {"Accept-Language": header} if header is not None else {}
+    for _ in range(2):  # asked, then remembered
+        with app.test_request_context("/", headers=headers):
+            assert select_locale() == expected
+            from flask import request
+
+            best = request.accept_languages.best_match(["zh_CN", "zh", "en"], default="zh_CN")
+            assert expected == ("en" if best == "en" else "zh_CN")
