@@ -13,9 +13,10 @@ a file as in production. Each step is one raw WSGI call (no test client, no HTTP
     not_found   GET /no-such-page (the error page through every hook)
 
 Its own throw-away app (not ``_common.throwaway_app``, which holds an app context open: every
-request would then share its ``g``, unlike a worker's). Prints the least process CPU per call over the rounds (``time.process_time()``; the machine may
-be shared). --profile STEP: a cProfile of that step. --callgrind: run under valgrind's callgrind
-and print instructions per call instead (stable on a loaded machine; keep --n in the hundreds).
+request would then share its ``g``, unlike a worker's). Prints the least process CPU per call
+over the rounds (``time.process_time()``; the machine may be shared). --profile STEP: a cProfile
+of that step. --callgrind: run under valgrind's callgrind and print instructions per call
+instead (stable on a loaded machine; keep --n in the hundreds).
 """
 
 from __future__ import annotations
