@@ -60,6 +60,7 @@ def create_app(config: dict | None = None) -> Flask:
         migrating,
         outbox,
         security,
+        templating,
         views,
     )
     from . import shared_secrets as shared_secrets_
@@ -73,6 +74,7 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.init_app(app)
     cookie_session.init_app(app)
     i18n.init_app(app)
+    templating.init_app(app)  # after i18n: replaces the templates' gettext it installs
     fastpath.init_app(app)  # innermost: security's proxy fix wraps it
     hotcache.init_app(app)
     security.init_app(app)

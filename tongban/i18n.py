@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, current_app, g, has_request_context, redirect, request
 from flask.globals import _cv_app
 from flask_babel import force_locale, get_locale, get_translations
+from werkzeug.datastructures import LanguageAccept
+from werkzeug.http import parse_accept_header
 
 from .config import PROJECT_ROOT
 from .extensions import babel
@@ -21,8 +23,24 @@ def select_locale() -> str:
     for candidate in (request.args.get("lang"), *_from_ui_locales(ui_locales), request.cookies.get("lang")):
         if candidate in langs:
             return candidate
-    best = request.accept_languages.best_match(["zh_CN", "zh", "en"], default="zh_CN")
-    return "en" if best == "en" else "zh_CN"
+    return _from_accept_language(request.headers.get("Accept-Language", ""))
+
+
+# The locale an Accept-Language header asks for, by the header's text: browsers send a handful
+# of distinct values, and parsing one (werkzeug's LanguageAccept, then best_match) is most of
+# what choosing the locale costs a request. Bounded: a header is whatever a client sends.
+_by_accept_language: dict[str, str] = {}
+_BY_ACCEPT_LANGUAGE_MAX = 1024
+
+
+def _from_accept_language(header: str) -> str:
+    found = _by_accept_language.get(header)
+    if found is None:
+        best = parse_accept_header(header, LanguageAccept).best_match(["zh_CN", "zh", "en"], default="zh_CN")
+        found = "en" if best == "en" else "zh_CN"
+        if len(_by_accept_language) < _BY_ACCEPT_LANGUAGE_MAX and len(header) <= 256:
+            _by_accept_language[header] = found
+    return found
 
 
 def _from_ui_locales(value: str | None) -> list[str]:

@@ -138,39 +138,46 @@ def init_app(app: Flask) -> None:
         ("Permissions-Policy", "camera=(self), geolocation=(), microphone=()"),
     ]
     hsts = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    # the headers every response gets, by (framable, HSTS): built once, each with its lower-case
+    # name, in the order they were always added
+    fixed: dict[tuple[bool, bool], tuple[tuple[str, str, str], ...]] = {}
+    for framable in (False, True):
+        for with_hsts in (False, True):
+            extra = [*common, ("Content-Security-Policy", CSP_FRAMEABLE if framable else CSP)]
+            if not framable:
+                extra.append(("X-Frame-Options", "DENY"))
+            if with_hsts:
+                extra.append(hsts)
+            fixed[framable, with_hsts] = tuple((k, k.lower(), v) for k, v in extra)
+    no_store = (("Cache-Control", "cache-control", "no-store"), ("Pragma", "pragma", "no-cache"))
 
     @app.after_request
     def _headers(response: Response) -> Response:
         # one pass over the existing names: this runs on every hot-path response
         h = response.headers
         present = {k.lower() for k, _ in h.items()}
-        framable = g.get("allow_framing", False)
-        extra = list(common)
-        extra.append(("Content-Security-Policy", CSP_FRAMEABLE if framable else CSP))
-        if not framable:
-            extra.append(("X-Frame-Options", "DENY"))
-        if https or request.is_secure:
-            extra.append(hsts)
+        for k, low, v in fixed[bool(g.get("allow_framing", False)), https or request.is_secure]:
+            if low not in present:
+                h.add(k, v)
         seconds = g.get("cache_seconds")
         if seconds is None and request.endpoint == "static":
             seconds = 3600
         if seconds:
-            scope = "private" if g.get("cache_private") else "public"
-            extra.append(("Cache-Control", f"{scope}, max-age={seconds}"))
+            if "cache-control" not in present:
+                scope = "private" if g.get("cache_private") else "public"
+                h.add("Cache-Control", f"{scope}, max-age={seconds}")
         else:
             if "cache-control" in present:
                 del h["Cache-Control"]
                 present.discard("cache-control")
-            extra.append(("Cache-Control", "no-store"))
-            extra.append(("Pragma", "no-cache"))
-        for k, v in extra:
-            if k.lower() not in present:
-                h.add(k, v)
+            for k, low, v in no_store:
+                if low not in present:
+                    h.add(k, v)
         if https and "set-cookie" in present:
             # the session cookie follows SESSION_COOKIE_SECURE (set from the issuer in
             # tongban.config); any other cookie is marked here
             cookies = h.getlist("Set-Cookie")
-            fixed = [c if _has_secure(c) else c + "; Secure" for c in cookies]
-            if fixed != cookies:
-                h.setlist("Set-Cookie", fixed)
+            fixed_cookies = [c if _has_secure(c) else c + "; Secure" for c in cookies]
+            if fixed_cookies != cookies:
+                h.setlist("Set-Cookie", fixed_cookies)
         return response
