@@ -176,6 +176,11 @@ def _is_authorization_post() -> bool:
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
 @csrf.exempt  # a POSTed authorization request carries no CSRF token; the consent form is checked below
 def authorize():
+    if request.method == "POST" and "password" in request.form:
+        # the log-in form of the log-in page this URL shows, posted back to the page's own URL
+        # (its action is /login; a client that posts a page's form to the page is answered
+        # the same). Never treated as an authorization request: a password goes in no URL.
+        return login()
     if _is_authorization_post():
         # the same request as a GET (parameters from the query and the body, all of them, so that a
         # repeated one is still refused): every later step (log-in, step-up, chooser, consent)

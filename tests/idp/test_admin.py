@@ -45,7 +45,9 @@ def login(client, who=OTHER_ID):
     token = csrf_of(client.get("/login"))
     resp = client.post("/login", data={"csrf_token": token, "login": who, "password": PASSWORD, "next": ""})
     assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
-    return token
+    # the log-in renewed the CSRF secret: the forms from now on carry a token of the new one
+    assert csrf_of(client.get("/login?force=1")) != token
+    return csrf_of(client.get("/login?force=1"))
 
 
 @pytest.fixture

@@ -247,3 +247,24 @@ def test_a_target_a_browser_would_send_otherwise_is_left_to_the_browser(app, liv
     page = browser.http.get(browser._abs("/login"), params={"next": target})
     resp = _post_login(browser, page)
     assert resp.status_code == 302 and unquote(resp.headers["Location"]) == target  # sent there, as it is
+
+
+def test_the_log_in_form_posted_to_the_pages_own_url_logs_in(app, live_server, disco, citizen, make_client):
+    """The page is shown at the authorization request's URL; a client posting its form there
+    (rather than to the form's action) is answered as the log-in — and no field of the form, the
+    password least of all, is ever carried into a URL."""
+    client_id, secret = make_client(first_party=True)
+    rp = RP(disco, client_id, secret)
+    browser = Browser(live_server)
+    url = rp.auth_url()
+    page = _login_page(browser, url)
+    data = {"csrf_token": _CSRF.search(page.text).group(1), "login": CITIZEN_ID, "password": PASSWORD,
+            "next": html.unescape(_input_value(page.text, "next")), "client_id": client_id}
+    resp = browser.http.post(url, data=data, allow_redirects=False)
+    assert resp.status_code == 302 and resp.headers["Location"].startswith(REDIRECT)
+    assert PASSWORD not in resp.headers["Location"] and "password" not in resp.headers["Location"]
+    rp.exchange(resp.headers["Location"])
+    # without its CSRF token it is refused like any log-in form, and nothing is redirected
+    data["csrf_token"] = "x"
+    refused = browser.http.post(url, data=data, allow_redirects=False)
+    assert refused.status_code == 400 and "Location" not in refused.headers
