@@ -218,3 +218,27 @@ def test_the_id_token_is_the_one_joserfc_would_sign(app, client, citizen, make_c
             theirs = jwt.encode({"alg": alg, "kid": key.kid}, claims, key.signer, [alg])
         assert theirs.split(".")[1] == tok["id_token"].split(".")[1]
     db.session.rollback()
+
+
+def test_a_reloaded_key_ring_keeps_the_keys_it_unsealed(app):
+    """The ring is loaded again at every keys generation change and every minute: an unchanged
+    key row keeps its unsealed key and signers; the same kid sealed anew is unsealed anew."""
+    from keys import services
+    from keys.crypto import seal_private_key
+    from keys.models import SigningKey
+    from tongban.extensions import db
+
+    key = services.keyring().active("RS256")
+    private, signer = key.private_key, key.compact_signer("JWT")
+    services._ring.invalidate()
+    again = services.keyring().active("RS256")
+    assert again is not key and again.kid == key.kid
+    assert again.private_key is private and again.compact_signer("JWT") is signer
+    row = db.session.get(SigningKey, key.kid)
+    row.private_key = seal_private_key(private, key.kid)  # other bytes (a new nonce), the same key
+    db.session.commit()
+    services._ring.invalidate()
+    third = services.keyring().active("RS256")
+    assert third.private_key is not private
+    assert third.private_key.private_numbers() == private.private_numbers()
+    assert third.compact_signer("JWT") is not signer
