@@ -57,6 +57,10 @@ class GrantContext:
     token_audience: list | str | None = None  # the access token's aud from resource indicators (RFC 8707)
     grant_resources: list | None = None  # the resources the grant covers (kept on the refresh token)
     token_client_id: str | None = None  # the client the tokens are being issued to (pairwise sub)
+    # the code grant: (sid, client_id, EnterpriseActing or None) as read with the code, for the ID
+    # token's enterprise claims; the refresh-token family started by the exchange, for the claim
+    code_acting: tuple | None = None
+    code_family: str | None = None
 
 
 def grant_context() -> GrantContext:

@@ -35,9 +35,12 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.grants.util import is_openid_scope, validate_nonce
+from authlib.oidc.core.util import create_half_hash
 from flask import Flask, Response, current_app
 from flask import request as flask_request
-from sqlalchemy import DateTime, Integer, String, bindparam, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, and_, bindparam, select, update
+from sqlalchemy.orm import contains_eager
+from sqlalchemy.orm.attributes import set_committed_value
 
 from keys.services import keyring
 from people import accounts, enterprise
@@ -45,7 +48,8 @@ from people.models import User
 from people.sessions import current_session, is_live
 from tongban import audit
 from tongban.clock import digest, epoch, to_epoch, utcnow
-from tongban.extensions import db, get_by_pk
+from tongban.extensions import db
+from tongban.upsert import execute_prebuilt
 
 from . import ciba, client_auth, device, dpop, modern_clients, par, resources, token_exchange, tokens  # noqa: F401
 from . import clients as registry
@@ -189,23 +193,52 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return row
 
     def query_authorization_code(self, code, client):
-        row = db.session.execute(_CODE_BY_HASH, {"b_hash": digest(code)}).scalar_one_or_none()
-        if row is None or row.client_id != client.client_id:
+        """The code, read with its person and its session's enterprise choice at this client in
+        one statement (``_CODE_EXCHANGE``). A used code is a replay; the code is claimed at the
+        end of the exchange (``create_token_response``), atomically."""
+        found = db.session.execute(_CODE_EXCHANGE, {"b_hash": digest(code)}).first()
+        if found is None:
             return None
-        # claim it atomically: of two concurrent exchanges exactly one wins
-        claimed = db.session.execute(_CLAIM_CODE, {"b_id": row.id, "b_now": utcnow()}).rowcount  # type: ignore[attr-defined]
-        if not claimed:
+        row, acting = found
+        if row.client_id != client.client_id:
+            return None
+        if row.used_at is not None:
             _code_replayed(row)
             return None
         if row.expires_at <= utcnow():
             return None
+        grant_context().code_acting = (row.sid, row.client_id, acting)
         return row
 
     def delete_authorization_code(self, authorization_code):
-        pass  # marked used in query_authorization_code; kept to detect replays
+        pass  # claimed in create_token_response; kept to detect replays
+
+    def create_token_response(self):
+        """Authlib's exchange (the hooks, the ID token among them), then the claim: ONE
+        ``UPDATE ... WHERE used_at IS NULL`` marks the code used and records what it was exchanged
+        for (the access token's jti and expiry, the refresh-token family), so that a replay
+        revokes them (RFC 6749 §4.1.2). Of two concurrent exchanges exactly one updates the row;
+        the other is a replay, refused before its answer leaves (the request rolls back, the
+        tokens it signed are never seen) and revoking the winner's (``_after_error``). Nothing
+        the exchange did before the claim outlives a refusal: the request's transaction rolls
+        back, as it did when the claim came first."""
+        result = super().create_token_response()
+        code = self.request.authorization_code
+        gctx = grant_context()
+        claims = gctx.issued_access_claims
+        params = {"b_id": code.id, "b_now": utcnow(), "b_jti": claims.get("jti"), "b_exp": claims.get("exp"),
+                  "b_family": gctx.code_family}
+        if not execute_prebuilt(db.session.connection(), _CLAIM_CODE, params).rowcount:
+            _code_replayed(code)
+            raise InvalidGrantError("Invalid 'code' in request.")
+        # the loaded row as it now is in the database, without a flush writing it again
+        for attr, key in (("used_at", "b_now"), ("access_jti", "b_jti"), ("access_exp", "b_exp"),
+                          ("family_id", "b_family")):
+            set_committed_value(code, attr, params[key])
+        return result
 
     def authenticate_user(self, authorization_code):
-        user = get_by_pk(User, authorization_code.user_id)
+        user = authorization_code.user  # loaded with the code (``_CODE_EXCHANGE``)
         if user is None or user.disabled:
             return None
         grant_context().token = TokenContext(
@@ -264,10 +297,24 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 _NONCE_USED = select(AuthorizationCode.id).where(
     AuthorizationCode.client_id == bindparam("b_client_id", type_=String()),
     AuthorizationCode.nonce == bindparam("b_nonce", type_=String())).limit(1)
-_CODE_BY_HASH = select(AuthorizationCode).where(AuthorizationCode.code_hash == bindparam("b_hash", type_=String()))
-_CLAIM_CODE = (update(AuthorizationCode).where(AuthorizationCode.id == bindparam("b_id", type_=Integer()),
-                                               AuthorizationCode.used_at.is_(None))
-               .values(used_at=bindparam("b_now", type_=DateTime())).execution_options(synchronize_session=False))
+# the code exchange reads in one statement what it needs: the code, its person (``user``,
+# outer-joined: a code whose account is gone is refused by authenticate_user as before) and the
+# session's choice of whom it acts as at the client (None: no row, the person themself), which
+# the ID token's enterprise claims check (enterprise.acting_claims) instead of reading it again
+_ACTING = enterprise.EnterpriseActing
+_CODE_EXCHANGE = (
+    select(AuthorizationCode, _ACTING)
+    .outerjoin(AuthorizationCode.user)
+    .outerjoin(_ACTING, and_(_ACTING.sid == AuthorizationCode.sid, _ACTING.client_id == AuthorizationCode.client_id))
+    .options(contains_eager(AuthorizationCode.user))
+    .where(AuthorizationCode.code_hash == bindparam("b_hash", type_=String())))
+# the claim, at the end of the exchange, with what the code was exchanged for (execute_prebuilt:
+# compiled once per dialect)
+_CODES = AuthorizationCode.__table__
+_CLAIM_CODE = (update(_CODES).where(_CODES.c.id == bindparam("b_id", type_=Integer()), _CODES.c.used_at.is_(None))
+               .values(used_at=bindparam("b_now", type_=DateTime()), access_jti=bindparam("b_jti", type_=String()),
+                       access_exp=bindparam("b_exp", type_=BigInteger()),
+                       family_id=bindparam("b_family", type_=String())))
 
 
 class OpenIDConnect(OpenIDCode):
@@ -289,6 +336,31 @@ class OpenIDConnect(OpenIDCode):
         alg = self.get_client_algorithm(client)
         return {"alg": alg, "kid": keyring().active(alg).kid, "typ": "JWT"}
 
+    def encode_id_token(self, token, request):
+        """Authlib's ``OpenIDToken.encode_id_token`` (the same claims, gathered in the same order:
+        the client's, the code's, ``at_hash``, the person's) signed by the active key's prebuilt
+        compact signer, as the access tokens are (``keys.jws.CompactSigner``: the header encoded
+        once, the ``cryptography`` key object reused), instead of joserfc's general path, which
+        for every token re-imports the key, re-checks the algorithm registry and the header and
+        serialises with ``json``. The same JWS: header ``alg``, ``kid``, ``typ`` "JWT" (the order
+        of its members aside), payload ``json.dumps(claims, separators=(",", ":"),
+        ensure_ascii=False)``, a PKCS#1 v1.5 (RS256) or low-S P-256 (ES256) signature, checked
+        against joserfc in tests/idp/test_token_path.py. Another algorithm (none is registered
+        today: registry.ID_TOKEN_ALGS) goes Authlib's way."""
+        alg = self.get_client_algorithm(request.client)
+        if alg not in registry.ID_TOKEN_ALGS:
+            return super().encode_id_token(token, request)
+        claims = self.get_compatible_claims(request)
+        if request.authorization_code:
+            claims.update(self.get_authorization_code_claims(request.authorization_code))
+        access_token = token.get("access_token")
+        if access_token:
+            at_hash = create_half_hash(access_token, alg)
+            if at_hash is not None:
+                claims["at_hash"] = at_hash.decode("utf-8")
+        claims.update(self.generate_user_info(request.user, token["scope"]))
+        return keyring().active(alg).compact_signer("JWT").sign(claims)
+
     def get_client_claims(self, client):
         now = epoch()
         return {"iss": current_app.config["TONGBAN_ISSUER"], "aud": [client.client_id], "iat": now,
@@ -299,9 +371,12 @@ class OpenIDConnect(OpenIDCode):
         if authorization_code.sid:
             claims["sid"] = authorization_code.sid
         claims["azp"] = authorization_code.client_id
+        known = grant_context().code_acting  # the choice read with the code, in this transaction
+        acting = ({"acting": known[2]} if known is not None
+                  and known[:2] == (authorization_code.sid, authorization_code.client_id) else {})
         try:
             claims.update(enterprise.claims_for_scope(authorization_code.sid, authorization_code.client_id,
-                                                      authorization_code.scope, commit=True))
+                                                      authorization_code.scope, commit=True, **acting))
         except enterprise.AuthorityEnded:
             raise InvalidGrantError("the enterprise authority has ended") from None
         return claims
@@ -325,9 +400,7 @@ def save_token(token, request):
     registry.record_usage(client.client_id, "token")
     gctx = grant_context()
     claims = gctx.issued_access_claims
-    code = getattr(request, "authorization_code", None)
-    if code is not None:
-        code.access_jti, code.access_exp = claims.get("jti"), claims.get("exp")
+    code = getattr(request, "authorization_code", None)  # what it was exchanged for: AuthorizationCodeGrant
     raw = token.get("refresh_token")
     if not raw or request.user is None:
         return
@@ -340,7 +413,7 @@ def save_token(token, request):
         amr=ctx.amr, offline=offline, access_jti=claims.get("jti"), access_exp=claims.get("exp"))
     resources.annotate_refresh(row, client)  # the grant's resources; a public client's DPoP key (RFC 9449 §5)
     if code is not None:
-        code.family_id = family
+        gctx.code_family = family  # written by the code's claim (AuthorizationCodeGrant.create_token_response)
         audit.record("refresh.family_started", actor=f"user:{request.user.sub}",
                      object=f"family:{family}", detail={"client": client.client_id, "offline": offline})
 
@@ -786,9 +859,16 @@ def _after_error():
     if replayed:
         audit.record("code.replayed", actor=f"client:{replayed.client_id}",
                      object=f"code:{replayed.id}", outcome="failure")
-        if replayed.family_id:
-            tokens.revoke_family(replayed.family_id, "code_replayed", "system")
-        tokens.deny(replayed.access_jti, replayed.access_exp, "code_replayed", "system")
+        # what the code was exchanged for, read again now: a concurrent exchange that claimed it
+        # after this request read it has committed by the time this request found it claimed
+        now = db.session.execute(select(AuthorizationCode.family_id, AuthorizationCode.access_jti,
+                                        AuthorizationCode.access_exp)
+                                 .where(AuthorizationCode.id == replayed.id)).first()
+        family_id, access_jti, access_exp = (now if now is not None
+                                             else (replayed.family_id, replayed.access_jti, replayed.access_exp))
+        if family_id:
+            tokens.revoke_family(family_id, "code_replayed", "system")
+        tokens.deny(access_jti, access_exp, "code_replayed", "system")
         # keep the claim: the code stays used
         db.session.execute(update(AuthorizationCode).where(AuthorizationCode.id == replayed.id)
                            .values(used_at=utcnow()))

@@ -195,10 +195,32 @@ class KeyRing:
         return None
 
 
+# The key objects unsealed and built from each key row, carried from one load of the ring to the
+# next: the ring is loaded again at every change of the keys' generation and at least every
+# minute (CachedLoader.max_age), and unsealing a key (AES-GCM, then the DER load, which checks an
+# RSA key's consistency) and building its signers costs milliseconds, in the request that
+# happens to come next. Reused only for a row whose kid, algorithm, public JWK and sealed private
+# key are the very same bytes, under the same key-encryption key; only the last load's keys
+# are kept.
+_BUILT: dict[tuple, KeyInfo] = {}
+
+
 def _load() -> KeyRing:
     rows = db.session.execute(select(SigningKey)).scalars().all()
-    return KeyRing([KeyInfo(r.kid, r.alg, r.created_at, r.activates_at, json.loads(r.public_jwk),
-                            r.private_key) for r in rows])
+    kek = bytes(current_app.config["TONGBAN_KEK"])
+    keys, built = [], {}
+    for r in rows:
+        info = KeyInfo(r.kid, r.alg, r.created_at, r.activates_at, json.loads(r.public_jwk), r.private_key)
+        same = (r.kid, r.alg, r.public_jwk, bytes(r.private_key), kek)
+        before = _BUILT.get(same)
+        if before is not None:
+            info._private, info._public, info._signer, info._compact = (before._private, before._public,
+                                                                        before._signer, before._compact)
+        built[same] = info
+        keys.append(info)
+    _BUILT.clear()
+    _BUILT.update(built)
+    return KeyRing(keys)
 
 
 _ring = CachedLoader(KEYS_GENERATION, _load, check_every=1.0)

@@ -840,15 +840,22 @@ class AuthorityEnded(Exception):
     """The session acted for an enterprise on an authority that is gone; the session is ended."""
 
 
-def acting_claims(sid: str | None, client_id: str, *, commit: bool = False) -> dict:
+_LOOK_UP = object()
+
+
+def acting_claims(sid: str | None, client_id: str, *, commit: bool = False, acting=_LOOK_UP) -> dict:
     """The enterprise claims of (``sid``, ``client_id``), checked on use.
 
     ``{}`` when the session acts as the person. Raises ``AuthorityEnded`` (after
     ending the session) when the authority was withdrawn or has expired, or the
     session acting for the enterprise has ended. With ``commit`` the ending is
     committed at once: callers answer with an error, and their request rolls back.
+
+    ``acting``: the caller's own read of ``selection(sid, client_id)`` in this transaction (the
+    row, or None: there is none), so the person acting as themself costs no query here (the code
+    exchange reads it with the code); every check below runs on it as on a row read here.
     """
-    row = selection(sid, client_id)
+    row = selection(sid, client_id) if acting is _LOOK_UP else acting
     if row is None or row.org_id is None:
         return {}
     sess = db.session.execute(select(LoginSession).where(LoginSession.sid == sid)).scalar_one_or_none()
@@ -880,9 +887,10 @@ def acting_claims(sid: str | None, client_id: str, *, commit: bool = False) -> d
     return claims
 
 
-def claims_for_scope(sid: str | None, client_id: str, scope: str, *, commit: bool = False) -> dict:
+def claims_for_scope(sid: str | None, client_id: str, scope: str, *, commit: bool = False,
+                     acting=_LOOK_UP) -> dict:
     """``acting_claims`` if ``scope`` includes ``enterprise`` (it is checked either way)."""
-    claims = acting_claims(sid, client_id, commit=commit)
+    claims = acting_claims(sid, client_id, commit=commit, acting=acting)
     return claims if SCOPE in (scope or "").split() else {}
 
 
