@@ -13,7 +13,20 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import DateTime, Integer, String, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from tongban import audit, ratelimit
 from tongban.clock import token, utcnow
@@ -513,9 +526,19 @@ def lock_status(user: User) -> datetime | None:
     return latest
 
 
+# one prebuilt INSERT on the request session's connection, in its transaction: every log-in
+# writes one, and nothing reads it back as an object (no unit-of-work bookkeeping for it)
+_INSERT_EVENT = insert(LoginEvent).values(
+    user_id=bindparam("b_user_id", type_=Integer()), at=bindparam("b_at", type_=DateTime()),
+    ip=bindparam("b_ip", type_=String()), user_agent=bindparam("b_user_agent", type_=String()),
+    outcome=bindparam("b_outcome", type_=String()))
+
+
 def _event(user: User, outcome: str, ip: str, user_agent: str) -> None:
-    db.session.add(LoginEvent(user_id=user.id, at=utcnow(), ip=ip[:64], user_agent=user_agent[:300],
-                              outcome=outcome))
+    session = db.session()
+    session.connection().execute(_INSERT_EVENT, {"b_user_id": user.id, "b_at": utcnow(), "b_ip": ip[:64],
+                                                 "b_user_agent": user_agent[:300], "b_outcome": outcome})
+    mark_written(session)
 
 
 def recent_logins(user: User, limit: int = 20) -> list[LoginEvent]:
