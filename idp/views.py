@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 from people import accounts, sessions, signals
 from people.forms import ConfirmForm, LoginForm
 from people.mfa import has_second_factor
-from tongban import audit, ratelimit
+from tongban import audit
 from tongban.clock import epoch, to_epoch
 from tongban.errors import TongbanError
 from tongban.extensions import csrf, db
@@ -400,14 +400,15 @@ def login():
     if not form.validate_on_submit():
         return render_template("idp/login.html", form=form), 400
     cfg = current_app.config
-    hit = ratelimit.hit_client("login-ip", request.remote_addr, cfg["TONGBAN_LOGIN_RATE_PER_IP"],
-                              cfg["TONGBAN_LOGIN_RATE_WINDOW"])
-    if not hit.allowed:
+    # the per-address rate limit's count and the try's slot: one short transaction before Argon2
+    attempt = accounts.reserve(form.login.data, ip=request.remote_addr or "", rate=accounts.RateLimit(
+        "login-ip", cfg["TONGBAN_LOGIN_RATE_PER_IP"], cfg["TONGBAN_LOGIN_RATE_WINDOW"]))
+    if attempt.throttled is not None:
         audit.record("login.throttled", actor=request.remote_addr or "", outcome="failure")
         db.session.commit()
-        return _throttled_response(hit.retry_after, form)
+        return _throttled_response(attempt.throttled.retry_after, form)
     result = accounts.authenticate(form.login.data, form.password.data, ip=request.remote_addr or "",
-                                   user_agent=request.user_agent.string or "")
+                                   user_agent=request.user_agent.string or "", attempt=attempt)
     if not result.ok:
         db.session.commit()
         if result.reason == "busy":  # other tries of this account from this address still running

@@ -13,12 +13,25 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import DateTime, Integer, String, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
-from tongban import audit
+from tongban import audit, ratelimit
 from tongban.clock import token, utcnow
 from tongban.errors import ValidationError
-from tongban.extensions import db, get_by_pk, release_connection
+from tongban.extensions import db, get_by_pk, mark_written, release_connection
 from tongban.i18n import localised
 from tongban.identifiers import parse_id_number, validate_uscc
 from tongban.masking import mask_number
@@ -167,9 +180,7 @@ def _login_clause(login: str):
 
 def login_source(ip: str) -> str:
     """The address a lock is kept for: an IPv4 address, or the /64 an IPv6 host can roam in."""
-    from tongban.ratelimit import client_key
-
-    return client_key(ip)
+    return ratelimit.client_key(ip)
 
 
 @dataclass
@@ -270,8 +281,30 @@ def _release_account_statement():
             .values(failed_logins=0, locked_until=None).execution_options(**_LOCK_ONLY))
 
 
-def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot | None:
-    """Find the account and atomically take one try slot of its (account, address) pair.
+@dataclass(frozen=True)
+class RateLimit:
+    """A per-address limit (``ratelimit.hit_client``) counted in the reservation's transaction."""
+
+    name: str
+    limit: int
+    window: int
+
+
+@dataclass
+class Attempt:
+    """A log-in try reserved before its password is checked (``reserve``)."""
+
+    login: str
+    source: str
+    slot: _Slot | None  # None: no such account (or no valid log-in name)
+    throttled: ratelimit.Hit | None = None  # refused by the rate limit: nothing else was done
+
+
+def _reserve_attempt(login: str, source: str, ip: str, now: datetime, rate: RateLimit | None = None
+                     ) -> tuple[ratelimit.Hit | None, _Slot | None]:
+    """Count the try against ``rate`` (if given), then find the account and atomically take one
+    try slot of its (account, address) pair; returns (the hit, the slot). A refused hit ends
+    it there: the account is neither looked up nor counted.
 
     One UPDATE ... RETURNING, so parallel tries each take their own slot and no more than
     the threshold are checked before the pair's lock holds: confirmed failures plus tries in
@@ -279,46 +312,58 @@ def _reserve_attempt(login: str, source: str, ip: str, now: datetime) -> _Slot |
     wrong; a right password gives its slot back. It runs in its own short transaction
     (the try counts even if the request later fails) on one connection, before the
     request's session touches the database: a log-in never holds two pooled connections
-    at once and, on SQLite, never waits for a write lock its own session holds.
+    at once and, on SQLite, never waits for a write lock its own session holds. The rate
+    limit's count shares that transaction (one commit where there were two): both must count
+    whatever happens to the request, and both happen before the password check.
     """
     by = _login_by(login)
-    if by is None:
-        return None
-    column, value = by
+    if by is None and rate is None:
+        return None, None
     threshold = current_app.config["TONGBAN_LOCKOUT_THRESHOLD"]
     with db.engine.begin() as conn:
+        hit = None
+        if rate is not None:
+            hit = ratelimit.hit_client(rate.name, ip, rate.limit, rate.window, conn=conn)
+            if not hit.allowed:
+                return hit, None
+        if by is None:
+            return hit, None
+        column, value = by
         find, take, pair_lock = _login_statements(conn.dialect.name, column)
         found = conn.execute(find, {"login": value}).first()
         if found is None:
-            return None
+            return hit, None
         user_id, disabled, account_locked, password_hash, account_failed = found
         if disabled:
-            return _Slot(user_id, "disabled")
+            return hit, _Slot(user_id, "disabled")
         if account_locked is not None and account_locked > now and not _familiar(conn, user_id, ip, now):
-            return _Slot(user_id, "locked", account_locked)
+            return hit, _Slot(user_id, "locked", account_locked)
         took = execute_prebuilt(conn, take, {"b_user_id": user_id, "b_source": source, "b_now": now,
                                              "stale_before": now - _PENDING_STALE,
                                              "threshold": threshold}).first()
         if took is not None and threshold > 0:
-            return _Slot(user_id, "reserved", password_hash=password_hash,
-                         account_failures=bool(account_failed) or account_locked is not None)
+            return hit, _Slot(user_id, "reserved", password_hash=password_hash,
+                              account_failures=bool(account_failed) or account_locked is not None)
         until = conn.execute(pair_lock, {"b_user_id": user_id, "b_source": source}).scalar()
         if until is not None and until > now:
-            return _Slot(user_id, "locked", until)
-        return _Slot(user_id, "busy")
+            return hit, _Slot(user_id, "locked", until)
+        return hit, _Slot(user_id, "busy")
 
 
-def _take_slot(login: str, source: str, ip: str) -> _Slot | None:
-    """Reserve a slot; while tries of the same pair in flight hold them all, wait (no
-    transaction held) until they are answered: right passwords give theirs back."""
+def _take_slot(login: str, source: str, ip: str, rate: RateLimit | None = None
+               ) -> tuple[ratelimit.Hit | None, _Slot | None]:
+    """Count the try against ``rate`` and reserve a slot; while tries of the same pair in flight
+    hold them all, wait (no transaction held) until they are answered: right passwords give
+    theirs back. The try is counted once, however long it waits."""
     deadline = time.monotonic() + _SLOT_WAIT
     pause = 0.01
+    hit, slot = _reserve_attempt(login, source, ip, utcnow(), rate)
     while True:
-        slot = _reserve_attempt(login, source, ip, utcnow())
         if slot is None or slot.outcome != "busy" or time.monotonic() >= deadline:
-            return slot
+            return hit, slot
         time.sleep(pause + random.random() * pause)
         pause = min(pause * 2, 0.2)
+        _, slot = _reserve_attempt(login, source, ip, utcnow())
 
 
 # the password lockout's counters: nothing a lean answer shows or depends on (tongban.hotcache);
@@ -327,13 +372,16 @@ _LOCK_ONLY = {"tongban_hotcache": "neutral"}
 _RELEASE_ACCOUNT = _release_account_statement()
 
 
-def _release_success(user_id: int, source: str, account_failures: bool = True) -> None:
+def _release_success(conn, user_id: int, source: str, account_failures: bool = True) -> None:
     """A right password: its slot back, the pair's and the account's failures forgotten (the
-    account row is only written when it had failures or a lock when the try was reserved)."""
-    with db.engine.begin() as conn:
-        conn.execute(_RELEASE_PAIR, {"b_user_id": user_id, "b_source": source})
-        if account_failures:
-            conn.execute(_RELEASE_ACCOUNT, {"b_user_id": user_id})
+    account row is only written when it had failures or a lock when the try was reserved), in
+    ``conn``'s transaction: the request's, which records the success (log-in event, audit) and
+    commits it all at once. Should that transaction roll back, nothing of the success is kept:
+    the failures still count, and the slot is free again once ``_PENDING_STALE`` has passed
+    (the reservation counts a slot that old as free), as for a worker that died mid-check."""
+    conn.execute(_RELEASE_PAIR, {"b_user_id": user_id, "b_source": source})
+    if account_failures:
+        conn.execute(_RELEASE_ACCOUNT, {"b_user_id": user_id})
 
 
 @dataclass
@@ -373,13 +421,32 @@ def _record_failure(user_id: int, source: str, now: datetime) -> _Failure:
     return _Failure(count, pair_until, set_account, acct_count)
 
 
-def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "") -> LoginResult:
-    """Check a log-in. The request's session is not used until the try is settled: reserving the
-    slot, the Argon2 check and settling it each hold at most one pooled connection, never two,
-    and no transaction is open during the check."""
+def reserve(login: str, *, ip: str = "", rate: RateLimit | None = None) -> Attempt:
+    """The first half of a log-in, before the password is checked: count the try against the
+    per-address ``rate`` limit and reserve a try slot of the (account, address) pair, in one
+    short transaction of its own (committed whatever the request does next). When ``throttled``
+    is set the limit refused the try and nothing else was done; else pass the attempt to
+    ``authenticate``."""
     source = login_source(ip)
     release_connection()  # what the request read so far: no connection held across Argon2
-    slot = _take_slot(login, source, ip)
+    hit, slot = _take_slot(login, source, ip, rate)
+    return Attempt(login, source, slot, hit if hit is not None and not hit.allowed else None)
+
+
+def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "",
+                 attempt: Attempt | None = None) -> LoginResult:
+    """Check a log-in (``attempt``: its reservation by ``reserve``, else reserved here). The
+    request's session is not used until the try is settled: reserving the slot and the Argon2
+    check each hold at most one pooled connection, never two, and no transaction is open during
+    the check. A right password's slot is given back in the request's transaction (the caller
+    commits it); a wrong one is counted in a transaction of its own (it counts whatever happens
+    to the request)."""
+    if attempt is None:
+        attempt = reserve(login, ip=ip)
+    elif attempt.throttled is not None or attempt.login != login:
+        raise ValueError("authenticate: the attempt was refused, or reserved for another log-in name")
+    source, slot = attempt.source, attempt.slot
+    release_connection()  # (reserve did; unless the caller read since) none held across Argon2
     if slot is None:
         verify_password(None, password)  # same cost as a real check
         audit.record("login.failure", actor=mask_number((login or "").strip()[:20]), object="",
@@ -394,7 +461,9 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
             _give_back(slot.user_id, source)
             raise
         if right:
-            _release_success(slot.user_id, source, slot.account_failures)
+            session = db.session()
+            _release_success(session.connection(), slot.user_id, source, slot.account_failures)
+            mark_written(session)
         else:
             failure = _record_failure(slot.user_id, source, utcnow())
     user = get_by_pk(User, slot.user_id, populate_existing=True)
@@ -457,9 +526,19 @@ def lock_status(user: User) -> datetime | None:
     return latest
 
 
+# one prebuilt INSERT on the request session's connection, in its transaction: every log-in
+# writes one, and nothing reads it back as an object (no unit-of-work bookkeeping for it)
+_INSERT_EVENT = insert(LoginEvent).values(
+    user_id=bindparam("b_user_id", type_=Integer()), at=bindparam("b_at", type_=DateTime()),
+    ip=bindparam("b_ip", type_=String()), user_agent=bindparam("b_user_agent", type_=String()),
+    outcome=bindparam("b_outcome", type_=String()))
+
+
 def _event(user: User, outcome: str, ip: str, user_agent: str) -> None:
-    db.session.add(LoginEvent(user_id=user.id, at=utcnow(), ip=ip[:64], user_agent=user_agent[:300],
-                              outcome=outcome))
+    session = db.session()
+    session.connection().execute(_INSERT_EVENT, {"b_user_id": user.id, "b_at": utcnow(), "b_ip": ip[:64],
+                                                 "b_user_agent": user_agent[:300], "b_outcome": outcome})
+    mark_written(session)
 
 
 def recent_logins(user: User, limit: int = 20) -> list[LoginEvent]:

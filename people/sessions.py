@@ -121,10 +121,12 @@ def start(user: User, response_cookie: dict, *, acr: str | None = None, amr: str
                         ip=(request.remote_addr or "")[:64],
                         user_agent=(request.user_agent.string or "")[:300])
     db.session.add(sess)
+    # recorded before the flush (the sid is known already): its audit row goes in with the
+    # log-in's own (one multi-row INSERT, not two statements)
+    audit.record("session.started", actor=f"user:{user.sub}", object=f"session:{sess.sid}")
     db.session.flush()
     response_cookie["value"] = raw
     g._sso = sess
-    audit.record("session.started", actor=f"user:{user.sub}", object=f"session:{sess.sid}")
     return sess
 
 

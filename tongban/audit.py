@@ -50,7 +50,7 @@ from werkzeug.exceptions import HTTPException
 
 from .background import ProcessThread
 from .clock import utcnow
-from .extensions import after_commit, db, session_holds_sqlite_write
+from .extensions import after_commit, db, read_connection, session_holds_sqlite_write
 from .masking import mask_text
 
 log = logging.getLogger(__name__)
@@ -366,11 +366,11 @@ def chain(batch: int = 500, *, app: Flask | None = None) -> int:
 
 def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tuple[int, int]:
     k = keys(app)
-    with db.engine.connect() as conn:  # a look without the lock: most passes find nothing to do
-        pending = conn.execute(select(AuditLog.id).where(AuditLog.seq.is_(None), AuditLog.id > after)
-                               .limit(1)).first()
-        head_seq = conn.execute(select(AuditHead.seq).where(AuditHead.id == 1)).scalar()
-        cp_seq, cp_at = _last_checkpoint(conn)
+    # a look without the lock (most passes find nothing to do): one statement on an autocommit
+    # connection, no transaction (it was three statements in one, each pass of every process)
+    with read_connection() as conn:
+        pending, head_seq, cp_seq, cp_at = conn.execute(_LOOK, {"b_after": after}).one()
+    cp_seq = cp_seq or 0
     if pending is None and head_seq is not None and not (
             head_seq > cp_seq and _checkpoint_due(app, head_seq, cp_seq, cp_at, utcnow())):
         return 0, after
@@ -418,6 +418,19 @@ def _chain_batch(app: Flask, batch: int, after: int, refused: list[int]) -> tupl
         _write_witness(app, seq, last)
     return len(rows), (rows[-1].id if rows else after)
 
+
+def _last_checkpoint_column(column):
+    return (select(column).order_by(AuditCheckpoint.seq.desc()).limit(1)).scalar_subquery()
+
+
+# (an unchained row after b_after, the head's seq, the last checkpoint's seq and time)
+_LOOK = select(
+    select(AuditLog.id).where(AuditLog.seq.is_(None), AuditLog.id > bindparam("b_after", type_=Integer()))
+    .limit(1).scalar_subquery(),
+    select(AuditHead.seq).where(AuditHead.id == 1).scalar_subquery(),
+    _last_checkpoint_column(AuditCheckpoint.seq),
+    _last_checkpoint_column(AuditCheckpoint.at),
+)
 
 _SEAL_ROW = (update(AuditLog).where(AuditLog.id == bindparam("row_id"), AuditLog.seq.is_(None))
              .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash")))

@@ -112,18 +112,20 @@ def wide_client_key(remote_addr: str | None) -> str | None:
     return str(ipaddress.ip_network(f"{addr}/48", strict=False))
 
 
-def hit_client(name: str, remote_addr: str | None, limit: int, window: int) -> Hit:
+def hit_client(name: str, remote_addr: str | None, limit: int, window: int, *, conn=None) -> Hit:
     """Count one event of ``name`` for the client at ``remote_addr``: per ``client_key`` (the
     /64 for IPv6) within ``limit``, and for IPv6 also per /48 within ``limit`` times
-    ``TONGBAN_RATE_IPV6_48_FACTOR`` (a site spreading over its /64s is still bounded)."""
+    ``TONGBAN_RATE_IPV6_48_FACTOR`` (a site spreading over its /64s is still bounded).
+
+    ``conn``: as for ``hit`` (both counts in that connection's transaction, without Redis)."""
     from flask import current_app
 
-    narrow = hit(f"{name}:{client_key(remote_addr)}", limit, window)
+    narrow = hit(f"{name}:{client_key(remote_addr)}", limit, window, conn=conn)
     wide = wide_client_key(remote_addr)
     if wide is None:
         return narrow
     factor = int(current_app.config.get("TONGBAN_RATE_IPV6_48_FACTOR", 16))
-    broad = hit(f"{name}:{wide}", limit * max(1, factor), window)
+    broad = hit(f"{name}:{wide}", limit * max(1, factor), window, conn=conn)
     if not broad.allowed and narrow.allowed:
         return broad
     return narrow

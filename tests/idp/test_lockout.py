@@ -409,3 +409,78 @@ def test_ipv6_hosts_share_the_per_address_rate_limit(app, browser, citizen, low_
         assert resp.status_code == 401
     resp = _login_post(client, PASSWORD, environ_base={"REMOTE_ADDR": "2001:db8::ffff"})
     assert resp.status_code == 429
+
+
+def test_a_log_in_commits_its_count_and_slot_together_then_its_success(app, browser, citizen, monkeypatch):
+    """The per-address count and the slot are one transaction before Argon2; the slot comes back
+    in the request's own transaction with the success: two commits, where there were four."""
+    from sqlalchemy import event
+
+    from tongban import ratelimit
+
+    monkeypatch.setattr(ratelimit, "redis_client", lambda: None)  # the database's counter
+    client = browser()
+    page = client.get("/login?lang=en")
+    token = _CSRF.search(page.get_data(as_text=True)).group(1)
+    commits = []
+    engine = db.engine
+    listener = lambda conn: commits.append(1)  # noqa: E731
+    event.listen(engine, "commit", listener)
+    try:
+        resp = client.post("/login?lang=en", data={"csrf_token": token, "login": CITIZEN_ID,
+                                                   "password": PASSWORD, "next": ""})
+    finally:
+        event.remove(engine, "commit", listener)
+    assert resp.status_code == 302
+    assert len(commits) == 2
+    db.session.expire_all()
+    assert db.session.get(LoginThrottle, (citizen.id, "127.0.0.1")).pending == 0
+    counted = db.session.execute(select(ratelimit.RateCounter.count).where(
+        ratelimit.RateCounter.key == "login-ip:127.0.0.1")).scalar()
+    assert counted == 1
+
+
+def test_a_success_rolled_back_keeps_nothing_and_its_slot_frees_itself(app, citizen, monkeypatch):
+    """A request that fails after the right password (before its commit) keeps none of the
+    success: no log-in event, no audit entry, the pair's failures still count. Its slot stays
+    taken only until it is stale (``_PENDING_STALE``), like one of a worker that died mid-check."""
+    from tongban.audit import AuditLog
+
+    monkeypatch.setattr(accounts, "_SLOT_WAIT", 0.0)
+    app.config["TONGBAN_LOCKOUT_THRESHOLD"] = 3
+    try:
+        assert not _try(WRONG).ok
+        assert not _try(WRONG).ok
+        assert accounts.authenticate(CITIZEN_ID, PASSWORD, ip=IP, user_agent="pytest").ok
+        db.session.rollback()  # the request died before its commit
+        db.session.expire_all()
+        assert db.session.execute(select(LoginEvent).where(LoginEvent.outcome == "success")).first() is None
+        assert db.session.execute(select(AuditLog).where(AuditLog.action == "login.success")).first() is None
+        row = db.session.get(LoginThrottle, (citizen.id, IP))
+        assert (row.failures, row.pending) == (2, 1)
+        # 2 failures + the slot still held = the threshold: the next try has no slot yet (429, not a lock)
+        assert _try(PASSWORD).reason == "busy"
+        with freeze_time(utcnow() + accounts._PENDING_STALE + timedelta(seconds=1)):
+            assert _try(PASSWORD).ok
+        db.session.expire_all()
+        row = db.session.get(LoginThrottle, (citizen.id, IP))
+        assert (row.failures, row.pending, row.locked_until) == (0, 0, None)
+        assert db.session.execute(select(LoginEvent).where(LoginEvent.outcome == "success")).first() is not None
+    finally:
+        app.config["TONGBAN_LOCKOUT_THRESHOLD"] = 5
+
+
+def test_a_throttled_try_is_not_reserved(app, citizen):
+    """Refused by the per-address limit: the account is neither looked up nor counted."""
+    rate = accounts.RateLimit("test-reserve", 3, 3600)
+    for _ in range(3):
+        attempt = accounts.reserve(CITIZEN_ID, ip=IP, rate=rate)
+        assert attempt.throttled is None and attempt.slot is not None
+        assert not accounts.authenticate(CITIZEN_ID, WRONG, ip=IP, attempt=attempt).ok
+        db.session.commit()
+    attempt = accounts.reserve(CITIZEN_ID, ip=IP, rate=rate)
+    assert attempt.throttled is not None and attempt.slot is None
+    assert attempt.throttled.retry_after >= 1
+    assert _state(citizen.id) == (3, None)
+    with pytest.raises(ValueError):
+        accounts.authenticate(CITIZEN_ID, PASSWORD, ip=IP, attempt=attempt)
