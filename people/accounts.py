@@ -469,7 +469,7 @@ def authenticate(login: str, password: str, *, ip: str = "", user_agent: str = "
     user = get_by_pk(User, slot.user_id, populate_existing=True)
     if user is None:  # deleted in between
         return LoginResult(None, False, reason="bad_credentials")
-    if slot.outcome == "disabled":
+    if slot.outcome == "disabled" or (right and user.disabled):  # (or disabled during the check)
         audit.record("login.failure", actor=f"user:{user.sub}", outcome="failure",
                      detail={"reason": "disabled"})
         return LoginResult(user, False, reason="disabled")

@@ -268,3 +268,30 @@ def test_the_log_in_form_posted_to_the_pages_own_url_logs_in(app, live_server, d
     data["csrf_token"] = "x"
     refused = browser.http.post(url, data=data, allow_redirects=False)
     assert refused.status_code == 400 and "Location" not in refused.headers
+
+
+def test_an_account_disabled_during_the_password_check_gets_nothing(app, live_server, disco, citizen,
+                                                                    make_client, monkeypatch):
+    """Disabled by an administrator while Argon2 ran: the right password does not log in, and
+    no code (nor consent, nor session) is given for the request it was for."""
+    from sqlalchemy import update
+
+    from people import accounts
+    from people.models import User
+    from tongban.extensions import db
+
+    client_id, secret = make_client(first_party=True)
+    browser = Browser(live_server)
+    page = _login_page(browser, RP(disco, client_id, secret).auth_url())
+    real = accounts.verify_password
+
+    def disabled_meanwhile(stored, password):
+        ok = real(stored, password)
+        with db.engine.begin() as conn:
+            conn.execute(update(User).where(User.id == citizen.id).values(disabled=True))
+        return ok
+
+    monkeypatch.setattr(accounts, "verify_password", disabled_meanwhile)
+    resp = _post_login(browser, page)
+    assert resp.status_code == 401 and "Location" not in resp.headers
+    assert app.config["SSO_COOKIE_NAME"] not in _set_cookies(resp)
