@@ -1,10 +1,9 @@
 """Give freed C heap back to the kernel now and then: a worker's RSS after a busy spell.
 
 glibc returns free memory to the kernel only from the top of each heap (``M_TRIM_THRESHOLD``);
-free chunks below a live one stay resident for good. Under continuous log-ins a worker's main
-heap and its malloc arenas (``MALLOC_ARENA_MAX=2``, tongban/serve.py) fill with such holes:
-libpq's per-connection buffers, OpenSSL's and the drivers' scratch, the freed half of pymalloc
-arenas. ``malloc_trim(0)`` walks every arena and ``madvise(MADV_DONTNEED)``s the whole free
+free chunks below a live one stay resident for good. A worker's main heap holds ~16 MiB of such
+holes after its start-up and first log-ins (measured on PostgreSQL + Redis: 40.8 MiB of heap,
+25.1 MiB after a trim). ``malloc_trim(0)`` walks every arena and ``madvise(MADV_DONTNEED)``s the whole free
 pages in it, which is the only way to get them back without unmapping.
 
 A daemon thread per worker process (``ProcessThread``: re-created after a fork, gone with the
