@@ -58,6 +58,7 @@ from _common import (
     basic_auth,
     free_port,
     group_cpu_seconds,
+    group_rss,
     in_threads,
     local_paths,
     pct,
@@ -563,6 +564,8 @@ def main() -> None:
                     help="with --steps: a cProfile of this step")
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --steps: repeat N times and print each step's least CPU (a shared machine)")
+    ap.add_argument("--smaps", default="", metavar="DIR",
+                    help="save the server processes' smaps to DIR after the warm-up and after the drive")
     ap.add_argument("--callgrind", action="store_true",
                     help="with --steps: also count each step's instructions under valgrind's callgrind "
                          "(Argon2 left out; stable on a loaded machine, ~50 times slower: keep --steps small)")
@@ -640,6 +643,8 @@ def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
         local_paths(meta, ("authorization_endpoint", "token_endpoint"))
         for i in range(3):  # warm the worker (templates, keys, caches)
             one_login(port, client["client_id"], basic, citizens[-1 - i])
+        if args.smaps:
+            save_smaps(server.pid, Path(args.smaps), "warm")
         cpu0 = group_cpu_seconds(server.pid)
         r = drive(port, client["client_id"], basic, citizens, args.seconds, args.browsers)
         cpu = group_cpu_seconds(server.pid) - cpu0
@@ -659,12 +664,23 @@ def run(args, tmp: Path, url: str, cost: tuple[int, int, int]) -> None:
         if r["errors"]:
             print("  first errors:", *r["errors"][:5], sep="\n    ")
         print_group_rss(server.pid)
+        if args.smaps:
+            save_smaps(server.pid, Path(args.smaps), "after")
     finally:
         stop(server)
         from tongban.extensions import db
 
         with app.app_context():
             db.engine.dispose()  # before the throwaway PostgreSQL database is dropped
+
+
+def save_smaps(pgid: int, folder: Path, label: str) -> None:
+    """``<pid>.<label>.smaps`` in ``folder`` for every process of the server's group: what a
+    worker's RSS is made of (heap, malloc arenas, anonymous mappings, libraries), to diff."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for pid, _cmd, _rss in group_rss(pgid):
+        with contextlib.suppress(OSError):
+            (folder / f"{pid}.{label}.smaps").write_text(Path(f"/proc/{pid}/smaps").read_text())
 
 
 if __name__ == "__main__":

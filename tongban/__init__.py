@@ -56,6 +56,7 @@ def create_app(config: dict | None = None) -> Flask:
         hotcache,
         i18n,
         logs,
+        malloc_trim,
         metrics,
         migrating,
         outbox,
@@ -83,6 +84,7 @@ def create_app(config: dict | None = None) -> Flask:
     audit.init_app(app)
     bootstrap.init_app(app)
     outbox.init_app(app)
+    malloc_trim.init_app(app)  # a worker's freed C heap back to the kernel after busy spells
     backup.init_app(app)
     shared_secrets_.init_app(app)  # SECRET_KEY, KEK, audit key, issuer; idp adds the pairwise salt
 

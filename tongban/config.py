@@ -307,6 +307,9 @@ register("TONGBAN_MIGRATION_LOCK_WAIT", 600, "seconds",
 register("TONGBAN_OUTBOX_TIMEOUT", 5.0, "float", "HTTP timeout of a back-channel logout delivery, seconds")
 register("TONGBAN_PURGE_INTERVAL_SECONDS", 3600, "seconds",
          "how often the background chores delete expired codes, refresh tokens and deny-list entries")
+register("TONGBAN_MALLOC_TRIM_SECONDS", 10, "seconds",
+         "how often a worker that was busy hands freed C heap back to the kernel (glibc malloc_trim; "
+         "tongban/malloc_trim.py); 0: never")
 # people: Argon2 runs at once per process (people/passwords.py)
 register("TONGBAN_ARGON2_CONCURRENCY", 0, "count",
          "Argon2 runs at once per process; 0: one per CPU the process may run on (people/passwords.py)")
