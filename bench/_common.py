@@ -715,3 +715,28 @@ def start_node_provider(folder: Path, node: str, port: int, prefix: Sequence[str
         env["BENCH_STATE"] = str(state)
     return subprocess.Popen([*prefix, node, "server.mjs"], cwd=folder, env=env, stdin=subprocess.DEVNULL,
                             start_new_session=True)
+
+
+# ---------------------------------------------------------------- callgrind (in-process counts)
+
+
+def callgrind(*args: str) -> None:
+    """Ask valgrind's callgrind, which runs this process, to do something (``callgrind_control``)."""
+    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+
+def callgrind_dump(folder: Path, key: str, keep: str | None = None) -> int:
+    """Dump what was counted since the counters were last zeroed or dumped; its instruction
+    count (Ir), read from the dump file callgrind writes in ``folder`` (then deleted, or copied
+    to ``keep.<key>`` first for ``callgrind_annotate``)."""
+    callgrind("-d", key)
+    for _ in range(100):
+        for f in folder.glob("cg.out.*"):
+            text = f.read_text(errors="replace")
+            if f"Trigger: dump {key}" in text and "\ntotals:" in text:
+                if keep:
+                    shutil.copy(f, f"{keep}.{key}")
+                f.unlink()
+                return int(text.split("\ntotals:", 1)[1].split()[0])
+        time.sleep(0.1)
+    sys.exit("callgrind did not write its dump")

@@ -50,6 +50,8 @@ from _common import (
     ROOT,
     Scenario,
     basic_auth,
+    callgrind,
+    callgrind_dump,
     code_flow,
     fetch,
     free_port,
@@ -201,15 +203,17 @@ def inproc_mode(args, env: dict, made: dict, tmp: Path) -> None:
 
         gc.collect()  # every endpoint's run starts from the same collector state
         if args.callgrind:
-            _callgrind("-z")
-            _callgrind("-i", "on")
+            callgrind("-z")
+            callgrind("-i", "on")
         t0 = time.process_time()
         for _ in range(args.inproc):
             call(sc)
         cpu = time.process_time() - t0
         if args.callgrind:
-            _callgrind("-i", "off")
-            print(f"{sc.name:34} {_callgrind_dump(tmp, key) / args.inproc:10.0f} instructions/request (callgrind)")
+            callgrind("-i", "off")
+            keep = os.environ.get("TONGBAN_BENCH_CALLGRIND_KEEP")  # --callgrind-keep: for callgrind_annotate
+            counted = callgrind_dump(tmp / "callgrind", key, keep)
+            print(f"{sc.name:34} {counted / args.inproc:10.0f} instructions/request (callgrind)")
             continue
         if prof is not None:
             prof.disable()
@@ -222,27 +226,6 @@ def inproc_mode(args, env: dict, made: dict, tmp: Path) -> None:
             print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()) + "\n")
 
 
-def _callgrind(*args: str) -> None:
-    """Ask valgrind's callgrind, which runs this process, to do something (``callgrind_control``)."""
-    import subprocess
-
-    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
-
-
-def _callgrind_dump(tmp: Path, key: str) -> int:
-    """Dump what was counted since the counters were zeroed; its instruction count (Ir)."""
-    _callgrind("-d", key)
-    for _ in range(50):
-        for f in (tmp / "callgrind").glob("cg.out.*"):
-            text = f.read_text(errors="replace")
-            if f"Trigger: dump {key}" in text and "\ntotals:" in text:
-                keep = os.environ.get("TONGBAN_BENCH_CALLGRIND_KEEP")
-                if keep:  # --callgrind-keep: for callgrind_annotate
-                    shutil.copy(f, f"{keep}.{key}")
-                f.unlink()
-                return int(text.split("\ntotals:", 1)[1].split()[0])
-        time.sleep(0.2)
-    sys.exit("callgrind did not write its dump")
 
 
 def main() -> None:

@@ -56,6 +56,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from _common import (
     HOST,
     basic_auth,
+    callgrind,
+    callgrind_dump,
     free_port,
     group_cpu_seconds,
     group_rss,
@@ -364,24 +366,7 @@ def profile(app, client_id: str, secret: str, citizens: list[str], n: int) -> No
 # ---------------------------------------------------------------- per step, in-process
 
 
-def _callgrind(*args: str) -> None:
-    """Ask valgrind's callgrind, which runs this process, to do something (``callgrind_control``)."""
-    import subprocess
 
-    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
-
-
-def _callgrind_dump(folder: Path, key: str) -> int:
-    """Dump what was counted since the last dump; its instruction count (Ir)."""
-    _callgrind("-d", key)
-    for _ in range(100):
-        for f in (folder / "callgrind").glob("cg.out.*"):
-            text = f.read_text(errors="replace")
-            if f"Trigger: dump {key}" in text and "\ntotals:" in text:
-                f.unlink()
-                return int(text.split("\ntotals:", 1)[1].split()[0])
-        time.sleep(0.1)
-    sys.exit("callgrind did not write its dump")
 
 STEPS = ("authorize1", "login_get", "login_post", "authorize2", "token")
 
@@ -416,7 +401,7 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
         def run(*a, **k):
             depth[0] += 1
             if grind and depth[0] == 1:
-                _callgrind("-i", "off")
+                callgrind("-i", "off")
             c0 = time.process_time()
             try:
                 return call(*a, **k)
@@ -424,7 +409,7 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
                 if depth[0] == 1:
                     argon2_cpu[0] += time.process_time() - c0
                     if grind:
-                        _callgrind("-i", "on")
+                        callgrind("-i", "on")
                 depth[0] -= 1
         return run
 
@@ -450,7 +435,7 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
         s0, k0 = counts["stmts"], counts["commits"]
         profiled = record and name == profile_step
         if record and grind:
-            _callgrind("-i", "on")
+            callgrind("-i", "on")
         c0 = time.process_time()
         if profiled:
             prof.enable()
@@ -464,8 +449,8 @@ def steps(app, client_id: str, secret: str, citizens: list[str], n: int, profile
                 stmts[name] += counts["stmts"] - s0
                 commits[name] += counts["commits"] - k0
                 if grind:
-                    _callgrind("-i", "off")
-                    instructions[name] += _callgrind_dump(Path(grind), f"{name}-{secrets.token_hex(4)}")
+                    callgrind("-i", "off")
+                    instructions[name] += callgrind_dump(Path(grind) / "callgrind", f"{name}-{secrets.token_hex(4)}")
 
     def login_once(login: str, record: bool) -> None:
         c = Client(app, use_cookies=True)

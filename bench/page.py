@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+# Run as a script, this folder is sys.path[0].
+from _common import callgrind, callgrind_dump
+
 ROOT = Path(__file__).resolve().parent.parent
 
 AUTHORIZE = "/oauth/authorize?" + urlencode({
@@ -59,20 +62,6 @@ def environ(path: str, query: str) -> dict:
     }
 
 
-def _callgrind(*args: str) -> None:
-    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
-
-
-def _callgrind_dump(folder: Path, key: str) -> int:
-    _callgrind("-d", key)
-    for _ in range(50):
-        for f in folder.glob("cg.out.*"):
-            text = f.read_text(errors="replace")
-            if f"Trigger: dump {key}" in text and "\ntotals:" in text:
-                f.unlink()
-                return int(text.split("\ntotals:", 1)[1].split()[0])
-        time.sleep(0.2)
-    sys.exit("callgrind did not write its dump")
 
 
 def main() -> None:
@@ -137,12 +126,12 @@ def run(args, tmp: Path, grind: Path | None) -> None:
         print(f"{step:10} {status}", end="  ", flush=True)
         if grind is not None:
             gc.collect()
-            _callgrind("-z")
-            _callgrind("-i", "on")
+            callgrind("-z")
+            callgrind("-i", "on")
             for _ in range(args.n):
                 call(step)
-            _callgrind("-i", "off")
-            print(f"{_callgrind_dump(grind, step) / args.n:10.0f} instructions/call (callgrind)")
+            callgrind("-i", "off")
+            print(f"{callgrind_dump(Path(grind), step) / args.n:10.0f} instructions/call (callgrind)")
             continue
         best = float("inf")
         for _ in range(args.rounds):
