@@ -61,6 +61,9 @@ class GrantContext:
     # token's enterprise claims; the refresh-token family started by the exchange, for the claim
     code_acting: tuple | None = None
     code_family: str | None = None
+    # (sid, client_id, scope, code id) of a code whose enterprise authority ended: the session is
+    # ended and the code marked used after the failed exchange rolled back (``_after_error``)
+    ended_authority: tuple | None = None
 
 
 def grant_context() -> GrantContext:

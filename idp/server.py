@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 from datetime import timedelta
@@ -376,8 +377,12 @@ class OpenIDConnect(OpenIDCode):
                   and known[:2] == (authorization_code.sid, authorization_code.client_id) else {})
         try:
             claims.update(enterprise.claims_for_scope(authorization_code.sid, authorization_code.client_id,
-                                                      authorization_code.scope, commit=True, **acting))
+                                                      authorization_code.scope, **acting))
         except enterprise.AuthorityEnded:
+            # nothing of this exchange may be committed (its tokens are saved already): the
+            # session is ended and the code used up once the request has rolled back
+            grant_context().ended_authority = (authorization_code.sid, authorization_code.client_id,
+                                               authorization_code.scope, authorization_code.id)
             raise InvalidGrantError("the enterprise authority has ended") from None
         return claims
 
@@ -851,11 +856,19 @@ class Server(AuthorizationServer):
 def _after_error():
     """Reuse detection runs after the failed request rolled back, in its own transaction."""
     gctx = grant_context()
-    replayed, reused = gctx.replayed_code, gctx.reused_refresh
-    gctx.replayed_code = gctx.reused_refresh = None
-    if not replayed and not reused:
+    replayed, reused, ended = gctx.replayed_code, gctx.reused_refresh, gctx.ended_authority
+    gctx.replayed_code = gctx.reused_refresh = gctx.ended_authority = None
+    if not replayed and not reused and not ended:
         return
     db.session.rollback()
+    if ended:
+        sid, client_id, scope, code_id = ended
+        # checked again as read now: an ended authority ends the session (in this transaction)
+        with contextlib.suppress(enterprise.AuthorityEnded):
+            enterprise.claims_for_scope(sid, client_id, scope)
+        db.session.execute(update(AuthorizationCode).where(AuthorizationCode.id == code_id,
+                                                           AuthorizationCode.used_at.is_(None))
+                           .values(used_at=utcnow()))
     if replayed:
         audit.record("code.replayed", actor=f"client:{replayed.client_id}",
                      object=f"code:{replayed.id}", outcome="failure")

@@ -440,7 +440,6 @@ def login():
     sid = sessions.start(result.user, cookie).sid
     _commit_keeping_loaded()
 
-    _renew_csrf()
     mark_fresh(sid, password=True)
     target = safe_next(form.next.data, url_for("account.account"))
     response = _continue_authorization(target) or redirect(target)
@@ -460,15 +459,6 @@ def _commit_keeping_loaded() -> None:
         session.commit()
     finally:
         session.expire_on_commit = before
-
-
-def _renew_csrf() -> None:
-    """A new CSRF secret for this browser once it logs in: a form of before the log-in (the
-    log-in form itself, resubmitted from the browser's history after a logout on a shared
-    computer) is refused from now on. The pages of this response get tokens of the new one."""
-    name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-    flask_session.pop(name, None)
-    g.pop(name, None)
 
 
 # ``g`` entries of one request's own: the outer POST's are set aside while the authorization

@@ -108,7 +108,9 @@ def start(user: User, response_cookie: dict, *, acr: str | None = None, amr: str
 
     The same person logging in again in this browser (``prompt=login``, ``max_age``) keeps the
     session: same ``sid``, new ``auth_time``, so the other systems signed in through it are not
-    logged out; the cookie is still replaced (a log-in never keeps a cookie value)."""
+    logged out; the cookie is still replaced (a log-in never keeps a cookie value), and so is
+    the browser's CSRF secret (``renew_csrf``)."""
+    renew_csrf()
     old = current_session()
     if old is not None:
         if old.user_id == user.id:
@@ -128,6 +130,18 @@ def start(user: User, response_cookie: dict, *, acr: str | None = None, amr: str
     response_cookie["value"] = raw
     g._sso = sess
     return sess
+
+
+def renew_csrf() -> None:
+    """A new CSRF secret for this browser as it logs in (by any means): a form of before the
+    log-in — the password form itself, sent again from the browser's history on a shared
+    computer after a logout — is refused from then on. The pages of the log-in's own response
+    get tokens of the new secret."""
+    from flask import session as cookie_session
+
+    name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    cookie_session.pop(name, None)
+    g.pop(name, None)
 
 
 def _reauthenticate(sess: LoginSession, response_cookie: dict, *, acr: str, amr: str) -> LoginSession:

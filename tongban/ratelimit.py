@@ -37,8 +37,9 @@ class Hit:
 def hit(key: str, limit: int, window: int, *, conn=None) -> Hit:
     """Count one event under ``key``; allowed while the count in this window is <= limit.
 
-    ``conn``: count in that connection's transaction (without Redis) instead of a transaction
-    of its own, for callers already writing in one (no second SQLite writer to wait for)."""
+    ``conn``: with the database backend, count in that connection's transaction instead of a
+    transaction of its own, for callers already writing in one (no second SQLite writer to wait
+    for). With Redis the count is Redis's, at once, whatever the caller's transaction does."""
     now = time.time()
     start = int(now // window) * window
     retry_after = max(1, int(start + window - now) + 1)
@@ -117,7 +118,8 @@ def hit_client(name: str, remote_addr: str | None, limit: int, window: int, *, c
     /64 for IPv6) within ``limit``, and for IPv6 also per /48 within ``limit`` times
     ``TONGBAN_RATE_IPV6_48_FACTOR`` (a site spreading over its /64s is still bounded).
 
-    ``conn``: as for ``hit`` (both counts in that connection's transaction, without Redis)."""
+    ``conn``: as for ``hit`` (with the database backend, both counts in that connection's
+    transaction; with Redis, in Redis at once)."""
     from flask import current_app
 
     narrow = hit(f"{name}:{client_key(remote_addr)}", limit, window, conn=conn)

@@ -168,7 +168,13 @@ def test_waiting_scanned_confirmed_consumed(app, live_server, citizen):
     assert phone_sess.ended_at is None  # the phone stays logged in
     assert _actions(app) == ["qr.created", "qr.scanned", "qr.confirmed", "qr.consumed"]
 
-    # single use: neither the desktop again nor the phone can reuse it
+    # single use: neither the desktop again nor the phone can reuse it. The log-in renewed the
+    # desktop's CSRF secret, so the page's own form is refused as stale first; with a token of
+    # the new secret the code is found consumed
+    again = desktop.complete()
+    assert again.status_code == 400
+    fresh = desktop.http.get(f"{live_server}/login", params={"force": "1", "next": "/account"})
+    desktop.csrf = re.search(r'data-csrf="([^"]+)"', fresh.text).group(1)
     again = desktop.complete()
     assert again.status_code == 302 and again.headers["Location"].startswith("/login")
     assert phone.open(url).status_code == 410

@@ -173,11 +173,21 @@ def test_an_authority_withdrawn_before_the_exchange_ends_the_session(app, client
     db.session.flush()
     db.session.get(Organisation, org.id).legal_rep_id = someone.id
     db.session.commit()
+    from sqlalchemy import func, select
+
+    from idp.models import AuthorizationCode, RefreshToken
+    from tongban.clock import digest
+
+    refresh_rows = db.session.scalar(select(func.count()).select_from(RefreshToken))
     refused = _exchange(client, client_id, secret, code, verifier)
     assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
     db.session.expire_all()
     ended = db.session.get(LoginSession, sess.id)
     assert ended.ended_at is not None and ended.end_reason == "enterprise_authority_withdrawn"
+    # nothing of the refused exchange was kept, and its code is used up
+    assert db.session.scalar(select(func.count()).select_from(RefreshToken)) == refresh_rows
+    row = db.session.execute(select(AuthorizationCode).where(AuthorizationCode.code_hash == digest(code))).scalar_one()
+    assert row.used_at is not None and row.family_id is None
 
 
 def _verify_with_joserfc(app, id_token: str, alg: str) -> dict:
