@@ -48,7 +48,7 @@ from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, e
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.exceptions import HTTPException
 
-from .background import ProcessThread
+from .background import ProcessThread, at_first_request
 from .clock import utcnow
 from .extensions import after_commit, db, read_connection, session_holds_sqlite_write
 from .masking import mask_text
@@ -762,12 +762,9 @@ def init_app(app: Flask) -> None:
         _record_refusal(resp)
         return resp
 
-    started = {"pid": 0}
-
-    @app.before_request
-    def _start_chainer():
+    def start_chainer() -> None:
         # rows left unchained by a previous run are sealed without waiting for a new event
-        if started["pid"] != os.getpid():
-            started["pid"] = os.getpid()
-            if app.config["TONGBAN_AUDIT_CHAIN_THREAD"]:
-                wake(app)
+        if app.config["TONGBAN_AUDIT_CHAIN_THREAD"]:
+            wake(app)
+
+    at_first_request(app, start_chainer)

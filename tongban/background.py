@@ -52,3 +52,16 @@ class ProcessThread:
         while True:
             woken = self.event.wait(self.timeout(app))
             self.run_pass(app, woken)
+
+
+def at_first_request(app: Flask, start) -> None:
+    """Call ``start()`` at the first request each process serves: what starts a process's
+    background threads in the process that serves (a Granian or gunicorn worker, again after a
+    fork), never in one that only imported the app. One comparison per request after that."""
+    started = {"pid": 0}
+
+    @app.before_request
+    def _start_background():
+        if started["pid"] != os.getpid():
+            started["pid"] = os.getpid()
+            start()

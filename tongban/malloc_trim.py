@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from .background import ProcessThread
+from .background import ProcessThread, at_first_request
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,9 @@ trimmer = _Trimmer()
 def init_app(app: Flask) -> None:
     if _trim is None:
         return  # not glibc: nothing to trim, no thread
-    started = {"pid": 0}
+    def start() -> None:
+        if app.config["TONGBAN_MALLOC_TRIM_SECONDS"] > 0:
+            trimmer.cpu_at_last = time.process_time()
+            trimmer.ensure(app)
 
-    @app.before_request
-    def _start_trimmer():
-        # one comparison per request; the thread starts in the process that serves (a Granian
-        # or gunicorn worker), never in the one that only imported the app before a fork
-        if started["pid"] != os.getpid():
-            started["pid"] = os.getpid()
-            if app.config["TONGBAN_MALLOC_TRIM_SECONDS"] > 0:
-                trimmer.cpu_at_last = time.process_time()
-                trimmer.ensure(app)
+    at_first_request(app, start)

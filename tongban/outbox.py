@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ from flask.cli import AppGroup
 from sqlalchemy import DateTime, Index, Integer, String, Text, func, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .background import ProcessThread
+from .background import ProcessThread, at_first_request
 from .clock import utcnow
 from .extensions import after_commit, db
 
@@ -305,13 +304,10 @@ def work_cmd(once: bool):
 def init_app(app: Flask) -> None:
     app.cli.add_command(outbox_cli)
 
-    started = {"pid": 0}
-
-    @app.before_request
-    def _start_worker():
+    def start_worker() -> None:
         # rows left by a previous run (or queued by another process) are picked up without
         # waiting for this process to queue something itself
-        if started["pid"] != os.getpid():
-            started["pid"] = os.getpid()
-            if app.config["TONGBAN_OUTBOX_THREAD"]:
-                _worker.ensure(app)
+        if app.config["TONGBAN_OUTBOX_THREAD"]:
+            _worker.ensure(app)
+
+    at_first_request(app, start_worker)
