@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Response, current_app, g, has_request_context, request
+from flask import session as cookie_session
 from sqlalchemy import DateTime, String, bindparam, select, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -137,8 +138,6 @@ def renew_csrf() -> None:
     log-in — the password form itself, sent again from the browser's history on a shared
     computer after a logout — is refused from then on. The pages of the log-in's own response
     get tokens of the new secret."""
-    from flask import session as cookie_session
-
     name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
     cookie_session.pop(name, None)
     g.pop(name, None)
