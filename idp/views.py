@@ -180,6 +180,9 @@ def authorize():
         # the log-in form of the log-in page this URL shows, posted back to the page's own URL
         # (its action is /login; a client that posts a page's form to the page is answered
         # the same). Never treated as an authorization request: a password goes in no URL.
+        # The same CSRF protection as /login's (its HTTPS Referer check included).
+        if current_app.config.get("WTF_CSRF_ENABLED", True):
+            csrf.protect()
         return login()
     if _is_authorization_post():
         # the same request as a GET (parameters from the query and the body, all of them, so that a

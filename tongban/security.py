@@ -133,7 +133,10 @@ def init_app(app: Flask) -> None:
 
     common = [
         ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
+        # no address leaves for another site (a page's URL may hold a code or an ID number), but
+        # our own form posts carry their Referer: over HTTPS, Flask-WTF's CSRF check requires a
+        # same-origin one (with no-referrer every form post over HTTPS was refused)
+        ("Referrer-Policy", "same-origin"),
         ("Cross-Origin-Opener-Policy", "same-origin"),
         ("Permissions-Policy", "camera=(self), geolocation=(), microphone=()"),
     ]

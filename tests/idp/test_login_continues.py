@@ -295,3 +295,27 @@ def test_an_account_disabled_during_the_password_check_gets_nothing(app, live_se
     resp = _post_login(browser, page)
     assert resp.status_code == 401 and "Location" not in resp.headers
     assert app.config["SSO_COOKIE_NAME"] not in _set_cookies(resp)
+
+
+def test_over_https_both_log_in_addresses_check_the_referer(app, browser, citizen, make_client, monkeypatch):
+    """Over HTTPS the CSRF check also wants a same-origin Referer, at /login and at the
+    authorization URL alike; the pages' Referrer-Policy lets the browser send it to us."""
+    from tests.flask_flows import _CSRF as PAGE_CSRF
+    from tests.idp.test_login_path import _authorize_url, _pkce
+
+    client_id, _ = make_client(first_party=True)
+    base = "https://id.tongban.example.gov.cn"
+    b = browser()
+    url = _authorize_url(client_id, "n-https", _pkce()[1])
+    page = b.get(url, base_url=base)
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    body = page.get_data(as_text=True)
+    form = {"csrf_token": PAGE_CSRF.search(body).group(1), "login": CITIZEN_ID, "password": PASSWORD,
+            "next": html.unescape(re.search(r'id="next" name="next" type="hidden" value="([^"]*)"', body).group(1))}
+    for target in ("/login", url):
+        for referer in ("https://evil.example/", None):
+            headers = {"Referer": referer} if referer else {}
+            refused = b.post(target, data=form, base_url=base, headers=headers)
+            assert refused.status_code == 400 and "Location" not in refused.headers, (target, referer)
+    ok = b.post(url, data=form, base_url=base, headers={"Referer": base + url})
+    assert ok.status_code == 302 and ok.headers["Location"].startswith(REDIRECT)

@@ -13,7 +13,7 @@ from tongban.security import CSP, CSP_FRAMEABLE, _has_secure
 
 COMMON = [
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Permissions-Policy", "camera=(self), geolocation=(), microphone=()"),
 ]
