@@ -252,3 +252,21 @@ def test_a_reloaded_key_ring_keeps_the_keys_it_unsealed(app):
     assert third.private_key is not private
     assert third.private_key.private_numbers() == private.private_numbers()
     assert third.compact_signer("JWT") is not signer
+
+
+def test_a_code_of_an_account_disabled_since_is_refused(app, client, citizen, make_client):
+    """The person now comes with the code's own read: an account disabled between the code and
+    its exchange gets no tokens."""
+    from sqlalchemy import update
+
+    from people.models import User
+    from tongban.extensions import db
+
+    client_id, secret = make_client(first_party=True)
+    assert login(client).status_code == 302
+    code, verifier, _nonce = _code(client, client_id)
+    db.session.execute(update(User).where(User.id == citizen.id).values(disabled=True))
+    db.session.commit()
+    refused = _exchange(client, client_id, secret, code, verifier)
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    assert "access_token" not in refused.get_json()
